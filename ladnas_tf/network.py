@@ -1,0 +1,241 @@
+"""Evaluation networks built from a genotype (DARTS's NetworkCIFAR and NetworkImageNet).
+
+Parameters are counted as the DARTS reference code logs them (trainable weights, so BN scale and
+offset but not its moving statistics; the auxiliary head excluded); multiply-adds count convolutions
+and the classifier only, as the network is defined (see ops.py), the auxiliary head excluded.
+"""
+import math
+
+import keras
+import numpy as np
+from keras import layers
+
+from ladnas_tf import search_space
+from ladnas_tf.ops import OPS, FactorizedReduce, Identity, ReLUConvBN, apply, batch_norm, conv_layers
+
+_PACKAGE = 'ladnas_tf'
+SETTINGS = ('cifar', 'imagenet')
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class Cell(layers.Layer):
+    """A discrete cell: node j sums op(input) over its two (op, input) pairs; output = concat(2..5)."""
+
+    def __init__(self, cell, filters, reduction, reduction_prev, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.cell = tuple((op, int(i)) for op, i in cell)
+        search_space.validate_cell(self.cell)
+        self.filters, self.reduction, self.reduction_prev, self.seed = (
+            filters, reduction, reduction_prev, seed)
+        self.preprocess0 = (FactorizedReduce(filters) if reduction_prev
+                            else ReLUConvBN(filters, 1))
+        self.preprocess1 = ReLUConvBN(filters, 1)
+        self.edge_ops = [OPS[op](filters, 2 if reduction and i < 2 else 1, True) for op, i in self.cell]
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        # A weight, not a Python float, so the schedule changes it without retracing and checkpoints keep it.
+        self.drop_path_rate = self.add_weight(shape=(), initializer='zeros', trainable=False,
+                                              name='drop_path_rate')
+
+    def _drop_path(self, x):
+        """DARTS's drop-path: zero a whole sample's branch with probability rate, rescale the rest."""
+        keep = 1.0 - self.drop_path_rate
+        noise = keras.random.uniform((keras.ops.shape(x)[0], 1, 1, 1), seed=self.seed_generator)
+        return x / keep * keras.ops.floor(keep + noise)
+
+    def call(self, inputs, training=None):
+        s0, s1 = inputs
+        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        for node in range(search_space.NUM_NODES):
+            total = 0
+            for k in (2 * node, 2 * node + 1):
+                h = self.edge_ops[k](states[self.cell[k][1]], training=training)
+                if training and not isinstance(self.edge_ops[k], Identity):
+                    h = self._drop_path(h)
+                total = total + h
+            states.append(total)
+        return keras.ops.concatenate([states[i] for i in search_space.CONCAT], axis=-1)
+
+    def macs(self, shape0, shape1):
+        c = self.filters
+        stride = lambda i: 2 if self.reduction and i < 2 else 1
+        h, w = shape1[1], shape1[2]
+        node_hw = [(h, w), (h, w)] + [(math.ceil(h / 2), math.ceil(w / 2)) if self.reduction
+                                      else (h, w)] * search_space.NUM_NODES
+        total = self.preprocess0.macs(shape0) + self.preprocess1.macs(shape1)
+        for op, (_, i) in zip(self.edge_ops, self.cell):
+            total += op.macs((None, *node_hw[i], c))
+        return total
+
+    def get_config(self):
+        return {**super().get_config(), 'cell': [list(e) for e in self.cell], 'filters': self.filters,
+                'reduction': self.reduction, 'reduction_prev': self.reduction_prev, 'seed': self.seed}
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class AuxiliaryHead(layers.Layer):
+    """DARTS's auxiliary classifier: ReLU, 5x5 avg pool, 1x1 conv 128, BN, ReLU, 2x2 conv 768, BN, ReLU, FC.
+    The pool stride is 3 on CIFAR (8x8 -> 2x2) and 2 on ImageNet (7x7 -> 2x2)."""
+
+    def __init__(self, num_classes, pool_stride=3, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.pool_stride = num_classes, pool_stride
+        self.seq = [layers.ReLU(), layers.AveragePooling2D(5, pool_stride, padding='valid'),
+                    layers.Conv2D(128, 1, use_bias=False), batch_norm(), layers.ReLU(),
+                    layers.Conv2D(768, 2, use_bias=False), batch_norm(), layers.ReLU(),
+                    layers.Flatten(), layers.Dense(num_classes)]
+
+    def call(self, x, training=None):
+        return apply(self.seq, x, training)
+
+    def get_config(self):
+        return {**super().get_config(), 'num_classes': self.num_classes, 'pool_stride': self.pool_stride}
+
+
+class _Network(keras.Model):
+    """Stem, `num_cells` cells (reductions at 1/3 and 2/3 of the depth), global pooling, classifier.
+
+    call returns logits; in training with `auxiliary` it returns (logits, auxiliary logits)."""
+
+    def __init__(self, genotype, channels, num_cells, num_classes, auxiliary=False, seed=None,
+                 image_size=None, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = image_size
+        if isinstance(genotype, str):
+            genotype = search_space.parse(genotype)
+        search_space.validate(genotype)
+        self.genotype, self.channels, self.num_cells = genotype, channels, num_cells
+        self.num_classes, self.auxiliary, self.seed = num_classes, auxiliary, seed
+        self.aux_index = 2 * num_cells // 3
+        self._make_stem()
+        self.cells_ = []
+        c_curr, reduction_prev = channels, self._stem_reduces()
+        for i in range(num_cells):
+            reduction = i in (num_cells // 3, 2 * num_cells // 3)
+            c_curr *= 2 if reduction else 1
+            cell = genotype.reduce if reduction else genotype.normal
+            self.cells_.append(Cell(cell, c_curr, reduction, reduction_prev,
+                                    seed=None if seed is None else seed + i, name=f'cell_{i}'))
+            reduction_prev = reduction
+        self.global_pool = layers.GlobalAveragePooling2D()
+        self.classifier = layers.Dense(num_classes, name='classifier')
+        self.aux_head = (AuxiliaryHead(num_classes, self._aux_pool_stride, name='auxiliary_head')
+                         if auxiliary else None)
+
+    def build(self, input_shape):
+        # Tracing call symbolically creates every sublayer's weights without running any math.
+        self.compute_output_spec(keras.KerasTensor(input_shape))
+
+    def call(self, x, training=None):
+        s0, s1 = self._stem(x, training)
+        logits_aux = None
+        for i, cell in enumerate(self.cells_):
+            s0, s1 = s1, cell([s0, s1], training=training)
+            if i == self.aux_index and self.aux_head is not None and training:
+                logits_aux = self.aux_head(s1, training=training)
+        logits = self.classifier(self.global_pool(s1))
+        return logits if logits_aux is None else (logits, logits_aux)
+
+    def count_params(self):
+        """Trainable parameters without the auxiliary head: the figure DARTS logs."""
+        aux = set(id(w) for w in self.aux_head.trainable_weights) if self.aux_head else set()
+        return int(sum(np.prod(w.shape) for w in self.trainable_weights if id(w) not in aux))
+
+    def count_macs(self):
+        """Multiply-adds of one image (convolutions and the classifier; no auxiliary head)."""
+        h, w = self.image_size, self.image_size
+        total, shape0, shape1 = self._stem_macs(h, w)
+        for cell in self.cells_:
+            total += cell.macs(shape0, shape1)
+            h1, w1 = shape1[1:3]
+            if cell.reduction:
+                h1, w1 = math.ceil(h1 / 2), math.ceil(w1 / 2)
+            shape0, shape1 = shape1, (None, h1, w1, cell.filters * search_space.NUM_NODES)
+        return total + shape1[-1] * self.num_classes
+
+    def set_drop_path_rate(self, rate):
+        for cell in self.cells_:
+            cell.drop_path_rate.assign(rate)
+
+    def get_config(self):
+        return {'genotype': self.genotype.to_json(), 'channels': self.channels,
+                'num_cells': self.num_cells, 'num_classes': self.num_classes,
+                'auxiliary': self.auxiliary, 'seed': self.seed, 'image_size': self.image_size,
+                'name': self.name}
+
+
+def _conv_macs(h, w, k, c_in, c_out, stride):
+    return math.ceil(h / stride) * math.ceil(w / stride) * k * k * c_in * c_out
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class NetworkCIFAR(_Network):
+    """DARTS's CIFAR network: a 3x3 conv stem to 3C channels; the auxiliary head sees the 8x8 map."""
+    _aux_pool_stride = 3
+
+    def __init__(self, genotype, channels=36, num_cells=20, num_classes=10, auxiliary=False,
+                 seed=None, image_size=32, **kwargs):
+        super().__init__(genotype, channels, num_cells, num_classes, auxiliary, seed, image_size,
+                         **kwargs)
+
+    def _make_stem(self):
+        self.stem = [layers.Conv2D(3 * self.channels, 3, padding='same', use_bias=False), batch_norm()]
+
+    def _stem_reduces(self):
+        return False
+
+    def _stem(self, x, training):
+        s = apply(self.stem, x, training)
+        return s, s
+
+    def _stem_macs(self, h, w):
+        shape = (None, h, w, 3 * self.channels)
+        return _conv_macs(h, w, 3, 3, 3 * self.channels, 1), shape, shape
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class NetworkImageNet(_Network):
+    """DARTS's ImageNet mobile network: three stride-2 3x3 convs bring 224x224 down to 28x28."""
+    _aux_pool_stride = 2
+
+    def __init__(self, genotype, channels=48, num_cells=14, num_classes=1000, auxiliary=False,
+                 seed=None, image_size=224, **kwargs):
+        super().__init__(genotype, channels, num_cells, num_classes, auxiliary, seed, image_size,
+                         **kwargs)
+
+    def _make_stem(self):
+        c = self.channels
+        self.stem0 = (conv_layers(c // 2, 3, 2) + [batch_norm(), layers.ReLU()]
+                      + conv_layers(c, 3, 2) + [batch_norm()])
+        self.stem1 = [layers.ReLU()] + conv_layers(c, 3, 2) + [batch_norm()]
+
+    def _stem_reduces(self):
+        return True
+
+    def _stem(self, x, training):
+        s0 = apply(self.stem0, x, training)
+        return s0, apply(self.stem1, s0, training)
+
+    def _stem_macs(self, h, w):
+        c, half = self.channels, self.channels // 2
+        h1, w1 = math.ceil(h / 2), math.ceil(w / 2)
+        h2, w2 = math.ceil(h1 / 2), math.ceil(w1 / 2)
+        h3, w3 = math.ceil(h2 / 2), math.ceil(w2 / 2)
+        macs = (_conv_macs(h, w, 3, 3, half, 2) + _conv_macs(h1, w1, 3, half, c, 2)
+                + _conv_macs(h2, w2, 3, c, c, 2))
+        return macs, (None, h2, w2, c), (None, h3, w3, c)
+
+
+def build_network(genotype, setting='cifar', channels=None, num_cells=None, num_classes=None,
+                  auxiliary=False, image_size=None, seed=None):
+    """A built evaluation network: the paper's defaults per setting, any of them overridable."""
+    if setting not in SETTINGS:
+        raise ValueError(f'unknown setting {setting!r} (known: {", ".join(SETTINGS)})')
+    cls = NetworkCIFAR if setting == 'cifar' else NetworkImageNet
+    defaults = dict(cifar=(36, 20, 10, 32), imagenet=(48, 14, 1000, 224))[setting]
+    c, n, k, s = (v if v is not None else d for v, d in
+                  zip((channels, num_cells, num_classes, image_size), defaults))
+    model = cls(genotype, c, n, k, auxiliary=auxiliary, seed=seed, image_size=s)
+    model.build((None, s, s, 3))
+    return model
