@@ -1,0 +1,145 @@
+"""Targets: how a genotype becomes something to time on a device, and what that device is.
+
+A target splits into `prepare` (genotype -> picklable artifact; may run in a worker process, ahead of
+timing) and `runner` (artifact -> a zero-argument callable that runs one inference, in the timing
+process). The timing itself is measure.py's, the same for every target.
+"""
+import dataclasses
+import platform
+
+import numpy as np
+
+from ladnas_tf.latency import graph
+
+
+class TargetError(ValueError):
+    """An unknown target, or one this machine cannot run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """The evaluation network being timed (the paper: CIFAR 20 cells C=36; ImageNet 14 cells C=48)."""
+    setting: str = 'cifar'
+    channels: int = 36
+    num_cells: int = 20
+    image_size: int = 32
+    batch_size: int = 1
+    num_classes: int = 10
+
+    @property
+    def key(self):
+        return (f'{self.setting}-C{self.channels}-N{self.num_cells}-{self.image_size}px'
+                f'-b{self.batch_size}-k{self.num_classes}')
+
+    def network_kwargs(self):
+        return dataclasses.asdict(self)
+
+
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions():
+    import importlib.metadata as md
+    return {p: md.version(p) for p in ('tensorflow-cpu', 'tensorflow', 'ai-edge-litert')
+            if _installed(p)}
+
+
+def _installed(package):
+    import importlib.metadata as md
+    try:
+        md.version(package)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+class CpuTFLite:
+    """The network converted to TFLite, run by the ai_edge_litert interpreter with explicit threads;
+    XNNPACK on (the interpreter's default delegate) unless xnnpack=False."""
+    name = 'cpu_tflite'
+
+    def __init__(self, threads=1, xnnpack=True):
+        self.threads, self.xnnpack = threads, xnnpack
+
+    def check_available(self):
+        pass
+
+    def prepare(self, genotype, setting):
+        return graph.to_tflite(genotype, **setting.network_kwargs())
+
+    def runner(self, artifact):
+        from ai_edge_litert import interpreter as litert
+        resolver = (litert.OpResolverType.AUTO if self.xnnpack
+                    else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp = litert.Interpreter(model_content=artifact, num_threads=self.threads,
+                                    experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        interp.set_tensor(inp['index'], np.random.default_rng(0).random(inp['shape'], np.float32))
+        return interp.invoke
+
+    def describe(self):
+        return {'target': self.name, 'device': cpu_model(), 'threads': self.threads,
+                'xnnpack': self.xnnpack, 'versions': _versions()}
+
+
+class DeviceTF:
+    """The network under tf.function on a TensorFlow device, synchronised after every run so the
+    clock sees the device's work, not the launch. `gpu` is this on '/GPU:0'; tests run it on '/CPU:0'."""
+
+    def __init__(self, device='/GPU:0', name='gpu'):
+        self.device, self.name = device, name
+
+    def check_available(self):
+        import tensorflow as tf
+        kind = self.device.strip('/').split(':')[0].upper()
+        if not tf.config.list_physical_devices(kind):
+            raise TargetError(f"target '{self.name}' needs a {kind} device, and "
+                              f"tf.config.list_physical_devices('{kind}') is empty on this machine")
+
+    def prepare(self, genotype, setting):
+        # The graph must be built in the timing process, on the device: here only params and MACs.
+        _, params, macs = graph.concrete_function(genotype, **setting.network_kwargs())
+        return (genotype, setting), params, macs
+
+    def runner(self, artifact):
+        import tensorflow as tf
+        genotype, setting = artifact
+        with tf.device(self.device):
+            fn = graph.concrete_function(genotype, **setting.network_kwargs())[0]
+            shape = (setting.batch_size, setting.image_size, setting.image_size, 3)
+            x = tf.random.stateless_uniform(shape, (0, 0))
+
+        def run_once():
+            with tf.device(self.device):
+                y = fn(x)
+            y.numpy()  # blocks until the device has finished: the synchronisation point
+        return run_once
+
+    def describe(self):
+        import tensorflow as tf
+        kind = self.device.strip('/').split(':')[0].upper()
+        devices = tf.config.list_physical_devices(kind)
+        detail = tf.config.experimental.get_device_details(devices[0]) if devices else {}
+        return {'target': self.name, 'device': detail.get('device_name', self.device),
+                'threads': 0, 'xnnpack': False, 'versions': _versions()}
+
+
+TARGETS = {
+    'cpu_tflite': lambda threads: CpuTFLite(threads),
+    'gpu': lambda threads: DeviceTF('/GPU:0', 'gpu'),
+}
+
+
+def make_target(name, threads=1):
+    if name not in TARGETS:
+        raise TargetError(f'unknown target {name!r} (known: {", ".join(TARGETS)})')
+    return TARGETS[name](threads)

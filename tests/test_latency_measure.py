@@ -1,0 +1,58 @@
+"""The timing harness: statistics, the re-measure rule, input checks."""
+import itertools
+
+import numpy as np
+import pytest
+
+from ladnas_tf.latency import measure
+
+
+def test_stats_against_hand_computed_values():
+    s = measure.Stats.of([0.001, 0.002, 0.003, 0.004])  # seconds
+    assert s.latency_ms == pytest.approx(2.5)
+    assert s.mean_ms == pytest.approx(2.5)
+    assert s.std_ms == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+    assert s.iqr_ms == pytest.approx(3.25 - 1.75)
+    assert s.cv == pytest.approx(s.std_ms / 2.5)
+    assert s.runs == 4
+
+
+def test_time_runs_warms_up_then_times_only_the_call():
+    calls = []
+    ticks = itertools.count()
+    seconds = measure.time_runs(lambda: calls.append(1), warmup=3, runs=5, clock=lambda: next(ticks))
+    assert len(calls) == 8
+    assert seconds == [1] * 5  # the fake clock ticks once per read: start and stop of each run
+
+
+class _Noisy:
+    """A run whose duration is noisy for the first `noisy_attempts` attempts, then steady."""
+
+    def __init__(self, noisy_attempts, runs):
+        self.calls, self.noisy_attempts, self.runs = 0, noisy_attempts, runs
+
+    def __call__(self):
+        import time
+        attempt = self.calls // self.runs
+        self.calls += 1
+        time.sleep(0.002 if attempt >= self.noisy_attempts or self.calls % 2 else 0.012)
+
+
+def test_remeasures_while_noisy_and_keeps_the_steady_attempt():
+    run = _Noisy(noisy_attempts=1, runs=6)
+    stats, attempts = measure.measure(run, warmup=0, runs=6, max_cv=0.3, max_attempts=3)
+    assert attempts == 2
+    assert stats.cv <= 0.3
+
+
+def test_gives_up_after_max_attempts_and_returns_the_least_noisy():
+    run = _Noisy(noisy_attempts=10, runs=4)
+    stats, attempts = measure.measure(run, warmup=0, runs=4, max_cv=0.01, max_attempts=2)
+    assert attempts == 2 and stats.cv > 0.01
+
+
+@pytest.mark.parametrize('kwargs', [dict(runs=-1), dict(runs=1), dict(warmup=-2), dict(max_attempts=0)])
+def test_bad_protocol_is_refused_in_one_line(kwargs):
+    with pytest.raises(ValueError) as e:
+        measure.measure(lambda: None, **kwargs)
+    assert '\n' not in str(e.value)

@@ -1,0 +1,98 @@
+"""The durable table: append, resume, refusal of other targets, corrupt tables, shards."""
+import itertools
+import json
+
+import pytest
+
+from ladnas_tf.latency import profile, table
+from ladnas_tf.latency.measure import Stats
+
+DESCRIPTION = {'target': 'cpu_tflite', 'setting': 'cifar-C4-N2-8px-b1-k10', 'device': 'cpu', 'threads': 1,
+               'xnnpack': True}
+
+
+def _rows(n, seed=0):
+    stats = Stats(1.5, 1.6, 0.1, 0.1, 0.06, 20)
+    for index, g in itertools.islice(profile.architectures(seed), n):
+        yield profile.make_row(index, g, 100, 1000, stats, 1, DESCRIPTION)
+
+
+def test_rows_are_appended_and_read_back(tmp_path):
+    path = str(tmp_path / 't.csv')
+    t = table.LatencyTable(path, DESCRIPTION)
+    rows = list(_rows(3))
+    for r in rows:
+        t.append(r)
+    df = table.read(path)
+    assert list(df['arch_id']) == [r['arch_id'] for r in rows]
+    assert all(len(e) == 112 and e.count('1') == 8 for e in df['normal_encoding'])
+    assert json.load(open(tmp_path / 't.meta.json'))['setting'] == DESCRIPTION['setting']
+
+
+def test_reopening_resumes_and_refuses_duplicates(tmp_path):
+    path = str(tmp_path / 't.csv')
+    rows = list(_rows(3))
+    t = table.LatencyTable(path, DESCRIPTION)
+    t.append(rows[0])
+    t2 = table.LatencyTable(path, DESCRIPTION)
+    assert rows[0]['arch_id'] in t2 and len(t2) == 1
+    with pytest.raises(table.TableError, match='already measured'):
+        t2.append(rows[0])
+
+
+def test_a_partial_last_row_from_a_kill_is_dropped_and_nothing_else(tmp_path):
+    path = str(tmp_path / 't.csv')
+    t = table.LatencyTable(path, DESCRIPTION)
+    rows = list(_rows(3))
+    t.append(rows[0])
+    t.append(rows[1])
+    with open(path, 'a') as f:
+        f.write(rows[2]['arch_id'] + ',2,"[[')  # the kill hit mid-write
+    t2 = table.LatencyTable(path, DESCRIPTION)
+    assert len(t2) == 2
+    t2.append(rows[2])
+    assert list(table.read(path)['arch_id']) == [r['arch_id'] for r in rows]
+
+
+@pytest.mark.parametrize('key', ['target', 'setting', 'threads', 'device'])
+def test_a_table_of_another_target_or_setting_is_refused(tmp_path, key):
+    path = str(tmp_path / 't.csv')
+    table.LatencyTable(path, DESCRIPTION).append(next(_rows(1)))
+    before = open(path).read()
+    other = {**DESCRIPTION, key: 'other'}
+    with pytest.raises(table.TableError, match=key) as e:
+        table.LatencyTable(path, other)
+    assert '\n' not in str(e.value)
+    assert open(path).read() == before
+
+
+def test_corrupt_tables_get_one_line_errors(tmp_path):
+    path = tmp_path / 't.csv'
+    table.LatencyTable(str(path), DESCRIPTION).append(next(_rows(1)))
+    text = path.read_text()
+    path.write_text(text.replace(',1.5,', ',nan,'))
+    with pytest.raises(table.TableError, match='non-positive latency'):
+        table.read(str(path))
+    path.write_text('arch_id,latency_ms\nabc,1.0\n')
+    with pytest.raises(table.TableError, match='missing column'):
+        table.read(str(path))
+    (tmp_path / 't.meta.json').write_text('{not json')
+    with pytest.raises(table.TableError, match='missing or corrupt'):
+        table.LatencyTable(str(path), DESCRIPTION)
+
+
+def test_shards_are_disjoint_and_cover_the_stream():
+    n, shards = 60, 3
+    whole = [i for i, _ in itertools.islice(profile.architectures(7), n)]
+    parts = [[i for i, _ in itertools.islice(profile.architectures(7, s, shards), n // shards)]
+             for s in range(shards)]
+    assert sorted(sum(parts, [])) == whole
+    assert all(set(a).isdisjoint(b) for a, b in itertools.combinations(parts, 2))
+    same = [g for _, g in itertools.islice(profile.architectures(7, 1, shards), 5)]
+    again = [g for _, g in itertools.islice(profile.architectures(7, 1, shards), 5)]
+    assert same == again
+
+
+def test_bad_shard_is_refused():
+    with pytest.raises(ValueError, match='shard_index'):
+        next(profile.architectures(0, 3, 3))

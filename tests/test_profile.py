@@ -1,0 +1,91 @@
+"""Profiling end to end at tiny scale: the CLI, a real kill and resume, the GPU path, repeatability."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from ladnas_tf.latency import profile, table, targets
+
+TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--warmup=1', '--runs=3',
+        '--workers=1', '--batch=2']
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args, **kwargs):
+    env = {**os.environ, 'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+    return subprocess.Popen([sys.executable, '-m', 'tools.profile_latency', *TINY, *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+
+
+def _rows(path):
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return max(0, sum(1 for _ in f) - 1)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path):
+    path = str(tmp_path / 'lat.csv')
+    proc = _cli(f'--table={path}', '--count=40', '--reference_every=3')
+    deadline = time.time() + 240
+    while _rows(path) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its conversion workers, mid-flight
+    proc.wait()
+    killed_at = _rows(path)
+    assert killed_at >= 3
+    done = _cli(f'--table={path}', f'--count={killed_at + 3}', '--reference_every=3')
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    df = table.read(path)
+    assert len(df) == killed_at + 3
+    assert df['arch_id'].is_unique
+    expected = [i for i, _ in zip(range(killed_at + 3), (i for i, _ in profile.architectures(0)))]
+    assert sorted(df['index']) == expected  # the stream's first architectures, none skipped
+    assert len(pd.read_csv(str(tmp_path / 'lat.reference.csv'))) >= 2
+
+
+def test_gpu_target_refuses_cleanly_without_a_gpu(tmp_path):
+    proc = _cli('--target=gpu', f'--table={tmp_path / "g.csv"}', '--count=1')
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    lines = [l for l in err.strip().splitlines() if l.startswith('error:')]
+    assert len(lines) == 1 and "list_physical_devices('GPU') is empty" in lines[0]
+    assert 'Traceback' not in err
+    assert not os.path.exists(tmp_path / 'g.csv')
+
+
+@pytest.mark.parametrize('flag,message', [('--target=tpu', 'cpu_tflite|gpu'), ('--runs=-1', 'runs')])
+def test_bad_flags_are_refused(tmp_path, flag, message):
+    proc = _cli(flag, f'--table={tmp_path / "x.csv"}')
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and message in err and 'Traceback' not in err
+
+
+def test_device_harness_times_on_cpu(tmp_path):
+    """The GPU target's harness, device-agnostic, run on /CPU:0."""
+    target = targets.DeviceTF('/CPU:0', name='cpu_tf')
+    setting = targets.Setting('cifar', 4, 2, 8, 2, 10)
+    artifact, params, macs = target.prepare(profile.genotypes.DARTS_V2, setting)
+    stats, attempts = profile.measure.measure(target.runner(artifact), warmup=1, runs=3, max_attempts=1)
+    assert stats.latency_ms > 0 and stats.runs == 3 and params > 0 and macs > 0
+    assert target.describe()['target'] == 'cpu_tf'
+
+
+def test_profiler_protocol_and_repeatability_in_process(tmp_path):
+    setting = targets.Setting('cifar', 4, 2, 8, 1, 10)
+    profiler = profile.Profiler(targets.CpuTFLite(1), setting, str(tmp_path / 'p.csv'), warmup=1, runs=3,
+                                reference_every=2, workers=1, batch=3)
+    assert profiler.run(3, seed=5) == 3
+    df = table.read(str(tmp_path / 'p.csv'))
+    assert (df['runs'] == 3).all() and (df['latency_ms'] > 0).all() and (df['setting'] == setting.key).all()
+    assert (df['iqr_ms'] >= 0).all() and (df['attempts'] >= 1).all()
+    summary = profile.repeatability(profiler, 2, seed=0)
+    assert summary['pairs'] == 2 and summary['mean_rel_diff'] >= 0
+    assert profiler.run(3, seed=5) == 0  # already complete: nothing re-measured

@@ -1,0 +1,69 @@
+"""Profile random architectures of the DARTS space on a target into a durable latency table.
+
+  python -m tools.profile_latency --flagfile=configs/profile_cpu_cifar.cfg --count=3000
+"""
+import os
+
+from absl import flags, logging
+
+from ladnas_tf.latency import profile, report, table, targets
+from tools import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum('target', 'cpu_tflite', list(targets.TARGETS), 'Where to time.')
+flags.DEFINE_string('table', 'data/cpu_tflite_cifar.csv', 'The latency table (CSV) to create or resume.')
+flags.DEFINE_integer('count', 100, 'Architectures the table should hold when done.', lower_bound=0)
+flags.DEFINE_integer('seed', 0, 'Seed of the stream of random architectures.')
+flags.DEFINE_integer('shard_index', 0, 'This machine\'s shard of the stream.', lower_bound=0)
+flags.DEFINE_integer('num_shards', 1, 'Machines profiling the same stream.', lower_bound=1)
+flags.DEFINE_enum('setting', 'cifar', ['cifar', 'imagenet'], 'Evaluation network family.')
+flags.DEFINE_integer('channels', 36, 'Initial channels C.', lower_bound=2)
+flags.DEFINE_integer('cells', 20, 'Cells in the network.', lower_bound=1)
+flags.DEFINE_integer('image_size', 32, 'Input height and width.', lower_bound=8)
+flags.DEFINE_integer('batch_size', 1, 'Batch size of a timed inference.', lower_bound=1)
+flags.DEFINE_integer('num_classes', 10, 'Classifier outputs.', lower_bound=1)
+flags.DEFINE_integer('threads', 1, 'Interpreter threads (cpu_tflite).', lower_bound=1)
+flags.DEFINE_integer('warmup', 5, 'Untimed runs before timing.', lower_bound=0)
+flags.DEFINE_integer('runs', 20, 'Timed runs; the label is their median.', lower_bound=2)
+flags.DEFINE_float('max_cv', 0.05, 'Re-measure while std/mean exceeds this.', lower_bound=0)
+flags.DEFINE_integer('max_attempts', 3, 'Measurements of one architecture at most.', lower_bound=1)
+flags.DEFINE_integer('reference_every', 50, 'Time the reference network every K rows (0: never).',
+                     lower_bound=0)
+flags.DEFINE_integer('workers', 2, 'Conversion processes (they never run while timing).', lower_bound=1)
+flags.DEFINE_integer('batch', 8, 'Architectures converted ahead per timing round.', lower_bound=1)
+flags.DEFINE_integer('timing_cpu', -1, 'Pin the timing process to this core (-1: no pinning).')
+flags.DEFINE_integer('repeatability', 0, 'Instead of profiling, re-time this many measured rows and '
+                     'report the relative difference between the two measurements.', lower_bound=0)
+flags.DEFINE_string('plot', None, 'Also write latency against MACs to this PNG.')
+
+
+def main(argv):
+    del argv
+    target = targets.make_target(FLAGS.target, FLAGS.threads)
+    target.check_available()
+    if FLAGS.timing_cpu >= 0:
+        os.sched_setaffinity(0, {FLAGS.timing_cpu})
+    setting = targets.Setting(FLAGS.setting, FLAGS.channels, FLAGS.cells, FLAGS.image_size,
+                              FLAGS.batch_size, FLAGS.num_classes)
+    profiler = profile.Profiler(target, setting, FLAGS.table, FLAGS.warmup, FLAGS.runs, FLAGS.max_cv,
+                                FLAGS.max_attempts, FLAGS.reference_every, FLAGS.workers, FLAGS.batch)
+    if FLAGS.repeatability:
+        summary = profile.repeatability(profiler, FLAGS.repeatability, FLAGS.seed)
+        print(f'repeatability over {summary["pairs"]} re-timed architectures: mean relative difference '
+              f'{100 * summary["mean_rel_diff"]:.2f}%, median {100 * summary["median_rel_diff"]:.2f}%, '
+              f'90th percentile {100 * summary["p90_rel_diff"]:.2f}%')
+        return
+    logging.info('table %s holds %d rows; measuring up to %d', FLAGS.table, len(profiler.table), FLAGS.count)
+
+    def progress(done, todo, stats):
+        logging.info('[%d/%d] %.3f ms (cv %.3f)', done, todo, stats.latency_ms, stats.cv)
+    added = profiler.run(FLAGS.count, FLAGS.seed, FLAGS.shard_index, FLAGS.num_shards, progress)
+    print(f'added {added} rows; {FLAGS.table} holds {len(profiler.table)}')
+    if FLAGS.plot:
+        spread = report.plot_latency_vs_macs(table.read(FLAGS.table), FLAGS.plot, setting.key)
+        print(f'wrote {FLAGS.plot}; at equal MACs the fastest is {100 * spread["min_vs_max"]:.1f}% below '
+              f'the slowest and {100 * spread["min_vs_median"]:.1f}% below the median')
+
+
+if __name__ == '__main__':
+    cli.run(main)
