@@ -102,7 +102,8 @@ class _Emitter:
             reduction_prev = reduction
         pooled = tf.reduce_mean(s1, axis=[1, 2])
         self.macs += pooled.shape[-1] * num_classes
-        return tf.matmul(pooled, self._weight(pooled.shape[-1], num_classes)) + self._weight(num_classes)
+        return tf.nn.bias_add(tf.matmul(pooled, self._weight(pooled.shape[-1], num_classes)),
+                              self._weight(num_classes))
 
 
 def concrete_function(genotype, setting='cifar', channels=36, num_cells=20, num_classes=10,
