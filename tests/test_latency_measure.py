@@ -56,3 +56,21 @@ def test_bad_protocol_is_refused_in_one_line(kwargs):
     with pytest.raises(ValueError) as e:
         measure.measure(lambda: None, **kwargs)
     assert '\n' not in str(e.value)
+
+
+def test_reference_brackets_every_attempt():
+    log = []
+    stats, ref, attempts = measure.measure_with_reference(
+        lambda: log.append('a'), lambda: log.append('r'), warmup=2, runs=3, max_attempts=1, reference_runs=2)
+    assert ''.join(log) == 'rrr' + 'aaaaa' + 'rr'  # 1 warm-up + 2 timed, the arch, 2 timed after
+    assert stats.runs == 3 and ref.runs == 4 and attempts == 1
+
+
+def test_repeatability_summary_normalises_by_the_reference():
+    import pandas as pd
+    from ladnas_tf.latency import profile
+    pairs = pd.DataFrame({'first_ms': [10.0, 20.0], 'second_ms': [12.0, 24.0],
+                          'first_ref_ms': [5.0, 5.0], 'second_ref_ms': [6.0, 6.0]})
+    s = profile.repeatability_summary(pairs)
+    assert s['raw_mean_rel_diff'] == pytest.approx(0.2)
+    assert s['normalised_mean_rel_diff'] == pytest.approx(0.0)  # both slowed by the same 20%

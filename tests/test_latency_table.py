@@ -14,7 +14,7 @@ DESCRIPTION = {'target': 'cpu_tflite', 'setting': 'cifar-C4-N2-8px-b1-k10', 'dev
 def _rows(n, seed=0):
     stats = Stats(1.5, 1.6, 0.1, 0.1, 0.06, 20)
     for index, g in itertools.islice(profile.architectures(seed), n):
-        yield profile.make_row(index, g, 100, 1000, stats, 1, DESCRIPTION)
+        yield profile.make_row(index, g, 100, 1000, stats, 1, DESCRIPTION, stats)
 
 
 def test_rows_are_appended_and_read_back(tmp_path):

@@ -27,8 +27,8 @@ flags.DEFINE_integer('warmup', 5, 'Untimed runs before timing.', lower_bound=0)
 flags.DEFINE_integer('runs', 20, 'Timed runs; the label is their median.', lower_bound=2)
 flags.DEFINE_float('max_cv', 0.05, 'Re-measure while std/mean exceeds this.', lower_bound=0)
 flags.DEFINE_integer('max_attempts', 3, 'Measurements of one architecture at most.', lower_bound=1)
-flags.DEFINE_integer('reference_every', 50, 'Time the reference network every K rows (0: never).',
-                     lower_bound=0)
+flags.DEFINE_integer('reference_runs', 5, 'Timed runs of the reference network just before and just '
+                     'after each architecture.', lower_bound=1)
 flags.DEFINE_integer('workers', 2, 'Conversion processes (they never run while timing).', lower_bound=1)
 flags.DEFINE_integer('batch', 8, 'Architectures converted ahead per timing round.', lower_bound=1)
 flags.DEFINE_integer('timing_cpu', -1, 'Pin the timing process to this core (-1: no pinning).')
@@ -46,12 +46,14 @@ def main(argv):
     setting = targets.Setting(FLAGS.setting, FLAGS.channels, FLAGS.cells, FLAGS.image_size,
                               FLAGS.batch_size, FLAGS.num_classes)
     profiler = profile.Profiler(target, setting, FLAGS.table, FLAGS.warmup, FLAGS.runs, FLAGS.max_cv,
-                                FLAGS.max_attempts, FLAGS.reference_every, FLAGS.workers, FLAGS.batch)
+                                FLAGS.max_attempts, FLAGS.reference_runs, FLAGS.workers, FLAGS.batch)
     if FLAGS.repeatability:
         summary = profile.repeatability(profiler, FLAGS.repeatability, FLAGS.seed)
-        print(f'repeatability over {summary["pairs"]} re-timed architectures: mean relative difference '
-              f'{100 * summary["mean_rel_diff"]:.2f}%, median {100 * summary["median_rel_diff"]:.2f}%, '
-              f'90th percentile {100 * summary["p90_rel_diff"]:.2f}%')
+        print(f'repeatability over {summary["pairs"]} re-timed architectures:')
+        for kind in ('raw', 'normalised'):
+            print(f'  {kind:10s} relative difference: mean {100 * summary[f"{kind}_mean_rel_diff"]:.2f}%, '
+                  f'median {100 * summary[f"{kind}_median_rel_diff"]:.2f}%, '
+                  f'90th percentile {100 * summary[f"{kind}_p90_rel_diff"]:.2f}%')
         return
     logging.info('table %s holds %d rows; measuring up to %d', FLAGS.table, len(profiler.table), FLAGS.count)
 

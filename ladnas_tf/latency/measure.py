@@ -35,11 +35,15 @@ def time_runs(run_once, warmup, runs, clock=time.perf_counter):
     return seconds
 
 
-def measure(run_once, warmup=5, runs=20, max_cv=0.05, max_attempts=3):
-    """(Stats, attempts): re-measures while the CV exceeds max_cv, keeping the least noisy attempt."""
+def check_protocol(warmup, runs, max_attempts):
     if warmup < 0 or runs < 2 or max_attempts < 1:
         raise ValueError(f'need warmup >= 0, runs >= 2 and max_attempts >= 1 '
                          f'(got warmup={warmup}, runs={runs}, max_attempts={max_attempts})')
+
+
+def measure(run_once, warmup=5, runs=20, max_cv=0.05, max_attempts=3):
+    """(Stats, attempts): re-measures while the CV exceeds max_cv, keeping the least noisy attempt."""
+    check_protocol(warmup, runs, max_attempts)
     best = None
     for attempt in range(1, max_attempts + 1):
         stats = Stats.of(time_runs(run_once, warmup, runs))
@@ -48,3 +52,26 @@ def measure(run_once, warmup=5, runs=20, max_cv=0.05, max_attempts=3):
         if stats.cv <= max_cv:
             break
     return best, attempt
+
+
+def measure_with_reference(run_once, reference, warmup=5, runs=20, max_cv=0.05, max_attempts=3,
+                           reference_runs=5):
+    """(Stats, reference Stats, attempts): `run_once` measured as by `measure`, each attempt bracketed
+    by timed runs of a fixed reference network just before and just after it.
+
+    On a shared machine (a busy sibling core, another tenant) every network slows by a similar factor
+    for a while; the reference sees the same slowdown as the architecture it brackets, so the ratio
+    latency / reference cancels most of it. Warm-up runs after the first bracket re-fill the caches."""
+    check_protocol(warmup, runs, max_attempts)
+    if reference_runs < 1:
+        raise ValueError(f'need reference_runs >= 1 (got {reference_runs})')
+    best = None
+    for attempt in range(1, max_attempts + 1):
+        before = time_runs(reference, 1, reference_runs)
+        stats = Stats.of(time_runs(run_once, warmup, runs))
+        after = time_runs(reference, 0, reference_runs)
+        if best is None or stats.cv < best[0].cv:
+            best = stats, Stats.of(before + after)
+        if stats.cv <= max_cv:
+            break
+    return best[0], best[1], attempt

@@ -1,8 +1,9 @@
 """Profiling: sample architectures, convert them ahead in parallel, time them one by one, append rows.
 
 Conversion (CPU-heavy) and timing never overlap: a batch of architectures is prepared by worker
-processes, then timed serially in this process while the workers sit idle. Every `reference_every`
-architectures a fixed reference network (DARTS_V2) is timed again, so drift shows in the table.
+processes, then timed serially in this process while the workers sit idle. Every measurement is
+bracketed by timings of a fixed reference network (DARTS_V2), recorded in the row (`ref_ms`), so drift
+and interference show in the table and `latency_ms / ref_ms` cancels most of them.
 """
 import datetime
 import json
@@ -37,14 +38,15 @@ def _bits(cell):
     return ''.join(str(int(b)) for b in search_space.encode_cell(cell))
 
 
-def make_row(index, genotype, params, macs, stats, attempts, description):
+def make_row(index, genotype, params, macs, stats, attempts, description, reference):
     return {'arch_id': search_space.genotype_id(genotype), 'index': index,
             'normal': json.dumps(genotype.normal), 'reduce': json.dumps(genotype.reduce),
             'normal_encoding': _bits(genotype.normal), 'reduce_encoding': _bits(genotype.reduce),
             'params': params, 'macs': macs, 'latency_ms': round(stats.latency_ms, 5),
             'mean_ms': round(stats.mean_ms, 5), 'std_ms': round(stats.std_ms, 5),
             'iqr_ms': round(stats.iqr_ms, 5), 'cv': round(stats.cv, 5), 'runs': stats.runs,
-            'attempts': attempts, 'target': description['target'],
+            'attempts': attempts, 'ref_ms': round(reference.latency_ms, 5), 'ref_cv': round(reference.cv, 5),
+            'target': description['target'],
             'setting': description['setting'], 'measured_at': _now()}
 
 
@@ -64,27 +66,24 @@ class Profiler:
     """Times architectures of one target and setting into one table."""
 
     def __init__(self, target, setting, table_path, warmup=5, runs=20, max_cv=0.05, max_attempts=3,
-                 reference_every=50, workers=2, batch=8):
+                 reference_runs=5, workers=2, batch=8):
         target.check_available()
         self.target, self.setting = target, setting
         self.description = {**target.describe(), 'setting': setting.key, 'network': setting.network_kwargs(),
+                            'reference': 'DARTS_V2',
                             'protocol': {'warmup': warmup, 'runs': runs, 'max_cv': max_cv,
-                                         'max_attempts': max_attempts}}
+                                         'max_attempts': max_attempts, 'reference_runs': reference_runs}}
         self.table = LatencyTable(table_path, self.description)
-        self.protocol = dict(warmup=warmup, runs=runs, max_cv=max_cv, max_attempts=max_attempts)
-        self.reference_every, self.workers, self.batch = reference_every, workers, batch
+        self.protocol = dict(warmup=warmup, runs=runs, max_cv=max_cv, max_attempts=max_attempts,
+                             reference_runs=reference_runs)
+        self.workers, self.batch = workers, batch
         self._reference = None
 
     def time(self, artifact):
-        return measure.measure(self.target.runner(artifact), **self.protocol)
-
-    def _time_reference(self):
+        """(Stats, reference Stats, attempts) of one prepared architecture."""
         if self._reference is None:
-            self._reference = self.target.prepare(genotypes.DARTS_V2, self.setting)[0]
-        stats, _ = self.time(self._reference)
-        self.table.append_reference({'after_rows': len(self.table), 'latency_ms': round(stats.latency_ms, 5),
-                                     'cv': round(stats.cv, 5), 'measured_at': _now()})
-        return stats
+            self._reference = self.target.runner(self.target.prepare(genotypes.DARTS_V2, self.setting)[0])
+        return measure.measure_with_reference(self.target.runner(artifact), self._reference, **self.protocol)
 
     def _pending(self, count, seed, shard_index, num_shards):
         """The next `count` architectures of the shard that the table does not hold yet."""
@@ -111,11 +110,9 @@ class Profiler:
                     break
                 prepared = pool.map(_prepare, [(self.target, self.setting, g) for _, g in jobs])
                 for (index, genotype), (artifact, params, macs) in zip(jobs, prepared):
-                    if self.reference_every and len(self.table) % self.reference_every == 0:
-                        self._time_reference()
-                    stats, attempts = self.time(artifact)
+                    stats, reference, attempts = self.time(artifact)
                     self.table.append(make_row(index, genotype, params, macs, stats, attempts,
-                                               self.description))
+                                               self.description, reference))
                     added += 1
                     if progress:
                         progress(added, todo, stats)
@@ -140,11 +137,25 @@ def repeatability(profiler, count, seed=0, path=None):
             chunk = jobs[start:start + profiler.batch]
             for job, r, (artifact, _, _) in zip(chunk, rows.iloc[start:].itertuples(),
                                                 pool.map(_prepare, chunk)):
-                stats, _ = profiler.time(artifact)
-                _append(path, ('arch_id', 'first_ms', 'second_ms', 'rel_diff', 'measured_at'),
+                stats, reference, _ = profiler.time(artifact)
+                _append(path, REPEAT_COLUMNS,
                         {'arch_id': r.arch_id, 'first_ms': r.latency_ms, 'second_ms': round(stats.latency_ms, 5),
-                         'rel_diff': round(abs(stats.latency_ms - r.latency_ms) / r.latency_ms, 6),
+                         'first_ref_ms': r.ref_ms, 'second_ref_ms': round(reference.latency_ms, 5),
                          'measured_at': _now()})
-    rel = pd.read_csv(path)['rel_diff']
-    return {'pairs': int(len(rel)), 'mean_rel_diff': float(rel.mean()),
-            'median_rel_diff': float(rel.median()), 'p90_rel_diff': float(rel.quantile(0.9))}
+    return repeatability_summary(pd.read_csv(path))
+
+
+REPEAT_COLUMNS = ('arch_id', 'first_ms', 'second_ms', 'first_ref_ms', 'second_ref_ms', 'measured_at')
+
+
+def repeatability_summary(pairs):
+    """Relative differences between two measurements of the same architectures, raw and
+    reference-normalised (latency / ref_ms)."""
+    raw = (pairs['second_ms'] - pairs['first_ms']).abs() / pairs['first_ms']
+    first = pairs['first_ms'] / pairs['first_ref_ms']
+    normalised = ((pairs['second_ms'] / pairs['second_ref_ms']) - first).abs() / first
+    out = {'pairs': int(len(pairs))}
+    for name, rel in (('raw', raw), ('normalised', normalised)):
+        out.update({f'{name}_mean_rel_diff': float(rel.mean()), f'{name}_median_rel_diff': float(rel.median()),
+                    f'{name}_p90_rel_diff': float(rel.quantile(0.9))})
+    return out

@@ -1,7 +1,7 @@
 """The durable latency table: one CSV row per architecture, appended and fsync'ed as measured.
 
-Beside `name.csv` lie `name.meta.json` (the target and setting the table belongs to, written once) and
-`name.reference.csv` (timings of a fixed reference network, to make drift and interference visible).
+Beside `name.csv` lies `name.meta.json` (the target and setting the table belongs to, written once).
+Each row carries `ref_ms`, the reference network timed around that row (see profile.py).
 A killed run loses at most the row in flight (a partial last line is cut off on reopening); a
 restart skips measured architectures; a table of another target or setting is refused.
 """
@@ -12,9 +12,8 @@ import os
 import pandas as pd
 
 COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_encoding', 'params',
-           'macs', 'latency_ms', 'mean_ms', 'std_ms', 'iqr_ms', 'cv', 'runs', 'attempts', 'target',
-           'setting', 'measured_at')
-REFERENCE_COLUMNS = ('after_rows', 'latency_ms', 'cv', 'measured_at')
+           'macs', 'latency_ms', 'mean_ms', 'std_ms', 'iqr_ms', 'cv', 'runs', 'attempts', 'ref_ms',
+           'ref_cv', 'target', 'setting', 'measured_at')
 # What makes two tables comparable: anything else in the description (versions) may differ.
 IDENTITY = ('target', 'setting', 'device', 'threads', 'xnnpack')
 
@@ -69,7 +68,6 @@ class LatencyTable:
     def __init__(self, path, description):
         self.path, self.description = path, dict(description)
         self.meta_path = _sidecar(path, '.meta.json')
-        self.reference_path = _sidecar(path, '.reference.csv')
         self.ids = set()
         if os.path.exists(path):
             self._check_identity()
@@ -107,6 +105,3 @@ class LatencyTable:
             raise TableError(f'{self.path}: architecture {row["arch_id"]} is already measured')
         _append(self.path, COLUMNS, row)
         self.ids.add(row['arch_id'])
-
-    def append_reference(self, row):
-        _append(self.reference_path, REFERENCE_COLUMNS, row)

@@ -1,0 +1,545 @@
+"""The latency prediction module (LPM, paper section 3.2): encoded cell -> predicted latency (ms).
+
+The paper's regressor is an MLP 112 -> 256 -> 64 -> 1 with sigmoid hidden units, trained with momentum
+SGD on (architecture, latency) pairs measured on one target. Here it is trained from latency tables
+(one CSV row per profiled architecture), saved with the metadata that makes it safe to reuse (target,
+search-space signature, encoded cells, target scaling, recipe, data hash), and called in two ways:
+`predict_ms` on numpy bits, and `lpm(tensor)` on relaxed float encodings, differentiably, for the search.
+"""
+import dataclasses
+import hashlib
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from ladnas_tf import search_space
+from ladnas_tf.latency.table import IDENTITY
+
+FORMAT = 'ladnas_tf.lpm/1'
+MODEL_FILE = 'lpm.keras'
+METADATA_FILE = 'metadata.json'
+REQUIRED_COLUMNS = ('arch_id', 'normal_encoding', 'reduce_encoding', 'latency_ms', 'target', 'setting')
+CELLS = {'normal': ('normal',), 'both': ('normal', 'reduce')}
+HIDDEN_UNITS = (256, 64)
+OPTIMIZERS = ('sgd', 'adam')
+LOSSES = ('mse', 'mae', 'huber')
+TARGET_SCALINGS = ('none', 'standard', 'log')
+
+
+class LPMError(ValueError):
+    """Base of every LPM error: a one-line message naming the problem."""
+
+
+class TableError(LPMError):
+    """A latency table that cannot be trained on (names the rows or columns at fault)."""
+
+
+class LPMMismatchError(LPMError):
+    """A saved LPM that does not fit the search space, input size or target it is loaded for."""
+
+
+# ---- latency tables ----
+
+def _rows(index, limit=5):
+    """'rows 3, 7, 9 (+2 more)': data rows as 0-based positions, so the message stays one short line."""
+    index = list(index)
+    more = f' (+{len(index) - limit} more)' if len(index) > limit else ''
+    return f'row{"s" if len(index) > 1 else ""} {", ".join(map(str, index[:limit]))}{more}'
+
+
+def _meta_path(path):
+    """`<table>.meta.json`, accepting both `t.csv.meta.json` and `t.meta.json`."""
+    for candidate in (path + '.meta.json', os.path.splitext(path)[0] + '.meta.json'):
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def _read_table(path):
+    if not os.path.exists(path):
+        raise TableError(f'{path}: no such latency table')
+    # Encodings and ids are strings of digits: read as text, or pandas turns them into numbers.
+    text = {c: str for c in ('arch_id', 'normal_encoding', 'reduce_encoding', 'target', 'setting')}
+    try:
+        df = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[''])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise TableError(f'{path}: unreadable CSV ({str(e).splitlines()[0]})') from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise TableError(f'{path}: missing column(s) {", ".join(missing)}')
+    if df.empty:
+        raise TableError(f'{path}: no rows')
+    return df
+
+
+def _table_description(path, df):
+    """The target description: the table's meta.json, checked against the table's own columns."""
+    meta_file = _meta_path(path)
+    desc = {'target': df['target'].iloc[0], 'setting': df['setting'].iloc[0]}
+    if meta_file is None:
+        return desc
+    try:
+        with open(meta_file) as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise TableError(f'{meta_file}: unreadable ({e})') from None
+    if not isinstance(meta, dict):
+        raise TableError(f'{meta_file}: expected a JSON object')
+    for key in ('target', 'setting'):
+        if key in meta and str(meta[key]) != desc[key]:
+            raise TableError(f'{meta_file}: {key} {meta[key]!r} disagrees with the table\'s {desc[key]!r}')
+    return {**meta, **desc}
+
+
+def _check_latency(path, df):
+    latency = pd.to_numeric(df['latency_ms'], errors='coerce')
+    bad = np.flatnonzero(~(latency.to_numpy() > 0) | ~np.isfinite(latency.to_numpy()))
+    if bad.size:
+        raise TableError(f'{path}: latency_ms is NaN, non-numeric or non-positive at {_rows(bad)}')
+    df['latency_ms'] = latency.astype(np.float64)
+
+
+def encoding_errors(strings):
+    """Per string, why it is not a genotype's 112-bit cell encoding ('' when it is one)."""
+    errors = []
+    nodes = [[e for e, (_, j) in enumerate(search_space.EDGES) if j == n]
+             for n in range(search_space.NUM_INPUTS, search_space.NUM_INPUTS + search_space.NUM_NODES)]
+    ones = search_space.NUM_NODES * search_space.INPUTS_PER_NODE
+    for s in strings:
+        if not isinstance(s, str) or len(s) != search_space.ENCODING_SIZE or set(s) - {'0', '1'}:
+            errors.append(f'not {search_space.ENCODING_SIZE} 0/1 characters')
+            continue
+        bits = np.frombuffer(s.encode(), np.uint8).reshape(search_space.NUM_EDGES, search_space.NUM_OPS) - 48
+        per_edge = bits.sum(axis=1)
+        if bits.sum() != ones:
+            errors.append(f'{int(bits.sum())} ones instead of {ones}')
+        elif bits[:, search_space.PRIMITIVES.index('none')].any():
+            errors.append("op 'none' set")
+        elif (per_edge > 1).any():
+            errors.append('two ops on one edge')
+        elif any(per_edge[n].sum() != search_space.INPUTS_PER_NODE for n in nodes):
+            errors.append(f'a node without exactly {search_space.INPUTS_PER_NODE} input edges')
+        else:
+            errors.append('')
+    return errors
+
+
+def _check_encodings(path, df):
+    for column in ('normal_encoding', 'reduce_encoding'):
+        errors = encoding_errors(df[column].tolist())
+        bad = [k for k, e in enumerate(errors) if e]
+        if bad:
+            raise TableError(f'{path}: malformed {column} at {_rows(bad)} ({errors[bad[0]]})')
+
+
+def load_tables(paths):
+    """Reads and validates latency tables into one DataFrame (target description in `.attrs`).
+
+    Refuses missing columns, NaN or non-positive latencies, malformed encodings, tables of different
+    targets or settings, and one arch_id with two latencies; exact duplicate rows are kept once.
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        raise TableError('no latency table given')
+    frames, description = [], None
+    for path in paths:
+        df = _read_table(path)
+        blank = np.flatnonzero(df[list(REQUIRED_COLUMNS)].isna().any(axis=1).to_numpy())
+        if blank.size:
+            empty = [c for c in REQUIRED_COLUMNS if df[c].iloc[blank].isna().any()]
+            raise TableError(f'{path}: empty {", ".join(empty)} at {_rows(blank)}')
+        for key in ('target', 'setting'):
+            values = df[key].unique()
+            if len(values) > 1:
+                shown = ', '.join(map(repr, values[:4]))
+                raise TableError(f'{path}: mixed {key} values in one table: {shown}')
+        _check_latency(path, df)
+        _check_encodings(path, df)
+        desc = _table_description(path, df)
+        if description is None:
+            description = desc
+        for key in IDENTITY:
+            if desc.get(key) != description.get(key):
+                raise TableError(f'mixed {key} values across tables: {description.get(key)!r} in {paths[0]} '
+                                 f'vs {desc.get(key)!r} in {path}')
+        df['table'] = path
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    latency = df.groupby('arch_id')['latency_ms'].nunique()
+    conflicting = latency.index[latency > 1]
+    if len(conflicting):
+        rows = np.flatnonzero(df['arch_id'].isin(conflicting).to_numpy())
+        raise TableError(f'arch_id {conflicting[0]!r} (and {len(conflicting) - 1} more) has different '
+                         f'latencies at {_rows(rows)} (0-based over all tables)')
+    df = df.drop_duplicates('arch_id', ignore_index=True)
+    df.attrs['target_description'] = description
+    df.attrs['tables'] = [os.path.abspath(p) for p in paths]
+    return df
+
+
+def encodings(df, cells='normal'):
+    """float32 [n, 112] (normal) or [n, 224] (normal then reduce) bits of a table's rows."""
+    if cells not in CELLS:
+        raise LPMError(f'unknown cells {cells!r} (known: {", ".join(CELLS)})')
+    parts = [np.frombuffer(''.join(df[f'{c}_encoding']).encode(), np.uint8)
+             .reshape(len(df), search_space.ENCODING_SIZE) - 48 for c in CELLS[cells]]
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def data_hash(df):
+    """SHA-256 of the rows (id, both encodings, latency) in arch_id order: names the training data."""
+    h = hashlib.sha256()
+    for row in df.sort_values('arch_id')[['arch_id', 'normal_encoding', 'reduce_encoding',
+                                          'latency_ms']].itertuples(index=False):
+        h.update(f'{row[0]},{row[1]},{row[2]},{float(row[3])!r}\n'.encode())
+    return h.hexdigest()
+
+
+# ---- deterministic splits, decided per architecture ----
+
+def _unit_hash(arch_ids, seed, salt):
+    """A uniform number in [0, 1) per arch_id: depends on nothing but (salt, seed, arch_id)."""
+    return np.array([int.from_bytes(hashlib.sha256(f'{salt}:{seed}:{a}'.encode()).digest()[:8], 'big')
+                     for a in arch_ids], np.float64) / 2.0 ** 64
+
+
+def split(df, seed=0, test_fraction=0.2):
+    """(train, test) rows. Each row's side depends only on its arch_id and seed, so adding rows to a
+    table never moves an existing row across the split."""
+    if not 0 < test_fraction < 1:
+        raise LPMError(f'test_fraction must be in (0, 1), got {test_fraction}')
+    test = _unit_hash(df['arch_id'], seed, 'test') < test_fraction
+    return df[~test], df[test]
+
+
+def holdout(df, seed=0, fraction=0.1):
+    """(fit, validation) rows out of training rows, for early stopping; same per-arch_id rule."""
+    val = _unit_hash(df['arch_id'], seed, 'val') < fraction
+    return df[~val], df[val]
+
+
+def first_rows(df, n, seed=0):
+    """The n rows that come first in a per-arch_id hash order: nested as n grows, stable as rows are added."""
+    if n is None or n <= 0 or n >= len(df):
+        return df
+    order = np.argsort(_unit_hash(df['arch_id'], seed, 'order'), kind='stable')
+    return df.iloc[np.sort(order[:n])]
+
+
+# ---- training recipe ----
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How an LPM is built and trained. The defaults are the paper's (section 3.2, Training details)."""
+    optimizer: str = 'sgd'
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-5   # coupled L2 as in PyTorch's SGD: grad += weight_decay * w
+    batch_size: int = 200
+    epochs: int = 1000
+    loss: str = 'mse'
+    target_scaling: str = 'none'  # 'standard': (ms - mean) / std; 'log': the same on log(ms)
+    patience: int = 0             # early stopping on validation loss; 0 = off
+    val_fraction: float = 0.0     # held out of the training rows for early stopping
+    cells: str = 'normal'         # 'both' = normal + reduction cell, 224 bits
+    ensemble: int = 1             # independently initialised members; prediction = their mean (ms)
+    seed: int = 0
+
+    def __post_init__(self):
+        for name, allowed in (('optimizer', OPTIMIZERS), ('loss', LOSSES),
+                              ('target_scaling', TARGET_SCALINGS), ('cells', tuple(CELLS))):
+            if getattr(self, name) not in allowed:
+                raise LPMError(f'{name} must be one of {", ".join(allowed)}, got {getattr(self, name)!r}')
+        for name in ('batch_size', 'epochs', 'ensemble'):
+            if getattr(self, name) < 1:
+                raise LPMError(f'{name} must be >= 1, got {getattr(self, name)}')
+        if not (self.lr > 0 and 0 <= self.momentum < 1 and self.weight_decay >= 0 and self.patience >= 0):
+            raise LPMError('need lr > 0, 0 <= momentum < 1, weight_decay >= 0, patience >= 0')
+        if not 0 <= self.val_fraction < 1:
+            raise LPMError(f'val_fraction must be in [0, 1), got {self.val_fraction}')
+        if self.patience and not self.val_fraction:
+            raise LPMError('early stopping (patience > 0) needs val_fraction > 0')
+
+
+PAPER_RECIPE = Recipe()
+
+
+def build_regressor(input_size, ensemble=1, weight_decay=0.0, seed=0):
+    """The paper's MLP (input -> 256 sigmoid -> 64 sigmoid -> 1 linear), `ensemble` times side by side.
+
+    Output [n, ensemble], in the scaled target units. Members share the input only, so training them
+    on the summed loss trains each one on its own loss.
+    """
+    # Keras's L2 adds l2 * sum(w^2), whose gradient is 2 * l2 * w: halve to get PyTorch's weight decay.
+    reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    x = keras.Input((input_size,), name='encoding')
+    outputs = []
+    for k in range(ensemble):
+        h = x
+        for depth, units in enumerate(HIDDEN_UNITS + (1,)):
+            last = depth == len(HIDDEN_UNITS)
+            h = keras.layers.Dense(
+                units, activation=None if last else 'sigmoid', kernel_regularizer=reg, bias_regularizer=reg,
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 1000 + 10 * k + depth),
+                name=f'm{k}_{"out" if last else f"hidden{depth + 1}"}')(h)
+        outputs.append(h)
+    y = outputs[0] if ensemble == 1 else keras.layers.Concatenate(name='members')(outputs)
+    return keras.Model(x, y, name='lpm')
+
+
+def _member_loss(kind):
+    """Per-sample loss summed over ensemble members (y_true [n, 1] broadcasts over [n, K])."""
+    def loss(y_true, y_pred):
+        err = y_pred - keras.ops.cast(y_true, y_pred.dtype)
+        if kind == 'mse':
+            per = keras.ops.square(err)
+        elif kind == 'mae':
+            per = keras.ops.abs(err)
+        else:  # huber, delta 1 (in scaled units)
+            a = keras.ops.abs(err)
+            per = keras.ops.where(a <= 1.0, 0.5 * keras.ops.square(err), a - 0.5)
+        return keras.ops.sum(per, axis=-1)
+    loss.__name__ = f'member_{kind}'
+    return loss
+
+
+def _optimizer(recipe):
+    if recipe.optimizer == 'sgd':
+        return keras.optimizers.SGD(recipe.lr, momentum=recipe.momentum)
+    return keras.optimizers.Adam(recipe.lr)
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    """One progress bar over epochs (not a line per epoch), showing the latest losses."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.bar = keras.utils.Progbar(epochs, interval=0.5, unit_name='epoch',
+                                       stateful_metrics=('loss', 'val_loss'))
+        self.done = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.done = epoch + 1
+        values = [(k, v) for k, v in (logs or {}).items() if k in ('loss', 'val_loss')]
+        self.bar.update(self.done, values, finalize=False)
+
+    def on_train_end(self, logs=None):
+        self.bar.update(self.done, finalize=True)  # early stopping ends short of the target
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """TensorBoard scalars per epoch (logs/train, logs/validation, as Keras lays them out).
+
+    Writes with tf.summary.write and the scalars plugin tag, so the `tensorboard` package (which
+    tf.summary.scalar and keras.callbacks.TensorBoard need) is only needed to view the logs.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self.meta = summary_pb2.SummaryMetadata()
+        self.meta.plugin_data.plugin_name = 'scalars'
+        self.writers = {}
+
+    def _writer(self, split):
+        if split not in self.writers:
+            self.writers[split] = tf.summary.create_file_writer(os.path.join(self.log_dir, split))
+        return self.writers[split]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            split, name = ('validation', key[4:]) if key.startswith('val_') else ('train', key)
+            with self._writer(split).as_default():
+                tf.summary.write(f'epoch_{name}', tf.constant(float(value), tf.float32), step=epoch,
+                                 metadata=self.meta)
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+
+
+class LPM:
+    """A trained (or trainable) latency predictor for one target, with its metadata."""
+
+    def __init__(self, recipe=PAPER_RECIPE, regressor=None, metadata=None):
+        self.recipe = recipe
+        self.input_size = search_space.ENCODING_SIZE * len(CELLS[recipe.cells])
+        self.regressor = regressor or build_regressor(self.input_size, recipe.ensemble,
+                                                      recipe.weight_decay, recipe.seed)
+        # Frozen outside train(): a search that tracks the regressor must neither update its weights
+        # nor pick up its weight-decay losses.
+        self.regressor.trainable = False
+        self.metadata = metadata or {}
+        self.scaling = self.metadata.get('scaling', {'kind': 'none', 'mean': 0.0, 'std': 1.0})
+
+    @property
+    def cells(self):
+        return self.recipe.cells
+
+    # -- target scaling: the regressor works in scaled units, callers always see ms --
+    def _scale(self, ms):
+        y = np.log(ms) if self.scaling['kind'] == 'log' else np.asarray(ms, np.float64)
+        return ((y - self.scaling['mean']) / self.scaling['std']).astype(np.float32)
+
+    def _unscale(self, y):
+        y = y * self.scaling['std'] + self.scaling['mean']
+        return keras.ops.exp(y) if self.scaling['kind'] == 'log' else y
+
+    def _fit_scaling(self, ms):
+        kind = self.recipe.target_scaling
+        if kind == 'none':
+            self.scaling = {'kind': 'none', 'mean': 0.0, 'std': 1.0}
+            return
+        y = np.log(ms) if kind == 'log' else ms
+        self.scaling = {'kind': kind, 'mean': float(np.mean(y)), 'std': float(np.std(y)) or 1.0}
+
+    def train(self, train_df, val_df=None, callbacks=(), progress=True):
+        """Fits on a latency table's rows (val_df: early-stopping rows); returns the Keras History."""
+        r = self.recipe
+        if len(train_df) == 0:
+            raise LPMError('no training rows')
+        if r.patience and (val_df is None or len(val_df) == 0):
+            raise LPMError('early stopping needs validation rows')
+        self._fit_scaling(train_df['latency_ms'].to_numpy())
+        # One graph execution per epoch: Keras's per-step overhead would otherwise dominate this tiny MLP.
+        steps = math.ceil(len(train_df) / r.batch_size)
+        self.regressor.trainable = True
+        self.regressor.compile(optimizer=_optimizer(r), loss=_member_loss(r.loss), steps_per_execution=steps)
+        cbs = [keras.callbacks.TerminateOnNaN(), *callbacks]
+        if r.patience:
+            cbs.append(keras.callbacks.EarlyStopping('val_loss', patience=r.patience,
+                                                     restore_best_weights=True))
+        if progress:
+            cbs.append(_EpochProgress(r.epochs))
+        has_val = val_df is not None and len(val_df) > 0
+        history = self.regressor.fit(
+            self._dataset(train_df, True), epochs=r.epochs, verbose=0, callbacks=cbs, shuffle=False,
+            validation_data=self._dataset(val_df, False) if has_val else None)
+        losses = history.history.get('loss', [])
+        if not losses or not math.isfinite(losses[-1]):
+            raise LPMError(f'training diverged (loss {losses[-1] if losses else None} after {len(losses)} '
+                           'epochs); lower lr or use target_scaling standard|log')
+        self.metadata = self._describe(train_df, val_df, len(losses))
+        self.regressor.trainable = False
+        return history
+
+    def _dataset(self, df, shuffle):
+        x = encodings(df, self.cells)
+        y = self._scale(df['latency_ms'].to_numpy())[:, None]
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(len(df), seed=self.recipe.seed, reshuffle_each_iteration=True)
+        return ds.batch(self.recipe.batch_size).prefetch(2)
+
+    def _describe(self, train_df, val_df, epochs_run):
+        fit_rows = pd.concat([train_df, val_df]) if val_df is not None else train_df
+        desc = train_df.attrs.get('target_description') or {
+            'target': str(train_df['target'].iloc[0]), 'setting': str(train_df['setting'].iloc[0])}
+        return {
+            'format': FORMAT,
+            'target': desc['target'],
+            'setting': desc['setting'],
+            'target_description': desc,
+            'signature': search_space.signature(),
+            'cells': self.cells,
+            'input_size': self.input_size,
+            'scaling': self.scaling,
+            'recipe': dataclasses.asdict(self.recipe),
+            'epochs_run': epochs_run,
+            'data': {'tables': train_df.attrs.get('tables', []),
+                     'train_rows': len(train_df), 'val_rows': 0 if val_df is None else len(val_df),
+                     'sha256': data_hash(fit_rows)},
+            'keras_version': keras.__version__,
+        }
+
+    # -- prediction --
+    def __call__(self, encodings_tensor):
+        """Predicted latency (ms), shape [n], of float encodings [n, input_size]; differentiable, so
+        relaxed (non-binary) encodings get d(latency)/d(encoding) under tf.GradientTape."""
+        x = keras.ops.convert_to_tensor(encodings_tensor, 'float32')
+        if x.shape.rank != 2 or x.shape[-1] != self.input_size:
+            raise LPMError(f'LPM input must be [n, {self.input_size}] ({self.cells} cell encoding), '
+                           f'got {x.shape}')
+        return keras.ops.mean(self._unscale(self.regressor(x, training=False)), axis=-1)
+
+    def predict_ms(self, encodings_array, batch_size=65536):
+        """Predicted latency (ms) [n] of encodings [n, input_size] (0/1 or relaxed)."""
+        x = np.asarray(encodings_array, np.float32)
+        if x.ndim == 1:
+            x = x[None]
+        return np.concatenate([keras.ops.convert_to_numpy(self(x[i:i + batch_size]))
+                               for i in range(0, max(len(x), 1), batch_size)]).astype(np.float64)
+
+    # -- persistence --
+    def save(self, model_dir):
+        if not self.metadata:
+            raise LPMError('cannot save an untrained LPM')
+        os.makedirs(model_dir, exist_ok=True)
+        self.regressor.save(os.path.join(model_dir, MODEL_FILE))
+        with open(os.path.join(model_dir, METADATA_FILE), 'w') as f:
+            json.dump(self.metadata, f, indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, model_dir, expected_signature=None, target=None, setting=None):
+        """Loads an LPM, refusing one trained for another search space, encoding, input size or target.
+
+        expected_signature defaults to this code's search space; target is a name or a description
+        dict (its identifying keys, table.IDENTITY, are compared); setting is compared when given.
+        """
+        meta_file = os.path.join(model_dir, METADATA_FILE)
+        try:
+            with open(meta_file) as f:
+                meta = json.load(f)
+        except FileNotFoundError:
+            raise LPMError(f'{model_dir}: no {METADATA_FILE}, not an LPM directory') from None
+        except json.JSONDecodeError as e:
+            raise LPMError(f'{meta_file}: unreadable ({e})') from None
+        if meta.get('format') != FORMAT:
+            raise LPMMismatchError(f'{model_dir}: format {meta.get("format")!r}, expected {FORMAT!r}')
+        _check_signature(model_dir, meta.get('signature'), expected_signature or search_space.signature())
+        try:
+            recipe = Recipe(**meta['recipe'])
+        except (KeyError, TypeError) as e:
+            raise LPMMismatchError(f'{model_dir}: recipe in metadata not understood ({e})') from None
+        size = search_space.ENCODING_SIZE * len(CELLS[recipe.cells])
+        if meta.get('cells') != recipe.cells or meta.get('input_size') != size:
+            raise LPMMismatchError(f'{model_dir}: input size {meta.get("input_size")} '
+                                   f'({meta.get("cells")} cells) does not fit this space\'s {size} bits '
+                                   f'for {recipe.cells} cells')
+        _check_target(model_dir, meta, target, setting)
+        regressor = keras.saving.load_model(os.path.join(model_dir, MODEL_FILE), compile=False)
+        if regressor.input_shape[-1] != size:
+            raise LPMMismatchError(f'{model_dir}: model input size {regressor.input_shape[-1]} '
+                                   f'!= metadata {size}')
+        return cls(recipe, regressor, meta)
+
+
+def _check_signature(model_dir, saved, expected):
+    if saved == expected:
+        return
+    if not isinstance(saved, dict):
+        raise LPMMismatchError(f'{model_dir}: no search-space signature in metadata')
+    keys = sorted(set(saved) | set(expected))
+    diff = [k for k in keys if saved.get(k) != expected.get(k)]
+    raise LPMMismatchError(f'{model_dir}: trained for another search space ({", ".join(diff)} differ)')
+
+
+def _check_target(model_dir, meta, target, setting):
+    wanted = {}
+    if isinstance(target, dict):  # a full target description: compare what identifies a target
+        saved = meta.get('target_description', {})
+        wanted = {k: target[k] for k in IDENTITY if k in target and (k in saved or k in meta)}
+    elif target is not None:
+        wanted['target'] = target
+    if setting is not None:
+        wanted['setting'] = setting
+    for key, value in wanted.items():
+        have = meta[key] if key in meta else meta.get('target_description', {}).get(key)
+        if have != value:
+            raise LPMMismatchError(f'{model_dir}: trained for {key} {have!r}, not {value!r}')

@@ -1,0 +1,58 @@
+"""How well an LPM predicts latency (paper Table 1: absolute and relative error), plus ranking quality.
+
+The search only needs the LPM to order architectures correctly, so rank correlations (Kendall tau,
+Spearman rho) are reported beside the paper's absolute (ms) and relative (%) errors.
+"""
+import math
+
+import numpy as np
+from scipy import stats
+
+
+class MetricsError(ValueError):
+    """Measured/predicted arrays that cannot be compared."""
+
+
+def _check(measured, predicted):
+    measured = np.asarray(measured, np.float64).reshape(-1)
+    predicted = np.asarray(predicted, np.float64).reshape(-1)
+    if measured.shape != predicted.shape:
+        raise MetricsError(f'measured has {measured.size} values but predicted has {predicted.size}')
+    if measured.size == 0:
+        raise MetricsError('no values to compare (empty test set)')
+    if not np.isfinite(predicted).all():
+        raise MetricsError(f'predicted has {int((~np.isfinite(predicted)).sum())} non-finite value(s)')
+    bad = np.flatnonzero(~(measured > 0))  # also catches NaN
+    if bad.size:
+        raise MetricsError(f'measured latencies must be positive and finite; bad at index {bad[:5].tolist()}')
+    return measured, predicted
+
+
+def relative_error(measured, predicted):
+    """|predicted - measured| / measured, per sample (a fraction, not %)."""
+    measured, predicted = _check(measured, predicted)
+    return np.abs(predicted - measured) / measured
+
+
+def _rank_correlation(fn, measured, predicted):
+    # Undefined for fewer than 2 samples or a constant array: report NaN rather than fail.
+    if measured.size < 2 or np.ptp(measured) == 0 or np.ptp(predicted) == 0:
+        return math.nan
+    return float(fn(measured, predicted)[0])
+
+
+def regression_metrics(measured, predicted):
+    """All LPM metrics as a dict of plain floats (ms, %, shares in [0, 1], correlations, n)."""
+    measured, predicted = _check(measured, predicted)
+    err = predicted - measured
+    rel = np.abs(err) / measured
+    return {
+        'mae_ms': float(np.mean(np.abs(err))),
+        'mre_pct': float(100.0 * np.mean(rel)),
+        'rmse_ms': float(np.sqrt(np.mean(err ** 2))),
+        'share_within_10pct': float(np.mean(rel <= 0.10)),
+        'share_within_5pct': float(np.mean(rel <= 0.05)),
+        'kendall_tau': _rank_correlation(stats.kendalltau, measured, predicted),
+        'spearman_rho': _rank_correlation(stats.spearmanr, measured, predicted),
+        'n': int(measured.size),
+    }
