@@ -124,8 +124,9 @@ class _Network(keras.Model):
                          if auxiliary else None)
 
     def build(self, input_shape):
-        # Tracing call symbolically creates every sublayer's weights without running any math.
-        self.compute_output_spec(keras.KerasTensor(input_shape))
+        # Tracing call symbolically creates every sublayer's weights without running any math;
+        # in training mode, so the auxiliary head is built too.
+        self.compute_output_spec(keras.KerasTensor(input_shape), training=True)
 
     def call(self, x, training=None):
         s0, s1 = self._stem(x, training)

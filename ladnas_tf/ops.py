@@ -73,6 +73,10 @@ class _Op(layers.Layer):
         super().__init__(**kwargs)
         self.filters, self.strides, self.affine = filters, strides, affine
 
+    def build(self, input_shape):
+        # Symbolic call: builds the sublayers, so a deserialized op can take its weights.
+        self.compute_output_spec(keras.KerasTensor(input_shape))
+
     def get_config(self):
         return {**super().get_config(), 'filters': self.filters, 'strides': self.strides,
                 'affine': self.affine}

@@ -66,8 +66,15 @@ class Genotype(NamedTuple):
 
 def make_genotype(normal, reduce, normal_concat=CONCAT, reduce_concat=CONCAT):
     """Builds and validates a Genotype from any sequences of (op, input) pairs."""
-    cell = lambda c: tuple((op, i) for op, i in c)
-    g = Genotype(cell(normal), tuple(normal_concat), cell(reduce), tuple(reduce_concat))
+    for name, cell in (('normal', normal), ('reduce', reduce)):
+        if not isinstance(cell, (list, tuple)):
+            raise GenotypeError(f'{name}: expected a list of (op, input) pairs, got {cell!r}')
+        validate_cell(cell, name)
+    for name, concat in (('normal_concat', normal_concat), ('reduce_concat', reduce_concat)):
+        if not isinstance(concat, (list, tuple, range)):
+            raise GenotypeError(f'{name} must be {list(CONCAT)}, got {concat!r}')
+    as_tuples = lambda c: tuple((op, i) for op, i in c)
+    g = Genotype(as_tuples(normal), tuple(normal_concat), as_tuples(reduce), tuple(reduce_concat))
     validate(g)
     return g
 
@@ -160,6 +167,10 @@ def decode_cell(bits):
         raise GenotypeError(f'an encoding has {NUM_NODES * INPUTS_PER_NODE} ones and only 0/1 bits')
     if (bits.sum(axis=1) > 1).any():
         raise GenotypeError('an encoding has at most one op per edge')
+    for j in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
+        kept = int(bits[[edge_index(i, j) for i in range(j)]].sum())
+        if kept != INPUTS_PER_NODE:
+            raise GenotypeError(f'an encoding keeps {kept} input edges of node {j}, not {INPUTS_PER_NODE}')
     cell = []
     for e in np.flatnonzero(bits.sum(axis=1)):
         i, j = EDGES[e]
