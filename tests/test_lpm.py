@@ -1,0 +1,381 @@
+"""The latency prediction module: tables, split, architecture, fit, persistence, refusals, gradient, CLI."""
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from ladnas_tf import search_space
+from ladnas_tf.latency import lpm, metrics
+
+TARGET = {'target': 'synthetic_cpu', 'setting': 'cifar-C4-N3-8px-b1-t1', 'device': 'test', 'threads': 1}
+# A synthetic latency law: per-op costs growing with depth, extra cost for convolutions on
+# intermediate nodes and for two separable convs on one node, a little from the reduction cell, 1% noise.
+OP_COST = {'max_pool_3x3': 0.6, 'avg_pool_3x3': 0.7, 'skip_connect': 0.1, 'sep_conv_3x3': 2.0,
+           'sep_conv_5x5': 2.8, 'dil_conv_3x3': 1.3, 'dil_conv_5x5': 1.8}
+FAST = lpm.Recipe(optimizer='adam', lr=3e-3, target_scaling='standard', batch_size=100, epochs=60)
+
+
+def synthetic_latency(genotype):
+    ms = 8.0
+    for k, (op, i) in enumerate(genotype.normal):
+        ms += OP_COST[op] * (1 + 0.05 * (k // 2)) + (0.2 if i >= 2 and op[:3] in ('sep', 'dil') else 0)
+    for n in range(0, 8, 2):
+        ms += 0.5 * (genotype.normal[n][0].startswith('sep') and genotype.normal[n + 1][0].startswith('sep'))
+    return ms + 0.05 * sum(OP_COST[op] for op, _ in genotype.reduce)
+
+
+def bits(cell):
+    return ''.join(str(int(b)) for b in search_space.encode_cell(cell))
+
+
+def synthetic_rows(n, seed=0, target=TARGET):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        g = search_space.sample_genotype(rng)
+        ms = synthetic_latency(g) * float(np.exp(rng.normal(0, 0.01)))
+        rows.append({'arch_id': search_space.genotype_id(g), 'normal': json.dumps(g.normal),
+                     'reduce': json.dumps(g.reduce), 'normal_encoding': bits(g.normal),
+                     'reduce_encoding': bits(g.reduce), 'params': 1000, 'macs': 10000, 'latency_ms': ms,
+                     'mean_ms': ms, 'std_ms': 0.01, 'iqr_ms': 0.01, 'cv': 0.001,
+                     'target': target['target'], 'setting': target['setting']})
+    return pd.DataFrame(rows).drop_duplicates('arch_id')
+
+
+def write_table(path, df, target=TARGET):
+    df.to_csv(path, index=False)
+    with open(os.path.splitext(path)[0] + '.meta.json', 'w') as f:
+        json.dump(target, f)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def table(tmp_path_factory):
+    return write_table(tmp_path_factory.mktemp('tables') / 'synth.csv', synthetic_rows(1500))
+
+
+@pytest.fixture(scope='module')
+def data(table):
+    df = lpm.load_tables([table])
+    return (df, *lpm.split(df, seed=0))
+
+
+@pytest.fixture(scope='module')
+def trained(data):
+    _, train, _ = data
+    model = lpm.LPM(FAST)
+    model.train(train, progress=False)
+    return model
+
+
+@pytest.fixture(scope='module')
+def saved(trained, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('lpm') / 'model')
+    trained.save(path)
+    return path
+
+
+# ---- architecture ----
+
+def _dense(model):
+    return [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+
+
+def test_paper_architecture():
+    model = lpm.LPM().regressor
+    assert model.input_shape == (None, 112)
+    dense = _dense(model)
+    assert [l.units for l in dense] == [256, 64, 1]
+    assert [l.activation.__name__ for l in dense] == ['sigmoid', 'sigmoid', 'linear']
+    assert model.output_shape == (None, 1)
+
+
+def test_both_cells_ensemble_architecture():
+    model = lpm.LPM(lpm.Recipe(cells='both', ensemble=3))
+    assert model.input_size == 224 and model.regressor.input_shape == (None, 224)
+    assert model.regressor.output_shape == (None, 3)
+    for k in range(3):
+        member = [model.regressor.get_layer(f'm{k}_{n}') for n in ('hidden1', 'hidden2', 'out')]
+        assert [l.units for l in member] == [256, 64, 1]
+    assert model.predict_ms(np.zeros((2, 224))).shape == (2,)
+
+
+@pytest.mark.parametrize('bad', [dict(optimizer='rmsprop'), dict(cells='reduce'), dict(epochs=0),
+                                 dict(patience=5), dict(lr=0), dict(target_scaling='minmax')])
+def test_recipe_refuses_bad_values(bad):
+    with pytest.raises(lpm.LPMError):
+        lpm.Recipe(**bad)
+
+
+# ---- tables ----
+
+def test_load_tables_reads_encodings_as_bits(data):
+    df, _, _ = data
+    assert len(df) == 1500 and df.attrs['target_description'] == TARGET
+    row = df.iloc[7]
+    x = lpm.encodings(df.iloc[[7]], 'both')
+    assert x.shape == (1, 224) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[0, :112], search_space.encode_cell(json.loads(row['normal'])))
+    np.testing.assert_array_equal(x[0, 112:], search_space.encode_cell(json.loads(row['reduce'])))
+
+
+def _broken(tmp_path, edit, name='bad.csv', target=TARGET):
+    df = synthetic_rows(8, seed=3)
+    edit(df)
+    return write_table(tmp_path / name, df, target)
+
+
+@pytest.mark.parametrize('edit, words', [
+    (lambda d: d.__setitem__('latency_ms', d['latency_ms'].where(d.index != 3)), ['latency_ms', 'row 3']),
+    (lambda d: d.loc.__setitem__((5, 'latency_ms'), -1.0), ['latency_ms', 'row 5']),
+    (lambda d: d.loc.__setitem__((2, 'latency_ms'), 0.0), ['non-positive', 'row 2']),
+    (lambda d: d.drop(columns=['latency_ms', 'target'], inplace=True),
+     ['missing column', 'latency_ms, target']),
+    (lambda d: d.loc.__setitem__((4, 'normal_encoding'), d.loc[4, 'normal_encoding'][:-1]),
+     ['normal_encoding', 'row 4', '112']),
+    (lambda d: d.loc.__setitem__((1, 'reduce_encoding'), '1' + d.loc[1, 'reduce_encoding'][1:]),
+     ['reduce_encoding', 'row 1']),
+    (lambda d: d.loc.__setitem__((6, 'target'), 'gpu'), ['mixed target']),
+    (lambda d: d.loc.__setitem__((6, 'arch_id'), d.loc[0, 'arch_id']),
+     ['arch_id', 'different latencies', '0, 6']),
+])
+def test_load_tables_refuses_bad_tables(tmp_path, edit, words):
+    path = _broken(tmp_path, edit)
+    with pytest.raises(lpm.TableError) as e:
+        lpm.load_tables([path])
+    message = str(e.value)
+    assert '\n' not in message and all(w in message for w in words), message
+
+
+def test_malformed_encoding_reasons():
+    good = bits(search_space.sample_cell(np.random.default_rng(0)))
+    nine = '1' + good[1:] if good[0] == '0' else good
+    two_ops = list(good)
+    first = good.index('1')
+    two_ops[first + 1 if first % 8 < 7 else first - 1] = '1'
+    two_ops[good.rindex('1')] = '0'
+    assert lpm.encoding_errors([good, good[:-1], good.replace('1', '2', 1), nine, ''.join(two_ops)]) == [
+        '', 'not 112 0/1 characters', 'not 112 0/1 characters', '9 ones instead of 8', 'two ops on one edge']
+
+
+def test_load_tables_refuses_mixed_targets_across_tables(tmp_path):
+    a = write_table(tmp_path / 'a.csv', synthetic_rows(5, seed=1))
+    other = {**TARGET, 'target': 'gpu_p100'}
+    b = write_table(tmp_path / 'b.csv', synthetic_rows(5, seed=2, target=other), other)
+    with pytest.raises(lpm.TableError, match="mixed target values across tables: 'synthetic_cpu'.*'gpu_p"):
+        lpm.load_tables([a, b])
+    c = write_table(tmp_path / 'c.csv', synthetic_rows(5, seed=2), {**TARGET, 'threads': 4})
+    with pytest.raises(lpm.TableError, match='mixed threads values across tables'):
+        lpm.load_tables([a, c])
+
+
+def test_load_tables_merges_tables_and_exact_duplicates(tmp_path):
+    rows = synthetic_rows(10, seed=4)
+    a = write_table(tmp_path / 'a.csv', rows.iloc[:6])
+    b = write_table(tmp_path / 'b.csv', rows.iloc[4:])  # rows 4, 5 in both, same latency
+    df = lpm.load_tables([a, b])
+    assert sorted(df['arch_id']) == sorted(rows['arch_id'])
+
+
+# ---- split ----
+
+def test_split_is_deterministic_and_stable_when_rows_are_added(tmp_path, data):
+    df, train, test = data
+    again_train, again_test = lpm.split(lpm.load_tables([write_table(tmp_path / 't.csv', df)]), seed=0)
+    assert set(again_test['arch_id']) == set(test['arch_id'])
+    assert 0.15 < len(test) / len(df) < 0.25
+    grown = pd.concat([synthetic_rows(400, seed=99), df]).sample(frac=1, random_state=1)
+    grown_train, grown_test = lpm.split(grown, seed=0)
+    assert set(test['arch_id']) <= set(grown_test['arch_id'])
+    assert set(train['arch_id']) <= set(grown_train['arch_id'])
+    assert set(lpm.split(df, seed=1)[1]['arch_id']) != set(test['arch_id'])
+
+
+def test_first_rows_are_nested(data):
+    _, train, _ = data
+    small, large = lpm.first_rows(train, 100), lpm.first_rows(train, 300)
+    assert len(small) == 100 and set(small['arch_id']) < set(large['arch_id'])
+    assert lpm.first_rows(train, 0) is train
+
+
+# ---- fit, prediction, gradient ----
+
+def test_fits_synthetic_latency_law(trained, data):
+    _, _, test = data
+    m = metrics.regression_metrics(test['latency_ms'], trained.predict_ms(lpm.encodings(test)))
+    assert m['mre_pct'] < 5 and m['kendall_tau'] > 0.8, m
+    assert trained.metadata['data']['train_rows'] == 1500 - len(test)
+
+
+def test_paper_recipe_learns_raw_milliseconds(data):
+    _, train, test = data
+    model = lpm.LPM(lpm.Recipe(epochs=15))
+    history = model.train(train, progress=False)
+    loss = history.history['loss']
+    assert model.scaling['kind'] == 'none' and loss[-1] < 0.2 * loss[0]
+    predicted = model.predict_ms(lpm.encodings(test))
+    assert metrics.regression_metrics(test['latency_ms'], predicted)['mre_pct'] < 25
+
+
+def test_early_stopping_restores_and_stops(data):
+    _, train, _ = data
+    fit, val = lpm.holdout(train, fraction=0.2)
+    model = lpm.LPM(lpm.Recipe(optimizer='adam', lr=0.05, target_scaling='log', patience=2, val_fraction=0.2,
+                               epochs=200, batch_size=200))
+    history = model.train(fit, val, progress=False)
+    assert len(history.history['val_loss']) < 200 and model.metadata['data']['val_rows'] == len(val)
+
+
+def test_gradient_wrt_relaxed_encoding(trained):
+    rng = np.random.default_rng(0)
+    relaxed = tf.Variable(rng.dirichlet(np.ones(8), size=(4, 14)).reshape(4, 112).astype(np.float32))
+    with tf.GradientTape() as tape:
+        ms = trained(relaxed)
+        total = tf.reduce_sum(ms)
+    grad = tape.gradient(total, relaxed).numpy()
+    assert ms.shape == (4,) and grad.shape == (4, 112)
+    assert np.isfinite(grad).all() and np.abs(grad).max() > 0
+
+    @tf.function  # the search calls the LPM inside its compiled train step
+    def graph_grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(trained(x))
+        return tape.gradient(total, x)
+    np.testing.assert_allclose(graph_grad(tf.identity(relaxed)).numpy(), grad, rtol=1e-4, atol=1e-6)
+    # Sep-conv bits cost more than skip bits in the law: the gradient must say so on average.
+    grad = grad.reshape(4, 14, 8)
+    sep5, skip = search_space.PRIMITIVES.index('sep_conv_5x5'), search_space.PRIMITIVES.index('skip_connect')
+    assert grad[:, :, sep5].mean() > grad[:, :, skip].mean()
+
+
+def test_predict_refuses_wrong_width(trained):
+    with pytest.raises(lpm.LPMError, match=r'\[n, 112\]'):
+        trained.predict_ms(np.zeros((3, 224)))
+
+
+# ---- persistence and refusals ----
+
+def test_save_load_round_trip(trained, saved, data):
+    _, _, test = data
+    loaded = lpm.LPM.load(saved, target=TARGET['target'])
+    x = lpm.encodings(test)
+    np.testing.assert_allclose(loaded.predict_ms(x), trained.predict_ms(x), rtol=1e-6)
+    meta = json.load(open(os.path.join(saved, 'metadata.json')))
+    assert meta == loaded.metadata and meta['target_description'] == TARGET
+    assert meta['signature'] == search_space.signature() and meta['cells'] == 'normal'
+    assert meta['input_size'] == 112 and meta['scaling']['kind'] == 'standard'
+    assert meta['recipe']['optimizer'] == 'adam' and len(meta['data']['sha256']) == 64
+    assert loaded.recipe == FAST
+    assert not loaded.regressor.trainable_weights and not loaded.regressor.losses  # frozen for the search
+
+
+def _edited(saved, tmp_path, edit):
+    path = str(tmp_path / edit.__name__)
+    shutil.copytree(saved, path)
+    meta_file = os.path.join(path, 'metadata.json')
+    meta = json.load(open(meta_file))
+    edit(meta)
+    json.dump(meta, open(meta_file, 'w'))
+    return path
+
+
+def test_load_refuses_another_search_space(saved, tmp_path):
+    def other_ops(meta):
+        meta['signature']['primitives'][-1] = 'conv_7x1_1x7'
+    with pytest.raises(lpm.LPMMismatchError, match='another search space.*primitives'):
+        lpm.LPM.load(_edited(saved, tmp_path, other_ops))
+    other = {**search_space.signature(), 'edges': [[0, 1]]}
+    with pytest.raises(lpm.LPMMismatchError, match='edges differ'):
+        lpm.LPM.load(saved, expected_signature=other)
+
+
+def test_load_refuses_another_input_size(saved, tmp_path):
+    def wider(meta):
+        meta['input_size'] = 224
+    with pytest.raises(lpm.LPMMismatchError, match='input size 224'):
+        lpm.LPM.load(_edited(saved, tmp_path, wider))
+
+    def both_cells(meta):  # metadata claims 224 bits but the model takes 112
+        meta['input_size'], meta['cells'], meta['recipe']['cells'] = 224, 'both', 'both'
+    with pytest.raises(lpm.LPMMismatchError, match='model input size 112'):
+        lpm.LPM.load(_edited(saved, tmp_path, both_cells))
+
+
+def test_load_refuses_another_target(saved):
+    with pytest.raises(lpm.LPMMismatchError, match="trained for target 'synthetic_cpu', not 'gpu_p100'"):
+        lpm.LPM.load(saved, target='gpu_p100')
+    with pytest.raises(lpm.LPMMismatchError, match='setting'):
+        lpm.LPM.load(saved, target={**TARGET, 'setting': 'imagenet-C48-N14-224px-b1-t1'})
+    with pytest.raises(lpm.LPMMismatchError, match='threads'):
+        lpm.LPM.load(saved, target={**TARGET, 'threads': 4})
+    assert lpm.LPM.load(saved, target=TARGET, setting=TARGET['setting']).metadata['target'] == 'synthetic_cpu'
+
+
+def test_load_refuses_non_lpm_directory(tmp_path):
+    with pytest.raises(lpm.LPMError, match='not an LPM directory'):
+        lpm.LPM.load(str(tmp_path))
+
+
+# ---- command line ----
+
+def _run(module, argv, capsys, monkeypatch):
+    """Runs a tool as `python -m` would, but in-process (one TF process); returns (exit code, out, err)."""
+    from absl import flags
+    from tools import cli
+    flags.FLAGS.unparse_flags()  # no flag values left over from the previous run
+    monkeypatch.setattr('sys.argv', ['prog', *argv])
+    with pytest.raises(SystemExit) as e:
+        cli.run(module.main)
+    out, err = capsys.readouterr()
+    return e.value.code or 0, out, err
+
+
+def test_cli_trains_and_writes_model_dir(table, tmp_path, capsys, monkeypatch):
+    from tools import train_lpm
+    model_dir = str(tmp_path / 'model')
+    argv = [f'--flagfile={os.path.join(os.path.dirname(__file__), "..", "configs", "lpm_paper.cfg")}',
+            f'--tables={table}', f'--model_dir={model_dir}', '--epochs=3', '--max_train_rows=400',
+            '--noprogress']
+    code, out, _ = _run(train_lpm, argv, capsys, monkeypatch)
+    assert code == 0
+    assert sorted(os.listdir(model_dir)) == ['logs', 'lpm.keras', 'metadata.json', 'metrics.json',
+                                             'scatter.png']
+    result = json.load(open(os.path.join(model_dir, 'metrics.json')))
+    assert result['train_size'] == 400 and result['test_size'] == json.loads(out)['test_size'] > 200
+    assert {'mae_ms', 'mre_pct', 'rmse_ms', 'share_within_10pct', 'share_within_5pct', 'kendall_tau',
+            'spearman_rho', 'seconds'} <= set(result)
+    assert result['recipe'] == {**vars(lpm.PAPER_RECIPE), 'epochs': 3}
+    assert os.listdir(os.path.join(model_dir, 'logs'))
+    assert lpm.LPM.load(model_dir, target=TARGET).metadata['recipe']['epochs'] == 3
+    # A second run refuses to replace the model, in one line, and leaves it intact.
+    before = open(os.path.join(model_dir, 'metadata.json')).read()
+    code, _, err = _run(train_lpm, argv, capsys, monkeypatch)
+    assert code == 1 and 'already exists' in err and err.count('\n') == 1
+    assert open(os.path.join(model_dir, 'metadata.json')).read() == before
+
+
+def test_cli_refuses_bad_table_in_one_line(tmp_path, capsys, monkeypatch):
+    from tools import train_lpm
+    bad = _broken(tmp_path, lambda d: d.loc.__setitem__((2, 'latency_ms'), float('nan')))
+    code, _, err = _run(train_lpm, [f'--tables={bad}', f'--model_dir={tmp_path / "m"}'], capsys, monkeypatch)
+    assert code == 1 and 'row 2' in err and err.count('\n') == 1
+    assert not os.path.exists(tmp_path / 'm')
+
+
+def test_sweep_writes_table_and_plot(table, tmp_path, capsys, monkeypatch):
+    from tools import lpm_sweep
+    out_dir = str(tmp_path / 'sweep')
+    code, _, _ = _run(lpm_sweep, [f'--tables={table}', f'--model_dir={out_dir}', '--sizes=150,99999',
+                                  '--epochs=2', '--noprogress'], capsys, monkeypatch)
+    assert code == 0
+    result = pd.read_csv(os.path.join(out_dir, 'sweep.csv'))
+    n_train = len(lpm.split(lpm.load_tables([table]))[0])
+    assert result['train_rows'].tolist() == [150, n_train]
+    assert result['test_size'].nunique() == 1 and os.path.exists(os.path.join(out_dir, 'sweep.png'))
+    assert lpm_sweep.resolve_sizes(['all', '50'], 40) == [40]

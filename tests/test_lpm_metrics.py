@@ -1,0 +1,53 @@
+"""LPM metrics against values computed by hand on tiny arrays."""
+import math
+
+import numpy as np
+import pytest
+
+from ladnas_tf.latency import metrics
+
+
+def test_errors_by_hand():
+    # errors 2, -0.5, -3, 0 ms; relative 20%, 2.5%, 7.5%, 0%
+    m = metrics.regression_metrics([10, 20, 40, 50], [12, 19.5, 37, 50])
+    assert m['mae_ms'] == pytest.approx(5.5 / 4)
+    assert m['mre_pct'] == pytest.approx(30 / 4)
+    assert m['rmse_ms'] == pytest.approx(math.sqrt(13.25 / 4))
+    assert m['share_within_10pct'] == 0.75 and m['share_within_5pct'] == 0.5
+    assert m['kendall_tau'] == pytest.approx(1.0) and m['spearman_rho'] == pytest.approx(1.0)
+    assert m['n'] == 4
+
+
+def test_rank_correlations_by_hand():
+    # One swapped pair out of 6: tau = (5 - 1) / 6; rank differences 0, 1, -1, 0: rho = 1 - 6 * 2 / (4 * 15).
+    m = metrics.regression_metrics([1, 2, 3, 4], [1, 3, 2, 4])
+    assert m['kendall_tau'] == pytest.approx(2 / 3)
+    assert m['spearman_rho'] == pytest.approx(0.8)
+    assert m['mae_ms'] == pytest.approx(0.5)
+    assert m['mre_pct'] == pytest.approx(100 * (1 / 2 + 1 / 3) / 4)
+    assert m['rmse_ms'] == pytest.approx(math.sqrt(0.5))
+    assert m['share_within_10pct'] == 0.5 and m['share_within_5pct'] == 0.5
+
+
+def test_relative_error_per_sample():
+    np.testing.assert_allclose(metrics.relative_error([10, 40], [9, 50]), [0.1, 0.25])
+
+
+def test_undefined_rank_correlation_is_nan():
+    m = metrics.regression_metrics([5, 6, 7], [3, 3, 3])
+    assert math.isnan(m['kendall_tau']) and math.isnan(m['spearman_rho'])
+    assert m['mre_pct'] == pytest.approx(100 * (2 / 5 + 3 / 6 + 4 / 7) / 3)
+    assert math.isnan(metrics.regression_metrics([5], [5])['kendall_tau'])
+
+
+@pytest.mark.parametrize('measured, predicted, words', [
+    ([1, 2], [1], 'measured has 2 values but predicted has 1'),
+    ([], [], 'empty'),
+    ([1, 0, 2], [1, 1, 1], 'positive and finite; bad at index [1]'),
+    ([1, float('nan')], [1, 1], 'bad at index [1]'),
+    ([1, 2], [1, float('inf')], 'non-finite'),
+])
+def test_refuses_bad_input(measured, predicted, words):
+    with pytest.raises(metrics.MetricsError) as e:
+        metrics.regression_metrics(measured, predicted)
+    assert words in str(e.value)
