@@ -74,3 +74,42 @@ def test_flops_term_prefers_cheap_ops():
     g_n, _ = tape.gradient(f, [a_n, a_r])
     assert float(f) > 0
     assert (g_n.numpy()[:, 5] > 0).all() and (g_n.numpy()[:, 0] < 0).all()
+
+
+class _Model:
+    def __init__(self):
+        self.alpha_normal = tf.Variable(np.zeros((14, 8)), dtype=tf.float32)
+        self.alpha_reduce = tf.Variable(np.zeros((14, 8)), dtype=tf.float32)
+
+
+def _costly_sep5(e):
+    """A latency model where sep_conv_5x5 (op 5) is slow: 10 ms per such edge, 1 ms otherwise."""
+    e = tf.reshape(e, (-1, 14, 8))
+    return tf.reduce_sum(e[..., 5] * 10.0 + tf.reduce_sum(e, -1), -1)
+
+
+def test_latency_term_lowers_the_slow_ops_weight():
+    model, term = _Model(), loss.LatencyTerm(_costly_sep5, lambda_=0.2, m=50)
+    with tf.GradientTape() as tape:
+        value = term(model)
+    grad = tape.gradient(value, model.alpha_normal).numpy()
+    assert float(value) == pytest.approx(0.2 * float(term.last_ms), rel=1e-5)
+    assert (grad[:, 5] > 0).all()  # gradient descent moves alpha away from the slow op
+    assert int(term.calls) == 1
+
+
+def test_target_mode_moves_lambda_the_right_way():
+    model = _Model()
+    over = loss.LatencyTerm(_costly_sep5, lambda_=0.1, m=20, target_ms=5.0)    # estimate ~17 ms > 5
+    under = loss.LatencyTerm(_costly_sep5, lambda_=0.1, m=20, target_ms=100.0)
+    for _ in range(3):
+        over(model)
+        under(model)
+    assert float(over.lambda_) > 0.1 > float(under.lambda_) >= 0.0
+
+
+def test_bad_term_settings_are_refused():
+    with pytest.raises(ValueError, match='at least one sample'):
+        loss.LatencyTerm(_costly_sep5, m=0)
+    with pytest.raises(ValueError, match='target latency must be positive'):
+        loss.LatencyTerm(_costly_sep5, target_ms=-1)

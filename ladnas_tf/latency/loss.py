@@ -82,3 +82,48 @@ def flops(alpha_normal, alpha_reduce, tables):
     normal, reduce = (tf.constant(t, alpha_normal.dtype) for t in tables)
     return (tf.reduce_sum(tf.nn.softmax(alpha_normal, -1) * normal)
             + tf.reduce_sum(tf.nn.softmax(alpha_reduce, -1) * reduce))
+
+
+class LatencyTerm:
+    """lambda_ * LAT(alpha_normal) for the architecture loss (paper Eq. 3): a callable(model) -> scalar.
+
+    Each call draws fresh sub-networks (a stateless seed advanced per call, so replicas agree and a
+    resumed run repeats the same draws). With `target_ms`, lambda_ follows dual ascent on the
+    constraint LAT <= target: it grows while the estimate exceeds the target and shrinks (never below
+    0) while it is under, so the user states a latency instead of guessing lambda."""
+
+    def __init__(self, lpm_fn, lambda_=0.1, m=20, seed=0, noise_sigma=0.0, target_ms=None, dual_lr=0.05):
+        if m < 1:
+            raise ValueError(f'LAT(alpha) needs at least one sample, got M={m}')
+        if target_ms is not None and target_ms <= 0:
+            raise ValueError(f'target latency must be positive, got {target_ms} ms')
+        self.lpm_fn, self.m, self.seed, self.noise_sigma = lpm_fn, m, seed, noise_sigma
+        self.target_ms, self.dual_lr = target_ms, dual_lr
+        self.lambda_ = tf.Variable(float(lambda_), trainable=False, name='lambda_')
+        self.calls = tf.Variable(0, dtype=tf.int64, trainable=False, name='lat_calls')
+        self.last_ms = tf.Variable(0.0, trainable=False, name='lat_ms')
+
+    def variables(self):
+        """What a checkpoint must hold to resume the term exactly."""
+        return {'lambda_': self.lambda_, 'lat_calls': self.calls, 'lat_ms': self.last_ms}
+
+    def __call__(self, model):
+        self.calls.assign_add(1)
+        alpha = model.alpha_normal
+        lat = latency(alpha, lambda e: tf.cast(self.lpm_fn(e), alpha.dtype), self.m,
+                      tf.stack([tf.constant(self.seed, tf.int64), self.calls]), self.noise_sigma)
+        self.last_ms.assign(tf.cast(tf.stop_gradient(lat), tf.float32))
+        if self.target_ms is not None:
+            excess = (tf.stop_gradient(lat) - self.target_ms) / self.target_ms
+            self.lambda_.assign(tf.maximum(0.0, self.lambda_ + self.dual_lr * tf.cast(excess, tf.float32)))
+        return tf.cast(self.lambda_, alpha.dtype) * lat
+
+
+class FlopsTerm:
+    """eta * FLOPs(alpha) (millions of MACs), the FLOPs-aware baseline of the paper's Table 4."""
+
+    def __init__(self, eta, tables):
+        self.eta, self.tables = eta, tables
+
+    def __call__(self, model):
+        return self.eta * flops(model.alpha_normal, model.alpha_reduce, self.tables)
