@@ -1,0 +1,471 @@
+"""Training an evaluation network from scratch: the DARTS CIFAR-10 and ImageNet recipes (the paper,
+section 4), with checkpoints, resume, TensorBoard, tf.distribute and TFLite accuracy.
+
+A custom loop rather than model.fit: the auxiliary head adds a second output that only the loss sees,
+and DARTS's update (clip the global gradient norm, then add the coupled weight decay, then momentum
+SGD) is not what Keras's optimizer options do (its weight decay is decoupled, its clipping per replica).
+
+Batch size and learning rate are *global*: the rate is the one for the global batch, whatever the
+number of replicas (each replica sees batch_size / replicas examples; the gradients are summed
+across replicas and divided by the global batch).
+"""
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from ladnas_tf import data, network, search_space
+
+SCHEDULES = ('cosine', 'linear')
+STRATEGIES = ('default', 'mirrored', 'multi_worker')
+RUN_CONFIG = 'run_config.json'
+SUMMARY = 'summary.json'
+
+
+class TrainError(ValueError):
+    """A run that cannot start or continue as asked; the message is one line naming the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the trained weights. batch_size and learning_rate are global."""
+    setting: str = 'cifar'
+    channels: int = 36
+    layers: int = 20
+    image_size: int = None          # None: the dataset's own
+    epochs: int = 600
+    batch_size: int = 96
+    learning_rate: float = 0.025
+    lr_schedule: str = 'cosine'
+    warmup_epochs: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2
+    cutout: int = 16
+    label_smoothing: float = 0.0
+    augment: str = 'cifar'          # data.batches's augmentation; None for ImageNet (centre crops)
+    seed: int = 0
+
+    def check(self):
+        positive = ('channels', 'layers', 'epochs', 'batch_size')
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TrainError(f'{name} must be a positive int, got {value!r}')
+        if self.setting not in network.SETTINGS:
+            raise TrainError(f'unknown setting {self.setting!r} (known: {", ".join(network.SETTINGS)})')
+        if self.lr_schedule not in SCHEDULES:
+            raise TrainError(f'unknown lr_schedule {self.lr_schedule!r} (known: {", ".join(SCHEDULES)})')
+        if not self.learning_rate > 0:
+            raise TrainError(f'learning_rate must be positive, got {self.learning_rate}')
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise TrainError(f'warmup_epochs must lie in [0, epochs), got {self.warmup_epochs}')
+        for name in ('momentum', 'label_smoothing', 'drop_path_prob'):
+            if not 0 <= getattr(self, name) < 1:
+                raise TrainError(f'{name} must lie in [0, 1), got {getattr(self, name)}')
+        for name in ('weight_decay', 'grad_clip', 'auxiliary_weight', 'cutout'):
+            if getattr(self, name) < 0:
+                raise TrainError(f'{name} must be >= 0, got {getattr(self, name)}')
+
+
+# DARTS's train.py (CIFAR-10) and train_imagenet.py as the paper reports it (section 4.2).
+CIFAR_RECIPE = Recipe()
+IMAGENET_RECIPE = Recipe(setting='imagenet', channels=48, layers=14, epochs=250, batch_size=1024,
+                         learning_rate=0.5, lr_schedule='linear', warmup_epochs=5, weight_decay=3e-5,
+                         drop_path_prob=0.0, cutout=0, label_smoothing=0.1, augment=None)
+
+
+# ---- the recipe pieces, as small pure functions ----
+
+def learning_rate(step, base_lr, total_steps, schedule='cosine', warmup_steps=0):
+    """The rate at optimizer step `step` (a Python number or a tensor), per step.
+
+    cosine: base_lr * (1 + cos(pi * step / total)) / 2, down to 0 at total_steps (DARTS CIFAR).
+    linear: a linear warm-up from base_lr / warmup_steps to base_lr over warmup_steps, then a linear
+    decay to 0 at total_steps (the paper's ImageNet recipe). A warm-up applies to cosine too."""
+    step = tf.minimum(tf.cast(step, tf.float32), float(total_steps))
+    if schedule == 'cosine':
+        decayed = 0.5 * base_lr * (1.0 + tf.cos(math.pi * step / total_steps))
+    elif schedule == 'linear':
+        span = max(total_steps - warmup_steps, 1)
+        decayed = base_lr * (total_steps - step) / span
+    else:
+        raise TrainError(f'unknown lr_schedule {schedule!r} (known: {", ".join(SCHEDULES)})')
+    if warmup_steps:
+        decayed = tf.where(step < warmup_steps, base_lr * (step + 1.0) / warmup_steps, decayed)
+    return decayed
+
+
+@keras.saving.register_keras_serializable('ladnas_tf')
+class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+    """learning_rate() as the optimizer's schedule: it follows optimizer.iterations, which the
+    checkpoint keeps, so a resumed run continues the schedule where it stopped."""
+
+    def __init__(self, base_lr, total_steps, schedule='cosine', warmup_steps=0):
+        self.base_lr, self.total_steps = base_lr, total_steps
+        self.schedule, self.warmup_steps = schedule, warmup_steps
+
+    def __call__(self, step):
+        return learning_rate(step, self.base_lr, self.total_steps, self.schedule, self.warmup_steps)
+
+    def get_config(self):
+        return {'base_lr': self.base_lr, 'total_steps': self.total_steps, 'schedule': self.schedule,
+                'warmup_steps': self.warmup_steps}
+
+
+def drop_path_rate(epoch, drop_path_prob, epochs):
+    """DARTS's linear ramp: drop_path_prob * epoch / epochs for epoch 0, 1, ... (0 at the start)."""
+    return drop_path_prob * epoch / epochs
+
+
+def classification_loss(labels, logits, aux_logits=None, auxiliary_weight=0.4, label_smoothing=0.0):
+    """Per-example loss: cross-entropy against (1 - eps) * one-hot + eps / K targets, plus
+    auxiliary_weight times the same on the auxiliary logits when given."""
+    num_classes = logits.shape[-1]
+    targets = tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    loss = tf.nn.softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
+    if aux_logits is not None:
+        loss += auxiliary_weight * tf.nn.softmax_cross_entropy_with_logits(
+            targets, tf.cast(aux_logits, tf.float32))
+    return loss
+
+
+def top_k_correct(labels, logits, k):
+    return tf.reduce_sum(tf.cast(tf.math.in_top_k(tf.cast(labels, tf.int32), logits, k), tf.float32))
+
+
+# ---- one training step, the same under any strategy ----
+
+def gradients(model, images, labels, recipe, global_batch):
+    """(loss, number correct, gradients) of one replica's share: the loss summed over the share and
+    divided by the global batch, so summing over replicas gives the global mean."""
+    with tf.GradientTape() as tape:
+        outputs = model(images, training=True)
+        logits, aux = outputs if isinstance(outputs, (tuple, list)) else (outputs, None)
+        per_example = classification_loss(labels, logits, aux, recipe.auxiliary_weight,
+                                          recipe.label_smoothing)
+        loss = tf.reduce_sum(per_example) / global_batch
+    return loss, top_k_correct(labels, logits, 1), tape.gradient(loss, model.trainable_variables)
+
+
+def apply_update(model, optimizer, grads, recipe):
+    """DARTS's update from one replica's gradients: sum across replicas, clip the global norm, add
+    weight_decay * w (coupled, as PyTorch's SGD), momentum SGD. Keras's optimizer sums across replicas
+    itself, so the already summed gradient is handed to it divided by the replica count."""
+    context = tf.distribute.get_replica_context()
+    grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    if recipe.grad_clip:
+        grads, _ = tf.clip_by_global_norm(grads, recipe.grad_clip)
+    variables = model.trainable_variables
+    grads = [g + recipe.weight_decay * v for g, v in zip(grads, variables)]
+    replicas = float(context.num_replicas_in_sync)
+    optimizer.apply_gradients([(g / replicas, v) for g, v in zip(grads, variables)])
+
+
+def _check_auxiliary(recipe, image_size):
+    """The auxiliary head pools 5x5 the map after the second reduction: it must be at least 5x5."""
+    side = image_size
+    for _ in range(2 + (3 if recipe.setting == 'imagenet' else 0)):  # ImageNet's stem halves 3 times
+        side = math.ceil(side / 2)
+    if recipe.auxiliary and side < 5:
+        raise TrainError(f'the auxiliary head needs a map of at least 5x5 after the second reduction; '
+                         f'{image_size}x{image_size} images give {side}x{side} (use a larger image_size '
+                         f'or no auxiliary head)')
+
+
+def make_optimizer(recipe, steps_per_epoch):
+    schedule = Schedule(recipe.learning_rate, recipe.epochs * steps_per_epoch, recipe.lr_schedule,
+                        recipe.warmup_epochs * steps_per_epoch)
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=recipe.momentum)
+
+
+def make_strategy(name='default'):
+    """The tf.distribute strategy by name; 'multi_worker' reads the cluster from TF_CONFIG."""
+    if name == 'default':
+        return tf.distribute.get_strategy()
+    if name == 'mirrored':
+        return tf.distribute.MirroredStrategy()
+    if name == 'multi_worker':
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TrainError(f'unknown strategy {name!r} (known: {", ".join(STRATEGIES)})')
+
+
+class Trainer:
+    """A model, its optimizer and the distributed train step of a recipe."""
+
+    def __init__(self, genotype, recipe, num_classes, image_size, steps_per_epoch, strategy=None):
+        recipe.check()
+        self.recipe, self.strategy = recipe, strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        if recipe.batch_size % self.replicas:
+            raise TrainError(f'global batch {recipe.batch_size} does not split evenly over '
+                             f'{self.replicas} replicas')
+        _check_auxiliary(recipe, image_size)
+        with self.strategy.scope():
+            self.model = network.build_network(genotype, recipe.setting, recipe.channels, recipe.layers,
+                                               num_classes, recipe.auxiliary, image_size, recipe.seed)
+            self.optimizer = make_optimizer(recipe, steps_per_epoch)
+            self.optimizer.build(self.model.trainable_variables)  # so a checkpoint restores into it
+        # Bookkeeping of the loop, outside the scope: plain variables, not mirrored ones.
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch')
+        self.best_top1 = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name='best_top1')
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              epoch=self.epoch, best_top1=self.best_top1)
+        self._step = tf.function(self._distributed_step)
+        self._evaluate = tf.function(self._eval_step)
+
+    def _replica_step(self, images, labels):
+        loss, correct, grads = gradients(self.model, images, labels, self.recipe, self.recipe.batch_size)
+        apply_update(self.model, self.optimizer, grads, self.recipe)
+        return loss, correct
+
+    def _distributed_step(self, images, labels):
+        loss, correct = self.strategy.run(self._replica_step, args=(images, labels))
+        reduce = lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None)
+        return reduce(loss), reduce(correct) / self.recipe.batch_size
+
+    def train_step(self, images, labels):
+        """One update on a global batch (or a distributed batch); returns (mean loss, top-1)."""
+        return self._step(images, labels)
+
+    def _eval_step(self, images, labels):
+        logits = self.model(images, training=False)
+        return top_k_correct(labels, logits, 1), top_k_correct(labels, logits, 5)
+
+    def evaluate(self, dataset, batch_size):
+        """(top-1, top-5) in percent over every example of dataset (a data.Dataset)."""
+        top1 = top5 = 0.0
+        for images, labels in data.batches(dataset, min(batch_size, dataset.num_examples), training=False):
+            c1, c5 = self._evaluate(images, labels)
+            top1, top5 = top1 + float(c1), top5 + float(c5)
+        return 100 * top1 / dataset.num_examples, 100 * top5 / dataset.num_examples
+
+    def current_lr(self):
+        return float(self.optimizer.learning_rate)
+
+
+# ---- a run directory ----
+
+def run_config(genotype, recipe, dataset_name):
+    """What a run directory was started with; a resume must match it exactly."""
+    return {'genotype': str(genotype), 'genotype_id': search_space.genotype_id(genotype),
+            'dataset': dataset_name, 'recipe': dataclasses.asdict(recipe)}
+
+
+def prepare_run_dir(model_dir, config, overwrite=False):
+    """Returns True when model_dir holds a run of this very config to resume; False for a fresh run.
+    Anything else in it is refused unless overwrite, which empties it first."""
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise TrainError(f'{model_dir} exists and is not a directory')
+    if os.path.isdir(model_dir) and os.listdir(model_dir):
+        if overwrite:
+            shutil.rmtree(model_dir)
+        else:
+            path = os.path.join(model_dir, RUN_CONFIG)
+            if not os.path.isfile(path):
+                raise TrainError(f'{model_dir} is not empty and holds no {RUN_CONFIG} '
+                                 f'(pass --overwrite to replace it)')
+            with open(path) as f:
+                saved = json.load(f)
+            if saved != config:
+                differ = _differences(saved, config)
+                raise TrainError(f'{model_dir} holds a run of another genotype or config (differs in: '
+                                 f'{", ".join(differ)}); pass --overwrite or another --model_dir')
+            return True
+    os.makedirs(model_dir, exist_ok=True)
+    _write_json(os.path.join(model_dir, RUN_CONFIG), config)
+    return False
+
+
+def _differences(saved, config):
+    differ = [k for k in ('genotype', 'dataset') if saved.get(k) != config.get(k)]
+    old, new = saved.get('recipe', {}), config['recipe']
+    return differ + [k for k in new if old.get(k) != new[k]] or ['format']
+
+
+def _write_json(path, payload):
+    temp = path + '.tmp'
+    with open(temp, 'w') as f:
+        json.dump(payload, f, indent=2)
+        f.write('\n')
+    os.replace(temp, path)
+
+
+def _save_keras(model, path):
+    temp = path[:-len('.keras')] + '.tmp.keras'
+    model.save(temp)
+    os.replace(temp, path)
+
+
+def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy=None, overwrite=False,
+          verbose=1, log=print):
+    """Trains (or resumes) a run in model_dir; returns the summary written to summary.json.
+
+    Writes run_config.json, checkpoints/ (after every epoch), logs/ (TensorBoard), best.keras (by
+    test top-1), final.keras and summary.json. Rerunning the same call after a kill continues from
+    the last finished epoch; a finished run is returned as it is."""
+    recipe.check()
+    search_space.validate(genotype)
+    train_set = data.load(dataset, 'train', data_dir, recipe.image_size)
+    test_set = data.load(dataset, 'test', data_dir, recipe.image_size)
+    _check_auxiliary(recipe, train_set.image_size)
+    if train_set.num_examples < recipe.batch_size:
+        raise TrainError(f'batch size {recipe.batch_size} is larger than {dataset} train '
+                         f'({train_set.num_examples} examples)')
+    config = run_config(genotype, recipe, dataset)
+    resume = prepare_run_dir(model_dir, config, overwrite)
+    summary_path = os.path.join(model_dir, SUMMARY)
+    if resume and os.path.isfile(summary_path):
+        log(f'{model_dir} holds a finished run; nothing to do')
+        with open(summary_path) as f:
+            return json.load(f)
+
+    steps = train_set.num_examples // recipe.batch_size
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(recipe.seed)
+    trainer = Trainer(genotype, recipe, train_set.num_classes, train_set.image_size, steps, strategy)
+    manager = tf.train.CheckpointManager(trainer.checkpoint, os.path.join(model_dir, 'checkpoints'),
+                                         max_to_keep=2)
+    if manager.latest_checkpoint:
+        try:
+            trainer.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise TrainError(f'checkpoint {manager.latest_checkpoint} does not fit this network: '
+                             f'{first}') from None
+        log(f'resumed from {manager.latest_checkpoint} after epoch {int(trainer.epoch)}')
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, 'logs'))
+    elapsed_path = os.path.join(model_dir, 'elapsed.json')
+    elapsed = _read_elapsed(elapsed_path)
+    start = time.perf_counter()
+
+    for epoch in range(int(trainer.epoch), recipe.epochs):
+        trainer.model.set_drop_path_rate(drop_path_rate(epoch, recipe.drop_path_prob, recipe.epochs))
+        lr = trainer.current_lr()
+        batches = training_batches(train_set, recipe, epoch)
+        if trainer.replicas > 1:
+            batches = strategy.experimental_distribute_dataset(batches)
+        bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=['loss', 'top1'])
+        total_loss = total_top1 = 0.0
+        for i, (images, labels) in enumerate(batches):
+            loss, top1 = trainer.train_step(images, labels)
+            total_loss, total_top1 = total_loss + float(loss), total_top1 + float(top1)
+            bar.update(i + 1, [('loss', total_loss / (i + 1)), ('top1', 100 * total_top1 / (i + 1))])
+        test_top1, test_top5 = trainer.evaluate(test_set, recipe.batch_size)
+        _scalars(writer, epoch + 1, {'train/loss': total_loss / steps, 'train/top1': 100 * total_top1 / steps,
+                                     'train/lr': lr, 'test/top1': test_top1, 'test/top5': test_top5})
+        log(f'epoch {epoch + 1}/{recipe.epochs}: lr {lr:.4g} loss {total_loss / steps:.4f} '
+            f'train top-1 {100 * total_top1 / steps:.2f} test top-1 {test_top1:.2f} top-5 {test_top5:.2f}')
+        if test_top1 > float(trainer.best_top1):
+            trainer.best_top1.assign(test_top1)
+            _save_keras(trainer.model, os.path.join(model_dir, 'best.keras'))
+        trainer.epoch.assign(epoch + 1)
+        manager.save(checkpoint_number=epoch + 1)
+        _write_json(elapsed_path, {'seconds': elapsed + time.perf_counter() - start})
+
+    _save_keras(trainer.model, os.path.join(model_dir, 'final.keras'))
+    test_top1, test_top5 = trainer.evaluate(test_set, recipe.batch_size)
+    summary = {
+        'genotype': str(genotype), 'genotype_id': search_space.genotype_id(genotype),
+        'dataset': dataset, 'epochs': recipe.epochs, 'test_top1': test_top1, 'test_top5': test_top5,
+        'best_test_top1': float(trainer.best_top1), 'params': trainer.model.count_params(),
+        'macs': trainer.model.count_macs(), 'image_size': train_set.image_size,
+        'replicas': trainer.replicas, 'global_batch_size': recipe.batch_size,
+        'per_replica_batch_size': recipe.batch_size // trainer.replicas,
+        'learning_rate_for_global_batch': recipe.learning_rate,
+        'seconds': round(elapsed + time.perf_counter() - start, 2), 'recipe': dataclasses.asdict(recipe)}
+    write_summary(model_dir, summary)
+    return summary
+
+
+def write_summary(model_dir, summary):
+    _write_json(os.path.join(model_dir, SUMMARY), summary)
+
+
+def training_batches(dataset, recipe, epoch):
+    """The recipe's augmented, shuffled global batches of one epoch. A pipeline per epoch, seeded by
+    the epoch, so a resumed run sees the batches it would have seen."""
+    return data.batches(dataset, recipe.batch_size, training=True, seed=recipe.seed * 100_003 + epoch,
+                        augment=recipe.augment, cutout=recipe.cutout)
+
+
+def _scalars(writer, step, values):
+    """TensorBoard scalars through tf.summary.write with the scalars plugin tag: tf.summary.scalar
+    needs the tensorboard package, which is only needed to view the logs."""
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = 'scalars'
+    with writer.as_default():
+        for tag, value in values.items():
+            tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=meta)
+    writer.flush()
+
+
+def _read_elapsed(path):
+    if not os.path.isfile(path):
+        return 0.0
+    with open(path) as f:
+        return float(json.load(f)['seconds'])
+
+
+# ---- TFLite ----
+
+def representative_images(dataset, count, image_size, batch_size=32):
+    """count normalised training images (un-augmented, in order) for int8 calibration."""
+    if dataset.image_size != image_size:
+        raise TrainError(f'representative images are {dataset.image_size}x{dataset.image_size}, '
+                         f'the model takes {image_size}x{image_size}')
+    images = []
+    for batch, _ in data.batches(dataset, min(batch_size, dataset.num_examples), training=False):
+        images.append(batch.numpy())
+        if sum(len(b) for b in images) >= count:
+            break
+    return np.concatenate(images)[:count]
+
+
+def tflite_accuracy(tflite_bytes, dataset, limit=None, batch_size=64, threads=1):
+    """Top-1 (percent) of a batch-1 TFLite classifier over dataset (a data.Dataset; the first
+    `limit` examples when given), run through the ai_edge_litert interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ladnas_tf import export
+    expected = Interpreter(model_content=tflite_bytes).get_input_details()[0]['shape']
+    if tuple(expected[1:]) != (dataset.image_size, dataset.image_size, 3):
+        raise TrainError(f'{dataset.name} images are {dataset.image_size}x{dataset.image_size}x3, '
+                         f'the TFLite model takes {"x".join(map(str, expected[1:]))}')
+    correct = seen = 0
+    for images, labels in data.batches(dataset, min(batch_size, dataset.num_examples), training=False):
+        if limit is not None:
+            images, labels = images[:limit - seen], labels[:limit - seen]
+        logits = export.run_tflite(tflite_bytes, images.numpy(), threads)
+        correct += int(np.sum(logits.argmax(-1) == labels.numpy()))
+        seen += len(labels)
+        if limit is not None and seen >= limit:
+            break
+    return 100 * correct / seen
+
+
+def export_tflite(model, model_dir, train_set, test_set, calibration_images=256, limit=None, overwrite=False):
+    """model_float32.tflite and model_int8.tflite (post-training, calibrated on training images) in
+    model_dir, each with export's summary JSON; returns {name: {file, file_bytes, test_top1}}."""
+    from ladnas_tf import export
+    representative = representative_images(train_set, calibration_images, model.image_size)
+    results = {}
+    for name, int8 in (('float32', False), ('int8', True)):
+        path = os.path.join(model_dir, f'model_{name}.tflite')
+        summary = export.export(model, path, int8, np.array_split(representative, 8) if int8 else None,
+                                overwrite=overwrite)
+        with open(path, 'rb') as f:
+            top1 = tflite_accuracy(f.read(), test_set, limit)
+        results[name] = {'file': os.path.basename(path), 'file_bytes': summary['file_bytes'],
+                         'test_top1': top1}
+    return results

@@ -1,0 +1,98 @@
+"""Trains an evaluation network of a genotype from scratch (DARTS's CIFAR-10 or ImageNet recipe).
+
+    python -m tools.train --flagfile=configs/train_cifar10.cfg --genotype=DARTS_V2 \
+        --dataset=../shared/data/cifar10 --model_dir=runs/darts_v2_cifar10
+
+Writes to --model_dir: run_config.json, checkpoints/, logs/ (TensorBoard), best.keras, final.keras and
+summary.json (test top-1/top-5, params, MACs, genotype, epochs, seconds). Killed, the same command
+resumes from the last finished epoch; a directory of another run is refused without --overwrite.
+--batch_size and --learning_rate are global: the rate is the one for the whole batch, which is split
+over the replicas of --strategy (mirrored: the local devices; multi_worker: the cluster in TF_CONFIG).
+"""
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow loads: keep stderr to our line
+
+from absl import flags, logging
+
+from ladnas_tf import genotypes, search_space
+from tools import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('genotype', None, 'A published name (DARTS_V2, ...), or a JSON/DARTS-text file.')
+flags.DEFINE_string('dataset', 'digits', "digits, cifar10, imagenet2012, or an image folder's path.")
+flags.DEFINE_string('data_dir', None, 'tfds data_dir (or the folder of dataset=folder).')
+flags.DEFINE_enum('setting', 'cifar', ['cifar', 'imagenet'], 'Network: cifar or imagenet (stem, aux head).')
+flags.DEFINE_integer('channels', 36, 'Initial channels C.')
+flags.DEFINE_integer('layers', 20, 'Number of cells.')
+flags.DEFINE_integer('image_size', None, "Input side (default: the dataset's own).")
+flags.DEFINE_integer('epochs', 600, 'Epochs.')
+flags.DEFINE_integer('batch_size', 96, 'Global batch size (split over the replicas).')
+flags.DEFINE_float('learning_rate', 0.025, 'Peak learning rate for the global batch.')
+flags.DEFINE_enum('lr_schedule', 'cosine', ['cosine', 'linear'], 'cosine to 0, or linear decay to 0.')
+flags.DEFINE_integer('warmup_epochs', 0, 'Epochs of linear warm-up.')
+flags.DEFINE_float('weight_decay', 3e-4, 'Coupled L2 weight decay (added to the gradients).')
+flags.DEFINE_float('momentum', 0.9, 'SGD momentum.')
+flags.DEFINE_float('grad_clip', 5.0, 'Global gradient-norm clip (0 = off).')
+flags.DEFINE_bool('auxiliary', True, 'Train with the auxiliary head.')
+flags.DEFINE_float('auxiliary_weight', 0.4, 'Weight of the auxiliary loss.')
+flags.DEFINE_float('drop_path_prob', 0.2, 'Final drop-path rate, ramped linearly from 0.')
+flags.DEFINE_integer('cutout', 16, 'Cutout length (0 = off).')
+flags.DEFINE_float('label_smoothing', 0.0, 'Label smoothing epsilon.')
+flags.DEFINE_enum('augment', 'cifar', ['cifar', 'none'], 'Training augmentation: DARTS CIFAR crop+flip, or none.')
+flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy.')
+flags.DEFINE_string('model_dir', None, 'Run directory.')
+flags.DEFINE_bool('overwrite', False, 'Replace an existing run directory.')
+flags.DEFINE_integer('seed', 0, 'Seed of initialisation, shuffling and augmentation.')
+flags.DEFINE_bool('export_tflite', False, 'Also export float32 and int8 (post-training) TFLite files and '
+                  'measure their test top-1 through the interpreter.')
+flags.DEFINE_integer('calibration_images', 256, 'Training images calibrating the int8 export.')
+flags.DEFINE_integer('tflite_eval_limit', None, 'Evaluate the TFLite files on the first N test images only.')
+flags.DEFINE_integer('verbose', 1, 'Progress bar: 0 off, 1 per step, 2 per epoch.')
+
+
+def _genotype():
+    try:
+        return genotypes.resolve(FLAGS.genotype)
+    except search_space.GenotypeError:
+        raise
+    except (TypeError, ValueError) as e:  # a structure the validator did not foresee: still one line
+        raise search_space.GenotypeError(f'genotype {FLAGS.genotype!r} is malformed: {e}') from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ValueError(f'unexpected arguments {argv[1:]}')
+    for name in ('genotype', 'model_dir'):  # checked here, not by absl, to fail in one line
+        if not getattr(FLAGS, name):
+            raise ValueError(f'--{name} is required')
+    genotype = _genotype()
+    # TensorFlow takes seconds to load: bad genotypes are reported before it is needed.
+    from ladnas_tf import data, train
+    recipe = train.Recipe(
+        setting=FLAGS.setting, channels=FLAGS.channels, layers=FLAGS.layers, image_size=FLAGS.image_size,
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+        lr_schedule=FLAGS.lr_schedule, warmup_epochs=FLAGS.warmup_epochs, momentum=FLAGS.momentum,
+        weight_decay=FLAGS.weight_decay, grad_clip=FLAGS.grad_clip, auxiliary=FLAGS.auxiliary,
+        auxiliary_weight=FLAGS.auxiliary_weight, drop_path_prob=FLAGS.drop_path_prob, cutout=FLAGS.cutout,
+        label_smoothing=FLAGS.label_smoothing, augment=None if FLAGS.augment == 'none' else FLAGS.augment,
+        seed=FLAGS.seed)
+    recipe.check()
+    strategy = train.make_strategy(FLAGS.strategy)
+    summary = train.train(genotype, recipe, FLAGS.model_dir, FLAGS.dataset, FLAGS.data_dir, strategy,
+                          FLAGS.overwrite, FLAGS.verbose, log=logging.info)
+    if FLAGS.export_tflite and 'tflite' not in summary:
+        import keras
+        model = keras.models.load_model(os.path.join(FLAGS.model_dir, 'final.keras'))
+        sets = [data.load(FLAGS.dataset, split, FLAGS.data_dir, FLAGS.image_size) for split in ('train', 'test')]
+        summary['tflite'] = train.export_tflite(model, FLAGS.model_dir, *sets, FLAGS.calibration_images,
+                                                FLAGS.tflite_eval_limit, overwrite=True)
+        train.write_summary(FLAGS.model_dir, summary)
+    tflite = ''.join(f", {k} TFLite top-1 {v['test_top1']:.2f}" for k, v in summary.get('tflite', {}).items())
+    print(f"{FLAGS.model_dir}: {summary['epochs']} epochs, test top-1 {summary['test_top1']:.2f} "
+          f"top-5 {summary['test_top5']:.2f} (best {summary['best_test_top1']:.2f}), "
+          f"{summary['params']:,} params, {summary['macs'] / 1e6:.1f}M MACs, {summary['seconds']:.0f} s{tflite}")
+
+
+if __name__ == '__main__':
+    cli.run(main)
