@@ -35,7 +35,7 @@ def naive(genotype):
 
 def main(argv):
     del argv
-    genotypes_ = [g for _, g in zip(range(max(FLAGS.naive, FLAGS.ours)), profile.architectures(123))]
+    genotypes_ = [g for _, (_, g) in zip(range(max(FLAGS.naive, FLAGS.ours)), profile.architectures(123))]
     start = time.time()
     naive_ms = [naive(g).latency_ms for g in genotypes_[:FLAGS.naive]]
     naive_s = (time.time() - start) / FLAGS.naive
