@@ -1,0 +1,257 @@
+"""First-step time, per-step time and peak memory of a search step: our supernet vs PyTorch.
+
+The PyTorch side is DARTS's search network written out below (a MixedOp module per edge, the usual
+eager implementation), with the same step: an architecture step (Adam on alpha, first order, on the
+architecture batch), then a weight step (SGD momentum, weight decay, clipping 5). Each framework runs
+in its own subprocess so that its peak RSS is its own.
+
+    cd /work/main && taskset -c 0 /work/venv/bin/python -m benchmarks.supernet_step
+    (options: --channels 8 --layers 5 --batch 32 --size 32 --steps 5 --threads 1 --method darts|pcdarts
+     --order first|second)
+
+Wall-clock and CPU (process) time are both reported: on a shared machine the CPU time is the steadier
+figure. torch is a benchmark-only dependency: `pip install torch==2.13.0`.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _clock():
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start):
+    wall, cpu = _clock()
+    return wall - start[0], cpu - start[1]
+
+
+def _peak_rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def run_tensorflow(args):
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    sys.path.insert(0, REPO)
+    from ladnas_tf import architect, supernet
+
+    start = _clock()
+    pc = args.method == 'pcdarts'
+    model = supernet.build_supernet(args.channels, args.layers, 10, args.size,
+                                    partial_channels=4 if pc else 1, edge_normalization=pc, seed=0)
+    searcher = architect.Architect(model, architect.ArchitectConfig(order=args.order), steps_per_epoch=100,
+                                   epochs=50)
+    x = tf.random.stateless_normal([args.batch, args.size, args.size, 3], [1, 2])
+    y = tf.random.stateless_uniform([args.batch], [3, 4], 0, 10, tf.int32)
+    searcher.step((x, y), (x, y))
+    first = _since(start)
+    start = _clock()
+    for _ in range(args.steps):
+        searcher.step((x, y), (x, y))
+    total = _since(start)
+    params = sum(int(v.shape.num_elements()) for v in model.weight_parameters())
+    return first, total, params
+
+
+def run_torch(args):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    class ReLUConvBN(nn.Sequential):
+        def __init__(self, c_in, c_out, k, stride, pad):
+            super().__init__(nn.ReLU(), nn.Conv2d(c_in, c_out, k, stride, pad, bias=False),
+                             nn.BatchNorm2d(c_out, affine=False))
+
+    class DilConv(nn.Sequential):
+        def __init__(self, c, k, stride, pad, dil):
+            super().__init__(nn.ReLU(), nn.Conv2d(c, c, k, stride, pad, dilation=dil, groups=c, bias=False),
+                             nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c, affine=False))
+
+    class SepConv(nn.Sequential):
+        def __init__(self, c, k, stride, pad):
+            super().__init__(DilConv(c, k, stride, pad, 1), DilConv(c, k, 1, pad, 1))
+
+    class FactorizedReduce(nn.Module):
+        def __init__(self, c_in, c_out):
+            super().__init__()
+            self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, 2, bias=False)
+            self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, 2, bias=False)
+            self.bn = nn.BatchNorm2d(c_out, affine=False)
+
+        def forward(self, x):
+            x = F.relu(x)
+            return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], 1))
+
+    class Zero(nn.Module):
+        def __init__(self, stride):
+            super().__init__()
+            self.stride = stride
+
+        def forward(self, x):
+            return x[:, :, ::self.stride, ::self.stride].mul(0.)
+
+    def make(name, c, stride):
+        return {
+            'none': lambda: Zero(stride),
+            'max_pool_3x3': lambda: nn.Sequential(nn.MaxPool2d(3, stride, 1), nn.BatchNorm2d(c, affine=False)),
+            'avg_pool_3x3': lambda: nn.Sequential(nn.AvgPool2d(3, stride, 1, count_include_pad=False),
+                                                  nn.BatchNorm2d(c, affine=False)),
+            'skip_connect': lambda: nn.Identity() if stride == 1 else FactorizedReduce(c, c),
+            'sep_conv_3x3': lambda: SepConv(c, 3, stride, 1),
+            'sep_conv_5x5': lambda: SepConv(c, 5, stride, 2),
+            'dil_conv_3x3': lambda: DilConv(c, 3, stride, 2, 2),
+            'dil_conv_5x5': lambda: DilConv(c, 5, stride, 4, 2),
+        }[name]()
+
+    primitives = ['none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect', 'sep_conv_3x3', 'sep_conv_5x5',
+                  'dil_conv_3x3', 'dil_conv_5x5']
+    k_pc = 4 if args.method == 'pcdarts' else 1
+
+    def shuffle(x, groups):
+        b, c, h, w = x.shape
+        return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+    class MixedOp(nn.Module):
+        def __init__(self, c, stride):
+            super().__init__()
+            self.ops = nn.ModuleList(make(p, c // k_pc, stride) for p in primitives)
+            self.mp = nn.MaxPool2d(2, 2)
+
+        def forward(self, x, w):
+            if k_pc == 1:
+                return sum(wi * op(x) for wi, op in zip(w, self.ops))
+            c = x.shape[1]
+            part, rest = x[:, :c // k_pc], x[:, c // k_pc:]
+            out = sum(wi * op(part) for wi, op in zip(w, self.ops))
+            rest = rest if out.shape[2] == x.shape[2] else self.mp(rest)
+            return shuffle(torch.cat([out, rest], 1), k_pc)
+
+    class Cell(nn.Module):
+        def __init__(self, c_pp, c_p, c, reduction, reduction_prev):
+            super().__init__()
+            self.reduction = reduction
+            self.pre0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
+            self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0)
+            self.ops = nn.ModuleList(MixedOp(c, 2 if reduction and j < 2 else 1)
+                                     for i in range(4) for j in range(2 + i))
+
+        def forward(self, s0, s1, w, w2):
+            states, offset = [self.pre0(s0), self.pre1(s1)], 0
+            for i in range(4):
+                s = sum((1. if w2 is None else w2[offset + j]) * self.ops[offset + j](h, w[offset + j])
+                        for j, h in enumerate(states))
+                offset += len(states)
+                states.append(s)
+            return torch.cat(states[-4:], 1)
+
+    class Network(nn.Module):
+        def __init__(self, c, layers, classes=10):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 3 * c, 3, padding=1, bias=False), nn.BatchNorm2d(3 * c))
+            c_pp, c_p, c_curr, reduction_prev = 3 * c, 3 * c, c, False
+            self.cells = nn.ModuleList()
+            for i in range(layers):
+                reduction = i in (layers // 3, 2 * layers // 3)
+                c_curr *= 2 if reduction else 1
+                self.cells.append(Cell(c_pp, c_p, c_curr, reduction, reduction_prev))
+                reduction_prev = reduction
+                c_pp, c_p = c_p, 4 * c_curr
+            self.classifier = nn.Linear(c_p, classes)
+            self.alphas = [(1e-3 * torch.randn(14, 8)).requires_grad_() for _ in range(2)]
+            self.betas = [(1e-3 * torch.randn(14)).requires_grad_() for _ in range(2)] if k_pc > 1 else []
+
+        def edge_weights(self, beta):
+            if beta is None:
+                return None
+            return torch.cat([F.softmax(beta[a:b], -1) for a, b in ((0, 2), (2, 5), (5, 9), (9, 14))])
+
+        def forward(self, x):
+            s0 = s1 = self.stem(x)
+            betas = self.betas or [None, None]
+            for cell in self.cells:
+                i = 1 if cell.reduction else 0
+                s0, s1 = s1, cell(s0, s1, F.softmax(self.alphas[i], -1), self.edge_weights(betas[i]))
+            return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+
+    start = _clock()
+    model = Network(args.channels, args.layers)
+    w_opt = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    a_opt = torch.optim.Adam(model.alphas + model.betas, 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=g)
+    y = torch.randint(0, 10, (args.batch,), generator=g)
+
+    def step():
+        a_opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        a_opt.step()
+        w_opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.)
+        w_opt.step()
+
+    step()
+    first = _since(start)
+    start = _clock()
+    for _ in range(args.steps):
+        step()
+    total = _since(start)
+    return first, total, sum(p.numel() for p in model.parameters())
+
+
+def _child(args):
+    if args.order == 'second' and args.framework == 'torch':
+        raise SystemExit('the PyTorch side implements the first-order step only')
+    fn = run_tensorflow if args.framework == 'tensorflow' else run_torch
+    first, total, params = fn(args)
+    print(json.dumps({'first_wall': first[0], 'first_cpu': first[1], 'step_wall': total[0] / args.steps,
+                      'step_cpu': total[1] / args.steps, 'peak_rss_gb': _peak_rss_gb(), 'params': params}))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--channels', type=int, default=8)
+    parser.add_argument('--layers', type=int, default=5)
+    parser.add_argument('--batch', type=int, default=32)
+    parser.add_argument('--size', type=int, default=32)
+    parser.add_argument('--steps', type=int, default=5)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--method', choices=('darts', 'pcdarts'), default='darts')
+    parser.add_argument('--order', choices=('first', 'second'), default='first')
+    parser.add_argument('--framework', choices=('tensorflow', 'torch'), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.framework:
+        return _child(args)
+    results = {}
+    for framework in ('tensorflow', 'torch'):
+        cmd = [sys.executable, '-m', 'benchmarks.supernet_step', '--framework', framework] + (argv or sys.argv[1:])
+        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        if out.returncode:
+            print(f'{framework} failed:\n{out.stderr[-2000:]}')
+            continue
+        results[framework] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f'config: C={args.channels} layers={args.layers} batch={args.batch} {args.size}x{args.size} '
+          f'{args.method} {args.order} order, {args.threads} thread(s), {args.steps} timed steps')
+    keys = ('first_wall', 'first_cpu', 'step_wall', 'step_cpu', 'peak_rss_gb', 'params')
+    print(f'{"":12s}' + ''.join(f'{k:>13s}' for k in keys))
+    for framework, r in results.items():
+        print(f'{framework:12s}' + ''.join(f'{r[k]:13.3f}' if k != 'params' else f'{r[k]:13d}' for k in keys))
+    if len(results) == 2:
+        tf_, pt = results['tensorflow'], results['torch']
+        print(f'{"ratio tf/pt":12s}' + ''.join(f'{tf_[k] / pt[k]:13.2f}' for k in keys))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,478 @@
+"""The DARTS / PC-DARTS supernet: every op on every edge, mixed by softmax(alpha) (paper section 3.1).
+
+Built for fast tracing and stepping. A straightforward Keras port (one layer per op per edge, 560
+nested layers at 5 cells) spends minutes tracing; here the math is raw TensorFlow ops inside a few
+layers, and the edges leaving one node are computed *together*:
+  * a MixedOp holds the ops of all E edges that leave one node (E = 4, 4, 3, 2, 1 for nodes 0..4).
+    They share the input, so its ReLU, pooling (+ non-affine BN) and identity are computed once;
+    the per-edge convolutions run as one depthwise conv over the input tiled E times and one
+    block-diagonal matmul for the E pointwise convs;
+  * each non-affine BN over E edges is one fused BN over E*C channels (per-channel statistics, so
+    exactly E separate BNs);
+  * 'none' contributes nothing to the sum and is not computed (its alpha still gets a gradient
+    through the softmax).
+The result equals DARTS's search network op for op (PyTorch's padding and stride-2 semantics, see
+ops.py); a stride-2 dilated conv is the stride-1 conv of the even pixels, which is the same thing.
+
+PC-DARTS (Xu et al., 2020): with `partial_channels` K > 1 only the first C/K channels of a node go
+through the ops, the rest bypass them (2x2 max-pooled at stride 2) and the result is channel-shuffled;
+with `edge_normalization` each edge's output is weighted by beta, softmax-normalised over the edges
+entering a node. Both are linear, so a node's sum is computed once per node, not once per edge.
+
+Under tf.distribute with several replicas, batch statistics are synchronised (all-reduced) so that N
+replicas compute exactly what one replica computes on the same global batch.
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from ladnas_tf import search_space
+from ladnas_tf.ops import BN_EPSILON, BN_MOMENTUM
+
+_PACKAGE = 'ladnas_tf'
+_CONV_OPS = ('sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5')
+# Each intermediate node's incoming edges are contiguous in EDGES (node-major order).
+_NODE_SEGMENTS = tuple((search_space.EDGES.index((0, j)), search_space.EDGES.index((j - 1, j)) + 1)
+                       for j in range(search_space.NUM_INPUTS, search_space.NUM_INPUTS + search_space.NUM_NODES))
+
+
+def _targets(source):
+    """Intermediate nodes that `source` feeds, and the EDGES index of each of those edges."""
+    targets = tuple(range(max(source + 1, search_space.NUM_INPUTS),
+                          search_space.NUM_INPUTS + search_space.NUM_NODES))
+    return targets, tuple(search_space.EDGES.index((source, j)) for j in targets)
+
+
+def _replicas():
+    ctx = tf.distribute.get_replica_context()
+    return ctx.num_replicas_in_sync if ctx is not None else 1
+
+
+def batch_norm(x, moving_mean, moving_var, training, scale=None, offset=None):
+    """BN over NHWC channels, then `scale` and `offset` (per channel; none for DARTS's non-affine BN).
+    In training the batch statistics (synchronised across replicas) normalise, and update the moving
+    ones with PyTorch's unbiased variance; otherwise the moving ones are used. Inside a
+    keras.StatelessScope the updates are recorded by the scope, not applied."""
+    channels = x.shape[-1]
+    if scale is None:
+        scale = tf.ones([channels], x.dtype)
+    if offset is None:
+        offset = tf.zeros([channels], x.dtype)
+    if not training:
+        return tf.nn.batch_normalization(x, moving_mean.value, moving_var.value, offset, scale, BN_EPSILON)
+    replicas = _replicas()
+    if replicas == 1 and x.dtype in (tf.float32, tf.float16, tf.bfloat16):
+        # One op normalises and updates the running statistics (unbiased variance, as PyTorch).
+        y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+            x, scale, offset, moving_mean.value, moving_var.value, epsilon=BN_EPSILON, is_training=True,
+            exponential_avg_factor=1. - BN_MOMENTUM)
+        moving_mean.assign(mean)
+        moving_var.assign(var)
+        return y
+    count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+    sums = [tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2]), count]
+    if replicas > 1:
+        sums = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, sums)
+    total, total_sq, count = sums
+    mean = total / count
+    biased = tf.maximum(total_sq / count - tf.square(mean), 0.)
+    unbiased = biased * count / tf.maximum(count - 1., 1.)
+    moving_mean.assign(BN_MOMENTUM * moving_mean.value + (1. - BN_MOMENTUM) * tf.stop_gradient(mean))
+    moving_var.assign(BN_MOMENTUM * moving_var.value + (1. - BN_MOMENTUM) * tf.stop_gradient(unbiased))
+    return tf.nn.batch_normalization(x, mean, biased, offset, scale, BN_EPSILON)
+
+
+def pointwise(x, kernel):
+    """A 1x1 conv (kernel (C_in, C_out)): one Einsum op, whose gradient is two (fewer graph nodes
+    than reshape-matmul-reshape, as fast)."""
+    return tf.einsum('nhwc,cd->nhwd', x, kernel)
+
+
+def phases(x):
+    """(even, odd) pixels, x[:, ::2, ::2] and x[:, 1::2, 1::2] (even sizes), as slices of a reshape:
+    a strided slice's gradient scatters element by element and is ~6x slower on CPU."""
+    _, h, w, c = x.shape
+    pairs = tf.reshape(x, [-1, h // 2, 2, w // 2, 2 * c])
+    size = [-1, h // 2, 1, w // 2, c]
+    even = tf.reshape(tf.slice(pairs, [0, 0, 0, 0, 0], size), [-1, h // 2, w // 2, c])
+    odd = tf.reshape(tf.slice(pairs, [0, 0, 1, 0, c], size), [-1, h // 2, w // 2, c])
+    return even, odd
+
+
+def subsample(x):
+    """x[:, ::2, ::2] for even sizes (see phases)."""
+    _, h, w, c = x.shape
+    even = tf.slice(tf.reshape(x, [-1, h // 2, 2, w // 2, 2 * c]), [0, 0, 0, 0, 0], [-1, h // 2, 1, w // 2, c])
+    return tf.reshape(even, [-1, h // 2, w // 2, c])
+
+
+def depthwise(x, kernel, strides=1, dilation=1):
+    """Depthwise conv with PyTorch's symmetric padding dilation*(k-1)/2 at stride 1 or 2."""
+    if strides == 1:
+        return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
+    if strides != 2:
+        raise ValueError(f'stride {strides} is not supported')
+    if dilation == 1:
+        p = (kernel.shape[0] - 1) // 2
+        return tf.nn.depthwise_conv2d(x, kernel, [1, 2, 2, 1], [[0, 0], [p, p], [p, p], [0, 0]])
+    if dilation != 2:
+        raise ValueError(f'stride 2 with dilation {dilation} is not supported')
+    # Taps at 2i + 2t - (k-1) all fall on even pixels: a plain conv over the even pixels.
+    return tf.nn.depthwise_conv2d(subsample(x), kernel, [1, 1, 1, 1], 'SAME')
+
+
+def channel_shuffle(x, groups):
+    """PC-DARTS's shuffle: channel g*n + i moves to i*groups + g (PyTorch's view/transpose, in NHWC)."""
+    shape = tf.shape(x)
+    c = x.shape[-1]
+    y = tf.reshape(x, tf.concat([shape[:-1], [groups, c // groups]], 0))
+    y = tf.transpose(y, [0, 1, 2, 4, 3])
+    return tf.reshape(y, shape)
+
+
+class _Weights:
+    """Weight creation shared by the supernet's layers: PyTorch's default init (uniform with bound
+    1/sqrt(fan_in)), seeded per weight, and BN moving statistics."""
+
+    def _init_seeds(self, seed):
+        self.seed = seed
+        self._seed_count = 0
+
+    def _next_seed(self):
+        self._seed_count += 1
+        return None if self.seed is None else self.seed * 1009 + self._seed_count
+
+    def _param(self, name, shape, fan_in):
+        bound = 1.0 / math.sqrt(fan_in)
+        return self.add_weight(shape=shape, name=name, initializer=keras.initializers.RandomUniform(
+            -bound, bound, seed=self._next_seed()))
+
+    def _bn_stats(self, name, channels):
+        # Identical on every replica (synchronised BN), so the first replica's value is the value.
+        kw = dict(shape=(channels,), trainable=False, aggregation='only_first_replica', autocast=False)
+        return (self.add_weight(name=f'{name}_moving_mean', initializer='zeros', **kw),
+                self.add_weight(name=f'{name}_moving_var', initializer='ones', **kw))
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class MixedOp(_Weights, layers.Layer):
+    """The mixed ops of the `num_edges` edges that leave one node: for edge e, the sum over the 8 ops
+    of weights[e, op] * op_e(x), each op_e with its own weights (DARTS's MixedOp, E at a time).
+    call(x, weights (E, 8)) -> (N, H', W', E, C); pooling is followed by a non-affine BN as in DARTS."""
+
+    def __init__(self, channels, num_edges, strides=1, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.channels, self.num_edges, self.strides = channels, num_edges, strides
+        self._init_seeds(seed)
+
+    # Kernels are stacked per shape, so the optimiser and the graph see 4 variables, not 14.
+    _DW = {3: ('sep_conv_3x3_0', 'sep_conv_3x3_1', 'dil_conv_3x3_0'),
+           5: ('sep_conv_5x5_0', 'sep_conv_5x5_1', 'dil_conv_5x5_0')}
+    _PW = ('sep_conv_3x3_0', 'sep_conv_3x3_1', 'sep_conv_5x5_0', 'sep_conv_5x5_1', 'dil_conv_3x3_0',
+           'dil_conv_5x5_0')
+
+    def build(self, input_shape):
+        e, c = self.num_edges, self.channels
+        if input_shape[-1] != c:
+            raise ValueError(f'MixedOp expects {c} input channels, got {input_shape[-1]}')
+        if self.strides == 2 and c % 2:
+            raise ValueError(f'a stride-2 skip connection needs an even channel count, got {c}')
+        self.depthwise_kernels = {k: self._param(f'depthwise_{k}x{k}', (len(names), k, k, e * c, 1), k * k)
+                                  for k, names in self._DW.items()}
+        self.pointwise_kernels = self._param('pointwise', (len(self._PW), e, c, c), c)
+        self.stats = {name: self._bn_stats(name, e * c) for name in self._PW}
+        for op in ('max_pool_3x3', 'avg_pool_3x3'):
+            self.stats[op] = self._bn_stats(op, c)
+        if self.strides == 2:  # skip_connect is FactorizedReduce: two 1x1 convs to C/2 each, per edge
+            self.reduce_kernels = self._param('factorized_reduce', (2, c, e * c // 2), c)
+            self.stats['skip_connect'] = self._bn_stats('skip_connect', e * c)
+
+    def _kernels(self):
+        """name -> (depthwise kernel, block-diagonal pointwise kernel), from the stacked variables."""
+        e, c = self.num_edges, self.channels
+        dw = {}
+        for k, names in self._DW.items():
+            dw.update(zip(names, tf.unstack(self.depthwise_kernels[k].value)))
+        pw = self.pointwise_kernels.value
+        if e > 1:  # E 1x1 convs over E channel groups = one matmul with the block-diagonal kernel
+            pw = tf.expand_dims(pw, 3) * tf.constant(np.eye(e)[None, :, None, :, None], pw.dtype)
+        pw = tf.unstack(tf.reshape(pw, [len(self._PW), e * c, e * c]))
+        return {name: (dw[name], w) for name, w in zip(self._PW, pw)}
+
+    def _conv_op(self, op, tiled, kernels, norm, scale):
+        """sep: (ReLU, dw, pw, BN) twice, the stride in the first; dil: ReLU, dilated dw, pw, BN.
+        `tiled` is ReLU(x) repeated once per edge along the channels; the last BN applies `scale`."""
+        dilation = 2 if op.startswith('dil') else 1
+        sep = op.startswith('sep')
+        dw, pw = kernels[f'{op}_0']
+        y = norm(pointwise(depthwise(tiled, dw, self.strides, dilation), pw), f'{op}_0', None if sep else scale)
+        if sep:
+            dw, pw = kernels[f'{op}_1']
+            y = norm(pointwise(depthwise(tf.nn.relu(y), dw, 1), pw), f'{op}_1', scale)
+        return y
+
+    def _reduce(self, relu_x, norm, scale):
+        """FactorizedReduce per edge: conv_a on the even pixels, conv_b on the odd ones, concatenated."""
+        e, half = self.num_edges, self.channels // 2
+        kernel_a, kernel_b = tf.unstack(self.reduce_kernels.value)
+        even, odd = phases(relu_x)
+        _, h, w, _ = even.shape
+        shape = [-1, h, w, e, half]
+        both = tf.stack([tf.reshape(pointwise(even, kernel_a), shape),
+                         tf.reshape(pointwise(odd, kernel_b), shape)], axis=-2)
+        return norm(tf.reshape(both, [-1, h, w, e * 2 * half]), 'skip_connect', scale)
+
+    def _pool(self, x, kind, norm):
+        if kind == 'max':
+            if self.strides > 1:  # PyTorch's padding 1; explicit padding has no second derivative in TF
+                x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=x.dtype.min)
+            y = tf.nn.max_pool2d(x, 3, self.strides, 'VALID' if self.strides > 1 else 'SAME')
+        else:  # average excluding the padding (count_include_pad=False): 'SAME' at stride 1, subsampled
+            y = tf.nn.avg_pool2d(x, 3, 1, 'SAME')
+            if self.strides > 1:
+                y = subsample(y)
+        return norm(y, f'{kind}_pool_3x3', None)
+
+    def call(self, x, weights, training=None):
+        """-> the E edges' outputs, (N, H', W', E, C)."""
+        e, c = self.num_edges, self.channels
+        weights = tf.cast(weights, x.dtype)
+        # Graph constants are slow to create: one set of BN scales/offsets per call, not per BN.
+        ones = {n: tf.ones([n], x.dtype) for n in (c, e * c)}
+        zeros = {n: tf.zeros([n], x.dtype) for n in (c, e * c)}
+
+        def norm(y, name, scale):
+            n = y.shape[-1]
+            return batch_norm(y, *self.stats[name], training, ones[n] if scale is None else scale, zeros[n])
+
+        # Each op's per-edge weight is folded into its last BN as a per-channel scale.
+        scales = tf.unstack(tf.reshape(tf.broadcast_to(tf.transpose(weights)[:, :, None],
+                                                       [search_space.NUM_OPS, e, c]),
+                                       [search_space.NUM_OPS, e * c]))
+        scale = dict(zip(search_space.PRIMITIVES, scales))
+        columns = dict(zip(search_space.PRIMITIVES, tf.unstack(tf.transpose(weights)[:, :, None])))
+        relu_x = tf.nn.relu(x)
+        tiled = tf.tile(relu_x, [1, 1, 1, e]) if e > 1 else relu_x
+        kernels = self._kernels()
+        per_edge = [self._conv_op(op, tiled, kernels, norm, scale[op]) for op in _CONV_OPS]
+        # expand_dims, not [..., None, :]: a strided slice's gradient scatters into a full tensor.
+        shared = [tf.expand_dims(self._pool(x, 'max', norm), -2) * columns['max_pool_3x3'],
+                  tf.expand_dims(self._pool(x, 'avg', norm), -2) * columns['avg_pool_3x3']]
+        if self.strides == 1:
+            shared.append(tf.expand_dims(x, -2) * columns['skip_connect'])
+        else:
+            per_edge.append(self._reduce(relu_x, norm, scale['skip_connect']))
+        _, h, w, _ = per_edge[0].shape
+        shape = tf.constant([-1, h, w, e, c])
+        return tf.add_n([tf.reshape(y, shape) for y in per_edge] + shared)
+
+    def get_config(self):
+        return {**super().get_config(), 'channels': self.channels, 'num_edges': self.num_edges,
+                'strides': self.strides, 'seed': self.seed}
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class SearchCell(_Weights, layers.Layer):
+    """DARTS's search cell: preprocess both inputs to C channels (non-affine), 4 nodes each summing
+    its mixed edges from every earlier node, output the concat of the 4 nodes (4C channels).
+    call([s0, s1], op_weights (14, 8), edge_weights (14,) or None)."""
+
+    def __init__(self, channels, reduction, reduction_prev, partial_channels=1, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if channels % partial_channels:
+            raise ValueError(f'channels {channels} are not divisible by partial_channels {partial_channels}')
+        self.channels, self.reduction, self.reduction_prev = channels, reduction, reduction_prev
+        self.partial_channels = partial_channels
+        self._init_seeds(seed)
+        op_channels = channels // partial_channels
+        self.mixed = []
+        for source in range(search_space.NUM_INPUTS + search_space.NUM_NODES - 1):
+            strides = 2 if reduction and source < search_space.NUM_INPUTS else 1
+            self.mixed.append(MixedOp(op_channels, len(_targets(source)[0]), strides,
+                                      seed=None if seed is None else seed + 101 * (source + 1),
+                                      dtype=self.dtype_policy, name=f'mixed_{source}'))
+
+    def build(self, input_shape):
+        (c_pp, c_p), c = (s[-1] for s in input_shape), self.channels
+        if self.reduction_prev:  # FactorizedReduce(C_pp -> C), non-affine
+            self.pre0 = self._param('pre0', (2, c_pp, c // 2), c_pp)
+        else:  # ReLU, 1x1 conv, non-affine BN
+            self.pre0 = self._param('pre0', (c_pp, c), c_pp)
+        self.pre1 = self._param('pre1', (c_p, c), c_p)
+        self.pre_stats = [self._bn_stats('pre0', c), self._bn_stats('pre1', c)]
+        op_channels = c // self.partial_channels
+        for source, op in enumerate(self.mixed):
+            op.build((None, None, None, op_channels))
+
+    def _preprocess(self, s0, s1, training):
+        r0 = tf.nn.relu(s0)
+        if self.reduction_prev:
+            even, odd = phases(r0)
+            kernel_a, kernel_b = tf.unstack(self.pre0.value)
+            y0 = tf.concat([pointwise(even, kernel_a), pointwise(odd, kernel_b)], -1)
+        else:
+            y0 = pointwise(r0, self.pre0.value)
+        y1 = pointwise(tf.nn.relu(s1), self.pre1.value)
+        return (batch_norm(y0, *self.pre_stats[0], training), batch_norm(y1, *self.pre_stats[1], training))
+
+    def call(self, inputs, op_weights, edge_weights=None, training=None):
+        states = list(self._preprocess(*inputs, training))
+        k = self.partial_channels
+        op_channels = self.channels // k
+        mixed_sums = {j: [] for j in range(search_space.NUM_INPUTS, search_space.NUM_INPUTS + search_space.NUM_NODES)}
+        bypass_sums = {j: [] for j in mixed_sums}
+        for source, op in enumerate(self.mixed):
+            x = states[source]
+            targets, edges = _targets(source)
+            weights = tf.gather(op_weights, edges)
+            if edge_weights is not None:  # beta scales the whole edge, so it folds into the op weights
+                weights = weights * tf.gather(edge_weights, edges)[:, None]
+            if k > 1:
+                x, bypass = tf.split(x, [op_channels, x.shape[-1] - op_channels], axis=-1)
+            out = tf.unstack(op(x, weights, training=training), axis=-2)
+            for t, j in enumerate(targets):
+                mixed_sums[j].append(out[t])
+            if k > 1:
+                if op.strides > 1:
+                    bypass = tf.nn.max_pool2d(bypass, 2, 2, 'SAME')
+                for t, j in enumerate(targets):
+                    beta = 1.0 if edge_weights is None else tf.cast(edge_weights[edges[t]], x.dtype)
+                    bypass_sums[j].append(bypass * beta)
+            node = source + 1
+            if node >= search_space.NUM_INPUTS:  # every edge into `node` is now summed
+                total = tf.add_n(mixed_sums[node])
+                if k > 1:
+                    total = channel_shuffle(tf.concat([total, tf.add_n(bypass_sums[node])], -1), k)
+                states.append(total)
+        return tf.concat(states[search_space.NUM_INPUTS:], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), 'channels': self.channels, 'reduction': self.reduction,
+                'reduction_prev': self.reduction_prev, 'partial_channels': self.partial_channels,
+                'seed': self.seed}
+
+
+def normalize_edges(beta):
+    """PC-DARTS's edge normalisation: softmax of beta over the edges entering each node."""
+    return tf.concat([tf.nn.softmax(beta[a:b]) for a, b in _NODE_SEGMENTS], axis=0)
+
+
+def derive_cell(op_weights, edge_weights=None):
+    """DARTS's parse(): per node the 2 incoming edges with the strongest non-none op (edge weights
+    multiplied in for PC-DARTS), each with its strongest non-none op. Strongest edge first."""
+    w = np.array(op_weights, dtype=np.float64)
+    if edge_weights is not None:
+        w = w * np.asarray(edge_weights, dtype=np.float64)[:, None]
+    none = search_space.PRIMITIVES.index('none')
+    cell = []
+    for a, b in _NODE_SEGMENTS:
+        rows = w[a:b]
+        best = lambda i: max(rows[i][k] for k in range(search_space.NUM_OPS) if k != none)
+        for i in sorted(range(b - a), key=lambda i: -best(i))[:search_space.INPUTS_PER_NODE]:
+            op = max((k for k in range(search_space.NUM_OPS) if k != none), key=lambda k: (rows[i][k], -k))
+            cell.append((search_space.PRIMITIVES[op], i))
+    return tuple(cell)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class Supernet(_Weights, keras.Model):
+    """DARTS's search network: a 3x3 conv stem to 3C (affine BN), `layers` search cells with
+    reductions at 1/3 and 2/3 of the depth, global pooling, a linear classifier.
+
+    The architecture parameters alpha_normal, alpha_reduce (14 x 8, 1e-3 N(0, 1)) and, with edge
+    normalisation, beta_normal, beta_reduce (14) are kept apart from the network weights:
+    arch_parameters() vs weight_parameters()."""
+
+    def __init__(self, channels=16, layers=8, num_classes=10, partial_channels=1, edge_normalization=False,
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.channels, self.num_layers, self.num_classes = channels, layers, num_classes
+        self.partial_channels, self.edge_normalization = partial_channels, edge_normalization
+        self._init_seeds(seed)
+        self.reductions = tuple(i for i in range(layers) if i in (layers // 3, 2 * layers // 3))
+        self.cells_ = []
+        c, reduction_prev = channels, False
+        for i in range(layers):
+            reduction = i in self.reductions
+            c *= 2 if reduction else 1
+            self.cells_.append(SearchCell(c, reduction, reduction_prev, partial_channels,
+                                          seed=None if seed is None else seed + 7919 * (i + 1),
+                                          dtype=self.dtype_policy, name=f'cell_{i}'))
+            reduction_prev = reduction
+        self.out_channels = c * search_space.NUM_NODES
+
+    def build(self, input_shape):
+        h, w, c_in = input_shape[1], input_shape[2], input_shape[-1]
+        factor = 2 ** len(self.reductions)
+        if h is not None and (h % factor or w % factor):
+            raise ValueError(f'image size {h}x{w} must be divisible by {factor} for {len(self.reductions)} '
+                             'reduction cells')
+        stem = 3 * self.channels
+        self.stem_kernel = self._param('stem_kernel', (3, 3, c_in, stem), 9 * c_in)
+        self.stem_gamma = self.add_weight(shape=(stem,), initializer='ones', name='stem_gamma')
+        self.stem_beta = self.add_weight(shape=(stem,), initializer='zeros', name='stem_beta')
+        self.stem_stats = self._bn_stats('stem', stem)
+        c_pp, c_p, c = stem, stem, self.channels
+        for cell in self.cells_:
+            cell.build(((None, None, None, c_pp), (None, None, None, c_p)))
+            c_pp, c_p = c_p, cell.channels * search_space.NUM_NODES
+        self.classifier_kernel = self._param('classifier_kernel', (c_p, self.num_classes), c_p)
+        self.classifier_bias = self._param('classifier_bias', (self.num_classes,), c_p)
+        arch = lambda name, shape: self.add_weight(shape=shape, name=name, initializer=keras.initializers.RandomNormal(
+            stddev=1e-3, seed=self._next_seed()))
+        shape = (search_space.NUM_EDGES, search_space.NUM_OPS)
+        self.alpha_normal, self.alpha_reduce = arch('alpha_normal', shape), arch('alpha_reduce', shape)
+        self.beta_normal = self.beta_reduce = None
+        if self.edge_normalization:
+            self.beta_normal = arch('beta_normal', (search_space.NUM_EDGES,))
+            self.beta_reduce = arch('beta_reduce', (search_space.NUM_EDGES,))
+
+    def arch_parameters(self):
+        """alpha (and beta): what the architecture optimiser updates."""
+        extra = [self.beta_normal, self.beta_reduce] if self.edge_normalization else []
+        return [self.alpha_normal, self.alpha_reduce] + extra
+
+    def weight_parameters(self):
+        """The network weights: every trainable weight but alpha and beta."""
+        arch = set(id(v) for v in self.arch_parameters())
+        return [v for v in self.trainable_weights if id(v) not in arch]
+
+    def mixing_weights(self):
+        """(softmax(alpha_normal), normalised beta_normal or None, same for the reduction cells)."""
+        normal, reduce = tf.nn.softmax(self.alpha_normal.value), tf.nn.softmax(self.alpha_reduce.value)
+        if not self.edge_normalization:
+            return normal, None, reduce, None
+        return normal, normalize_edges(self.beta_normal.value), reduce, normalize_edges(self.beta_reduce.value)
+
+    def call(self, x, training=None):
+        normal, beta_normal, reduce, beta_reduce = self.mixing_weights()
+        s = tf.nn.conv2d(x, self.stem_kernel.value, 1, 'SAME')
+        s = batch_norm(s, *self.stem_stats, training, self.stem_gamma.value, self.stem_beta.value)
+        s0 = s1 = s
+        for cell in self.cells_:
+            weights = (reduce, beta_reduce) if cell.reduction else (normal, beta_normal)
+            s0, s1 = s1, cell([s0, s1], *weights, training=training)
+        pooled = tf.reduce_mean(s1, axis=[1, 2])
+        return tf.matmul(pooled, self.classifier_kernel.value) + self.classifier_bias.value
+
+    def genotype(self):
+        """The discrete genotype of the current alpha (and beta): DARTS's parse() per cell type."""
+        normal, beta_normal, reduce, beta_reduce = (None if t is None else np.asarray(t)
+                                                    for t in self.mixing_weights())
+        return search_space.make_genotype(derive_cell(normal, beta_normal), derive_cell(reduce, beta_reduce))
+
+    def get_config(self):
+        return {'channels': self.channels, 'layers': self.num_layers, 'num_classes': self.num_classes,
+                'partial_channels': self.partial_channels, 'edge_normalization': self.edge_normalization,
+                'seed': self.seed, 'name': self.name}
+
+
+def build_supernet(channels=16, layers=8, num_classes=10, image_size=32, partial_channels=1,
+                   edge_normalization=False, seed=None, in_channels=3, dtype=None):
+    """A built supernet (weights created) for square images of `image_size`."""
+    model = Supernet(channels, layers, num_classes, partial_channels, edge_normalization, seed=seed, dtype=dtype)
+    model.build((None, image_size, image_size, in_channels))
+    return model

@@ -1,0 +1,84 @@
+"""Differentiable architecture search (DARTS / PC-DARTS, first or second order).
+
+    python -m tools.search                       # offline, minutes on a CPU: the built-in digits, tiny supernet
+    python -m tools.search --flagfile=configs/search_darts_cifar10.cfg --dataset=../shared/data/cifar10 \
+        --model_dir=runs/search_darts_cifar10
+
+Writes to --model_dir (default runs/search-<time>): config.json and flags.cfg (the effective
+settings), checkpoints/, tensorboard/, genotype.json, cells/ (DOT, and PNG/PDF with graphviz) and
+summary.json. Killed, the same command resumes where the last checkpoint left it; a directory of
+another search is refused without --overwrite. --batch_size is global: split over the replicas of
+--strategy (mirrored: the local devices; multi_worker: the cluster in TF_CONFIG).
+"""
+import os
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow loads: keep stderr to our line
+
+from absl import flags, logging
+
+from tools import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('dataset', 'digits', "digits (built in), cifar10, imagenet2012, or an image folder's path.")
+flags.DEFINE_string('data_dir', None, 'tfds data_dir (or the folder of dataset=folder).')
+flags.DEFINE_enum('method', 'darts', ['darts', 'pcdarts'], 'DARTS, or PC-DARTS (partial channels + edge normalisation).')
+flags.DEFINE_enum('order', 'first', ['first', 'second'], 'First-order, or DARTS\'s unrolled second-order step.')
+flags.DEFINE_integer('epochs', 4, 'Search epochs.')
+flags.DEFINE_integer('batch_size', 32, 'Global batch size of both halves.')
+flags.DEFINE_float('learning_rate', 0.025, 'Initial weight learning rate (cosine to --learning_rate_min).')
+flags.DEFINE_float('learning_rate_min', 0.001, 'Final weight learning rate.')
+flags.DEFINE_float('momentum', 0.9, 'Weight SGD momentum.')
+flags.DEFINE_float('weight_decay', 3e-4, 'Weight L2 decay (added to the gradients).')
+flags.DEFINE_float('grad_clip', 5.0, 'Global-norm clip of the weight gradients (0 = off).')
+flags.DEFINE_float('arch_learning_rate', 3e-4, 'Adam learning rate of alpha (and beta).')
+flags.DEFINE_float('arch_weight_decay', 1e-3, 'L2 decay of alpha (and beta).')
+flags.DEFINE_integer('channels', 8, 'Initial channels C of the supernet.')
+flags.DEFINE_integer('layers', 5, 'Cells of the supernet.')
+flags.DEFINE_integer('image_size', None, "Input side (default: the dataset's own; digits 16).")
+flags.DEFINE_integer('partial_channels', 4, "PC-DARTS's K: 1/K of the channels go through the ops.")
+flags.DEFINE_integer('warmup_epochs', 0, 'Epochs with alpha frozen (PC-DARTS: 15).')
+flags.DEFINE_float('train_portion', 0.5, 'Share of the training split in the weight half.')
+flags.DEFINE_integer('seed', 0, 'Seed of initialisation, split, shuffling and augmentation.')
+flags.DEFINE_integer('max_steps_per_epoch', None, 'Cap on steps and evaluation batches per epoch.')
+flags.DEFINE_bool('augment', True, "DARTS's crop + flip on the training batches (never on the digits).")
+flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy.')
+flags.DEFINE_integer('checkpoint_every', 300, 'Seconds between mid-epoch checkpoints (0 = epoch ends only).')
+flags.DEFINE_bool('deterministic', True, 'TensorFlow op determinism: a resumed run ends as an uninterrupted one.')
+flags.DEFINE_string('model_dir', None, 'Run directory (default runs/search-<time>).')
+flags.DEFINE_bool('overwrite', False, 'Replace an existing run directory.')
+flags.DEFINE_bool('progress', True, 'A progress bar per epoch.')
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ValueError(f'unexpected arguments {argv[1:]}')
+    from ladnas_tf import search
+    config = search.SearchConfig(
+        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, method=FLAGS.method, order=FLAGS.order,
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+        learning_rate_min=FLAGS.learning_rate_min, momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
+        grad_clip=FLAGS.grad_clip, arch_learning_rate=FLAGS.arch_learning_rate,
+        arch_weight_decay=FLAGS.arch_weight_decay, channels=FLAGS.channels, layers=FLAGS.layers,
+        image_size=FLAGS.image_size, partial_channels=FLAGS.partial_channels, warmup_epochs=FLAGS.warmup_epochs,
+        train_portion=FLAGS.train_portion, seed=FLAGS.seed, max_steps_per_epoch=FLAGS.max_steps_per_epoch,
+        augment=FLAGS.augment)
+    config.check()
+    model_dir = FLAGS.model_dir or os.path.join('runs', time.strftime('search-%Y%m%d-%H%M%S'))
+    import tensorflow as tf
+    from ladnas_tf import train
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = train.make_strategy(FLAGS.strategy)
+    summary = search.search(config, model_dir, FLAGS.overwrite, strategy, checkpoint_every=FLAGS.checkpoint_every,
+                            progress=FLAGS.progress, flags_text=FLAGS.flags_into_string(), log=logging.info)
+    train_acc = summary['supernet_train_accuracy']
+    print(f"genotype: {summary['genotype']}")
+    print(f"{summary['steps']} steps, supernet accuracy train "
+          f"{'n/a' if train_acc is None else f'{train_acc:.2f}%'} valid {summary['supernet_valid_accuracy']:.2f}%, "
+          f"{summary['seconds']:.0f} s")
+    print(f'outputs in {model_dir}: genotype.json, summary.json, cells/, tensorboard/, checkpoints/')
+
+
+if __name__ == '__main__':
+    cli.run(main)
