@@ -36,8 +36,18 @@ def resolve(spec):
         return NAMED[spec]
     if os.path.isfile(spec):
         with open(spec) as f:
-            return search_space.parse(f.read())
+            return _parse(spec, f.read())
     if spec.lstrip().startswith(('{', 'Genotype(')):
-        return search_space.parse(spec)
+        return _parse(spec, spec)
     raise search_space.GenotypeError(
         f'genotype {spec!r} is neither a known name ({", ".join(NAMED)}) nor a file')
+
+
+def _parse(spec, text):
+    from ladnas_tf import search_space
+    try:
+        return search_space.parse(text)
+    except search_space.GenotypeError:
+        raise
+    except (TypeError, ValueError) as e:  # a structure the validator did not foresee: still one line
+        raise search_space.GenotypeError(f'genotype {spec!r} is malformed: {e}') from None

@@ -12,7 +12,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow loads: k
 
 from absl import flags
 
-from ladnas_tf import genotypes, search_space
+from ladnas_tf import genotypes
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -40,18 +40,9 @@ def _check_flags():
             raise ValueError(f'--{name} must be positive, got {value}')
 
 
-def _genotype():
-    try:
-        return genotypes.resolve(FLAGS.genotype)
-    except search_space.GenotypeError:
-        raise
-    except (TypeError, ValueError) as e:  # a structure the validator did not foresee: still one line
-        raise search_space.GenotypeError(f'genotype {FLAGS.genotype!r} is malformed: {e}') from None
-
-
 def export():
     _check_flags()
-    genotype = _genotype()
+    genotype = genotypes.resolve(FLAGS.genotype)
     # TensorFlow takes seconds to load: bad genotypes and flags are reported before it is needed.
     import keras
     from ladnas_tf import export as tflite_export, network

@@ -15,7 +15,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow loads: k
 
 from absl import flags, logging
 
-from ladnas_tf import genotypes, search_space
+from ladnas_tf import genotypes
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -51,22 +51,13 @@ flags.DEFINE_integer('tflite_eval_limit', None, 'Evaluate the TFLite files on th
 flags.DEFINE_integer('verbose', 1, 'Progress bar: 0 off, 1 per step, 2 per epoch.')
 
 
-def _genotype():
-    try:
-        return genotypes.resolve(FLAGS.genotype)
-    except search_space.GenotypeError:
-        raise
-    except (TypeError, ValueError) as e:  # a structure the validator did not foresee: still one line
-        raise search_space.GenotypeError(f'genotype {FLAGS.genotype!r} is malformed: {e}') from None
-
-
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f'unexpected arguments {argv[1:]}')
     for name in ('genotype', 'model_dir'):  # checked here, not by absl, to fail in one line
         if not getattr(FLAGS, name):
             raise ValueError(f'--{name} is required')
-    genotype = _genotype()
+    genotype = genotypes.resolve(FLAGS.genotype)
     # TensorFlow takes seconds to load: bad genotypes are reported before it is needed.
     from ladnas_tf import data, train
     recipe = train.Recipe(
