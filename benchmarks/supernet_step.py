@@ -10,7 +10,9 @@ in its own subprocess so that its peak RSS is its own.
      --order first|second)
 
 Wall-clock and CPU (process) time are both reported: on a shared machine the CPU time is the steadier
-figure. torch is a benchmark-only dependency: `pip install torch==2.13.0`.
+figure. Peak RSS is reported whole and above the process's RSS right after importing the framework
+(TensorFlow + Keras take ~0.67 GB before any model, PyTorch ~0.22 GB). torch is a benchmark-only
+dependency: `pip install torch==2.13.0`.
 """
 import argparse
 import json
@@ -36,6 +38,11 @@ def _peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
 
 
+def _rss_gb():
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmRSS')) / 1e6
+
+
 def run_tensorflow(args):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     import tensorflow as tf
@@ -43,6 +50,7 @@ def run_tensorflow(args):
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     sys.path.insert(0, REPO)
     from ladnas_tf import architect, supernet
+    args.import_rss = _rss_gb()  # the framework's own footprint, before any model
 
     start = _clock()
     pc = args.method == 'pcdarts'
@@ -68,6 +76,7 @@ def run_torch(args):
     import torch.nn.functional as F
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    args.import_rss = _rss_gb()
 
     class ReLUConvBN(nn.Sequential):
         def __init__(self, c_in, c_out, k, stride, pad):
@@ -216,8 +225,10 @@ def _child(args):
         raise SystemExit('the PyTorch side implements the first-order step only')
     fn = run_tensorflow if args.framework == 'tensorflow' else run_torch
     first, total, params = fn(args)
+    peak = _peak_rss_gb()
     print(json.dumps({'first_wall': first[0], 'first_cpu': first[1], 'step_wall': total[0] / args.steps,
-                      'step_cpu': total[1] / args.steps, 'peak_rss_gb': _peak_rss_gb(), 'params': params}))
+                      'step_cpu': total[1] / args.steps, 'peak_rss_gb': peak,
+                      'above_import_gb': peak - args.import_rss, 'params': params}))
 
 
 def main(argv=None):
@@ -235,8 +246,9 @@ def main(argv=None):
     if args.framework:
         return _child(args)
     results = {}
+    argv = sys.argv[1:] if argv is None else argv
     for framework in ('tensorflow', 'torch'):
-        cmd = [sys.executable, '-m', 'benchmarks.supernet_step', '--framework', framework] + (argv or sys.argv[1:])
+        cmd = [sys.executable, '-m', 'benchmarks.supernet_step', '--framework', framework] + argv
         out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if out.returncode:
             print(f'{framework} failed:\n{out.stderr[-2000:]}')
@@ -244,7 +256,7 @@ def main(argv=None):
         results[framework] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f'config: C={args.channels} layers={args.layers} batch={args.batch} {args.size}x{args.size} '
           f'{args.method} {args.order} order, {args.threads} thread(s), {args.steps} timed steps')
-    keys = ('first_wall', 'first_cpu', 'step_wall', 'step_cpu', 'peak_rss_gb', 'params')
+    keys = ('first_wall', 'first_cpu', 'step_wall', 'step_cpu', 'peak_rss_gb', 'above_import_gb', 'params')
     print(f'{"":12s}' + ''.join(f'{k:>13s}' for k in keys))
     for framework, r in results.items():
         print(f'{framework:12s}' + ''.join(f'{r[k]:13.3f}' if k != 'params' else f'{r[k]:13d}' for k in keys))

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from ladnas_tf import architect, search_space, supernet
+from ladnas_tf import architect, objective, search_space, supernet
+from ladnas_tf.latency import lpm as lpm_lib, targets
 
 METHODS = ('darts', 'pcdarts')
 CONFIG_FILE = 'config.json'
@@ -59,6 +60,13 @@ class SearchConfig:
     seed: int = 0
     max_steps_per_epoch: int = None    # cap on steps (and evaluation batches) per epoch
     augment: bool = True               # DARTS's crop + flip (never for the digits)
+    # The latency term of Eq. 3 (lambda_ per ms of the LPM's target) or the FLOPs baseline (eta per MMAC)
+    lambda_: float = 0.0
+    eta: float = 0.0
+    lpm_dir: str = None
+    target_latency_ms: float = None    # adapts lambda_ by dual ascent on LAT(alpha) <= target
+    lat_samples: int = 20              # M sub-networks per LAT(alpha) estimate
+    noise_sigma: float = 0.0           # N(0, sigma) added to LAT(alpha) (the paper's Table 3)
 
     def check(self):
         if self.method not in METHODS:
@@ -77,6 +85,19 @@ class SearchConfig:
             raise SearchError(f'channels {self.channels} must split into partial_channels '
                               f'{self.partial_channels} groups of an even size')
         self.architect_config()  # checks the optimisation settings
+        try:
+            objective.check(self.lambda_, self.eta, self.lpm_dir, self.target_latency_ms, self.lat_samples,
+                            self.noise_sigma)
+        except objective.ObjectiveError as e:
+            raise SearchError(str(e)) from None
+
+    def objective(self):
+        """The architecture objective these settings ask for (loads the LPM)."""
+        try:
+            return objective.Objective(self.lambda_, self.eta, self.lpm_dir, self.target_latency_ms,
+                                       self.lat_samples, self.noise_sigma, self.seed)
+        except (objective.ObjectiveError, lpm_lib.LPMError, targets.TargetError) as e:
+            raise SearchError(str(e)) from None
 
     @property
     def k(self):
@@ -124,8 +145,14 @@ def load_search_data(config):
         return data.batches(parts[name], config.batch_size, training=True,
                             seed=_stream_seed(config.seed, epoch, name), augment=augment)
 
+    # Folders list their images class by class: evaluate in one fixed shuffled order, so that a capped
+    # evaluation (max_steps_per_epoch) sees every class.
+    arch = parts['arch']
+    mixed = dataclasses.replace(arch, records=arch.records.shuffle(arch.num_examples, seed=config.seed,
+                                                                   reshuffle_each_iteration=False))
+
     def evaluation():
-        return data.batches(parts['arch'], config.batch_size, training=False, drop_remainder=True)
+        return data.batches(mixed, config.batch_size, training=False, drop_remainder=True)
     return SearchData(train.num_classes, train.image_size, 3, steps, batches, evaluation)
 
 
@@ -284,7 +311,8 @@ def save_outputs(model_dir, genotype, summary):
 # ---- the search ----
 
 class Search:
-    """A supernet, its Architect, the loop state and its checkpoint."""
+    """A supernet, its Architect, the architecture objective, the loop state and its checkpoint.
+    arch_loss: an ArchLoss replacing the one the settings ask for (tests, experiments)."""
 
     def __init__(self, config, data, strategy=None, arch_loss=None):
         config.check()
@@ -298,6 +326,8 @@ class Search:
             self.model = supernet.build_supernet(
                 config.channels, config.layers, data.num_classes, data.image_size, config.k,
                 edge_normalization=config.method == 'pcdarts', seed=config.seed, in_channels=data.channels)
+            self.objective = config.objective()
+            arch_loss = arch_loss if arch_loss is not None else self.objective.arch_loss
             self.architect = architect.Architect(self.model, config.architect_config(), self.steps_per_epoch,
                                                  config.epochs, arch_loss, self.strategy)
         # Loop bookkeeping: plain variables, outside the strategy.
@@ -310,7 +340,8 @@ class Search:
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, weight_optimizer=self.architect.weight_optimizer,
             arch_optimizer=self.architect.arch_optimizer, epoch=self.epoch, epoch_step=self.epoch_step,
-            arch_position=self.arch_position, epoch_sums=self.sums, seconds=self.seconds)
+            arch_position=self.arch_position, epoch_sums=self.sums, seconds=self.seconds,
+            objective=tf.train.Checkpoint(**self.objective.variables()))
 
     @property
     def global_step(self):
@@ -357,7 +388,9 @@ class Search:
             self.epoch_step.assign_add(1)
             step = self.global_step
             scalars = {'train/loss': logs['loss'], 'train/learning_rate': lr}
-            scalars.update({f'arch/{k[5:]}': v for k, v in logs.items() if k.startswith('arch_')})
+            if update_arch:
+                scalars.update({f'arch/{k[5:]}': v for k, v in logs.items() if k.startswith('arch_')})
+                scalars.update(self.objective.scalars())
             _scalars(writer, step, scalars)
             if bar is not None:
                 s = self.sums.numpy()
@@ -387,17 +420,18 @@ class Search:
 
 
 def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_loss=None,
-           checkpoint_every=300, progress=True, flags_text=None, log=print):
+           checkpoint_every=300, progress=True, flags_text=None, log=print, measure_latency=True):
     """Runs (or resumes, or just reports a finished) search; returns the summary dict.
 
-    data: a SearchData (default: load_search_data(config)); arch_loss: an architect.ArchLoss with
-    extra terms; checkpoint_every: seconds between mid-epoch checkpoints (0: only at epoch ends)."""
+    data: a SearchData (default: load_search_data(config)); arch_loss: an architect.ArchLoss replacing
+    the settings' objective; checkpoint_every: seconds between mid-epoch checkpoints (0: only at epoch
+    ends); measure_latency: time the derived network on the latency target for the summary."""
     config.check()
+    data = data if data is not None else load_search_data(config)  # bad data fails before any write
     resume = prepare_run_dir(model_dir, config, overwrite)
     if flags_text is not None:
         with open(os.path.join(model_dir, 'flags.cfg'), 'w') as f:
             f.write(flags_text)
-    data = data if data is not None else load_search_data(config)
     run = Search(config, data, strategy, arch_loss)
     manager = tf.train.CheckpointManager(run.checkpoint, os.path.join(model_dir, 'checkpoints'), max_to_keep=2)
     if run.restore(manager):
@@ -424,5 +458,9 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
                'replicas': run.strategy.num_replicas_in_sync,
                'softmax_alpha_normal': np.round(np.asarray(normal), 4).tolist(),
                'softmax_alpha_reduce': np.round(np.asarray(reduce), 4).tolist()}
+    if arch_loss is None:
+        if measure_latency and (run.objective.latency is not None or run.objective.flops is not None):
+            log(f'timing the derived network ({run.objective.setting.key}) on the latency target')
+        summary['latency'] = run.objective.report(genotype, measure_latency)
     save_outputs(model_dir, genotype, summary)
     return summary

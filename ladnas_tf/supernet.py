@@ -415,7 +415,7 @@ class Supernet(_Weights, keras.Model):
         self.stem_gamma = self.add_weight(shape=(stem,), initializer='ones', name='stem_gamma')
         self.stem_beta = self.add_weight(shape=(stem,), initializer='zeros', name='stem_beta')
         self.stem_stats = self._bn_stats('stem', stem)
-        c_pp, c_p, c = stem, stem, self.channels
+        c_pp = c_p = stem
         for cell in self.cells_:
             cell.build(((None, None, None, c_pp), (None, None, None, c_p)))
             c_pp, c_p = c_p, cell.channels * search_space.NUM_NODES

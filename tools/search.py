@@ -42,6 +42,15 @@ flags.DEFINE_float('train_portion', 0.5, 'Share of the training split in the wei
 flags.DEFINE_integer('seed', 0, 'Seed of initialisation, split, shuffling and augmentation.')
 flags.DEFINE_integer('max_steps_per_epoch', None, 'Cap on steps and evaluation batches per epoch.')
 flags.DEFINE_bool('augment', True, "DARTS's crop + flip on the training batches (never on the digits).")
+flags.DEFINE_float('lambda_', 0.1, "Weight of LAT(alpha) per ms of the LPM's target (paper Eq. 3; 0 = plain search).")
+flags.DEFINE_float('eta', 0.0, 'Weight of FLOPs(alpha) per million MACs: the FLOPs-aware baseline (needs --lambda_=0).')
+SHIPPED_LPM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'lpm_cpu_tflite_cifar')
+flags.DEFINE_string('lpm_dir', SHIPPED_LPM, 'The latency predictor of the target (default: the shipped CPU '
+                    'TFLite one; empty: none).')
+flags.DEFINE_float('target_latency_ms', None, 'Adapt lambda_ (dual ascent) so that LAT(alpha) meets this latency.')
+flags.DEFINE_integer('lat_samples', 20, 'M: sub-networks sampled per LAT(alpha) estimate.')
+flags.DEFINE_float('noise_sigma', 0.0, 'Std of N(0, sigma) noise added to LAT(alpha) in ms (the paper: 0.025).')
+flags.DEFINE_bool('measure_latency', True, 'Time the derived network on the LPM\'s target for summary.json.')
 flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy.')
 flags.DEFINE_integer('checkpoint_every', 300, 'Seconds between mid-epoch checkpoints (0 = epoch ends only).')
 flags.DEFINE_bool('deterministic', True, 'TensorFlow op determinism: a resumed run ends as an uninterrupted one.')
@@ -50,11 +59,10 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing run directory.')
 flags.DEFINE_bool('progress', True, 'A progress bar per epoch.')
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f'unexpected arguments {argv[1:]}')
+def config_from_flags():
+    """The SearchConfig the flags describe (tools.sweep varies it)."""
     from ladnas_tf import search
-    config = search.SearchConfig(
+    return search.SearchConfig(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, method=FLAGS.method, order=FLAGS.order,
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         learning_rate_min=FLAGS.learning_rate_min, momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
@@ -62,7 +70,15 @@ def main(argv):
         arch_weight_decay=FLAGS.arch_weight_decay, channels=FLAGS.channels, layers=FLAGS.layers,
         image_size=FLAGS.image_size, partial_channels=FLAGS.partial_channels, warmup_epochs=FLAGS.warmup_epochs,
         train_portion=FLAGS.train_portion, seed=FLAGS.seed, max_steps_per_epoch=FLAGS.max_steps_per_epoch,
-        augment=FLAGS.augment)
+        augment=FLAGS.augment, lambda_=FLAGS.lambda_, eta=FLAGS.eta, lpm_dir=FLAGS.lpm_dir or None,
+        target_latency_ms=FLAGS.target_latency_ms, lat_samples=FLAGS.lat_samples, noise_sigma=FLAGS.noise_sigma)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ValueError(f'unexpected arguments {argv[1:]}')
+    from ladnas_tf import search
+    config = config_from_flags()
     config.check()
     model_dir = FLAGS.model_dir or os.path.join('runs', time.strftime('search-%Y%m%d-%H%M%S'))
     import tensorflow as tf
@@ -71,12 +87,20 @@ def main(argv):
         tf.config.experimental.enable_op_determinism()
     strategy = train.make_strategy(FLAGS.strategy)
     summary = search.search(config, model_dir, FLAGS.overwrite, strategy, checkpoint_every=FLAGS.checkpoint_every,
-                            progress=FLAGS.progress, flags_text=FLAGS.flags_into_string(), log=logging.info)
+                            progress=FLAGS.progress, flags_text=FLAGS.flags_into_string(), log=logging.info,
+                            measure_latency=FLAGS.measure_latency)
     train_acc = summary['supernet_train_accuracy']
     print(f"genotype: {summary['genotype']}")
     print(f"{summary['steps']} steps, supernet accuracy train "
           f"{'n/a' if train_acc is None else f'{train_acc:.2f}%'} valid {summary['supernet_valid_accuracy']:.2f}%, "
           f"{summary['seconds']:.0f} s")
+    lat = summary.get('latency') or {}
+    if 'predicted_ms' in lat:
+        print(f"latency on {lat['target']} ({lat['setting']}): predicted {lat['predicted_ms']:.2f} ms"
+              + (f", measured {lat['measured_ms']:.2f} ms" if 'measured_ms' in lat else '')
+              + f", lambda_ {lat['lambda_']:.4g}/ms")
+    elif 'measured_ms' in lat:
+        print(f"latency on {lat['target']} ({lat['setting']}): measured {lat['measured_ms']:.2f} ms")
     print(f'outputs in {model_dir}: genotype.json, summary.json, cells/, tensorboard/, checkpoints/')
 
 

@@ -119,6 +119,16 @@ class Profiler:
         return added
 
 
+def measure_genotype(target, setting, genotype, **protocol):
+    """One genotype timed as the table's rows are (bracketed by DARTS_V2): a dict of latency_ms,
+    ref_ms, cv, params and macs. For a search's derived network, beside its predicted latency."""
+    artifact, params, macs = target.prepare(genotype, setting)
+    reference = target.runner(target.prepare(genotypes.DARTS_V2, setting)[0])
+    stats, ref, attempts = measure.measure_with_reference(target.runner(artifact), reference, **protocol)
+    return {'latency_ms': stats.latency_ms, 'cv': stats.cv, 'ref_ms': ref.latency_ms, 'attempts': attempts,
+            'params': int(params), 'macs': int(macs)}
+
+
 def repeatability(profiler, count, seed=0, path=None):
     """Re-times `count` measured architectures (prepared afresh) and returns the relative differences
     |second - first| / first: the noise floor that no latency predictor can beat on this table."""

@@ -1,4 +1,5 @@
-"""Targets: how a genotype becomes something to time on a device, and what that device is.
+"""Targets: how a genotype becomes something to time on a device, and what that device is
+(cpu_tflite: float32 TFLite; cpu_tflite_int8: full-integer TFLite; gpu: TensorFlow on a GPU).
 
 A target splits into `prepare` (genotype -> picklable artifact; may run in a worker process, ahead of
 timing) and `runner` (artifact -> a zero-argument callable that runs one inference, in the timing
@@ -6,6 +7,7 @@ process). The timing itself is measure.py's, the same for every target.
 """
 import dataclasses
 import platform
+import re
 
 import numpy as np
 
@@ -33,6 +35,15 @@ class Setting:
 
     def network_kwargs(self):
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_key(cls, key):
+        """The inverse of `key` (an LPM's metadata names its setting by key)."""
+        match = re.fullmatch(r'(\w+)-C(\d+)-N(\d+)-(\d+)px-b(\d+)-k(\d+)', str(key))
+        if not match:
+            raise TargetError(f'setting key {key!r} is not of the form cifar-C36-N20-32px-b1-k10')
+        name, *numbers = match.groups()
+        return cls(name, *(int(n) for n in numbers))
 
 
 def cpu_model():
@@ -91,6 +102,16 @@ class CpuTFLite:
                 'xnnpack': self.xnnpack, 'versions': _versions()}
 
 
+class CpuTFLiteInt8(CpuTFLite):
+    """cpu_tflite on the network with full-integer post-training quantization (int8 weights and
+    activations, float input and output, as a deployed int8 export). Not automatically faster: on
+    x86 only part of an int8 graph may be delegated to XNNPACK."""
+    name = 'cpu_tflite_int8'
+
+    def prepare(self, genotype, setting):
+        return graph.to_tflite_int8(genotype, **setting.network_kwargs())
+
+
 class DeviceTF:
     """The network under tf.function on a TensorFlow device, synchronised after every run so the
     clock sees the device's work, not the launch. `gpu` is this on '/GPU:0'; tests run it on '/CPU:0'."""
@@ -135,6 +156,7 @@ class DeviceTF:
 
 TARGETS = {
     'cpu_tflite': lambda threads: CpuTFLite(threads),
+    'cpu_tflite_int8': lambda threads: CpuTFLiteInt8(threads),
     'gpu': lambda threads: DeviceTF('/GPU:0', 'gpu'),
 }
 

@@ -1,0 +1,93 @@
+"""The architecture objective of the paper's Eq. 3, L_val + lambda_ * LAT(alpha), or the FLOPs-aware
+baseline L_val + eta * FLOPs(alpha) (Table 4), built from a search's settings.
+
+LAT(alpha) is in milliseconds on the LPM's target, so lambda_ is per millisecond. An LPM with
+lambda_ = 0 still estimates LAT(alpha) every step (logged), and its term adds exactly zero: the search
+is the plain one bit for bit.
+"""
+from ladnas_tf import architect, search_space
+from ladnas_tf.latency import loss, lpm as lpm_lib, profile, targets
+
+
+class ObjectiveError(ValueError):
+    """Settings of the latency or FLOPs term that cannot work together; one line."""
+
+
+def check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, noise_sigma):
+    if lambda_ < 0 or eta < 0:
+        raise ObjectiveError(f'lambda_ and eta must not be negative, got {lambda_} and {eta}')
+    if eta and (lambda_ or target_latency_ms is not None):
+        raise ObjectiveError('the latency term (lambda_ / target_latency_ms) and the FLOPs term (eta) '
+                             'cannot be active together')
+    if (lambda_ or target_latency_ms is not None) and not lpm_dir:
+        raise ObjectiveError('a latency-aware search needs an LPM (lpm_dir)')
+    if target_latency_ms is not None and target_latency_ms <= 0:
+        raise ObjectiveError(f'target_latency_ms must be positive, got {target_latency_ms}')
+    if lat_samples < 1:
+        raise ObjectiveError(f'lat_samples (M) must be at least 1, got {lat_samples}')
+    if noise_sigma < 0:
+        raise ObjectiveError(f'noise_sigma must not be negative, got {noise_sigma}')
+
+
+class Objective:
+    """The ArchLoss of a search plus what its terms need checkpointed, logged and reported.
+
+    Build it inside the search's strategy scope: the term's state (lambda_ under dual ascent, the
+    sample counter) is then one value for all replicas, written by the first."""
+
+    def __init__(self, lambda_=0.0, eta=0.0, lpm_dir=None, target_latency_ms=None, lat_samples=20,
+                 noise_sigma=0.0, seed=0, eval_setting=None):
+        check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, noise_sigma)
+        self.lpm = lpm_lib.LPM.load(lpm_dir) if lpm_dir and not eta else None
+        if self.lpm is not None and self.lpm.cells != 'normal':
+            raise ObjectiveError(f'{lpm_dir}: LAT(alpha) samples normal cells; this LPM reads '
+                                 f'{self.lpm.cells!r} encodings')
+        # The network whose latency / MACs count: the LPM's own setting, else the paper's CIFAR network.
+        self.setting = (targets.Setting.from_key(self.lpm.metadata['setting']) if self.lpm is not None
+                        else eval_setting or targets.Setting())
+        self.arch_loss = architect.ArchLoss()
+        self.latency = self.flops = None
+        if self.lpm is not None:
+            self.latency = loss.LatencyTerm(self.lpm, lambda_, lat_samples, seed, noise_sigma, target_latency_ms)
+            self.arch_loss.add_term('latency', self.latency)
+        elif eta:
+            tables = loss.macs_table(self.setting.channels, self.setting.image_size, self.setting.num_cells)
+            self.flops = loss.FlopsTerm(eta, tables)
+            self.arch_loss.add_term('flops', self.flops)
+
+    def variables(self):
+        return self.latency.variables() if self.latency is not None else {}
+
+    def scalars(self):
+        """TensorBoard scalars after an architecture step: LAT(alpha) (ms) and lambda_."""
+        if self.latency is None:
+            return {}
+        return {'arch/lat_alpha_ms': float(self.latency.last_ms.numpy()),
+                'arch/lambda': float(self.latency.lambda_.numpy())}
+
+    def report(self, genotype, measure=True):
+        """The derived genotype's predicted latency (LPM), its measured latency on the LPM's target
+        (the FLOPs baseline: cpu_tflite), timed as the profiler times table rows, its params and MACs
+        in the evaluation network; and the term's final state."""
+        out = {'setting': self.setting.key}
+        target_name, threads = 'cpu_tflite', 1
+        if self.latency is not None:
+            meta = self.lpm.metadata
+            target_name = meta['target']
+            threads = meta.get('target_description', {}).get('threads', 1)
+            out.update({'lambda_': float(self.latency.lambda_.numpy()),
+                        'lat_alpha_ms': float(self.latency.last_ms.numpy()),
+                        'predicted_ms': float(self.lpm.predict_ms(search_space.encode_cell(genotype.normal))[0])})
+        elif self.flops is not None:
+            out['eta'] = self.flops.eta
+        else:
+            return {}
+        out['target'] = target_name
+        if measure:
+            target = targets.make_target(target_name, threads)
+            target.check_available()
+            measured = profile.measure_genotype(target, self.setting, genotype)
+            out.update({'measured_ms': measured['latency_ms'], 'measured_cv': measured['cv'],
+                        'reference_ms': measured['ref_ms'], 'params': measured['params'],
+                        'macs': measured['macs']})
+        return out

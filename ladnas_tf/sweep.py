@@ -1,0 +1,93 @@
+"""A lambda (and eta) sweep: one search per value from the same base settings, then one table and one
+figure of what each found, on *measured* latency (the paper's Figure 4 and Table 4 analogues).
+
+Each search has its own run directory under the sweep's, so a killed sweep resumes where it stopped
+(finished searches are only reported again). The table is rewritten after every search.
+"""
+import dataclasses
+import os
+
+import numpy as np
+import pandas as pd
+
+from ladnas_tf import search
+
+TABLE = 'sweep.csv'
+FIGURE = 'sweep.png'
+
+
+def runs(base, lambdas=(), etas=()):
+    """(name, SearchConfig) per value: latency-aware runs keep base's LPM, FLOPs-aware runs drop it."""
+    out = [(f'lambda_{v:g}', dataclasses.replace(base, lambda_=float(v), eta=0.0, target_latency_ms=None))
+           for v in lambdas]
+    out += [(f'eta_{v:g}', dataclasses.replace(base, lambda_=0.0, eta=float(v), target_latency_ms=None,
+                                               lpm_dir=None)) for v in etas]
+    if not out:
+        raise search.SearchError('a sweep needs at least one lambda_ or eta value')
+    for _, config in out:
+        config.check()
+    return out
+
+
+def row(name, config, summary):
+    lat = summary.get('latency') or {}
+    return {'run': name, 'lambda_': config.lambda_, 'eta': config.eta,
+            'supernet_valid_accuracy': summary['supernet_valid_accuracy'],
+            'predicted_ms': lat.get('predicted_ms', np.nan), 'measured_ms': lat.get('measured_ms', np.nan),
+            'reference_ms': lat.get('reference_ms', np.nan), 'params': lat.get('params', np.nan),
+            'macs': lat.get('macs', np.nan), 'steps': summary['steps'], 'seconds': summary['seconds'],
+            'genotype': summary['genotype']}
+
+
+def normalise(df):
+    """measured_ms rescaled by each run's own reference timing (DARTS_V2 timed just around it) to the
+    sweep's median reference: load on the machine during one measurement cancels out."""
+    df = df.copy()
+    df['measured_norm_ms'] = df['measured_ms'] / df['reference_ms'] * df['reference_ms'].median()
+    return df
+
+
+def run(base, out_dir, lambdas=(), etas=(), log=print, **search_kwargs):
+    """Runs (or resumes) every search of the sweep; returns the table (also written to out_dir)."""
+    plan = runs(base, lambdas, etas)
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for i, (name, config) in enumerate(plan):
+        log(f'[{i + 1}/{len(plan)}] {name}')
+        summary = search.search(config, os.path.join(out_dir, name), log=log, **search_kwargs)
+        rows.append(row(name, config, summary))
+        df = normalise(pd.DataFrame(rows))
+        df.to_csv(os.path.join(out_dir, TABLE + '.tmp'), index=False)
+        os.replace(os.path.join(out_dir, TABLE + '.tmp'), os.path.join(out_dir, TABLE))
+    plot(df, os.path.join(out_dir, FIGURE))
+    return df
+
+
+def plot(df, path):
+    """Left: measured latency and supernet accuracy against lambda_. Right: MACs against measured
+    latency, latency-aware and FLOPs-aware runs side by side."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    lat = df[df['eta'] == 0].sort_values('lambda_')
+    left.plot(lat['lambda_'], lat['measured_norm_ms'], 'o-', color='tab:blue', label='measured (normalised)')
+    left.plot(lat['lambda_'], lat['predicted_ms'], 's--', color='tab:cyan', label='LPM prediction')
+    left.set_xlabel('lambda_ (1/ms)')
+    left.set_ylabel('latency of the derived network (ms)')
+    left.legend(loc='lower left', fontsize=8)
+    acc = left.twinx()
+    acc.plot(lat['lambda_'], lat['supernet_valid_accuracy'], '^:', color='tab:red')
+    acc.set_ylabel('supernet accuracy (%)', color='tab:red')
+    left.set_title('latency-aware search')
+    for kind, sub, marker in (('latency-aware', lat, 'o'), ('FLOPs-aware', df[df['eta'] > 0], 'x')):
+        right.scatter(sub['macs'] / 1e6, sub['measured_norm_ms'], marker=marker, label=kind)
+        for _, r in sub.iterrows():
+            right.annotate(r['run'], (r['macs'] / 1e6, r['measured_norm_ms']), fontsize=7)
+    right.set_xlabel('MACs of the derived network (M)')
+    right.set_ylabel('measured latency (ms, normalised)')
+    right.legend(fontsize=8)
+    right.set_title('FLOPs- vs latency-aware')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,297 @@
+"""The search loop on tiny in-memory data: its outputs, the run-directory rules, resume after a real
+SIGKILL, and 2 replicas against 1 on the same global batch."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from ladnas_tf import search, search_space
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(dataset='memory', epochs=2, batch_size=8, channels=4, layers=3, seed=0, learning_rate=0.05,
+            arch_learning_rate=3e-3)
+
+# Learnable tiny data: 3 classes, each a fixed 8x8 pattern plus noise.
+DATA_SNIPPET = '''
+import numpy as np
+from ladnas_tf import search
+def tiny_data(n=48, batch_size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    patterns = rng.normal(size=(3, 8, 8, 3))
+    labels = rng.integers(0, 3, n)
+    images = patterns[labels] + 0.5 * rng.normal(size=(n, 8, 8, 3))
+    return search.array_search_data(images, labels, 3, batch_size, seed=seed)
+'''
+exec(DATA_SNIPPET)
+
+
+def _config(**overrides):
+    return search.SearchConfig(**{**TINY, **overrides})
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp('run') / 'search')
+    lines = []
+    summary = search.search(_config(), model_dir, data=tiny_data(), progress=False, log=lines.append)
+    return model_dir, summary, lines
+
+
+def test_a_search_writes_its_outputs(finished):
+    model_dir, summary, lines = finished
+    genotype = search_space.parse(open(os.path.join(model_dir, 'genotype.json')).read())
+    assert str(genotype) == summary['genotype']
+    saved = json.load(open(os.path.join(model_dir, 'summary.json')))
+    assert saved['steps'] == 2 * 3 and saved['epochs'] == 2  # 24 weight examples / batch 8 = 3 steps
+    assert 0 <= saved['supernet_valid_accuracy'] <= 100 and saved['supernet_train_accuracy'] > 0
+    assert saved['seconds'] > 0
+    assert json.load(open(os.path.join(model_dir, search.CONFIG_FILE)))['channels'] == 4
+    assert os.path.isfile(os.path.join(model_dir, 'cells', 'normal.dot'))
+    assert os.path.isfile(os.path.join(model_dir, 'cells', 'reduce.dot'))
+    assert os.listdir(os.path.join(model_dir, 'tensorboard'))
+    assert sum('genotype Genotype(' in line for line in lines) == 2  # logged every epoch
+
+
+def test_tensorboard_holds_losses_alpha_images_and_genotype(finished):
+    import tensorflow as tf
+    model_dir = finished[0]
+    tags = set()
+    for name in os.listdir(os.path.join(model_dir, 'tensorboard')):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(model_dir, 'tensorboard', name)):
+            tags.update(v.tag for v in event.summary.value)
+    assert {'train/loss', 'train/learning_rate', 'arch/loss', 'epoch/valid_accuracy', 'epoch/train_accuracy',
+            'alpha/normal', 'alpha/reduce', 'genotype'} <= tags
+
+
+def test_a_finished_run_is_reported_again_not_redone(finished):
+    model_dir, summary, _ = finished
+    lines = []
+    again = search.search(_config(), model_dir, data=tiny_data(), progress=False, log=lines.append)
+    assert again['genotype'] == summary['genotype'] and again['steps'] == summary['steps']
+    assert any('resumed' in line for line in lines)
+
+
+def test_run_directories_are_never_overwritten_silently(finished, tmp_path):
+    model_dir = finished[0]
+    with pytest.raises(search.SearchError, match=r'other settings \(channels: 4 -> 6\)'):
+        search.search(_config(channels=6), model_dir, data=tiny_data(), progress=False)
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'notes.txt').write_text('mine')
+    with pytest.raises(search.SearchError, match='not empty'):
+        search.prepare_run_dir(str(other), _config())
+    assert (other / 'notes.txt').read_text() == 'mine'
+    assert search.prepare_run_dir(str(other), _config(), overwrite=True) is False
+    assert os.listdir(other) == [search.CONFIG_FILE]
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(finished, tmp_path):
+    model_dir = str(tmp_path / 'mixed')
+    search.prepare_run_dir(model_dir, _config(layers=4))
+    shutil.copytree(os.path.join(finished[0], 'checkpoints'), os.path.join(model_dir, 'checkpoints'))
+    with pytest.raises(search.SearchError, match='another configuration') as error:
+        search.search(_config(layers=4), model_dir, data=tiny_data(), progress=False)
+    assert '\n' not in str(error.value)
+
+
+def test_bad_settings_are_one_line_errors():
+    for bad, match in ((dict(method='enas'), 'unknown method'), (dict(channels=0), 'channels'),
+                       (dict(method='pcdarts', channels=6, partial_channels=4), 'partial_channels'),
+                       (dict(order='third'), 'unknown order')):
+        with pytest.raises(search.SearchError, match=match):
+            _config(**bad).check()
+    with pytest.raises(search.SearchError, match='larger than'):
+        tiny_data(batch_size=64)
+
+
+DRIVER = DATA_SNIPPET + textwrap.dedent('''
+    import json, sys
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    config = search.SearchConfig(**json.loads(sys.argv[2]))
+    summary = search.search(config, sys.argv[1], data=tiny_data(), progress=False, checkpoint_every=1e-9)
+    print(json.dumps(summary))
+''')
+
+
+def _driver(model_dir, config, **popen):
+    cmd = [sys.executable, '-c', DRIVER, model_dir, json.dumps(config)]
+    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_ends_as_an_uninterrupted_run(tmp_path):
+    """A real SIGKILL in the middle of the second epoch, then the same command again."""
+    config = {**TINY, 'epochs': 3, 'method': 'pcdarts', 'partial_channels': 2, 'warmup_epochs': 1}
+    straight = _driver(str(tmp_path / 'straight'), config)
+    out, err = straight.communicate(timeout=900)
+    assert straight.returncode == 0, err[-2000:]
+    expected = json.loads(out.strip().splitlines()[-1])
+
+    killed_dir = str(tmp_path / 'killed')
+    victim = _driver(killed_dir, config)
+    index = os.path.join(killed_dir, 'checkpoints', 'checkpoint')
+    deadline = time.time() + 600
+    while time.time() < deadline and victim.poll() is None:  # wait for a checkpoint inside epoch 2 (steps 4-6)
+        if os.path.exists(index) and any(f'ckpt-{s}' in open(index).read() for s in (4, 5)):
+            break
+        time.sleep(0.05)
+    assert victim.poll() is None, 'the run ended before it could be killed'
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    resumed = _driver(killed_dir, config)
+    out, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result['genotype'] == expected['genotype']
+    assert result['steps'] == expected['steps'] == 9
+    np.testing.assert_allclose(result['softmax_alpha_normal'], expected['softmax_alpha_normal'], atol=1e-4)
+    np.testing.assert_allclose(result['softmax_alpha_reduce'], expected['softmax_alpha_reduce'], atol=1e-4)
+
+
+REPLICAS = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from ladnas_tf import architect, supernet
+    order = sys.argv[1]
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(8, 8, 8, 3)).astype(np.float32), rng.integers(0, 3, 8).astype(np.int32))
+               for _ in range(4)]
+    results = {}
+    for name, strategy in (('one', tf.distribute.get_strategy()),
+                           ('two', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))):
+        with strategy.scope():
+            model = supernet.build_supernet(4, 3, 3, 8, partial_channels=2, edge_normalization=True, seed=3)
+            searcher = architect.Architect(model, architect.ArchitectConfig(order=order), 4, 2, strategy=strategy)
+        dist = lambda b: next(iter(strategy.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensors(b))))
+        for i in range(2):
+            logs = searcher.step(dist(batches[2 * i]), dist(batches[2 * i + 1]))
+        replicas = [[v.numpy() for v in var.value.values] if hasattr(var.value, 'values') else [var.numpy()]
+                    for var in model.arch_parameters()]
+        results[name] = {'alpha': [r[0].tolist() for r in replicas], 'loss': logs['loss'],
+                         'same_on_replicas': all(np.array_equal(r[0], x) for r in replicas for x in r),
+                         'weights': [w.numpy().ravel()[:20].tolist() for w in model.weight_parameters()[:5]]}
+    print(json.dumps(results))
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('order', ['first'])  # 'second' passes too, but takes ~6 minutes on one core
+def test_two_replicas_follow_one_on_the_same_global_batch(order):
+    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+    out = subprocess.run([sys.executable, '-c', REPLICAS, order], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    one, two = results['one'], results['two']
+    assert two['same_on_replicas']
+    assert two['loss'] == pytest.approx(one['loss'], rel=1e-4)
+    for a, b in zip(one['alpha'], two['alpha']):
+        np.testing.assert_allclose(b, a, atol=2e-6)
+    for a, b in zip(one['weights'], two['weights']):
+        np.testing.assert_allclose(b, a, atol=2e-5)
+
+
+# ---- the latency-aware objective (paper Eq. 3) and the FLOPs baseline in the loop ----
+
+SHIPPED_LPM = os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar')
+
+
+def _checkpoint_arrays(model_dir):
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, 'checkpoints'))
+    names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith('model/'))
+    return {n: reader.get_tensor(n) for n in names}
+
+
+@pytest.fixture(scope='module')
+def searcher_model():
+    from ladnas_tf import supernet
+    return supernet.build_supernet(4, 3, 3, 8, seed=0)
+
+
+@pytest.fixture(scope='module')
+def latency_run(tmp_path_factory):
+    """The plain tiny search again with the shipped LPM at lambda_ = 0: LAT(alpha) estimated and logged."""
+    model_dir = str(tmp_path_factory.mktemp('lat') / 'search')
+    summary = search.search(_config(lpm_dir=SHIPPED_LPM), model_dir, data=tiny_data(), progress=False,
+                            measure_latency=False, log=lambda line: None)
+    return model_dir, summary
+
+
+def test_lambda_zero_is_the_plain_search_bit_for_bit(finished, latency_run):
+    plain, latency = _checkpoint_arrays(finished[0]), _checkpoint_arrays(latency_run[0])
+    assert plain.keys() == latency.keys() and any('alpha' in n for n in plain)
+    for name in plain:
+        np.testing.assert_array_equal(plain[name], latency[name], err_msg=name)
+    assert latency_run[1]['genotype'] == finished[1]['genotype']
+
+
+def test_latency_run_logs_and_reports_the_latency(latency_run):
+    import tensorflow as tf
+    model_dir, summary = latency_run
+    tags = set()
+    for name in os.listdir(os.path.join(model_dir, 'tensorboard')):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(model_dir, 'tensorboard', name)):
+            tags.update(v.tag for v in event.summary.value)
+    assert {'arch/latency', 'arch/lat_alpha_ms', 'arch/lambda'} <= tags
+    lat = summary['latency']
+    assert lat['target'] == 'cpu_tflite' and lat['setting'] == 'cifar-C36-N20-32px-b1-k10'
+    assert lat['lambda_'] == 0.0 and 5 < lat['predicted_ms'] < 100 and 5 < lat['lat_alpha_ms'] < 100
+    assert 'measured_ms' not in lat
+
+
+def test_report_times_the_derived_network_on_the_target():
+    from ladnas_tf import genotypes, objective
+    from ladnas_tf.latency import targets
+    goal = objective.Objective(lambda_=0.1, lpm_dir=SHIPPED_LPM)
+    goal.setting = targets.Setting('cifar', 4, 3, 8, 1, 10)  # a tiny evaluation network: quick to convert
+    report = goal.report(genotypes.DARTS_V2)
+    assert report['measured_ms'] > 0 and report['reference_ms'] > 0 and report['params'] > 0
+    assert report['macs'] > 0 and report['lambda_'] == pytest.approx(0.1)
+
+
+def test_flops_baseline_is_one_more_term_of_the_same_loss(searcher_model):
+    from ladnas_tf import objective
+    from ladnas_tf.latency import loss
+    goal = _config(eta=1e-3).objective()
+    assert goal.latency is None and goal.lpm is None and list(goal.arch_loss.terms) == ['flops']
+    tables = loss.macs_table(36, 32, 20)
+    expected = 1e-3 * loss.flops(searcher_model.alpha_normal, searcher_model.alpha_reduce, tables)
+    assert float(goal.arch_loss.terms['flops'](searcher_model)) == pytest.approx(float(expected))
+    assert goal.scalars() == {} and goal.variables() == {}
+    assert goal.report(None, measure=False) == {'setting': 'cifar-C36-N20-32px-b1-k10', 'eta': 1e-3,
+                                                'target': 'cpu_tflite'}
+    assert objective.Objective().arch_loss.terms == {}  # no LPM, no eta: the plain DARTS loss
+
+
+def test_latency_settings_that_cannot_work_are_refused(tmp_path):
+    for bad, match in ((dict(lambda_=0.1, eta=0.1, lpm_dir=SHIPPED_LPM), 'cannot be active together'),
+                       (dict(lambda_=0.1), 'needs an LPM'), (dict(lambda_=-1.0), 'negative'),
+                       (dict(lat_samples=0, lpm_dir=SHIPPED_LPM), 'at least 1'),
+                       (dict(target_latency_ms=0.0, lpm_dir=SHIPPED_LPM), 'positive')):
+        with pytest.raises(search.SearchError, match=match):
+            _config(**bad).check()
+    other = tmp_path / 'lpm'
+    shutil.copytree(SHIPPED_LPM, other)
+    meta_path = other / 'metadata.json'
+    meta = json.loads(meta_path.read_text())
+    meta['signature']['primitives'] = meta['signature']['primitives'][:-1]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(search.SearchError, match='another search space') as error:
+        search.search(_config(lambda_=0.1, lpm_dir=str(other)), str(tmp_path / 'run'), data=tiny_data(),
+                      progress=False)
+    assert '\n' not in str(error.value)

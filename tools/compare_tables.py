@@ -1,0 +1,56 @@
+"""How much two latency tables agree on the architectures both measured (e.g. float32 against int8).
+
+    python -m tools.compare_tables --tables=data/cpu_tflite_cifar.csv,data/cpu_tflite_int8_cifar.csv
+
+Prints n (common arch_ids), Kendall tau and Spearman rho between the two latencies, the same on
+latencies divided by each row's reference bracket (ref_ms, which cancels machine drift), and the
+median per-architecture ratio second / first.
+"""
+import numpy as np
+from absl import flags
+from scipy import stats
+
+from tools import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('tables', None, 'Two latency tables (CSV): first,second.')
+
+
+class CompareError(ValueError):
+    """Tables that cannot be compared; one line."""
+
+
+def compare(first, second):
+    """Rank agreement of two latency tables (DataFrames of latency/table.py) on their common arch_ids."""
+    merged = first.merge(second, on='arch_id', suffixes=('_a', '_b'))
+    if len(merged) < 2:
+        raise CompareError(f'the tables share {len(merged)} arch_id(s); at least 2 are needed to rank')
+    a, b = merged['latency_ms_a'].to_numpy(), merged['latency_ms_b'].to_numpy()
+    a_ref, b_ref = a / merged['ref_ms_a'].to_numpy(), b / merged['ref_ms_b'].to_numpy()
+    return {'n': len(merged),
+            'kendall_tau': float(stats.kendalltau(a, b)[0]),
+            'spearman_rho': float(stats.spearmanr(a, b)[0]),
+            'kendall_tau_ref_normalised': float(stats.kendalltau(a_ref, b_ref)[0]),
+            'spearman_rho_ref_normalised': float(stats.spearmanr(a_ref, b_ref)[0]),
+            'median_ratio': float(np.median(b / a)),
+            'median_ms': (float(np.median(a)), float(np.median(b)))}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ValueError(f'unexpected arguments {argv[1:]}')
+    if not FLAGS.tables or len(FLAGS.tables) != 2:
+        raise ValueError('--tables needs exactly two tables: first,second')
+    from ladnas_tf.latency import table
+    first, second = (table.read(path) for path in FLAGS.tables)
+    result = compare(first, second)
+    print(f"{FLAGS.tables[1]} against {FLAGS.tables[0]}: n={result['n']} common architectures")
+    print(f"  Kendall tau {result['kendall_tau']:.3f}, Spearman rho {result['spearman_rho']:.3f} "
+          f"(latency / ref_ms: tau {result['kendall_tau_ref_normalised']:.3f}, "
+          f"rho {result['spearman_rho_ref_normalised']:.3f})")
+    print(f"  median latency {result['median_ms'][0]:.3f} ms vs {result['median_ms'][1]:.3f} ms; "
+          f"median ratio second/first {result['median_ratio']:.3f}")
+
+
+if __name__ == '__main__':
+    cli.run(main)

@@ -1,0 +1,45 @@
+"""A lambda_ / eta sweep of the search: one search per value, then a table and a figure of measured
+latency, MACs and supernet accuracy (the paper's Figure 4 and Table 4 analogues).
+
+    python -m tools.sweep --flagfile=configs/sweep_cifar10.cfg --dataset=../shared/data/cifar10 \
+        --out_dir=runs/sweep_cifar10
+
+Takes every flag of tools.search as the base settings; --lambdas and --etas list the values. Killed,
+the same command resumes (each search in out_dir/<run> resumes or is reported again).
+"""
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import flags, logging
+
+from tools import cli
+from tools import search as search_tool  # the search's flags are the sweep's base settings
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('lambdas', ['0', '0.1', '0.15', '0.2'], 'lambda_ values (1/ms) of the latency-aware runs.')
+flags.DEFINE_list('etas', [], 'eta values (1/MMAC) of FLOPs-aware runs.')
+flags.DEFINE_string('out_dir', 'runs/sweep', 'The sweep directory: one run directory per value, sweep.csv, sweep.png.')
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ValueError(f'unexpected arguments {argv[1:]}')
+    try:
+        lambdas, etas = [float(v) for v in FLAGS.lambdas], [float(v) for v in FLAGS.etas]
+    except ValueError as e:
+        raise ValueError(f'--lambdas/--etas must be numbers ({e})') from None
+    import tensorflow as tf
+    from ladnas_tf import sweep
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    df = sweep.run(search_tool.config_from_flags(), FLAGS.out_dir, lambdas, etas, log=logging.info,
+                   checkpoint_every=FLAGS.checkpoint_every, progress=FLAGS.progress,
+                   measure_latency=FLAGS.measure_latency)
+    columns = ['run', 'supernet_valid_accuracy', 'predicted_ms', 'measured_ms', 'measured_norm_ms', 'macs']
+    print(df[columns].to_string(index=False, float_format=lambda v: f'{v:.2f}'))
+    print(f'table {os.path.join(FLAGS.out_dir, sweep.TABLE)}, figure {os.path.join(FLAGS.out_dir, sweep.FIGURE)}')
+
+
+if __name__ == '__main__':
+    cli.run(main)
