@@ -261,6 +261,7 @@ def test_report_times_the_derived_network_on_the_target():
     goal.setting = targets.Setting('cifar', 4, 3, 8, 1, 10)  # a tiny evaluation network: quick to convert
     report = goal.report(genotypes.DARTS_V2)
     assert report['measured_ms'] > 0 and report['reference_ms'] > 0 and report['params'] > 0
+    assert report['measured_vs_reference'] == pytest.approx(report['measured_ms'] / report['reference_ms'])
     assert report['macs'] > 0 and report['lambda_'] == pytest.approx(0.1)
 
 
@@ -295,3 +296,27 @@ def test_latency_settings_that_cannot_work_are_refused(tmp_path):
         search.search(_config(lambda_=0.1, lpm_dir=str(other)), str(tmp_path / 'run'), data=tiny_data(),
                       progress=False)
     assert '\n' not in str(error.value)
+
+
+def _cli(*args):
+    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+    return subprocess.run([sys.executable, '-m', 'tools.search', *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_input_is_one_line_and_keeps_what_exists(tmp_path):
+    """Unknown flag values, an unreadable dataset and another search's directory: one line each on
+    stderr, a non-zero exit, and the directory untouched."""
+    out = _cli('--method=enas')
+    assert out.returncode != 0 and 'enas' in out.stderr
+    out = _cli(f'--dataset={tmp_path / "missing"}', f'--model_dir={tmp_path / "run"}')
+    assert out.returncode == 1 and out.stderr.strip().startswith('error:')
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'notes.txt').write_text('keep')
+    out = _cli('--lambda_=0', f'--model_dir={mine}')
+    assert out.returncode == 1 and 'not empty' in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert os.listdir(mine) == ['notes.txt']
+    out = _cli('--eta=0.001', f'--model_dir={tmp_path / "both"}')  # --lambda_ defaults to 0.1
+    assert out.returncode == 1 and 'cannot be active together' in out.stderr

@@ -97,10 +97,12 @@ def main(argv):
     lat = summary.get('latency') or {}
     if 'predicted_ms' in lat:
         print(f"latency on {lat['target']} ({lat['setting']}): predicted {lat['predicted_ms']:.2f} ms"
-              + (f", measured {lat['measured_ms']:.2f} ms" if 'measured_ms' in lat else '')
+              + (f", measured {lat['measured_ms']:.2f} ms ({lat['measured_vs_reference']:.2f}x DARTS_V2 timed "
+                 f"alongside)" if 'measured_ms' in lat else '')
               + f", lambda_ {lat['lambda_']:.4g}/ms")
     elif 'measured_ms' in lat:
-        print(f"latency on {lat['target']} ({lat['setting']}): measured {lat['measured_ms']:.2f} ms")
+        print(f"latency on {lat['target']} ({lat['setting']}): measured {lat['measured_ms']:.2f} ms "
+              f"({lat['measured_vs_reference']:.2f}x DARTS_V2 timed alongside)")
     print(f'outputs in {model_dir}: genotype.json, summary.json, cells/, tensorboard/, checkpoints/')
 
 
