@@ -60,7 +60,7 @@ def test_gpu_target_refuses_cleanly_without_a_gpu(tmp_path):
     assert not os.path.exists(tmp_path / 'g.csv')
 
 
-@pytest.mark.parametrize('flag,message', [('--target=tpu', 'cpu_tflite|gpu'), ('--runs=-1', 'runs')])
+@pytest.mark.parametrize('flag,message', [('--target=tpu', 'cpu_tflite|cpu_tflite_int8|gpu'), ('--runs=-1', 'runs')])
 def test_bad_flags_are_refused(tmp_path, flag, message):
     proc = _cli(flag, f'--table={tmp_path / "x.csv"}')
     _, err = proc.communicate(timeout=120)
