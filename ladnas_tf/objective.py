@@ -1,12 +1,18 @@
 """The architecture objective of the paper's Eq. 3, L_val + lambda_ * LAT(alpha), or the FLOPs-aware
 baseline L_val + eta * FLOPs(alpha) (Table 4), built from a search's settings.
 
-LAT(alpha) is in milliseconds on the LPM's target, so lambda_ is per millisecond. An LPM with
-lambda_ = 0 still estimates LAT(alpha) every step (logged), and its term adds exactly zero: the search
-is the plain one bit for bit.
+Both costs count in units of the reference network DARTS_V2 on the same target: LAT(alpha) is divided
+by the LPM's prediction for DARTS_V2 (ms), FLOPs(alpha) by DARTS_V2's MACs. lambda_ (and eta) is thus
+a loss per reference latency (MACs), the same on a 2 ms GPU and a 20 ms CPU target. Measured: per
+millisecond (on the ~19 ms CPU target), lambda_ = 0.1 already turned every normal-cell edge into
+skip_connect, which the paper sees only above 0.2. An LPM with lambda_ = 0 still estimates LAT(alpha)
+every step (logged), and its term adds exactly zero: the search is the plain one bit for bit.
 """
-from ladnas_tf import architect, search_space
+from ladnas_tf import architect, genotypes, search_space
 from ladnas_tf.latency import loss, lpm as lpm_lib, profile, targets
+
+
+REFERENCE = genotypes.DARTS_V2  # the unit of both costs (and the profiler's reference network)
 
 
 class ObjectiveError(ValueError):
@@ -48,11 +54,13 @@ class Objective:
         self.arch_loss = architect.ArchLoss()
         self.latency = self.flops = None
         if self.lpm is not None:
-            self.latency = loss.LatencyTerm(self.lpm, lambda_, lat_samples, seed, noise_sigma, target_latency_ms)
+            self.reference_ms = float(self.lpm.predict_ms(search_space.encode_cell(REFERENCE.normal))[0])
+            self.latency = loss.LatencyTerm(self.lpm, lambda_, lat_samples, seed, noise_sigma, target_latency_ms,
+                                            scale_ms=self.reference_ms)
             self.arch_loss.add_term('latency', self.latency)
         elif eta:
             tables = loss.macs_table(self.setting.channels, self.setting.image_size, self.setting.num_cells)
-            self.flops = loss.FlopsTerm(eta, tables)
+            self.flops = loss.FlopsTerm(eta, tables, scale=loss.genotype_macs(REFERENCE, tables))
             self.arch_loss.add_term('flops', self.flops)
 
     def variables(self):
@@ -75,11 +83,11 @@ class Objective:
             meta = self.lpm.metadata
             target_name = meta['target']
             threads = meta.get('target_description', {}).get('threads', 1)
-            out.update({'lambda_': float(self.latency.lambda_.numpy()),
+            out.update({'lambda_': float(self.latency.lambda_.numpy()), 'unit_ms': self.reference_ms,
                         'lat_alpha_ms': float(self.latency.last_ms.numpy()),
                         'predicted_ms': float(self.lpm.predict_ms(search_space.encode_cell(genotype.normal))[0])})
         elif self.flops is not None:
-            out['eta'] = self.flops.eta
+            out.update({'eta': self.flops.eta, 'unit_mmacs': self.flops.scale})
         else:
             return {}
         out['target'] = target_name

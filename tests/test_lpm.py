@@ -1,4 +1,5 @@
 """The latency prediction module: tables, split, architecture, fit, persistence, refusals, gradient, CLI."""
+import dataclasses
 import json
 import os
 import shutil
@@ -33,13 +34,20 @@ def bits(cell):
     return ''.join(str(int(b)) for b in search_space.encode_cell(cell))
 
 
-def synthetic_rows(n, seed=0, target=TARGET):
+REF_MS = 18.0  # the reference network's time on a quiet machine
+
+
+def synthetic_rows(n, seed=0, target=TARGET, loaded=0.0):
+    """Rows of the synthetic law; a `loaded` share of them timed while the machine was busy: latency
+    and ref_ms (the reference timed around the row) both slowed by the same factor, 1.3-2.5x."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
         g = search_space.sample_genotype(rng)
-        ms = synthetic_latency(g) * float(np.exp(rng.normal(0, 0.01)))
-        rows.append({'arch_id': search_space.genotype_id(g), 'normal': json.dumps(g.normal),
+        load = float(rng.uniform(1.3, 2.5)) if rng.random() < loaded else 1.0
+        ms = synthetic_latency(g) * float(np.exp(rng.normal(0, 0.01))) * load
+        rows.append({'ref_ms': REF_MS * load * float(np.exp(rng.normal(0, 0.005))), 'clean_ms': ms / load,
+                     'arch_id': search_space.genotype_id(g), 'normal': json.dumps(g.normal),
                      'reduce': json.dumps(g.reduce), 'normal_encoding': bits(g.normal),
                      'reduce_encoding': bits(g.reduce), 'params': 1000, 'macs': 10000, 'latency_ms': ms,
                      'mean_ms': ms, 'std_ms': 0.01, 'iqr_ms': 0.01, 'cv': 0.001,
@@ -322,6 +330,71 @@ def test_load_refuses_non_lpm_directory(tmp_path):
         lpm.LPM.load(str(tmp_path))
 
 
+# ---- load-normalised label ----
+
+@pytest.fixture(scope='module')
+def loaded_data(tmp_path_factory):
+    """A table with a quarter of its rows timed under load, split as the CLI splits it."""
+    path = write_table(tmp_path_factory.mktemp('tables') / 'loaded.csv', synthetic_rows(1200, seed=5, loaded=0.25))
+    df = lpm.load_tables([path])
+    return (path, *lpm.split(df, seed=0))
+
+
+@pytest.fixture(scope='module')
+def normalised(loaded_data):
+    _, train, _ = loaded_data
+    model = lpm.LPM(dataclasses.replace(FAST, label='normalised'))
+    model.train(train, progress=False)
+    return model
+
+
+def _mre_vs_clean(model, test):
+    """MRE against the quiet-machine latency, expressed at the training rows' median reference load."""
+    typical = test['clean_ms'].to_numpy() * model.label.get('ref_median_ms', REF_MS) / REF_MS
+    return metrics.regression_metrics(typical, model.predict_ms(lpm.encodings(test)))['mre_pct']
+
+
+def test_normalised_label_takes_the_load_out(normalised, loaded_data):
+    _, train, test = loaded_data
+    assert normalised.label == {'kind': 'normalised', 'ref_median_ms': float(np.median(train['ref_ms'])),
+                                'reference': None}
+    np.testing.assert_allclose(normalised.label_ms(test),
+                               test['latency_ms'] / test['ref_ms'] * np.median(train['ref_ms']))
+    raw = lpm.LPM(FAST)  # the same recipe on the measured labels, loaded rows and all
+    raw.train(train, progress=False)
+    # Predictions are in ms at the typical load (close to the quiet reference time, as most rows are quiet).
+    assert abs(normalised.label['ref_median_ms'] / REF_MS - 1) < 0.01
+    assert _mre_vs_clean(normalised, test) < 5 < _mre_vs_clean(raw, test)
+
+
+def test_normalised_label_round_trip(normalised, loaded_data, tmp_path):
+    _, _, test = loaded_data
+    normalised.save(str(tmp_path / 'm'))
+    loaded = lpm.LPM.load(str(tmp_path / 'm'), target=TARGET)
+    meta = json.load(open(tmp_path / 'm' / 'metadata.json'))
+    assert loaded.recipe.label == 'normalised' and loaded.label == normalised.label == meta['label']
+    assert meta['label']['ref_median_ms'] > 0
+    x = lpm.encodings(test)
+    np.testing.assert_allclose(loaded.predict_ms(x), normalised.predict_ms(x), rtol=1e-6)
+    assert 10 < np.median(loaded.predict_ms(x)) < 30  # ms, not a ratio to the reference
+
+    def no_median(meta):
+        del meta['label']['ref_median_ms']
+    with pytest.raises(lpm.LPMMismatchError, match="label .* does not match the recipe's 'normalised'"):
+        lpm.LPM.load(_edited(str(tmp_path / 'm'), tmp_path, no_median))
+
+
+def test_normalised_label_needs_ref_ms(loaded_data):
+    _, train, _ = loaded_data
+    model = lpm.LPM(dataclasses.replace(FAST, label='normalised', epochs=1))
+    with pytest.raises(lpm.TableError, match='no ref_ms column'):
+        model.train(train.drop(columns=['ref_ms']), progress=False)
+    bad = train.copy()
+    bad.iloc[4, bad.columns.get_loc('ref_ms')] = 0.0
+    with pytest.raises(lpm.TableError, match='ref_ms .* non-positive at row 4'):
+        model.train(bad, progress=False)
+
+
 # ---- command line ----
 
 def _run(module, argv, capsys, monkeypatch):
@@ -379,3 +452,18 @@ def test_sweep_writes_table_and_plot(table, tmp_path, capsys, monkeypatch):
     assert result['train_rows'].tolist() == [150, n_train]
     assert result['test_size'].nunique() == 1 and os.path.exists(os.path.join(out_dir, 'sweep.png'))
     assert lpm_sweep.resolve_sizes(['all', '50'], 40) == [40]
+
+
+def test_cli_normalised_label(loaded_data, tmp_path, capsys, monkeypatch):
+    from tools import train_lpm
+    path, _, _ = loaded_data
+    model_dir = str(tmp_path / 'model')
+    code, out, _ = _run(train_lpm, [f'--tables={path}', f'--model_dir={model_dir}', '--label=normalised',
+                                    '--epochs=3', '--max_train_rows=200', '--noprogress'], capsys, monkeypatch)
+    assert code == 0
+    result = json.load(open(os.path.join(model_dir, 'metrics.json')))
+    assert result['label']['kind'] == 'normalised' and result['recipe']['label'] == 'normalised'
+    # Errors against the measured ms, and against load-normalised and quiet-only test labels.
+    assert result['ref_median_ms'] == result['label']['ref_median_ms'] == json.loads(out)['ref_median_ms']
+    assert result['vs_normalised']['n'] == result['test_size'] > result['quiet']['n'] > 0
+    assert lpm.LPM.load(model_dir).label == result['label']

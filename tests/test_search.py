@@ -251,6 +251,7 @@ def test_latency_run_logs_and_reports_the_latency(latency_run):
     lat = summary['latency']
     assert lat['target'] == 'cpu_tflite' and lat['setting'] == 'cifar-C36-N20-32px-b1-k10'
     assert lat['lambda_'] == 0.0 and 5 < lat['predicted_ms'] < 100 and 5 < lat['lat_alpha_ms'] < 100
+    assert 5 < lat['unit_ms'] < 100  # the LPM's DARTS_V2, the unit of lambda_
     assert 'measured_ms' not in lat
 
 
@@ -271,11 +272,13 @@ def test_flops_baseline_is_one_more_term_of_the_same_loss(searcher_model):
     goal = _config(eta=1e-3).objective()
     assert goal.latency is None and goal.lpm is None and list(goal.arch_loss.terms) == ['flops']
     tables = loss.macs_table(36, 32, 20)
-    expected = 1e-3 * loss.flops(searcher_model.alpha_normal, searcher_model.alpha_reduce, tables)
+    unit = loss.genotype_macs(objective.REFERENCE, tables)  # DARTS_V2's cell ops: 8 + 8 of the 14 + 14 edges
+    assert 0 < unit < float(np.sum(tables[0].max(-1)) + np.sum(tables[1].max(-1)))
+    expected = 1e-3 * loss.flops(searcher_model.alpha_normal, searcher_model.alpha_reduce, tables) / unit
     assert float(goal.arch_loss.terms['flops'](searcher_model)) == pytest.approx(float(expected))
     assert goal.scalars() == {} and goal.variables() == {}
     assert goal.report(None, measure=False) == {'setting': 'cifar-C36-N20-32px-b1-k10', 'eta': 1e-3,
-                                                'target': 'cpu_tflite'}
+                                                'unit_mmacs': unit, 'target': 'cpu_tflite'}
     assert objective.Objective().arch_loss.terms == {}  # no LPM, no eta: the plain DARTS loss
 
 

@@ -7,7 +7,8 @@ Every size is tested on the same split (per-arch_id, --split_seed) and smaller t
 subsets of larger ones. Sizes beyond what the table's training split holds are dropped, and 'all'
 (the whole training split) is added in their place. Writes one model directory per size
 (`n<size>/`, as tools.train_lpm does), sweep.csv and sweep.png to --model_dir. Takes the recipe
-flags of tools.train_lpm (except --max_train_rows, which the sweep sets).
+flags of tools.train_lpm (except --max_train_rows, which the sweep sets). The norm_* columns are
+the errors against load-normalised test labels (tables with ref_ms; see tools.train_lpm).
 """
 import os
 import shutil
@@ -22,7 +23,8 @@ flags.DEFINE_list('sizes', ['10000', '20000', '40000', '60000', '80000'],
                   "Training-set sizes (the paper's Table 1), or 'all'.")
 FLAGS = flags.FLAGS
 COLUMNS = ('train_rows', 'train_size', 'val_size', 'test_size', 'mae_ms', 'mre_pct', 'rmse_ms',
-           'share_within_10pct', 'share_within_5pct', 'kendall_tau', 'spearman_rho', 'epochs_run', 'seconds')
+           'share_within_10pct', 'share_within_5pct', 'kendall_tau', 'spearman_rho', 'epochs_run', 'seconds',
+           'norm_mre_pct', 'norm_share_within_10pct', 'norm_kendall_tau')
 
 
 def resolve_sizes(sizes, available):
@@ -51,6 +53,9 @@ def plot_sweep(table, path, title):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(table['train_rows'], table['mre_pct'], 'o-', label='relative error (%)')
+    if table['norm_mre_pct'].notna().any():
+        ax.plot(table['train_rows'], table['norm_mre_pct'], 'o-', color='tab:green',
+                label='relative error vs load-normalised labels (%)')
     ax.set(xlabel='training architectures', ylabel='mean relative error (%)', title=title)
     ax.set_xscale('log')
     ax.set_xticks(table['train_rows'], [str(n) for n in table['train_rows']])
@@ -79,7 +84,9 @@ def sweep(df, recipe, out_dir, sizes, split_seed=0, test_fraction=0.2, overwrite
         logging.info('sweep: %d training rows', n)
         result = train_lpm.train_and_evaluate(df, recipe, os.path.join(out_dir, f'n{n}'), split_seed,
                                               test_fraction, n, overwrite=True, progress=progress)
-        rows.append({'train_rows': n, **{k: result[k] for k in COLUMNS if k != 'train_rows'}})
+        norm = result.get('vs_normalised', {})  # test labels with the load taken out, when the table has ref_ms
+        rows.append({'train_rows': n, **{k: result[k] for k in COLUMNS if k in result and k != 'train_rows'},
+                     **{f'norm_{k}': norm.get(k) for k in ('mre_pct', 'share_within_10pct', 'kendall_tau')}})
         table = pd.DataFrame(rows, columns=COLUMNS)
         # Written after each size, so a sweep stopped midway keeps what it measured.
         table.to_csv(os.path.join(out_dir, 'sweep.csv'), index=False)

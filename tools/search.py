@@ -42,8 +42,8 @@ flags.DEFINE_float('train_portion', 0.5, 'Share of the training split in the wei
 flags.DEFINE_integer('seed', 0, 'Seed of initialisation, split, shuffling and augmentation.')
 flags.DEFINE_integer('max_steps_per_epoch', None, 'Cap on steps and evaluation batches per epoch.')
 flags.DEFINE_bool('augment', True, "DARTS's crop + flip on the training batches (never on the digits).")
-flags.DEFINE_float('lambda_', 0.1, "Weight of LAT(alpha) per ms of the LPM's target (paper Eq. 3; 0 = plain search).")
-flags.DEFINE_float('eta', 0.0, 'Weight of FLOPs(alpha) per million MACs: the FLOPs-aware baseline (needs --lambda_=0).')
+flags.DEFINE_float('lambda_', 0.1, "Weight of LAT(alpha) in units of DARTS_V2's predicted latency (paper Eq. 3; 0 = plain).")
+flags.DEFINE_float('eta', 0.0, "Weight of FLOPs(alpha) in units of DARTS_V2's MACs: the FLOPs-aware baseline (needs --lambda_=0).")
 SHIPPED_LPM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'lpm_cpu_tflite_cifar')
 flags.DEFINE_string('lpm_dir', SHIPPED_LPM, 'The latency predictor of the target (default: the shipped CPU '
                     'TFLite one; empty: none).')
@@ -99,7 +99,7 @@ def main(argv):
         print(f"latency on {lat['target']} ({lat['setting']}): predicted {lat['predicted_ms']:.2f} ms"
               + (f", measured {lat['measured_ms']:.2f} ms ({lat['measured_vs_reference']:.2f}x DARTS_V2 timed "
                  f"alongside)" if 'measured_ms' in lat else '')
-              + f", lambda_ {lat['lambda_']:.4g}/ms")
+              + f", lambda_ {lat['lambda_']:.4g} per {lat['unit_ms']:.2f} ms (DARTS_V2)")
     elif 'measured_ms' in lat:
         print(f"latency on {lat['target']} ({lat['setting']}): measured {lat['measured_ms']:.2f} ms "
               f"({lat['measured_vs_reference']:.2f}x DARTS_V2 timed alongside)")

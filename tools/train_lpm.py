@@ -6,6 +6,13 @@
 Writes to --model_dir: lpm.keras and metadata.json (LPM.load reads them), metrics.json (test-split
 errors, sizes, seconds), scatter.png (predicted vs measured on the test split) and logs/ (TensorBoard).
 The test split is decided per arch_id (--split_seed), so it is the same for every recipe and table size.
+
+metrics.json compares predictions with the measured latency_ms of the test rows (whatever --label the
+LPM trained on, so recipes stay comparable). When the table has ref_ms it adds two views that take the
+machine's load out of the test labels: `vs_normalised` (test labels latency_ms / ref_ms * median(training
+ref_ms)) and `quiet` (only the test rows whose ref_ms is within +-5% of that median), plus
+`ref_noise_pct`: how far the reference network's own time strays from its median (mean |ref / median - 1|),
+the error a perfect predictor of the typical latency would still show on raw labels.
 """
 import dataclasses
 import json
@@ -14,6 +21,7 @@ import os
 import shutil
 import time
 
+import numpy as np
 from absl import flags, logging
 
 from ladnas_tf.latency import lpm, metrics
@@ -40,6 +48,8 @@ flags.DEFINE_integer('patience', R.patience, 'Early-stopping patience in epochs 
 flags.DEFINE_float('val_fraction', R.val_fraction, 'Share of training rows held out for early stopping.')
 flags.DEFINE_enum('encode_cells', R.cells, tuple(lpm.CELLS), 'normal: 112 bits (paper); both: 224 bits.')
 flags.DEFINE_integer('ensemble', R.ensemble, 'Independently initialised members averaged in ms.')
+flags.DEFINE_enum('label', R.label, lpm.LABELS, 'latency: measured latency_ms (paper); normalised: '
+                  'latency_ms / ref_ms * median(training ref_ms), the load taken out; predictions stay in ms.')
 flags.DEFINE_bool('progress', True, 'Show an epoch-level progress bar.')
 FLAGS = flags.FLAGS
 
@@ -49,7 +59,7 @@ def recipe_from_flags():
                       weight_decay=FLAGS.weight_decay, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
                       loss=FLAGS.loss, target_scaling=FLAGS.target_scaling, patience=FLAGS.patience,
                       val_fraction=FLAGS.val_fraction, cells=FLAGS.encode_cells, ensemble=FLAGS.ensemble,
-                      seed=FLAGS.seed)
+                      label=FLAGS.label, seed=FLAGS.seed)
 
 
 def check_output_dir(path, overwrite):
@@ -70,18 +80,26 @@ def split_rows(df, split_seed, test_fraction, max_train_rows, val_fraction):
     return fit, val, test
 
 
-def plot_scatter(measured, predicted, path, title):
+def plot_scatter(measured, predicted, path, title, normalised=None):
+    """Predicted against measured latency of the test rows; `normalised` (the load-normalised labels)
+    is drawn over the raw ones when given, so rows timed under load show as the grey points it moves."""
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(measured, predicted, s=4, alpha=0.5, label='test architectures')
+    if normalised is None:
+        ax.scatter(measured, predicted, s=4, alpha=0.5, label='test architectures')
+    else:
+        ax.scatter(measured, predicted, s=6, c='0.6', alpha=0.6, label='measured latency_ms')
+        ax.scatter(normalised, predicted, s=6, alpha=0.7, label='load-normalised')
+        measured = np.concatenate([measured, normalised])
     lo, hi = float(min(measured.min(), predicted.min())), float(max(measured.max(), predicted.max()))
     ax.plot([lo, hi], [lo, hi], 'k-', lw=1, label='y = x')
     for r in (0.9, 1.1):
         ax.plot([lo, hi], [lo * r, hi * r], 'k:', lw=1, label='±10%' if r > 1 else None)
-    ax.set(xlabel='measured latency (ms)', ylabel='predicted latency (ms)', title=title)
+    ax.set(xlabel='measured latency (ms)', ylabel='predicted latency (ms)')
+    ax.set_title(title, fontsize=9)
     ax.legend(loc='upper left')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -89,7 +107,27 @@ def plot_scatter(measured, predicted, path, title):
 
 
 def _json_safe(d):
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+    return {k: (_json_safe(v) if isinstance(v, dict) else None if isinstance(v, float) and not math.isfinite(v)
+                else v) for k, v in d.items()}
+
+
+QUIET = 0.05  # a row is 'quiet' when its reference ran within +-5% of the median reference time
+
+
+def load_views(train, test, predicted):
+    """Test metrics with the machine's load taken out (see the module docstring); {} without ref_ms."""
+    if 'ref_ms' not in test.columns:
+        return {}
+    ref_median = lpm.reference_median(train)
+    deviation = test['ref_ms'].to_numpy(float) / ref_median - 1
+    quiet = np.abs(deviation) <= QUIET
+    views = {'ref_median_ms': ref_median,
+             'ref_noise_pct': float(100 * np.mean(np.abs(deviation))),
+             'vs_normalised': metrics.regression_metrics(lpm.normalised_latency(test, ref_median), predicted)}
+    if quiet.sum() >= 2:
+        views['quiet'] = metrics.regression_metrics(test['latency_ms'].to_numpy()[quiet], predicted[quiet])
+        views['quiet']['ref_noise_pct'] = float(100 * np.mean(np.abs(deviation[quiet])))
+    return views
 
 
 def train_and_evaluate(df, recipe, model_dir, split_seed=0, test_fraction=0.2, max_train_rows=0,
@@ -119,13 +157,18 @@ def train_and_evaluate(df, recipe, model_dir, split_seed=0, test_fraction=0.2, m
               'epochs_run': model.metadata['epochs_run'], 'seconds': round(seconds, 2),
               'target': model.metadata['target'], 'setting': model.metadata['setting'],
               'split_seed': split_seed, 'test_fraction': test_fraction,
-              'test_sha256': lpm.data_hash(test), 'recipe': dataclasses.asdict(recipe)}
+              'test_sha256': lpm.data_hash(test), 'label': model.label,
+              **load_views(fit, test, predicted), 'recipe': dataclasses.asdict(recipe)}
     model.save(staging)
     with open(os.path.join(staging, 'metrics.json'), 'w') as f:
         json.dump(_json_safe(result), f, indent=2)
+    normalised = (lpm.normalised_latency(test, result['ref_median_ms']) if 'vs_normalised' in result
+                  else None)
+    title = f'{result["target"]}: test n={len(test)}, MRE {result["mre_pct"]:.2f}%'
+    if normalised is not None:
+        title += f' (normalised {result["vs_normalised"]["mre_pct"]:.2f}%)'
     plot_scatter(measured, predicted, os.path.join(staging, 'scatter.png'),
-                 f'{result["target"]}: test n={len(test)}, MRE {result["mre_pct"]:.2f}%, '
-                 f'tau {result["kendall_tau"]:.3f}')
+                 f'{title}\nKendall tau {result["kendall_tau"]:.3f}', normalised)
     if os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
     os.replace(staging, model_dir)
@@ -145,6 +188,10 @@ def main(argv):
     logging.info('test: MAE %.3f ms, MRE %.2f%%, within 10%% %.3f, tau %.3f (n=%d, %d training rows, %.0f s)',
                  result['mae_ms'], result['mre_pct'], result['share_within_10pct'], result['kendall_tau'],
                  result['test_size'], result['train_size'], result['seconds'])
+    if 'vs_normalised' in result:
+        n = result['vs_normalised']
+        logging.info('test vs load-normalised labels: MRE %.2f%%, within 10%% %.3f, tau %.3f',
+                     n['mre_pct'], n['share_within_10pct'], n['kendall_tau'])
     print(json.dumps(_json_safe({k: v for k, v in result.items() if k != 'recipe'})))
 
 

@@ -77,6 +77,17 @@ def macs_table(channels, image_size, num_cells, stem_multiplier=3):
     return normal, reduce
 
 
+def genotype_macs(genotype, tables):
+    """The MACs (millions) of a discrete genotype's ops in the same tables: its 8 (edge, op) per cell kind."""
+    total = 0.0
+    for cell, table in ((genotype.normal, tables[0]), (genotype.reduce, tables[1])):
+        for node, pair in enumerate(zip(cell[::2], cell[1::2])):
+            for op, source in pair:
+                total += table[search_space.edge_index(source, node + search_space.NUM_INPUTS),
+                               search_space.PRIMITIVES.index(op)]
+    return float(total)
+
+
 def flops(alpha_normal, alpha_reduce, tables):
     """FLOPs(alpha): the MACs of every op weighted by softmax(alpha) over all 8 ops, summed (millions)."""
     normal, reduce = (tf.constant(t, alpha_normal.dtype) for t in tables)
@@ -85,20 +96,23 @@ def flops(alpha_normal, alpha_reduce, tables):
 
 
 class LatencyTerm:
-    """lambda_ * LAT(alpha_normal) for the architecture loss (paper Eq. 3): a callable(model) -> scalar.
+    """lambda_ * LAT(alpha_normal) / scale_ms for the architecture loss (paper Eq. 3): a callable(model)
+    -> scalar. With scale_ms the latency of a reference network on the target, lambda_ is a weight per
+    reference latency: the same lambda_ means the same trade-off on a fast and on a slow device.
 
     Each call draws fresh sub-networks (a stateless seed advanced per call, so replicas agree and a
     resumed run repeats the same draws). With `target_ms`, lambda_ follows dual ascent on the
     constraint LAT <= target: it grows while the estimate exceeds the target and shrinks (never below
     0) while it is under, so the user states a latency instead of guessing lambda."""
 
-    def __init__(self, lpm_fn, lambda_=0.1, m=20, seed=0, noise_sigma=0.0, target_ms=None, dual_lr=0.05):
+    def __init__(self, lpm_fn, lambda_=0.1, m=20, seed=0, noise_sigma=0.0, target_ms=None, dual_lr=0.05,
+                 scale_ms=1.0):
         if m < 1:
             raise ValueError(f'LAT(alpha) needs at least one sample, got M={m}')
         if target_ms is not None and target_ms <= 0:
             raise ValueError(f'target latency must be positive, got {target_ms} ms')
         self.lpm_fn, self.m, self.seed, self.noise_sigma = lpm_fn, m, seed, noise_sigma
-        self.target_ms, self.dual_lr = target_ms, dual_lr
+        self.target_ms, self.dual_lr, self.scale_ms = target_ms, dual_lr, float(scale_ms)
         self.lambda_ = tf.Variable(float(lambda_), trainable=False, name='lambda_')
         self.calls = tf.Variable(0, dtype=tf.int64, trainable=False, name='lat_calls')
         self.last_ms = tf.Variable(0.0, trainable=False, name='lat_ms')
@@ -116,14 +130,15 @@ class LatencyTerm:
         if self.target_ms is not None:
             excess = (tf.stop_gradient(lat) - self.target_ms) / self.target_ms
             self.lambda_.assign(tf.maximum(0.0, self.lambda_ + self.dual_lr * tf.cast(excess, tf.float32)))
-        return tf.cast(self.lambda_, alpha.dtype) * lat
+        return tf.cast(self.lambda_, alpha.dtype) * lat / self.scale_ms
 
 
 class FlopsTerm:
-    """eta * FLOPs(alpha) (millions of MACs), the FLOPs-aware baseline of the paper's Table 4."""
+    """eta * FLOPs(alpha) / scale, the FLOPs-aware baseline of the paper's Table 4 (scale: a reference
+    network's MACs in the same tables, so that eta and lambda_ weigh costs alike)."""
 
-    def __init__(self, eta, tables):
-        self.eta, self.tables = eta, tables
+    def __init__(self, eta, tables, scale=1.0):
+        self.eta, self.tables, self.scale = eta, tables, float(scale)
 
     def __call__(self, model):
-        return self.eta * flops(model.alpha_normal, model.alpha_reduce, self.tables)
+        return self.eta * flops(model.alpha_normal, model.alpha_reduce, self.tables) / self.scale

@@ -5,6 +5,10 @@ SGD on (architecture, latency) pairs measured on one target. Here it is trained 
 (one CSV row per profiled architecture), saved with the metadata that makes it safe to reuse (target,
 search-space signature, encoded cells, target scaling, recipe, data hash), and called in two ways:
 `predict_ms` on numpy bits, and `lpm(tensor)` on relaxed float encodings, differentiably, for the search.
+
+The label is the measured latency, or (label 'normalised') the latency with the machine's load taken out:
+latency_ms / ref_ms * median(ref_ms of the training rows), where ref_ms is the reference network timed
+around each row. Either way predictions are in ms; the normalised ones at the table's typical load.
 """
 import dataclasses
 import hashlib
@@ -30,6 +34,7 @@ HIDDEN_UNITS = (256, 64)
 OPTIMIZERS = ('sgd', 'adam')
 LOSSES = ('mse', 'mae', 'huber')
 TARGET_SCALINGS = ('none', 'standard', 'log')
+LABELS = ('latency', 'normalised')
 
 
 class LPMError(ValueError):
@@ -192,12 +197,33 @@ def encodings(df, cells='normal'):
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def data_hash(df):
-    """SHA-256 of the rows (id, both encodings, latency) in arch_id order: names the training data."""
+def reference_median(df):
+    """Median ref_ms of rows: the typical load that normalised labels are expressed at."""
+    return float(np.median(_reference_ms(df)))
+
+
+def _reference_ms(df):
+    if 'ref_ms' not in df.columns:
+        raise TableError('no ref_ms column: the normalised label needs the reference network timed per row')
+    ref = pd.to_numeric(df['ref_ms'], errors='coerce').to_numpy(np.float64)
+    bad = np.flatnonzero(~(ref > 0) | ~np.isfinite(ref))
+    if bad.size:
+        raise TableError(f'ref_ms is empty, non-numeric or non-positive at {_rows(bad)} (positions in the split)')
+    return ref
+
+
+def normalised_latency(df, ref_median_ms):
+    """latency_ms / ref_ms * ref_median_ms: each row's latency at the reference's typical speed, so a row
+    timed while the machine was loaded (its reference slowed down too) is scaled back."""
+    return df['latency_ms'].to_numpy(np.float64) / _reference_ms(df) * ref_median_ms
+
+
+def data_hash(df, with_reference=False):
+    """SHA-256 of the rows (id, both encodings, latency[, ref_ms]) in arch_id order: names the training data."""
     h = hashlib.sha256()
-    for row in df.sort_values('arch_id')[['arch_id', 'normal_encoding', 'reduce_encoding',
-                                          'latency_ms']].itertuples(index=False):
-        h.update(f'{row[0]},{row[1]},{row[2]},{float(row[3])!r}\n'.encode())
+    columns = ['arch_id', 'normal_encoding', 'reduce_encoding', 'latency_ms'] + ['ref_ms'] * with_reference
+    for row in df.sort_values('arch_id')[columns].itertuples(index=False):
+        h.update((','.join(map(str, row[:3])) + ''.join(f',{float(v)!r}' for v in row[3:]) + '\n').encode())
     return h.hexdigest()
 
 
@@ -249,11 +275,13 @@ class Recipe:
     val_fraction: float = 0.0     # held out of the training rows for early stopping
     cells: str = 'normal'         # 'both' = normal + reduction cell, 224 bits
     ensemble: int = 1             # independently initialised members; prediction = their mean (ms)
+    label: str = 'latency'        # 'normalised': latency_ms / ref_ms * median(training ref_ms)
     seed: int = 0
 
     def __post_init__(self):
         for name, allowed in (('optimizer', OPTIMIZERS), ('loss', LOSSES),
-                              ('target_scaling', TARGET_SCALINGS), ('cells', tuple(CELLS))):
+                              ('target_scaling', TARGET_SCALINGS), ('cells', tuple(CELLS)),
+                              ('label', LABELS)):
             if getattr(self, name) not in allowed:
                 raise LPMError(f'{name} must be one of {", ".join(allowed)}, got {getattr(self, name)!r}')
         for name in ('batch_size', 'epochs', 'ensemble'):
@@ -377,6 +405,7 @@ class LPM:
         self.regressor.trainable = False
         self.metadata = metadata or {}
         self.scaling = self.metadata.get('scaling', {'kind': 'none', 'mean': 0.0, 'std': 1.0})
+        self.label = self.metadata.get('label', {'kind': 'latency'})
 
     @property
     def cells(self):
@@ -399,6 +428,12 @@ class LPM:
         y = np.log(ms) if kind == 'log' else ms
         self.scaling = {'kind': kind, 'mean': float(np.mean(y)), 'std': float(np.std(y)) or 1.0}
 
+    def label_ms(self, df):
+        """The label of rows in ms, as this LPM is trained on it (and predicts it)."""
+        if self.label['kind'] == 'normalised':
+            return normalised_latency(df, self.label['ref_median_ms'])
+        return df['latency_ms'].to_numpy(np.float64)
+
     def train(self, train_df, val_df=None, callbacks=(), progress=True):
         """Fits on a latency table's rows (val_df: early-stopping rows); returns the Keras History."""
         r = self.recipe
@@ -406,7 +441,10 @@ class LPM:
             raise LPMError('no training rows')
         if r.patience and (val_df is None or len(val_df) == 0):
             raise LPMError('early stopping needs validation rows')
-        self._fit_scaling(train_df['latency_ms'].to_numpy())
+        self.label = ({'kind': 'normalised', 'ref_median_ms': reference_median(train_df),
+                       'reference': (train_df.attrs.get('target_description') or {}).get('reference')}
+                      if r.label == 'normalised' else {'kind': 'latency'})
+        self._fit_scaling(self.label_ms(train_df))
         # One graph execution per epoch: Keras's per-step overhead would otherwise dominate this tiny MLP.
         steps = math.ceil(len(train_df) / r.batch_size)
         self.regressor.trainable = True
@@ -431,7 +469,7 @@ class LPM:
 
     def _dataset(self, df, shuffle):
         x = encodings(df, self.cells)
-        y = self._scale(df['latency_ms'].to_numpy())[:, None]
+        y = self._scale(self.label_ms(df))[:, None]
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
             ds = ds.shuffle(len(df), seed=self.recipe.seed, reshuffle_each_iteration=True)
@@ -450,11 +488,12 @@ class LPM:
             'cells': self.cells,
             'input_size': self.input_size,
             'scaling': self.scaling,
+            'label': self.label,
             'recipe': dataclasses.asdict(self.recipe),
             'epochs_run': epochs_run,
             'data': {'tables': train_df.attrs.get('tables', []),
                      'train_rows': len(train_df), 'val_rows': 0 if val_df is None else len(val_df),
-                     'sha256': data_hash(fit_rows)},
+                     'sha256': data_hash(fit_rows, with_reference=self.label['kind'] == 'normalised')},
             'keras_version': keras.__version__,
         }
 
@@ -508,6 +547,10 @@ class LPM:
         except (KeyError, TypeError) as e:
             raise LPMMismatchError(f'{model_dir}: recipe in metadata not understood ({e})') from None
         size = search_space.ENCODING_SIZE * len(CELLS[recipe.cells])
+        if meta.get('label', {'kind': 'latency'}).get('kind') != recipe.label or (
+                recipe.label == 'normalised' and not meta['label'].get('ref_median_ms', 0) > 0):
+            raise LPMMismatchError(f'{model_dir}: label {meta.get("label")!r} does not match the recipe\'s '
+                                   f'{recipe.label!r}')
         if meta.get('cells') != recipe.cells or meta.get('input_size') != size:
             raise LPMMismatchError(f'{model_dir}: input size {meta.get("input_size")} '
                                    f'({meta.get("cells")} cells) does not fit this space\'s {size} bits '
