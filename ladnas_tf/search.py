@@ -337,8 +337,10 @@ class Search:
         # loss sum, correct, count, arch loss sum, arch steps of the current epoch; seconds so far
         self.sums = tf.Variable(tf.zeros([5], tf.float64), trainable=False, name='epoch_sums')
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name='seconds')
+        # Every variable by position: tf.train.Checkpoint does not reach the weights of Keras 3 layers
+        # held in lists (the cells), only the model's own.
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, weight_optimizer=self.architect.weight_optimizer,
+            model=self.model, model_weights=list(self.model.weights), weight_optimizer=self.architect.weight_optimizer,
             arch_optimizer=self.architect.arch_optimizer, epoch=self.epoch, epoch_step=self.epoch_step,
             arch_position=self.arch_position, epoch_sums=self.sums, seconds=self.seconds,
             objective=tf.train.Checkpoint(**self.objective.variables()))

@@ -220,7 +220,10 @@ class Trainer:
         # Bookkeeping of the loop, outside the scope: plain variables, not mirrored ones.
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch')
         self.best_top1 = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name='best_top1')
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+        # Every variable by position: tf.train.Checkpoint does not reach the weights of Keras 3 layers
+        # held in lists (the cells), only the model's own.
+        self.checkpoint = tf.train.Checkpoint(model=self.model, model_weights=list(self.model.weights),
+                                              optimizer=self.optimizer,
                                               epoch=self.epoch, best_top1=self.best_top1)
         self._step = tf.function(self._distributed_step)
         self._evaluate = tf.function(self._eval_step)

@@ -111,6 +111,13 @@ def test_bad_settings_are_one_line_errors():
         tiny_data(batch_size=64)
 
 
+def _checkpoint_arrays(model_dir):
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, 'checkpoints'))
+    names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith(('model/', 'model_weights/')))
+    return {n: reader.get_tensor(n) for n in names}
+
+
 DRIVER = DATA_SNIPPET + textwrap.dedent('''
     import json, sys
     import tensorflow as tf
@@ -156,6 +163,18 @@ def test_killed_and_resumed_ends_as_an_uninterrupted_run(tmp_path):
     assert result['steps'] == expected['steps'] == 9
     np.testing.assert_allclose(result['softmax_alpha_normal'], expected['softmax_alpha_normal'], atol=1e-4)
     np.testing.assert_allclose(result['softmax_alpha_reduce'], expected['softmax_alpha_reduce'], atol=1e-4)
+    straight_weights, resumed_weights = (_checkpoint_arrays(str(tmp_path / d)) for d in ('straight', 'killed'))
+    assert straight_weights.keys() == resumed_weights.keys() and len(straight_weights) > 100
+    for name, value in straight_weights.items():  # the cells' weights and BN statistics too
+        np.testing.assert_allclose(resumed_weights[name], value, atol=1e-4, err_msg=name)
+
+
+def test_the_checkpoint_holds_every_weight(tmp_path):
+    import tensorflow as tf
+    run = search.Search(_config(), tiny_data())
+    path = run.checkpoint.save(str(tmp_path / 'ckpt'))
+    saved = [n for n in tf.train.load_checkpoint(path).get_variable_to_shape_map() if n.startswith(('model/', 'model_weights/'))]
+    assert len(saved) == len(run.model.weights) > 100
 
 
 REPLICAS = textwrap.dedent('''
@@ -208,13 +227,6 @@ def test_two_replicas_follow_one_on_the_same_global_batch(order):
 # ---- the latency-aware objective (paper Eq. 3) and the FLOPs baseline in the loop ----
 
 SHIPPED_LPM = os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar')
-
-
-def _checkpoint_arrays(model_dir):
-    import tensorflow as tf
-    reader = tf.train.load_checkpoint(os.path.join(model_dir, 'checkpoints'))
-    names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith('model/'))
-    return {n: reader.get_tensor(n) for n in names}
 
 
 @pytest.fixture(scope='module')

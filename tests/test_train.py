@@ -294,3 +294,13 @@ def test_two_replicas_match_one_on_the_same_global_batch(folder, tmp_path):
     assert out['moved'] > 1e-4 and out['weight_diff'] < 1e-5
     assert (out['run_replicas'], out['run_per_replica_batch']) == (2, 8)
     assert (tmp_path / 'r' / 'final.keras').is_file()
+
+
+def test_the_checkpoint_holds_every_weight(tmp_path):
+    """tf.train.Checkpoint(model=...) alone misses the weights of Keras 3 layers kept in lists."""
+    recipe = train.Recipe(channels=4, layers=3, epochs=1, batch_size=8, auxiliary=False, cutout=0,
+                          drop_path_prob=0.0)
+    trainer = train.Trainer(genotypes.DARTS_V2, recipe, num_classes=3, image_size=8, steps_per_epoch=2)
+    path = trainer.checkpoint.save(str(tmp_path / 'ckpt'))
+    saved = [n for n in tf.train.load_checkpoint(path).get_variable_to_shape_map() if n.startswith(('model/', 'model_weights/'))]
+    assert len(saved) == len(trainer.model.weights) > 50
