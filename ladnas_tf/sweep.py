@@ -5,6 +5,7 @@ Each search has its own run directory under the sweep's, so a killed sweep resum
 (finished searches are only reported again). The table is rewritten after every search.
 """
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -47,8 +48,9 @@ def normalise(df):
     return df
 
 
-def run(base, out_dir, lambdas=(), etas=(), log=print, **search_kwargs):
-    """Runs (or resumes) every search of the sweep; returns the table (also written to out_dir)."""
+def run(base, out_dir, lambdas=(), etas=(), log=print, retime_rounds=0, **search_kwargs):
+    """Runs (or resumes) every search of the sweep, then (retime_rounds > 0) re-times all derived
+    networks together; returns the table (also written to out_dir)."""
     plan = runs(base, lambdas, etas)
     os.makedirs(out_dir, exist_ok=True)
     rows = []
@@ -57,10 +59,43 @@ def run(base, out_dir, lambdas=(), etas=(), log=print, **search_kwargs):
         summary = search.search(config, os.path.join(out_dir, name), log=log, **search_kwargs)
         rows.append(row(name, config, summary))
         df = normalise(pd.DataFrame(rows))
-        df.to_csv(os.path.join(out_dir, TABLE + '.tmp'), index=False)
-        os.replace(os.path.join(out_dir, TABLE + '.tmp'), os.path.join(out_dir, TABLE))
+        _write(df, out_dir)
+    if retime_rounds and df['measured_ms'].notna().all():
+        df = retime(df, out_dir, retime_rounds, log=log)
+        _write(df, out_dir)
     plot(df, os.path.join(out_dir, FIGURE))
     return df
+
+
+def retime(df, out_dir, rounds=3, target_name='cpu_tflite', threads=1, log=print):
+    """Every derived network timed again in one sitting, in alternation (round r times each network
+    once), so that all see the same machine: the sweep's fairest latency comparison. Adds retimed_ms
+    (median over rounds) and retimed_ref_ms (the reference's median) to the table."""
+    from ladnas_tf import genotypes, search_space
+    from ladnas_tf.latency import measure, targets
+    setting = targets.Setting.from_key(json.load(open(os.path.join(out_dir, df['run'].iloc[0],
+                                                                   'summary.json')))['latency']['setting'])
+    target = targets.make_target(target_name, threads)
+    runners = []
+    for name in df['run']:
+        with open(os.path.join(out_dir, name, 'genotype.json')) as f:
+            genotype = search_space.parse(f.read())
+        runners.append(target.runner(target.prepare(genotype, setting)[0]))
+    reference = target.runner(target.prepare(genotypes.DARTS_V2, setting)[0])
+    times = np.zeros((rounds, len(runners), 2))
+    for r in range(rounds):
+        for i, runner in enumerate(runners):
+            stats, ref, _ = measure.measure_with_reference(runner, reference)
+            times[r, i] = stats.latency_ms, ref.latency_ms
+        log(f'retime round {r + 1}/{rounds}: ' + ', '.join(f'{n} {t:.2f}' for n, t in zip(df['run'], times[r, :, 0])))
+    df = df.copy()
+    df['retimed_ms'], df['retimed_ref_ms'] = np.median(times[..., 0], 0), np.median(times[..., 1], 0)
+    return df
+
+
+def _write(df, out_dir):
+    df.to_csv(os.path.join(out_dir, TABLE + '.tmp'), index=False)
+    os.replace(os.path.join(out_dir, TABLE + '.tmp'), os.path.join(out_dir, TABLE))
 
 
 def plot(df, path):
@@ -70,8 +105,10 @@ def plot(df, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    column, label = (('retimed_ms', 'measured (re-timed together)') if 'retimed_ms' in df
+                     else ('measured_norm_ms', 'measured (normalised)'))
     lat = df[df['eta'] == 0].sort_values('lambda_')
-    left.plot(lat['lambda_'], lat['measured_norm_ms'], 'o-', color='tab:blue', label='measured (normalised)')
+    left.plot(lat['lambda_'], lat[column], 'o-', color='tab:blue', label=label)
     left.plot(lat['lambda_'], lat['predicted_ms'], 's--', color='tab:cyan', label='LPM prediction')
     left.set_xlabel('lambda_ (1/ms)')
     left.set_ylabel('latency of the derived network (ms)')
@@ -81,11 +118,11 @@ def plot(df, path):
     acc.set_ylabel('supernet accuracy (%)', color='tab:red')
     left.set_title('latency-aware search')
     for kind, sub, marker in (('latency-aware', lat, 'o'), ('FLOPs-aware', df[df['eta'] > 0], 'x')):
-        right.scatter(sub['macs'] / 1e6, sub['measured_norm_ms'], marker=marker, label=kind)
+        right.scatter(sub['macs'] / 1e6, sub[column], marker=marker, label=kind)
         for _, r in sub.iterrows():
-            right.annotate(r['run'], (r['macs'] / 1e6, r['measured_norm_ms']), fontsize=7)
+            right.annotate(r['run'], (r['macs'] / 1e6, r[column]), fontsize=7)
     right.set_xlabel('MACs of the derived network (M)')
-    right.set_ylabel('measured latency (ms, normalised)')
+    right.set_ylabel(label.replace('measured', 'measured latency, ms,'))
     right.legend(fontsize=8)
     right.set_title('FLOPs- vs latency-aware')
     fig.tight_layout()

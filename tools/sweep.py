@@ -19,6 +19,8 @@ from tools import search as search_tool  # the search's flags are the sweep's ba
 FLAGS = flags.FLAGS
 flags.DEFINE_list('lambdas', ['0', '0.1', '0.15', '0.2'], 'lambda_ values (1/ms) of the latency-aware runs.')
 flags.DEFINE_list('etas', [], 'eta values (1/MMAC) of FLOPs-aware runs.')
+flags.DEFINE_integer('retime_rounds', 3, 'At the end, time every derived network again, all in alternation, '
+                     'this many rounds (0 = off).')
 flags.DEFINE_string('out_dir', 'runs/sweep', 'The sweep directory: one run directory per value, sweep.csv, sweep.png.')
 
 
@@ -35,8 +37,9 @@ def main(argv):
         tf.config.experimental.enable_op_determinism()
     df = sweep.run(search_tool.config_from_flags(), FLAGS.out_dir, lambdas, etas, log=logging.info,
                    checkpoint_every=FLAGS.checkpoint_every, progress=FLAGS.progress,
-                   measure_latency=FLAGS.measure_latency)
+                   measure_latency=FLAGS.measure_latency, retime_rounds=FLAGS.retime_rounds)
     columns = ['run', 'supernet_valid_accuracy', 'predicted_ms', 'measured_ms', 'measured_norm_ms', 'macs']
+    columns += ['retimed_ms'] if 'retimed_ms' in df else []
     print(df[columns].to_string(index=False, float_format=lambda v: f'{v:.2f}'))
     print(f'table {os.path.join(FLAGS.out_dir, sweep.TABLE)}, figure {os.path.join(FLAGS.out_dir, sweep.FIGURE)}')
 
