@@ -110,7 +110,7 @@ def plot(df, path):
     lat = df[df['eta'] == 0].sort_values('lambda_')
     left.plot(lat['lambda_'], lat[column], 'o-', color='tab:blue', label=label)
     left.plot(lat['lambda_'], lat['predicted_ms'], 's--', color='tab:cyan', label='LPM prediction')
-    left.set_xlabel('lambda_ (1/ms)')
+    left.set_xlabel('lambda_ (per DARTS_V2 latency)')
     left.set_ylabel('latency of the derived network (ms)')
     left.legend(loc='lower left', fontsize=8)
     acc = left.twinx()
