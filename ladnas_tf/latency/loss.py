@@ -78,14 +78,10 @@ def macs_table(channels, image_size, num_cells, stem_multiplier=3):
 
 
 def genotype_macs(genotype, tables):
-    """The MACs (millions) of a discrete genotype's ops in the same tables: its 8 (edge, op) per cell kind."""
-    total = 0.0
-    for cell, table in ((genotype.normal, tables[0]), (genotype.reduce, tables[1])):
-        for node, pair in enumerate(zip(cell[::2], cell[1::2])):
-            for op, source in pair:
-                total += table[search_space.edge_index(source, node + search_space.NUM_INPUTS),
-                               search_space.PRIMITIVES.index(op)]
-    return float(total)
+    """The MACs (millions) of a discrete genotype's ops in the same tables: its encoding (edge x op
+    one-hot) picks its 8 entries of each cell kind's table."""
+    return float(sum(np.sum(search_space.encode_cell(cell).reshape(table.shape) * table)
+                     for cell, table in ((genotype.normal, tables[0]), (genotype.reduce, tables[1]))))
 
 
 def flops(alpha_normal, alpha_reduce, tables):
