@@ -23,6 +23,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tf-recompute: our supernet with recompute=True (each mixed op's forward pass re-run for its gradient)
+FRAMEWORKS = ('tensorflow', 'tf-recompute', 'torch')
 
 
 def _clock():
@@ -55,7 +57,8 @@ def run_tensorflow(args):
     start = _clock()
     pc = args.method == 'pcdarts'
     model = supernet.build_supernet(args.channels, args.layers, 10, args.size,
-                                    partial_channels=4 if pc else 1, edge_normalization=pc, seed=0)
+                                    partial_channels=4 if pc else 1, edge_normalization=pc, seed=0,
+                                    recompute=args.framework == 'tf-recompute')
     searcher = architect.Architect(model, architect.ArchitectConfig(order=args.order), steps_per_epoch=100,
                                    epochs=50)
     x = tf.random.stateless_normal([args.batch, args.size, args.size, 3], [1, 2])
@@ -223,7 +226,7 @@ def run_torch(args):
 def _child(args):
     if args.order == 'second' and args.framework == 'torch':
         raise SystemExit('the PyTorch side implements the first-order step only')
-    fn = run_tensorflow if args.framework == 'tensorflow' else run_torch
+    fn = run_torch if args.framework == 'torch' else run_tensorflow
     first, total, params = fn(args)
     peak = _peak_rss_gb()
     print(json.dumps({'first_wall': first[0], 'first_cpu': first[1], 'step_wall': total[0] / args.steps,
@@ -241,13 +244,13 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--method', choices=('darts', 'pcdarts'), default='darts')
     parser.add_argument('--order', choices=('first', 'second'), default='first')
-    parser.add_argument('--framework', choices=('tensorflow', 'torch'), help=argparse.SUPPRESS)
+    parser.add_argument('--framework', choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.framework:
         return _child(args)
     results = {}
     argv = sys.argv[1:] if argv is None else argv
-    for framework in ('tensorflow', 'torch'):
+    for framework in FRAMEWORKS:
         cmd = [sys.executable, '-m', 'benchmarks.supernet_step', '--framework', framework] + argv
         out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if out.returncode:
@@ -260,9 +263,10 @@ def main(argv=None):
     print(f'{"":12s}' + ''.join(f'{k:>13s}' for k in keys))
     for framework, r in results.items():
         print(f'{framework:12s}' + ''.join(f'{r[k]:13.3f}' if k != 'params' else f'{r[k]:13d}' for k in keys))
-    if len(results) == 2:
-        tf_, pt = results['tensorflow'], results['torch']
-        print(f'{"ratio tf/pt":12s}' + ''.join(f'{tf_[k] / pt[k]:13.2f}' for k in keys))
+    for framework in FRAMEWORKS[:-1]:
+        if framework in results and 'torch' in results:
+            ours, pt = results[framework], results['torch']
+            print(f'{framework + "/pt":12s}' + ''.join(f'{ours[k] / pt[k]:13.2f}' for k in keys))
 
 
 if __name__ == '__main__':

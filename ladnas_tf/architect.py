@@ -186,6 +186,9 @@ class Architect:
 
     def __init__(self, model, config=ArchitectConfig(), steps_per_epoch=1, epochs=1, arch_loss=None,
                  strategy=None):
+        if config.order == 'second' and getattr(model, 'recompute', False):
+            raise ValueError('a recomputing supernet supports the first-order step only: the unrolled '
+                             'step substitutes the weights, which the recomputed pass would not see')
         self.model, self.config = model, config
         self.strategy = strategy or tf.distribute.get_strategy()
         self.arch_loss = arch_loss if arch_loss is not None else ArchLoss()

@@ -56,6 +56,7 @@ class SearchConfig:
     image_size: int = None
     partial_channels: int = 4          # PC-DARTS's K (pcdarts only)
     warmup_epochs: int = 0             # epochs with alpha frozen (PC-DARTS: 15)
+    recompute: bool = False            # re-run each mixed op's forward for its gradient: less memory, slower
     train_portion: float = 0.5
     seed: int = 0
     max_steps_per_epoch: int = None    # cap on steps (and evaluation batches) per epoch
@@ -84,6 +85,9 @@ class SearchConfig:
                                          or (self.channels // self.partial_channels) % 2):
             raise SearchError(f'channels {self.channels} must split into partial_channels '
                               f'{self.partial_channels} groups of an even size')
+        if self.recompute and self.order == 'second':
+            raise SearchError('recompute supports the first-order search only (the unrolled step '
+                              'substitutes the weights, which a recomputed pass would not see)')
         self.architect_config()  # checks the optimisation settings
         try:
             objective.check(self.lambda_, self.eta, self.lpm_dir, self.target_latency_ms, self.lat_samples,
@@ -325,7 +329,8 @@ class Search:
         with self.strategy.scope():
             self.model = supernet.build_supernet(
                 config.channels, config.layers, data.num_classes, data.image_size, config.k,
-                edge_normalization=config.method == 'pcdarts', seed=config.seed, in_channels=data.channels)
+                edge_normalization=config.method == 'pcdarts', seed=config.seed, in_channels=data.channels,
+                recompute=config.recompute)
             self.objective = config.objective()
             arch_loss = arch_loss if arch_loss is not None else self.objective.arch_loss
             self.architect = architect.Architect(self.model, config.architect_config(), self.steps_per_epoch,

@@ -51,11 +51,16 @@ def _replicas():
     return ctx.num_replicas_in_sync if ctx is not None else 1
 
 
+_RECOMPUTING = [False]  # set while a cell's forward pass is re-run for its gradient (trace time)
+
+
 def batch_norm(x, moving_mean, moving_var, training, scale=None, offset=None):
     """BN over NHWC channels, then `scale` and `offset` (per channel; none for DARTS's non-affine BN).
     In training the batch statistics (synchronised across replicas) normalise, and update the moving
     ones with PyTorch's unbiased variance; otherwise the moving ones are used. Inside a
-    keras.StatelessScope the updates are recorded by the scope, not applied."""
+    keras.StatelessScope the updates are recorded by the scope, not applied. A recomputed forward
+    pass (see recompute_cell) normalises alike but leaves the moving statistics alone: the step's
+    first pass has updated them once already."""
     channels = x.shape[-1]
     if scale is None:
         scale = tf.ones([channels], x.dtype)
@@ -69,8 +74,9 @@ def batch_norm(x, moving_mean, moving_var, training, scale=None, offset=None):
         y, mean, var = tf.compat.v1.nn.fused_batch_norm(
             x, scale, offset, moving_mean.value, moving_var.value, epsilon=BN_EPSILON, is_training=True,
             exponential_avg_factor=1. - BN_MOMENTUM)
-        moving_mean.assign(mean)
-        moving_var.assign(var)
+        if not _RECOMPUTING[0]:
+            moving_mean.assign(mean)
+            moving_var.assign(var)
         return y
     count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
     sums = [tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2]), count]
@@ -80,8 +86,9 @@ def batch_norm(x, moving_mean, moving_var, training, scale=None, offset=None):
     mean = total / count
     biased = tf.maximum(total_sq / count - tf.square(mean), 0.)
     unbiased = biased * count / tf.maximum(count - 1., 1.)
-    moving_mean.assign(BN_MOMENTUM * moving_mean.value + (1. - BN_MOMENTUM) * tf.stop_gradient(mean))
-    moving_var.assign(BN_MOMENTUM * moving_var.value + (1. - BN_MOMENTUM) * tf.stop_gradient(unbiased))
+    if not _RECOMPUTING[0]:
+        moving_mean.assign(BN_MOMENTUM * moving_mean.value + (1. - BN_MOMENTUM) * tf.stop_gradient(mean))
+        moving_var.assign(BN_MOMENTUM * moving_var.value + (1. - BN_MOMENTUM) * tf.stop_gradient(unbiased))
     return tf.nn.batch_normalization(x, mean, biased, offset, scale, BN_EPSILON)
 
 
@@ -280,8 +287,10 @@ class SearchCell(_Weights, layers.Layer):
     its mixed edges from every earlier node, output the concat of the 4 nodes (4C channels).
     call([s0, s1], op_weights (14, 8), edge_weights (14,) or None)."""
 
-    def __init__(self, channels, reduction, reduction_prev, partial_channels=1, seed=None, **kwargs):
+    def __init__(self, channels, reduction, reduction_prev, partial_channels=1, seed=None, recompute=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.recompute = recompute
         if channels % partial_channels:
             raise ValueError(f'channels {channels} are not divisible by partial_channels {partial_channels}')
         self.channels, self.reduction, self.reduction_prev = channels, reduction, reduction_prev
@@ -332,7 +341,11 @@ class SearchCell(_Weights, layers.Layer):
                 weights = weights * tf.gather(edge_weights, edges)[:, None]
             if k > 1:
                 x, bypass = tf.split(x, [op_channels, x.shape[-1] - op_channels], axis=-1)
-            out = tf.unstack(op(x, weights, training=training), axis=-2)
+            if self.recompute and training:
+                out = recompute(lambda x, w, op=op: op(x, w, training=training), x, weights)
+            else:
+                out = op(x, weights, training=training)
+            out = tf.unstack(out, axis=-2)
             for t, j in enumerate(targets):
                 mixed_sums[j].append(out[t])
             if k > 1:
@@ -352,7 +365,33 @@ class SearchCell(_Weights, layers.Layer):
     def get_config(self):
         return {**super().get_config(), 'channels': self.channels, 'reduction': self.reduction,
                 'reduction_prev': self.reduction_prev, 'partial_channels': self.partial_channels,
-                'seed': self.seed}
+                'seed': self.seed, 'recompute': self.recompute}
+
+
+def recompute(fn, *inputs):
+    """fn(*inputs) keeping only its inputs for the backward pass, which runs fn again under a tape
+    (gradient checkpointing): the dozens of intermediate tensors of a mixed op then live one op at a
+    time instead of all at once, for one more forward pass per step. fn's variables get gradients."""
+    # In a tf.function the backward graph then references only the inputs, so the executor frees the
+    # first pass's intermediates as soon as they are consumed.
+    @tf.custom_gradient
+    def checkpointed(*inputs):
+        def grad(dy, variables=None):
+            variables = list(variables or [])
+            # Depending on dy keeps TF's graph optimiser from merging the two passes (CSE).
+            with tf.control_dependencies([dy]):
+                again_inputs = [tf.identity(x) for x in inputs]
+            _RECOMPUTING[0] = True
+            try:
+                with tf.GradientTape() as tape:
+                    tape.watch(again_inputs + variables)
+                    again = fn(*again_inputs)
+            finally:
+                _RECOMPUTING[0] = False
+            grads = tape.gradient(again, again_inputs + variables, output_gradients=dy)
+            return grads[:len(inputs)], grads[len(inputs):]
+        return fn(*inputs), grad
+    return checkpointed(*inputs)
 
 
 def normalize_edges(beta):
@@ -387,9 +426,10 @@ class Supernet(_Weights, keras.Model):
     arch_parameters() vs weight_parameters()."""
 
     def __init__(self, channels=16, layers=8, num_classes=10, partial_channels=1, edge_normalization=False,
-                 seed=None, **kwargs):
+                 seed=None, recompute=False, **kwargs):
         super().__init__(**kwargs)
         self.channels, self.num_layers, self.num_classes = channels, layers, num_classes
+        self.recompute = recompute
         self.partial_channels, self.edge_normalization = partial_channels, edge_normalization
         self._init_seeds(seed)
         self.reductions = tuple(i for i in range(layers) if i in (layers // 3, 2 * layers // 3))
@@ -399,7 +439,7 @@ class Supernet(_Weights, keras.Model):
             reduction = i in self.reductions
             c *= 2 if reduction else 1
             self.cells_.append(SearchCell(c, reduction, reduction_prev, partial_channels,
-                                          seed=None if seed is None else seed + 7919 * (i + 1),
+                                          seed=None if seed is None else seed + 7919 * (i + 1), recompute=recompute,
                                           dtype=self.dtype_policy, name=f'cell_{i}'))
             reduction_prev = reduction
         self.out_channels = c * search_space.NUM_NODES
@@ -467,12 +507,13 @@ class Supernet(_Weights, keras.Model):
     def get_config(self):
         return {'channels': self.channels, 'layers': self.num_layers, 'num_classes': self.num_classes,
                 'partial_channels': self.partial_channels, 'edge_normalization': self.edge_normalization,
-                'seed': self.seed, 'name': self.name}
+                'seed': self.seed, 'recompute': self.recompute, 'name': self.name}
 
 
 def build_supernet(channels=16, layers=8, num_classes=10, image_size=32, partial_channels=1,
-                   edge_normalization=False, seed=None, in_channels=3, dtype=None):
+                   edge_normalization=False, seed=None, in_channels=3, dtype=None, recompute=False):
     """A built supernet (weights created) for square images of `image_size`."""
-    model = Supernet(channels, layers, num_classes, partial_channels, edge_normalization, seed=seed, dtype=dtype)
+    model = Supernet(channels, layers, num_classes, partial_channels, edge_normalization, seed=seed, dtype=dtype,
+                     recompute=recompute)
     model.build((None, image_size, image_size, in_channels))
     return model

@@ -141,3 +141,10 @@ def test_bad_settings_are_refused():
         architect.ArchitectConfig(order='third')
     with pytest.raises(architect.SearchConfigError, match='arch_learning_rate'):
         architect.ArchitectConfig(arch_learning_rate=0)
+
+
+def test_second_order_refuses_a_recomputing_supernet():
+    model = supernet.build_supernet(4, 3, 3, 8, seed=0, recompute=True)
+    with pytest.raises(ValueError, match='first-order step only'):
+        architect.Architect(model, architect.ArchitectConfig(order='second'))
+    architect.Architect(model, architect.ArchitectConfig(order='first'))  # the first order is fine

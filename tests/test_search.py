@@ -104,7 +104,8 @@ def test_a_checkpoint_of_another_configuration_is_refused(finished, tmp_path):
 def test_bad_settings_are_one_line_errors():
     for bad, match in ((dict(method='enas'), 'unknown method'), (dict(channels=0), 'channels'),
                        (dict(method='pcdarts', channels=6, partial_channels=4), 'partial_channels'),
-                       (dict(order='third'), 'unknown order')):
+                       (dict(order='third'), 'unknown order'),
+                       (dict(order='second', recompute=True), 'first-order search only')):
         with pytest.raises(search.SearchError, match=match):
             _config(**bad).check()
     with pytest.raises(search.SearchError, match='larger than'):
