@@ -35,7 +35,7 @@ def main(argv=None):
     from ladnas_tf.latency import loss, lpm
 
     predictor = lpm.LPM.load(args.lpm_dir)
-    term = loss.LatencyTerm(predictor, lambda_=0.1, m=args.samples)
+    term = loss.LatencyTerm(predictor, lambda_=0.1, m=args.samples, cells=predictor.cells)
     searchers = {}
     for name, terms in (('plain', {}), ('latency', {'latency': term})):
         model = supernet.build_supernet(args.channels, args.layers, 10, args.size, seed=0)
@@ -56,18 +56,20 @@ def main(argv=None):
             if step:
                 times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
 
-    alpha = searchers['latency'].model.alpha_normal
+    model = searchers['latency'].model
+    alphas = [model.alpha_normal, model.alpha_reduce]
 
     @tf.function
     def lat_alone():
         with tf.GradientTape() as tape:
             value = term(searchers['latency'].model)
-        return tape.gradient(value, alpha)
+        grads = tape.gradient(value, alphas)  # alpha_reduce: None with a normal-cell LPM
+        return [g for g in grads if g is not None]
     lat_alone()
     alone = []
     for _ in range(args.steps):
         wall = time.perf_counter()
-        lat_alone().numpy()
+        [g.numpy() for g in lat_alone()]
         alone.append(time.perf_counter() - wall)
 
     plain, latency = (np.median(np.array(times[n]), axis=0) for n in ('plain', 'latency'))

@@ -1,14 +1,18 @@
 """The architecture objective of the paper's Eq. 3, L_val + lambda_ * LAT(alpha), or the FLOPs-aware
 baseline L_val + eta * FLOPs(alpha) (Table 4), built from a search's settings.
 
+LAT(alpha) samples the cells the LPM reads: the normal cell (the paper's 112-bit LPM, alpha_normal) or
+both cells (a 224-bit LPM: alpha_normal and alpha_reduce, so the reduction cell is constrained too).
+
 Both costs count in units of the reference network DARTS_V2 on the same target: LAT(alpha) is divided
-by the LPM's prediction for DARTS_V2 (ms), FLOPs(alpha) by DARTS_V2's MACs. lambda_ (and eta) is thus
-a loss per reference latency (MACs), the same on a 2 ms GPU and a 20 ms CPU target. Measured: per
-millisecond (on the ~19 ms CPU target), lambda_ = 0.1 already turned every normal-cell edge into
-skip_connect, which the paper sees only above 0.2. An LPM with lambda_ = 0 still estimates LAT(alpha)
-every step (logged), and its term adds exactly zero: the search is the plain one bit for bit.
+by the LPM's prediction for DARTS_V2 (ms, its cells encoded as the LPM reads them), FLOPs(alpha) by
+DARTS_V2's MACs. lambda_ (and eta) is thus a loss per reference latency (MACs), the same on a 2 ms
+GPU and a 20 ms CPU target. Measured (normal-cell LPM): per millisecond (on the ~19 ms CPU target),
+lambda_ = 0.1 already turned every normal-cell edge into skip_connect, which the paper sees only
+above 0.2. An LPM with lambda_ = 0 still estimates LAT(alpha) every step (logged), and its term
+adds exactly zero: the search is the plain one bit for bit.
 """
-from ladnas_tf import architect, genotypes, search_space
+from ladnas_tf import architect, genotypes
 from ladnas_tf.latency import loss, lpm as lpm_lib, profile, targets
 
 
@@ -45,23 +49,27 @@ class Objective:
                  noise_sigma=0.0, seed=0, eval_setting=None):
         check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, noise_sigma)
         self.lpm = lpm_lib.LPM.load(lpm_dir) if lpm_dir and not eta else None
-        if self.lpm is not None and self.lpm.cells != 'normal':
-            raise ObjectiveError(f'{lpm_dir}: LAT(alpha) samples normal cells; this LPM reads '
-                                 f'{self.lpm.cells!r} encodings')
+        if self.lpm is not None and self.lpm.cells not in loss.SAMPLED_CELLS:
+            raise ObjectiveError(f'{lpm_dir}: LAT(alpha) samples {" or ".join(loss.SAMPLED_CELLS)} cells; '
+                                 f'this LPM reads {self.lpm.cells!r} encodings')
         # The network whose latency / MACs count: the LPM's own setting, else the paper's CIFAR network.
         self.setting = (targets.Setting.from_key(self.lpm.metadata['setting']) if self.lpm is not None
                         else eval_setting or targets.Setting())
         self.arch_loss = architect.ArchLoss()
         self.latency = self.flops = None
         if self.lpm is not None:
-            self.reference_ms = float(self.lpm.predict_ms(search_space.encode_cell(REFERENCE.normal))[0])
+            self.reference_ms = self.predicted_ms(REFERENCE)
             self.latency = loss.LatencyTerm(self.lpm, lambda_, lat_samples, seed, noise_sigma, target_latency_ms,
-                                            scale_ms=self.reference_ms)
+                                            scale_ms=self.reference_ms, cells=self.lpm.cells)
             self.arch_loss.add_term('latency', self.latency)
         elif eta:
             tables = loss.macs_table(self.setting.channels, self.setting.image_size, self.setting.num_cells)
             self.flops = loss.FlopsTerm(eta, tables, scale=loss.genotype_macs(REFERENCE, tables))
             self.arch_loss.add_term('flops', self.flops)
+
+    def predicted_ms(self, genotype):
+        """The LPM's latency (ms) for a discrete genotype, the cells it reads encoded."""
+        return float(self.lpm.predict_ms(loss.genotype_encoding(genotype, self.lpm.cells))[0])
 
     def variables(self):
         return self.latency.variables() if self.latency is not None else {}
@@ -74,9 +82,9 @@ class Objective:
                 'arch/lambda': float(self.latency.lambda_.numpy())}
 
     def report(self, genotype, measure=True):
-        """The derived genotype's predicted latency (LPM), its measured latency on the LPM's target
-        (the FLOPs baseline: cpu_tflite), timed as the profiler times table rows, its params and MACs
-        in the evaluation network; and the term's final state."""
+        """The derived genotype's predicted latency (LPM, the cells it reads), its measured latency on
+        the LPM's target (the FLOPs baseline: cpu_tflite), timed as the profiler times table rows, its
+        params and MACs in the evaluation network; and the term's final state."""
         out = {'setting': self.setting.key}
         target_name, threads = 'cpu_tflite', 1
         if self.latency is not None:
@@ -85,7 +93,7 @@ class Objective:
             threads = meta.get('target_description', {}).get('threads', 1)
             out.update({'lambda_': float(self.latency.lambda_.numpy()), 'unit_ms': self.reference_ms,
                         'lat_alpha_ms': float(self.latency.last_ms.numpy()),
-                        'predicted_ms': float(self.lpm.predict_ms(search_space.encode_cell(genotype.normal))[0])})
+                        'predicted_ms': self.predicted_ms(genotype)})
         elif self.flops is not None:
             out.update({'eta': self.flops.eta, 'unit_mmacs': self.flops.scale})
         else:

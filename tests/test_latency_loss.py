@@ -1,15 +1,41 @@
 """LAT(alpha) by sampling, its straight-through gradient, and the FLOPs-aware term."""
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
-from ladnas_tf import search_space
-from ladnas_tf.latency import loss
+from ladnas_tf import genotypes, search_space
+from ladnas_tf.latency import loss, lpm
 
 
 @pytest.fixture(scope='module')
 def alpha():
     return tf.Variable(np.random.default_rng(0).normal(0, 1, (14, 8)), dtype=tf.float64)
+
+
+@pytest.fixture(scope='module')
+def alpha_reduce():
+    return tf.Variable(np.random.default_rng(1).normal(0, 1.5, (14, 8)), dtype=tf.float64)
+
+
+def _finite_differences(exact, arrays, eps=1e-5):
+    """Central differences of exact(*arrays) with respect to every entry of every array."""
+    grads = []
+    for k, a0 in enumerate(arrays):
+        fd = np.zeros_like(a0)
+        for idx in np.ndindex(*a0.shape):
+            up, down = [a.copy() for a in arrays], [a.copy() for a in arrays]
+            up[k][idx] += eps
+            down[k][idx] -= eps
+            fd[idx] = (exact(*up) - exact(*down)) / (2 * eps)
+        grads.append(fd)
+    return grads
+
+
+def _agrees(grad, fd):
+    big = np.abs(fd) > 0.05 * np.abs(fd).max()
+    signs = (np.sign(grad[big]) == np.sign(fd[big])).mean()
+    return signs > 0.95 and np.corrcoef(grad.ravel(), fd.ravel())[0, 1] > 0.95
 
 
 def test_samples_are_valid_sub_networks(alpha):
@@ -42,18 +68,69 @@ def test_gradient_agrees_with_finite_differences_of_the_exact_expectation(alpha)
         estimate = loss.latency(alpha, lpm, 4000, [5, 6])
     grad = tape.gradient(estimate, alpha).numpy()
     exact = lambda a: float(loss.expected_latency_linear(tf.constant(a), w))
-    a0, eps = alpha.numpy(), 1e-5
-    fd = np.zeros_like(a0)
-    for idx in np.ndindex(*a0.shape):
-        up, down = a0.copy(), a0.copy()
-        up[idx] += eps
-        down[idx] -= eps
-        fd[idx] = (exact(up) - exact(down)) / (2 * eps)
-    assert float(estimate) == pytest.approx(exact(a0), rel=0.02)
-    big = np.abs(fd) > 0.05 * np.abs(fd).max()
-    assert (np.sign(grad[big]) == np.sign(fd[big])).mean() > 0.95
-    assert np.corrcoef(grad.ravel(), fd.ravel())[0, 1] > 0.95
+    fd, = _finite_differences(exact, [alpha.numpy()])
+    assert float(estimate) == pytest.approx(exact(alpha.numpy()), rel=0.02)
+    assert _agrees(grad, fd)
     assert np.all(grad[:, 0] == 0)  # `none` never appears in a sub-network
+
+
+# ---- an LPM that reads both cells: normal from alpha_normal, reduction from alpha_reduce ----
+
+def test_both_cell_samples_are_valid_sub_networks_in_each_half(alpha, alpha_reduce):
+    enc = loss.sample_encodings([alpha, alpha_reduce], 100, [1, 2]).numpy()
+    assert enc.shape == (100, 2 * search_space.ENCODING_SIZE)
+    for row in enc:
+        for half in (row[:112], row[112:]):
+            assert half.sum() == 8
+            cell = search_space.decode_cell(half)  # 2 inputs per node, one op per kept edge
+            assert 'none' not in [op for op, _ in cell]
+
+
+def test_both_cell_halves_follow_their_own_alpha(alpha, alpha_reduce):
+    m = 20000
+    enc = loss.sample_encodings([alpha, alpha_reduce], m, [3, 4]).numpy().reshape(m, 2, 14, 8)
+    for half, a in ((0, alpha), (1, alpha_reduce)):
+        cells = enc[:, half]
+        np.testing.assert_allclose(cells.sum(-1).mean(0), [2 / j for _, j in search_space.EDGES], atol=0.02)
+        op_freq = cells.sum(0)[:, 1:] / cells.sum((0, 2))[:, None]
+        np.testing.assert_allclose(op_freq, loss.op_probabilities(a).numpy(), atol=0.03)
+    normal_p, reduce_p = (loss.op_probabilities(a).numpy() for a in (alpha, alpha_reduce))
+    assert np.abs(normal_p - reduce_p).max() > 0.2  # so the check above tells the two alphas apart
+    # The cells are drawn independently: which edges the two halves keep is uncorrelated.
+    kept = enc.sum(-1)
+    assert abs(np.corrcoef(kept[:, 0, 2], kept[:, 1, 2])[0, 1]) < 0.05
+
+
+def test_both_cell_samples_are_seeded_and_one_alpha_is_the_normal_draw(alpha, alpha_reduce):
+    a = loss.sample_encodings([alpha, alpha_reduce], 5, [7, 7])
+    assert np.array_equal(a, loss.sample_encodings([alpha, alpha_reduce], 5, [7, 7]))
+    assert not np.array_equal(a, loss.sample_encodings([alpha, alpha_reduce], 5, [7, 8]))
+    assert np.array_equal(loss.sample_encodings([alpha], 5, [7, 7]), loss.sample_encodings(alpha, 5, [7, 7]))
+
+
+def test_both_cell_gradient_agrees_with_finite_differences_of_the_exact_expectation(alpha, alpha_reduce):
+    w = np.random.default_rng(2).uniform(0, 1, 224)
+    linear = lambda e: tf.linalg.matvec(e, tf.constant(w, e.dtype))
+    with tf.GradientTape() as tape:
+        estimate = loss.latency([alpha, alpha_reduce], linear, 4000, [5, 6])
+    grads = [g.numpy() for g in tape.gradient(estimate, [alpha, alpha_reduce])]
+    exact = lambda a_n, a_r: float(loss.expected_latency_linear([tf.constant(a_n), tf.constant(a_r)], w))
+    fds = _finite_differences(exact, [alpha.numpy(), alpha_reduce.numpy()])
+    assert float(estimate) == pytest.approx(exact(alpha.numpy(), alpha_reduce.numpy()), rel=0.02)
+    assert np.abs(grads[1]).max() > 0  # the reduction cell is constrained too
+    for grad, fd in zip(grads, fds):
+        assert _agrees(grad, fd)
+        assert np.all(grad[:, 0] == 0)
+
+
+def test_genotype_encoding_is_the_lpm_table_layout():
+    g = genotypes.DARTS_V2
+    bits = lambda cell: ''.join(str(int(b)) for b in search_space.encode_cell(cell))
+    row = pd.DataFrame({'normal_encoding': [bits(g.normal)], 'reduce_encoding': [bits(g.reduce)]})
+    for cells in ('normal', 'both'):
+        np.testing.assert_array_equal(loss.genotype_encoding(g, cells), lpm.encodings(row, cells)[0])
+    with pytest.raises(ValueError, match='unknown cells'):
+        loss.genotype_encoding(g, 'reduce')
 
 
 def test_noise_is_added_only_when_asked(alpha):
@@ -88,6 +165,24 @@ def _costly_sep5(e):
     return tf.reduce_sum(e[..., 5] * 10.0 + tf.reduce_sum(e, -1), -1)
 
 
+def _costly_reduce_sep5(e):
+    """224 bits: 1 ms per kept edge in both cells, 10 ms more per sep_conv_5x5 of the reduction cell."""
+    return tf.reduce_sum(e[:, :112], -1) + _costly_sep5(e[:, 112:])
+
+
+def test_a_both_cell_term_lowers_the_slow_reduction_op():
+    model, term = _Model(), loss.LatencyTerm(_costly_reduce_sep5, lambda_=0.2, m=50, cells='both')
+    with tf.GradientTape() as tape:
+        value = term(model)
+    g_n, g_r = (g.numpy() for g in tape.gradient(value, [model.alpha_normal, model.alpha_reduce]))
+    assert float(value) == pytest.approx(0.2 * float(term.last_ms), rel=1e-5)
+    assert (g_r[:, 5] > 0).all()  # the reduction cell moves away from its slow op
+    assert np.abs(g_n).max() < 1e-6  # every normal cell costs the same: no pull on alpha_normal
+    with tf.GradientTape() as tape:
+        value = loss.LatencyTerm(_costly_sep5, lambda_=0.2, m=50)(model)
+    assert tape.gradient(value, model.alpha_reduce) is None  # a normal-cell LPM leaves alpha_reduce alone
+
+
 def test_latency_term_lowers_the_slow_ops_weight():
     model, term = _Model(), loss.LatencyTerm(_costly_sep5, lambda_=0.2, m=50)
     with tf.GradientTape() as tape:
@@ -113,3 +208,5 @@ def test_bad_term_settings_are_refused():
         loss.LatencyTerm(_costly_sep5, m=0)
     with pytest.raises(ValueError, match='target latency must be positive'):
         loss.LatencyTerm(_costly_sep5, target_ms=-1)
+    with pytest.raises(ValueError, match="not 'reduce'"):
+        loss.LatencyTerm(_costly_sep5, cells='reduce')

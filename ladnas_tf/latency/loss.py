@@ -5,11 +5,18 @@ per kept edge one op drawn from softmax(alpha) over the 7 non-`none` ops. The ex
 over M sampled sub-networks. The gradient reaches alpha through the samples by a straight-through
 encoding: its value is the sampled one-hot 112-bit vector the LPM was trained on, its gradient that of
 the op probabilities, so d LAT / d alpha is the average over samples of d LPM / d gamma_m through p.
+
+The paper's LPM reads the normal cell only (112 bits, alpha_normal). An LPM that reads both cells
+(224 bits: normal then reduction, lpm.CELLS['both']) gets sub-networks whose normal cell is drawn from
+alpha_normal and whose reduction cell from alpha_reduce, so LAT(alpha) constrains both cells.
 """
 import numpy as np
 import tensorflow as tf
 
 from ladnas_tf import ops, search_space
+from ladnas_tf.latency import lpm as lpm_lib
+
+SAMPLED_CELLS = ('normal', 'both')  # the LPM encodings LAT(alpha) can sample (keys of lpm.CELLS)
 
 _NODE_EDGES = [[e for e, (_, j) in enumerate(search_space.EDGES) if j == node + search_space.NUM_INPUTS]
                for node in range(search_space.NUM_NODES)]
@@ -20,9 +27,25 @@ def op_probabilities(alpha):
     return tf.nn.softmax(alpha[:, 1:], axis=-1)
 
 
-def sample_encodings(alpha, m, seed):
-    """M relaxed encodings [m, 112] of sub-networks drawn from S(alpha); `seed` is a stateless seed [2]."""
+def _cells(alphas):
+    """One alpha, or a list of them (one per encoded cell), as a list."""
+    return list(alphas) if isinstance(alphas, (list, tuple)) else [alphas]
+
+
+def sample_encodings(alphas, m, seed):
+    """M relaxed encodings [m, 112 * cells] of sub-networks drawn from S(alpha): `alphas` is one alpha
+    or a list, one per cell the LPM encodes, in its order. `seed` is a stateless seed [2]; the first
+    cell draws with it (so one alpha gives the normal-only draw), each further cell with an
+    independent seed folded from it."""
     seed = tf.convert_to_tensor(seed, tf.int64)
+    parts = [_sample_cell(alpha, m, seed if k == 0 else
+                          tf.cast(tf.random.experimental.stateless_fold_in(seed, k), tf.int64))
+             for k, alpha in enumerate(_cells(alphas))]
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
+
+
+def _sample_cell(alpha, m, seed):
+    """M relaxed encodings [m, 112] of one cell drawn from S(alpha)."""
     probs = op_probabilities(alpha)
     masks = []
     for node, edges in enumerate(_NODE_EDGES):
@@ -39,22 +62,35 @@ def sample_encodings(alpha, m, seed):
     return tf.reshape(relaxed, (m, search_space.ENCODING_SIZE))
 
 
-def latency(alpha_normal, lpm_fn, m, seed, noise_sigma=0.0):
-    """LAT(alpha) in the LPM's unit (ms): the mean prediction over M samples, plus N(0, sigma) noise
-    when sigma > 0 (the paper's robustness experiment, Table 3)."""
-    predicted = tf.reduce_mean(lpm_fn(sample_encodings(alpha_normal, m, seed)))
+def latency(alphas, lpm_fn, m, seed, noise_sigma=0.0):
+    """LAT(alpha) in the LPM's unit (ms): the mean prediction over M samples (alphas as in
+    sample_encodings), plus N(0, sigma) noise when sigma > 0 (the paper's robustness experiment, Table 3)."""
+    predicted = tf.reduce_mean(lpm_fn(sample_encodings(alphas, m, seed)))
     if noise_sigma:
         seed = tf.convert_to_tensor(seed, tf.int64)
         predicted += tf.random.stateless_normal((), seed + [0, 7], stddev=noise_sigma, dtype=predicted.dtype)
     return predicted
 
 
-def expected_latency_linear(alpha_normal, weights):
-    """E[w . gamma] exactly, for a linear latency model w [112]: the test's reference expectation."""
-    probs = op_probabilities(alpha_normal)
-    w = tf.reshape(tf.cast(weights, probs.dtype), (search_space.NUM_EDGES, search_space.NUM_OPS))[:, 1:]
+def expected_latency_linear(alphas, weights):
+    """E[w . gamma] exactly, for a linear latency model w [112 * cells] (alphas as in sample_encodings):
+    the tests' reference expectation. The cells are drawn independently, so it is the sum over cells."""
     keep = np.array([search_space.INPUTS_PER_NODE / (j) for _, j in search_space.EDGES])  # node j has j inputs
-    return tf.reduce_sum(keep * tf.reduce_sum(probs * w, axis=-1))
+    alphas = _cells(alphas)
+    per_cell = tf.split(tf.convert_to_tensor(weights), len(alphas))
+    total = 0.0
+    for alpha, w in zip(alphas, per_cell):
+        probs = op_probabilities(alpha)
+        w = tf.reshape(tf.cast(w, probs.dtype), (search_space.NUM_EDGES, search_space.NUM_OPS))[:, 1:]
+        total += tf.reduce_sum(keep * tf.reduce_sum(probs * w, axis=-1))
+    return total
+
+
+def genotype_encoding(genotype, cells='normal'):
+    """A discrete genotype's bits as an LPM with `cells` reads them (lpm.encodings' layout): [112 * cells]."""
+    if cells not in lpm_lib.CELLS:
+        raise ValueError(f'unknown cells {cells!r} (known: {", ".join(lpm_lib.CELLS)})')
+    return np.concatenate([search_space.encode_cell(getattr(genotype, c)) for c in lpm_lib.CELLS[cells]])
 
 
 def macs_table(channels, image_size, num_cells, stem_multiplier=3):
@@ -92,9 +128,11 @@ def flops(alpha_normal, alpha_reduce, tables):
 
 
 class LatencyTerm:
-    """lambda_ * LAT(alpha_normal) / scale_ms for the architecture loss (paper Eq. 3): a callable(model)
-    -> scalar. With scale_ms the latency of a reference network on the target, lambda_ is a weight per
-    reference latency: the same lambda_ means the same trade-off on a fast and on a slow device.
+    """lambda_ * LAT(alpha) / scale_ms for the architecture loss (paper Eq. 3): a callable(model)
+    -> scalar. `cells` is what the LPM encodes: 'normal' samples model.alpha_normal (the paper), 'both'
+    model.alpha_normal and model.alpha_reduce. With scale_ms the latency of a reference network on the
+    target, lambda_ is a weight per reference latency: the same lambda_ means the same trade-off on a
+    fast and on a slow device.
 
     Each call draws fresh sub-networks (a stateless seed advanced per call, so replicas agree and a
     resumed run repeats the same draws). With `target_ms`, lambda_ follows dual ascent on the
@@ -102,13 +140,16 @@ class LatencyTerm:
     0) while it is under, so the user states a latency instead of guessing lambda."""
 
     def __init__(self, lpm_fn, lambda_=0.1, m=20, seed=0, noise_sigma=0.0, target_ms=None, dual_lr=0.05,
-                 scale_ms=1.0):
+                 scale_ms=1.0, cells='normal'):
+        if cells not in SAMPLED_CELLS:
+            raise ValueError(f'LAT(alpha) samples {" or ".join(SAMPLED_CELLS)} cells, not {cells!r}')
         if m < 1:
             raise ValueError(f'LAT(alpha) needs at least one sample, got M={m}')
         if target_ms is not None and target_ms <= 0:
             raise ValueError(f'target latency must be positive, got {target_ms} ms')
         self.lpm_fn, self.m, self.seed, self.noise_sigma = lpm_fn, m, seed, noise_sigma
         self.target_ms, self.dual_lr, self.scale_ms = target_ms, dual_lr, float(scale_ms)
+        self.cells = cells
         self.lambda_ = tf.Variable(float(lambda_), trainable=False, name='lambda_')
         self.calls = tf.Variable(0, dtype=tf.int64, trainable=False, name='lat_calls')
         self.last_ms = tf.Variable(0.0, trainable=False, name='lat_ms')
@@ -119,14 +160,15 @@ class LatencyTerm:
 
     def __call__(self, model):
         self.calls.assign_add(1)
-        alpha = model.alpha_normal
-        lat = latency(alpha, lambda e: tf.cast(self.lpm_fn(e), alpha.dtype), self.m,
+        alphas = [getattr(model, f'alpha_{c}') for c in lpm_lib.CELLS[self.cells]]
+        dtype = alphas[0].dtype
+        lat = latency(alphas, lambda e: tf.cast(self.lpm_fn(e), dtype), self.m,
                       tf.stack([tf.constant(self.seed, tf.int64), self.calls]), self.noise_sigma)
         self.last_ms.assign(tf.cast(tf.stop_gradient(lat), tf.float32))
         if self.target_ms is not None:
             excess = (tf.stop_gradient(lat) - self.target_ms) / self.target_ms
             self.lambda_.assign(tf.maximum(0.0, self.lambda_ + self.dual_lr * tf.cast(excess, tf.float32)))
-        return tf.cast(self.lambda_, alpha.dtype) * lat / self.scale_ms
+        return tf.cast(self.lambda_, dtype) * lat / self.scale_ms
 
 
 class FlopsTerm:

@@ -1,0 +1,89 @@
+"""The architecture objective with a normal-cell or a both-cell LPM, and the FLOPs term beside it.
+
+The LPMs here are untrained regressors saved with hand-written metadata (log target scaling around
+15 ms, so predictions are positive): what is tested is which bits reach them, not how well they predict."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ladnas_tf import genotypes, objective, search_space
+from ladnas_tf.latency import loss, lpm as lpm_lib, targets
+
+
+def _save_lpm(path, cells):
+    predictor = lpm_lib.LPM(lpm_lib.Recipe(cells=cells, target_scaling='log'))
+    setting = targets.Setting().key
+    predictor.metadata = {
+        'format': lpm_lib.FORMAT, 'signature': search_space.signature(), 'target': 'cpu_tflite',
+        'setting': setting, 'target_description': {'target': 'cpu_tflite', 'setting': setting, 'threads': 1},
+        'cells': cells, 'input_size': predictor.input_size, 'recipe': dataclasses.asdict(predictor.recipe),
+        'label': {'kind': 'latency'}, 'scaling': {'kind': 'log', 'mean': math.log(15.0), 'std': 0.1}}
+    predictor.save(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def both_lpm_dir(tmp_path_factory):
+    return _save_lpm(tmp_path_factory.mktemp('lpm') / 'both', 'both')
+
+
+class _Model:
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.alpha_normal = tf.Variable(1e-3 * rng.normal(size=(14, 8)), dtype=tf.float32)
+        self.alpha_reduce = tf.Variable(1e-3 * rng.normal(size=(14, 8)), dtype=tf.float32)
+
+
+def test_a_both_cell_lpm_drives_lat_alpha_through_both_alphas(both_lpm_dir):
+    goal = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir)
+    assert goal.latency.cells == 'both' and list(goal.arch_loss.terms) == ['latency']
+    darts_v2 = np.concatenate([search_space.encode_cell(genotypes.DARTS_V2.normal),
+                               search_space.encode_cell(genotypes.DARTS_V2.reduce)])
+    assert goal.reference_ms == pytest.approx(float(goal.lpm.predict_ms(darts_v2)[0])) and goal.reference_ms > 0
+    model = _Model()
+    with tf.GradientTape() as tape:
+        value = goal.arch_loss.terms['latency'](model)
+    g_n, g_r = tape.gradient(value, [model.alpha_normal, model.alpha_reduce])
+    assert float(value) == pytest.approx(0.1 * goal.scalars()['arch/lat_alpha_ms'] / goal.reference_ms, rel=1e-5)
+    assert np.abs(g_n.numpy()).max() > 0 and np.abs(g_r.numpy()).max() > 0
+
+
+def test_report_predicts_the_genotype_with_both_cells(both_lpm_dir):
+    goal = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir)
+    g = genotypes.DARTS_V2
+    report = goal.report(g, measure=False)
+    both_bits = loss.genotype_encoding(g, 'both')
+    assert report['predicted_ms'] == pytest.approx(float(goal.lpm.predict_ms(both_bits)[0]))
+    assert report['unit_ms'] == goal.reference_ms and report['target'] == 'cpu_tflite'
+    other_reduce = g._replace(reduce=genotypes.PDARTS.reduce)
+    assert goal.report(other_reduce, measure=False)['predicted_ms'] != pytest.approx(report['predicted_ms'])
+
+
+def test_a_normal_cell_lpm_still_reads_the_normal_cell_only(tmp_path):
+    goal = objective.Objective(lambda_=0.1, lpm_dir=_save_lpm(tmp_path / 'normal', 'normal'))
+    assert goal.latency.cells == 'normal'
+    g = genotypes.DARTS_V2
+    assert goal.reference_ms == pytest.approx(float(goal.lpm.predict_ms(search_space.encode_cell(g.normal))[0]))
+    assert goal.predicted_ms(g._replace(reduce=genotypes.PDARTS.reduce)) == goal.predicted_ms(g)
+
+
+def test_an_lpm_of_cells_lat_cannot_sample_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(lpm_lib.CELLS, 'reduce', ('reduce',))  # an LPM kind lpm.py might grow
+    lpm_dir = _save_lpm(tmp_path / 'reduce', 'reduce')
+    with pytest.raises(objective.ObjectiveError, match="samples normal or both cells") as error:
+        objective.Objective(lambda_=0.1, lpm_dir=lpm_dir)
+    assert lpm_dir in str(error.value) and "'reduce'" in str(error.value) and '\n' not in str(error.value)
+
+
+def test_the_flops_term_is_untouched():
+    tiny = targets.Setting('cifar', 4, 3, 8, 1, 10)  # MACs tables of a tiny network: quick to count
+    goal = objective.Objective(eta=1e-3, eval_setting=tiny)
+    assert goal.latency is None and goal.lpm is None and list(goal.arch_loss.terms) == ['flops']
+    tables = loss.macs_table(tiny.channels, tiny.image_size, tiny.num_cells)
+    model = _Model()
+    expected = 1e-3 * loss.flops(model.alpha_normal, model.alpha_reduce, tables) / loss.genotype_macs(
+        objective.REFERENCE, tables)
+    assert float(goal.arch_loss.terms['flops'](model)) == pytest.approx(float(expected))
