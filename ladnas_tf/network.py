@@ -59,7 +59,6 @@ class Cell(layers.Layer):
 
     def macs(self, shape0, shape1):
         c = self.filters
-        stride = lambda i: 2 if self.reduction and i < 2 else 1
         h, w = shape1[1], shape1[2]
         node_hw = [(h, w), (h, w)] + [(math.ceil(h / 2), math.ceil(w / 2)) if self.reduction
                                       else (h, w)] * search_space.NUM_NODES

@@ -60,6 +60,7 @@ class SearchConfig:
     train_portion: float = 0.5
     seed: int = 0
     max_steps_per_epoch: int = None    # cap on steps (and evaluation batches) per epoch
+    final_eval_batches: int = None     # batches of the reported final evaluation (None: the epochs' cap)
     augment: bool = True               # DARTS's crop + flip (never for the digits)
     # The latency term of Eq. 3 (lambda_ per ms of the LPM's target) or the FLOPs baseline (eta per MMAC)
     lambda_: float = 0.0
@@ -79,6 +80,8 @@ class SearchConfig:
                 raise SearchError(f'{name} must be a positive integer, got {value!r}')
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise SearchError(f'max_steps_per_epoch must be positive, got {self.max_steps_per_epoch}')
+        if self.final_eval_batches is not None and self.final_eval_batches < 1:
+            raise SearchError(f'final_eval_batches must be positive, got {self.final_eval_batches}')
         if not 0 <= self.warmup_epochs:
             raise SearchError(f'warmup_epochs must not be negative, got {self.warmup_epochs}')
         if self.method == 'pcdarts' and (self.channels % self.partial_channels
@@ -215,6 +218,10 @@ class ArchStream:
 
 # ---- the run directory ----
 
+# Settings that change only what a finished search reports, never the search: a run can be re-reported with them.
+REPORT_ONLY = ('final_eval_batches',)
+
+
 def prepare_run_dir(model_dir, config, overwrite=False):
     """True when model_dir holds a search of this very config to resume; False for a fresh one.
     A directory of anything else is refused unless overwrite, which removes our outputs from it."""
@@ -233,7 +240,8 @@ def prepare_run_dir(model_dir, config, overwrite=False):
                                   '(pass --overwrite to replace it, or another --model_dir)')
             with open(path) as f:
                 saved = json.load(f)
-            differ = [k for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)]
+            differ = [k for k in sorted(set(saved) | set(settings))
+                      if saved.get(k) != settings.get(k) and k not in REPORT_ONLY]
             if differ:
                 detail = ', '.join(f'{k}: {saved.get(k)!r} -> {settings.get(k)!r}' for k in differ[:4])
                 raise SearchError(f'{model_dir} holds a search with other settings ({detail}); '
@@ -365,16 +373,18 @@ class Search:
                               f'({first[:160]})') from None
         return True
 
-    def evaluate(self):
+    def evaluate(self, limit=None):
+        """(loss, top-1 %, images) of the supernet on the architecture half, at most `limit` batches
+        (None: the epochs' cap)."""
         totals = np.zeros(3)
-        limit = self.config.max_steps_per_epoch
+        limit = limit or self.config.max_steps_per_epoch
         for i, batch in enumerate(self.strategy.experimental_distribute_dataset(self.data.evaluation())):
             if limit is not None and i >= limit:
                 break
             logs = self.architect.evaluate(batch)
             totals += [logs['loss_sum'], logs['correct'], logs['count']]
         count = max(totals[2], 1)
-        return totals[0] / count, 100 * totals[1] / count
+        return totals[0] / count, 100 * totals[1] / count, int(totals[2])
 
     def run_epoch(self, manager, writer, checkpoint_every, progress, log):
         epoch, start_step = int(self.epoch), int(self.epoch_step)
@@ -410,7 +420,7 @@ class Search:
                 manager.save(checkpoint_number=step)
         s = self.sums.numpy()
         train_loss, train_acc = s[0] / max(self.steps_per_epoch, 1), 100 * s[1] / max(s[2], 1)
-        valid_loss, valid_acc = self.evaluate()
+        valid_loss, valid_acc, valid_images = self.evaluate()
         genotype = log_architecture(writer, self.model, self.global_step)
         _scalars(writer, self.global_step, {'epoch/train_loss': train_loss, 'epoch/train_accuracy': train_acc,
                                             'epoch/valid_loss': valid_loss, 'epoch/valid_accuracy': valid_acc})
@@ -423,7 +433,7 @@ class Search:
         self.sums.assign(tf.zeros([5], tf.float64))
         manager.save(checkpoint_number=self.global_step)
         return {'train_loss': train_loss, 'train_accuracy': train_acc, 'valid_loss': valid_loss,
-                'valid_accuracy': valid_acc}
+                'valid_accuracy': valid_acc, 'valid_images': valid_images}
 
 
 def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_loss=None,
@@ -451,9 +461,10 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
     while int(run.epoch) < config.epochs:
         epoch_logs = run.run_epoch(manager, writer, checkpoint_every, progress, log)
     writer.flush()
-    if not epoch_logs:  # finished before: report the final state again
-        valid_loss, valid_acc = run.evaluate()
-        epoch_logs = {'valid_loss': valid_loss, 'valid_accuracy': valid_acc}
+    # Finished before, or asked to report on more batches than an epoch's check (a sweep compares runs by it).
+    if not epoch_logs or config.final_eval_batches:
+        valid_loss, valid_acc, images = run.evaluate(config.final_eval_batches)
+        epoch_logs.update(valid_loss=valid_loss, valid_accuracy=valid_acc, valid_images=images)
     genotype = run.model.genotype()
     normal, _, reduce, _ = run.model.mixing_weights()
     summary = {'genotype': str(genotype), 'genotype_json': json.loads(genotype.to_json()),
@@ -461,7 +472,8 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
                'epochs': config.epochs, 'steps': run.global_step, 'steps_per_epoch': run.steps_per_epoch,
                'supernet_train_accuracy': epoch_logs.get('train_accuracy'),
                'supernet_valid_accuracy': epoch_logs['valid_accuracy'],
-               'supernet_valid_loss': epoch_logs['valid_loss'], 'seconds': float(run.seconds.numpy()),
+               'supernet_valid_loss': epoch_logs['valid_loss'], 'supernet_valid_images': epoch_logs['valid_images'],
+               'seconds': float(run.seconds.numpy()),
                'replicas': run.strategy.num_replicas_in_sync,
                'softmax_alpha_normal': np.round(np.asarray(normal), 4).tolist(),
                'softmax_alpha_reduce': np.round(np.asarray(reduce), 4).tolist()}

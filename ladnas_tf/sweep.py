@@ -34,6 +34,7 @@ def row(name, config, summary):
     lat = summary.get('latency') or {}
     return {'run': name, 'lambda_': config.lambda_, 'eta': config.eta,
             'supernet_valid_accuracy': summary['supernet_valid_accuracy'],
+            'supernet_valid_images': summary.get('supernet_valid_images', np.nan),
             'predicted_ms': lat.get('predicted_ms', np.nan), 'measured_ms': lat.get('measured_ms', np.nan),
             'reference_ms': lat.get('reference_ms', np.nan), 'params': lat.get('params', np.nan),
             'macs': lat.get('macs', np.nan), 'steps': summary['steps'], 'seconds': summary['seconds'],

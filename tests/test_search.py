@@ -76,6 +76,16 @@ def test_a_finished_run_is_reported_again_not_redone(finished):
     again = search.search(_config(), model_dir, data=tiny_data(), progress=False, log=lines.append)
     assert again['genotype'] == summary['genotype'] and again['steps'] == summary['steps']
     assert any('resumed' in line for line in lines)
+    assert summary['supernet_valid_images'] == 24  # the whole architecture half (24 examples)
+
+
+def test_a_finished_run_is_re_reported_on_as_many_batches_as_asked(finished):
+    model_dir, summary, _ = finished
+    again = search.search(_config(final_eval_batches=1), model_dir, data=tiny_data(), progress=False,
+                          log=lambda line: None)
+    assert again['supernet_valid_images'] == 8 and again['genotype'] == summary['genotype']
+    with pytest.raises(search.SearchError, match='final_eval_batches must be positive'):
+        _config(final_eval_batches=0).check()
 
 
 def test_run_directories_are_never_overwritten_silently(finished, tmp_path):

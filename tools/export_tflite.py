@@ -6,10 +6,6 @@ Writes d.tflite and d.json (genotype, setting, params, MACs, file size, parity, 
 time). Weights are freshly initialised (seed --seed): enough for latency, which does not depend on them.
 Bad input prints one line naming the problem, exits 1 and writes nothing.
 """
-import os
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow loads: keep stderr to our line
-
 from absl import flags
 
 from ladnas_tf import genotypes

@@ -11,7 +11,6 @@ keeping everything already there; the run's float32 and post-training int8 files
 """
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow loads: keep stderr to our line
 
 from absl import flags, logging
 

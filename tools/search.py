@@ -13,7 +13,6 @@ another search is refused without --overwrite. --batch_size is global: split ove
 import os
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow loads: keep stderr to our line
 
 from absl import flags, logging
 
@@ -43,6 +42,8 @@ flags.DEFINE_bool('recompute', False, 'Re-run each mixed op\'s forward pass for 
 flags.DEFINE_float('train_portion', 0.5, 'Share of the training split in the weight half.')
 flags.DEFINE_integer('seed', 0, 'Seed of initialisation, split, shuffling and augmentation.')
 flags.DEFINE_integer('max_steps_per_epoch', None, 'Cap on steps and evaluation batches per epoch.')
+flags.DEFINE_integer('final_eval_batches', None, 'Batches of the final, reported supernet evaluation '
+                     '(default: --max_steps_per_epoch\'s cap).')
 flags.DEFINE_bool('augment', True, "DARTS's crop + flip on the training batches (never on the digits).")
 flags.DEFINE_float('lambda_', 0.1, "Weight of LAT(alpha) in units of DARTS_V2's predicted latency (paper Eq. 3; 0 = plain).")
 flags.DEFINE_float('eta', 0.0, "Weight of FLOPs(alpha) in units of DARTS_V2's MACs: the FLOPs-aware baseline (needs --lambda_=0).")
@@ -73,6 +74,7 @@ def config_from_flags():
         image_size=FLAGS.image_size, partial_channels=FLAGS.partial_channels, warmup_epochs=FLAGS.warmup_epochs,
         recompute=FLAGS.recompute,
         train_portion=FLAGS.train_portion, seed=FLAGS.seed, max_steps_per_epoch=FLAGS.max_steps_per_epoch,
+        final_eval_batches=FLAGS.final_eval_batches,
         augment=FLAGS.augment, lambda_=FLAGS.lambda_, eta=FLAGS.eta, lpm_dir=FLAGS.lpm_dir or None,
         target_latency_ms=FLAGS.target_latency_ms, lat_samples=FLAGS.lat_samples, noise_sigma=FLAGS.noise_sigma)
 

@@ -9,7 +9,6 @@ the same command resumes (each search in out_dir/<run> resumes or is reported ag
 """
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags, logging
 

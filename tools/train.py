@@ -11,7 +11,6 @@ over the replicas of --strategy (mirrored: the local devices; multi_worker: the 
 """
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow loads: keep stderr to our line
 
 from absl import flags, logging
 

@@ -1,6 +1,14 @@
 """What a profiled table shows: latency against MACs (the paper's Figure 2) and its spread."""
 import numpy as np
 
+QUIET = 0.05  # a row is "quiet" when its reference network ran within 5% of the table's median
+
+
+def quiet_rows(df, tolerance=QUIET):
+    """Rows timed while the machine was as fast as usual: their bracketing reference network (`ref_ms`)
+    ran within `tolerance` of its median, so load cannot explain their latency."""
+    return df[(df['ref_ms'] / df['ref_ms'].median() - 1).abs() <= tolerance]
+
 
 def spread_at_equal_macs(df, bins=20):
     """Within MACs bins of equal counts, how much faster the fastest architecture is than the slowest
@@ -17,19 +25,25 @@ def spread_at_equal_macs(df, bins=20):
 
 
 def plot_latency_vs_macs(df, path, title=''):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    spread = spread_at_equal_macs(df)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    ax.scatter(df['macs'] / 1e6, df['latency_ms'], s=4, alpha=0.5)
+    """Scatter of latency against MACs, coloured by the load each row was timed under (its reference's
+    slowdown), titled with the spread at equal MACs over all rows and over the quiet ones."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    spread, quiet = spread_at_equal_macs(df), spread_at_equal_macs(quiet_rows(df))
+    fig = Figure(figsize=(7.2, 5.0), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    load = df['ref_ms'] / df['ref_ms'].median()
+    points = ax.scatter(df['macs'] / 1e6, df['latency_ms'], c=load, cmap='viridis_r', vmin=0.9, vmax=1.5,
+                        s=4, alpha=0.6)
+    fig.colorbar(points, ax=ax, label='load: reference ms / its median')
     ax.set_xlabel('multiply-adds (M)')
-    ax.set_ylabel('latency (ms, median)')
-    ax.set_title(f'{title}\n{len(df)} architectures; at equal MACs the fastest is '
-                 f'{100 * spread["min_vs_max"]:.0f}% below the slowest, '
-                 f'{100 * spread["min_vs_median"]:.0f}% below the median', fontsize=9)
+    ax.set_ylabel('latency (ms, median of the timed runs)')
+    ax.set_title(f'{title}: {len(df)} architectures\nat equal MACs the fastest is '
+                 f'{100 * spread["min_vs_max"]:.0f}% below the slowest, {100 * spread["min_vs_median"]:.0f}% '
+                 f'below the median\n(quiet rows only: {100 * quiet["min_vs_max"]:.0f}% and '
+                 f'{100 * quiet["min_vs_median"]:.0f}%)', fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
-    return spread
+    return {**spread, 'quiet': quiet}
