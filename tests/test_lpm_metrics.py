@@ -51,3 +51,29 @@ def test_refuses_bad_input(measured, predicted, words):
     with pytest.raises(metrics.MetricsError) as e:
         metrics.regression_metrics(measured, predicted)
     assert words in str(e.value)
+
+
+def test_transfer_metrics_rescale_by_the_median_ratio_then_score():
+    # ratios measured / predicted = 2, 2, 1.818: scale 2, scaled predictions 2, 4, 6.6
+    m = metrics.transfer_metrics([2.0, 4.0, 6.0], [1.0, 2.0, 3.3])
+    assert m['scale'] == pytest.approx(2.0)
+    assert m['mre_pct'] == pytest.approx(100 * 0.1 / 3)
+    assert m['kendall_tau'] == pytest.approx(1.0) and m['share_within_10pct'] == pytest.approx(1.0)
+
+
+def test_an_lpm_is_scored_on_another_table_raw_and_normalised():
+    import pandas as pd
+    from tools import compare_tables
+
+    class Doubling:  # stands in for an LPM: 2 ms per one-bit of the first edge's ops
+        cells = 'normal'
+
+        def predict_ms(self, x):
+            return 1.0 + 2.0 * x[:, :8].argmax(1)
+
+    bits = [('0' * k + '1' + '0' * (111 - k)) for k in (1, 2, 3)]
+    df = pd.DataFrame({'normal_encoding': bits, 'latency_ms': [6.0, 10.0, 14.0], 'ref_ms': [2.0, 2.0, 2.0]})
+    result = compare_tables.lpm_transfer(Doubling(), df)
+    assert result['raw']['scale'] == pytest.approx(2.0) and result['raw']['mre_pct'] == pytest.approx(0.0)
+    assert result['ref_normalised']['scale'] == pytest.approx(1.0)
+    assert result['raw']['kendall_tau'] == pytest.approx(1.0)

@@ -4,7 +4,9 @@
 
 Prints n (common arch_ids), Kendall tau and Spearman rho between the two latencies, the same on
 latencies divided by each row's reference bracket (ref_ms, which cancels machine drift), and the
-median per-architecture ratio second / first.
+median per-architecture ratio second / first. With --lpm_dir, also scores that LPM on the second
+table's architectures (a predictor trained on one machine, tested on another): rank correlation, and
+relative error after one scale factor (see metrics.transfer_metrics), on raw and on ref-normalised latency.
 """
 import numpy as np
 from absl import flags
@@ -14,6 +16,7 @@ from tools import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('tables', None, 'Two latency tables (CSV): first,second.')
+flags.DEFINE_string('lpm_dir', None, "Also score this LPM on the second table's architectures.")
 
 
 class CompareError(ValueError):
@@ -36,6 +39,15 @@ def compare(first, second):
             'median_ms': (float(np.median(a)), float(np.median(b)))}
 
 
+def lpm_transfer(model, df):
+    """metrics.transfer_metrics of an LPM on a table, raw and with each row's load divided out."""
+    from ladnas_tf.latency import lpm, metrics
+    predicted = model.predict_ms(lpm.encodings(df, model.cells))
+    raw = df['latency_ms'].to_numpy(float)
+    return {'raw': metrics.transfer_metrics(raw, predicted),
+            'ref_normalised': metrics.transfer_metrics(raw / df['ref_ms'].to_numpy(float), predicted)}
+
+
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f'unexpected arguments {argv[1:]}')
@@ -50,6 +62,13 @@ def main(argv):
           f"rho {result['spearman_rho_ref_normalised']:.3f})")
     print(f"  median latency {result['median_ms'][0]:.3f} ms vs {result['median_ms'][1]:.3f} ms; "
           f"median ratio second/first {result['median_ratio']:.3f}")
+    if FLAGS.lpm_dir:
+        from ladnas_tf.latency import lpm
+        transfer = lpm_transfer(lpm.LPM.load(FLAGS.lpm_dir), second)
+        for view, m in transfer.items():
+            print(f"  LPM {FLAGS.lpm_dir} on {FLAGS.tables[1]} ({view}, n={m['n']}): Kendall tau "
+                  f"{m['kendall_tau']:.3f}, Spearman rho {m['spearman_rho']:.3f}; scaled by {m['scale']:.4g}: "
+                  f"MRE {m['mre_pct']:.2f}%, {100 * m['share_within_10pct']:.1f}% within +-10%")
 
 
 if __name__ == '__main__':

@@ -56,3 +56,12 @@ def regression_metrics(measured, predicted):
         'spearman_rho': _rank_correlation(stats.spearmanr, measured, predicted),
         'n': int(measured.size),
     }
+
+
+def transfer_metrics(measured, predicted):
+    """An LPM scored on another machine's measurements: the order it gives (Kendall tau, Spearman rho)
+    and, after one scale factor (the median measured / predicted: that machine's relative speed), the
+    relative error; what a user gets by re-calibrating a predictor with a handful of timings."""
+    measured, predicted = _check(measured, predicted)
+    scale = float(np.median(measured / predicted))
+    return {'scale': scale, **regression_metrics(measured, scale * predicted)}

@@ -46,15 +46,25 @@ class Setting:
         return cls(name, *(int(n) for n in numbers))
 
 
-def cpu_model():
+def cpu_model(cpuinfo='/proc/cpuinfo'):
+    """The CPU as cpuinfo names it, with its family/model and widest vector unit: a VM often reports only
+    'AMD EPYC', a name that CPU generations with 2x different latencies share (seen here)."""
+    fields = {}
     try:
-        with open('/proc/cpuinfo') as f:
+        with open(cpuinfo) as f:
             for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor describes them all
+                key, _, value = line.partition(':')
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get('model name') or platform.processor() or platform.machine()
+    flags = set((fields.get('flags') or fields.get('Features') or '').split())
+    isa = next((f for f in ('avx512f', 'avx2', 'avx', 'sve', 'asimd') if f in flags), None)
+    detail = [f'family {fields["cpu family"]} model {fields.get("model", "?")}'] if 'cpu family' in fields else []
+    detail += [isa] if isa else []
+    return f'{name} ({", ".join(detail)})' if detail else name
 
 
 def _versions():
