@@ -78,8 +78,11 @@ class Objective:
         """TensorBoard scalars after an architecture step: LAT(alpha) (ms) and lambda_."""
         if self.latency is None:
             return {}
-        return {'arch/lat_alpha_ms': float(self.latency.last_ms.numpy()),
-                'arch/lambda': float(self.latency.lambda_.numpy())}
+        out = {'arch/lat_alpha_ms': float(self.latency.last_ms.numpy()),
+               'arch/lambda': float(self.latency.lambda_.numpy())}
+        if self.latency.target_ms is not None:  # what the dual ascent steers (see loss.LatencyTerm)
+            out['arch/derived_ms'] = float(self.latency.derived_ms.numpy())
+        return out
 
     def report(self, genotype, measure=True):
         """The derived genotype's predicted latency (LPM, the cells it reads), its measured latency on

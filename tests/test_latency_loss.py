@@ -158,6 +158,9 @@ class _Model:
         self.alpha_normal = tf.Variable(np.zeros((14, 8)), dtype=tf.float32)
         self.alpha_reduce = tf.Variable(np.zeros((14, 8)), dtype=tf.float32)
 
+    def mixing_weights(self):
+        return tf.nn.softmax(self.alpha_normal), None, tf.nn.softmax(self.alpha_reduce), None
+
 
 def _costly_sep5(e):
     """A latency model where sep_conv_5x5 (op 5) is slow: 10 ms per such edge, 1 ms otherwise."""
@@ -201,6 +204,28 @@ def test_target_mode_moves_lambda_the_right_way():
         over(model)
         under(model)
     assert float(over.lambda_) > 0.1 > float(under.lambda_) >= 0.0
+    assert float(over.derived_ms) == pytest.approx(8.0)  # ties: 2 edges per node, op 1: 8 x 1 ms
+
+
+@pytest.mark.parametrize('with_beta', [False, True])
+def test_derived_encoding_is_the_genotype_the_search_returns(with_beta):
+    from ladnas_tf import supernet
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        weights = tf.nn.softmax(tf.constant(rng.normal(size=(14, 8)), tf.float32))
+        beta = tf.constant(rng.uniform(0.1, 1, size=14), tf.float32) if with_beta else None
+        cell = supernet.derive_cell(weights.numpy(), None if beta is None else beta.numpy())
+        expected = np.asarray(search_space.encode_cell(cell), np.float32).reshape(-1)
+        np.testing.assert_array_equal(loss.derived_encoding(weights, beta).numpy(), expected)
+
+
+def test_the_target_steers_the_derived_genotype_not_the_sampled_mean():
+    model = _Model()
+    model.alpha_normal.assign(tf.one_hot([5] * 14, 8) * 3.0)  # sep_conv_5x5 strongest everywhere
+    term = loss.LatencyTerm(_costly_sep5, lambda_=0.1, m=20, target_ms=50.0)
+    term(model)
+    assert float(term.derived_ms) == pytest.approx(88.0)  # 8 kept edges x (10 + 1) ms
+    assert float(term.lambda_) == pytest.approx(0.1 + 0.05 * (88.0 - 50.0) / 50.0)
 
 
 def test_bad_term_settings_are_refused():
