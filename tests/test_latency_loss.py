@@ -228,6 +228,15 @@ def test_the_target_steers_the_derived_genotype_not_the_sampled_mean():
     assert float(term.lambda_) == pytest.approx(0.1 + 0.05 * (88.0 - 50.0) / 50.0)
 
 
+def test_under_the_target_the_term_stops_pushing():
+    model = _Model()  # derived genotype: 8 ms
+    under, over = (loss.LatencyTerm(_costly_sep5, lambda_=0.5, m=20, target_ms=t) for t in (10.0, 6.0))
+    with tf.GradientTape(persistent=True) as tape:
+        quiet, pushing = under(model), over(model)
+    assert float(quiet) == 0.0 and float(under.last_ms) > 0  # LAT(alpha) still estimated and logged
+    assert float(pushing) > 0 and np.abs(tape.gradient(pushing, model.alpha_normal).numpy()).max() > 0
+
+
 def test_bad_term_settings_are_refused():
     with pytest.raises(ValueError, match='at least one sample'):
         loss.LatencyTerm(_costly_sep5, m=0)
