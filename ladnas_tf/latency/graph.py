@@ -161,7 +161,8 @@ def concrete_function(genotype, setting='cifar', channels=36, num_cells=20, num_
 def to_tflite(genotype, **setting):
     """(TFLite float32 flatbuffer converted from the constant graph, params, MACs per image)."""
     fn, params, macs = concrete_function(genotype, **setting)
-    return tf.lite.TFLiteConverter.from_concrete_functions([fn]).convert(), params, macs
+    with _quiet_converter():  # a constant graph needs no trackable object: its request is noise
+        return tf.lite.TFLiteConverter.from_concrete_functions([fn]).convert(), params, macs
 
 
 def calibration_images(count, image_size, seed=0):
