@@ -1,6 +1,6 @@
 """Quantization-aware training of a finished tools.train run into an int8 TFLite file.
 
-    python -m tools.qat --model_dir=runs/quick --epochs=2
+    python -m tools.qat --model_dir=runs/quick --epochs=4
 
 Reads the run's run_config.json (genotype, dataset, recipe) and final.keras (or --checkpoint=best),
 rebuilds the network for tf_keras from its genotype, fine-tunes it with fake quantization, writes
@@ -20,7 +20,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('model_dir', None, 'A finished tools.train run directory.')
 flags.DEFINE_enum('checkpoint', 'final', ['final', 'best'], 'Which saved model to quantize.')
 flags.DEFINE_integer('epochs', 1, 'Fine-tuning epochs with fake quantization.', lower_bound=1)
-flags.DEFINE_float('learning_rate', None, "Peak fine-tuning rate (default: a tenth of the run's).")
+flags.DEFINE_float('learning_rate', None, "Peak fine-tuning rate (default: a hundredth of the run's).")
 flags.DEFINE_string('data_dir', None, 'tfds data_dir of the run\'s dataset, if it needs one.')
 flags.DEFINE_integer('calibration_images', 256, 'Training images calibrating what QAT leaves in float.')
 flags.DEFINE_integer('tflite_eval_limit', None, 'Evaluate on the first N test images only.')
