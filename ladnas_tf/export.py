@@ -6,14 +6,11 @@ into constants before the converter sees the graph: from_keras_model is several 
 a dynamic batch leaves SPACE_TO_BATCH_ND around the dilated convolutions, which a phone would time.
 """
 import collections
-import contextlib
 import importlib.metadata
 import json
-import logging
 import os
 import tempfile
 import time
-import warnings
 
 import keras
 import numpy as np
@@ -23,6 +20,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from ladnas_tf import network, search_space
+from ladnas_tf.latency.graph import quiet_converter
 
 FLOAT_PARITY_TOLERANCE = 1e-4  # largest |TFLite - Keras| logit over the largest |Keras| logit
 CALIBRATION_BATCHES = 4        # default int8 calibration: a few batches of random images
@@ -70,28 +68,13 @@ def to_tflite(model, image_size, int8=False, representative=None):
     """The model as a TFLite flatbuffer (bytes); int8 is full-integer post-training quantization
     calibrated on `representative` (see _calibration_feed), with float32 input and output."""
     frozen = frozen_function(model, image_size)
-    # A frozen function holds no variables, so the converter needs no trackable object; given one,
-    # it first saves a SavedModel, several times slower. Muted: its warning asking for one.
-    with _quiet_absl_logging(), warnings.catch_warnings():
-        # Float input and output stay float: the "no statistics for quantized inputs" note is moot.
-        warnings.filterwarnings('ignore', message='Statistics for quantized inputs')
+    with quiet_converter():
         converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         if int8:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = _calibration_feed(representative, image_size)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         return converter.convert()
-
-
-@contextlib.contextmanager
-def _quiet_absl_logging():
-    logger = logging.getLogger('absl')  # the TFLite converter logs through absl
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def run_tflite(tflite_bytes, images, threads=1):

@@ -14,7 +14,6 @@ export.py's post-training int8) and its top-1 through the TFLite interpreter.
 """
 import math
 import time
-import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -207,8 +206,7 @@ def to_tflite(qmodel, representative):
     spec = tf.TensorSpec((1, image_size, image_size, 3), tf.float32, name='images')
     concrete = tf.function(lambda images: qmodel(images, training=False)).get_concrete_function(spec)
     frozen = convert_variables_to_constants_v2(concrete)
-    with export._quiet_absl_logging(), warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='Statistics for quantized inputs')
+    with graph.quiet_converter():
         converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = export._calibration_feed(

@@ -24,7 +24,7 @@ import time
 import numpy as np
 from absl import flags, logging
 
-from ladnas_tf.latency import lpm, metrics
+from ladnas_tf.latency import lpm, metrics, report
 from tools import cli
 
 R = lpm.PAPER_RECIPE
@@ -111,7 +111,6 @@ def _json_safe(d):
                 else v) for k, v in d.items()}
 
 
-QUIET = 0.05  # a row is 'quiet' when its reference ran within +-5% of the median reference time
 
 
 def load_views(train, test, predicted):
@@ -120,7 +119,7 @@ def load_views(train, test, predicted):
         return {}
     ref_median = lpm.reference_median(train)
     deviation = test['ref_ms'].to_numpy(float) / ref_median - 1
-    quiet = np.abs(deviation) <= QUIET
+    quiet = np.abs(deviation) <= report.QUIET
     views = {'ref_median_ms': ref_median,
              'ref_noise_pct': float(100 * np.mean(np.abs(deviation))),
              'vs_normalised': metrics.regression_metrics(lpm.normalised_latency(test, ref_median), predicted)}

@@ -161,7 +161,7 @@ def concrete_function(genotype, setting='cifar', channels=36, num_cells=20, num_
 def to_tflite(genotype, **setting):
     """(TFLite float32 flatbuffer converted from the constant graph, params, MACs per image)."""
     fn, params, macs = concrete_function(genotype, **setting)
-    with _quiet_converter():  # a constant graph needs no trackable object: its request is noise
+    with quiet_converter():
         return tf.lite.TFLiteConverter.from_concrete_functions([fn]).convert(), params, macs
 
 
@@ -190,7 +190,7 @@ def to_tflite_int8(genotype, representative=None, **setting):
     def feed():
         for start in range(0, len(images) - batch + 1, batch):
             yield [images[start:start + batch]]
-    with _quiet_converter():
+    with quiet_converter():
         converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = feed
@@ -199,9 +199,12 @@ def to_tflite_int8(genotype, representative=None, **setting):
 
 
 @contextlib.contextmanager
-def _quiet_converter():
-    """Mutes the converter's per-model notes (absl warnings; float in/out has no input statistics)."""
-    logger = logging.getLogger('absl')
+def quiet_converter():
+    """Mutes the TFLite converter's per-model notes. A frozen or constant function holds no variables,
+    so the converter needs no trackable object (given one, it first saves a SavedModel, several times
+    slower): its absl warning asking for one is noise; and float input and output stay float, so the
+    "no statistics for quantized inputs" note is moot."""
+    logger = logging.getLogger('absl')  # the TFLite converter logs through absl
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
