@@ -1,6 +1,13 @@
 """Profile random architectures of the DARTS space on a target into a durable latency table.
 
   python -m tools.profile_latency --flagfile=configs/profile_cpu_cifar.cfg --count=3000
+  python -m tools.profile_latency --target=ssh --device=pi@board --table=data/pi.csv --calibration=20
+  python -m tools.profile_latency --target=adb --adb_serial=R58M --table=data/phone.csv --calibration=20
+
+ssh: the device needs Python 3 with numpy and ai-edge-litert (`pip install ai-edge-litert`); adb: TFLite's
+benchmark_model pushed once (`adb push benchmark_model /data/local/tmp/`). --calibration=N times N
+architectures spread over the base predictor's (--lpm) latency range, DARTS_V2 included, for
+`tools.adapt_lpm`.
 """
 import os
 
@@ -35,16 +42,53 @@ flags.DEFINE_integer('timing_cpu', -1, 'Pin the timing process to this core (-1:
 flags.DEFINE_integer('repeatability', 0, 'Instead of profiling, re-time this many measured rows and '
                      'report the relative difference between the two measurements.', lower_bound=0)
 flags.DEFINE_string('plot', None, 'Also write latency against MACs to this PNG.')
+flags.DEFINE_integer('calibration', 0, 'Instead of the random stream, time this many architectures that '
+                     'cover the --lpm predictor\'s latency range (stratified; DARTS_V2 included).', lower_bound=0)
+flags.DEFINE_string('lpm', 'cpu_tflite_cifar', 'Base predictor (name or directory) whose range --calibration covers.')
+# remote targets
+flags.DEFINE_string('device', None, 'ssh: user@host[:port] (or a Host of your ssh config).')
+flags.DEFINE_string('ssh_key', None, 'ssh: identity (private key) file.')
+flags.DEFINE_string('ssh_config', None, 'ssh: config file (default: ssh\'s own, ~/.ssh/config).')
+flags.DEFINE_list('ssh_options', [], 'ssh: extra -o options, e.g. StrictHostKeyChecking=accept-new.')
+flags.DEFINE_string('device_python', 'python3', 'ssh: the Python on the device (with numpy and ai-edge-litert).')
+flags.DEFINE_string('device_folder', '~/.cache/ladnas_tf_agent', 'ssh: where the agent and model files live.')
+flags.DEFINE_string('adb_serial', None, 'adb: the device serial (adb devices); default: the only one.')
+flags.DEFINE_string('adb', 'adb', 'adb: the adb client.')
+flags.DEFINE_string('benchmark_binary', '/data/local/tmp/benchmark_model', 'adb: benchmark_model on the device.')
+flags.DEFINE_enum('delegate', 'xnnpack', ['xnnpack', 'gpu', 'none'], 'adb: benchmark_model\'s delegate.')
+flags.DEFINE_integer('retries', 3, 'Reconnections after a dropped connection (remote targets).', lower_bound=0)
+flags.DEFINE_float('backoff_s', 2.0, 'First wait before a reconnection; doubles each time.', lower_bound=0)
+flags.DEFINE_integer('connect_timeout_s', 10, 'ssh: seconds to wait for the connection.', lower_bound=1)
+
+
+def remote_options():
+    """The make_target options of --target (empty for local targets)."""
+    if FLAGS.target == 'ssh':
+        return dict(device=FLAGS.device, key_file=FLAGS.ssh_key, ssh_config=FLAGS.ssh_config,
+                    ssh_options=FLAGS.ssh_options, python=FLAGS.device_python, folder=FLAGS.device_folder,
+                    connect_timeout_s=FLAGS.connect_timeout_s, retries=FLAGS.retries, backoff_s=FLAGS.backoff_s)
+    if FLAGS.target == 'adb':
+        return dict(serial=FLAGS.adb_serial, adb=FLAGS.adb, benchmark_binary=FLAGS.benchmark_binary,
+                    delegate=FLAGS.delegate, retries=FLAGS.retries, backoff_s=FLAGS.backoff_s)
+    return {}
+
+
+def calibration_set(setting):
+    """--calibration architectures of the base predictor, which must be of this setting."""
+    from ladnas_tf.latency import adapt, lpm, registry
+    base = lpm.LPM.load(registry.resolve(FLAGS.lpm), setting=setting.key)
+    return adapt.calibration_genotypes(base, FLAGS.calibration, FLAGS.seed)
 
 
 def main(argv):
     del argv
-    target = targets.make_target(FLAGS.target, FLAGS.threads)
+    setting = targets.Setting(FLAGS.setting, FLAGS.channels, FLAGS.cells, FLAGS.image_size,
+                              FLAGS.batch_size, FLAGS.num_classes)
+    chosen = calibration_set(setting) if FLAGS.calibration else None
+    target = targets.make_target(FLAGS.target, FLAGS.threads, **remote_options())
     target.check_available()
     if FLAGS.timing_cpu >= 0:
         os.sched_setaffinity(0, {FLAGS.timing_cpu})
-    setting = targets.Setting(FLAGS.setting, FLAGS.channels, FLAGS.cells, FLAGS.image_size,
-                              FLAGS.batch_size, FLAGS.num_classes)
     profiler = profile.Profiler(target, setting, FLAGS.table, FLAGS.warmup, FLAGS.runs, FLAGS.max_cv,
                                 FLAGS.max_attempts, FLAGS.reference_runs, FLAGS.workers, FLAGS.batch)
     if FLAGS.repeatability:
@@ -59,7 +103,10 @@ def main(argv):
 
     def progress(done, todo, stats):
         logging.info('[%d/%d] %.3f ms (cv %.3f)', done, todo, stats.latency_ms, stats.cv)
-    added = profiler.run(FLAGS.count, FLAGS.seed, FLAGS.shard_index, FLAGS.num_shards, progress)
+    if chosen is not None:
+        added = profiler.run_genotypes(chosen, progress)
+    else:
+        added = profiler.run(FLAGS.count, FLAGS.seed, FLAGS.shard_index, FLAGS.num_shards, progress)
     print(f'added {added} rows; {FLAGS.table} holds {len(profiler.table)}')
     if FLAGS.plot:
         spread = report.plot_latency_vs_macs(table.read(FLAGS.table), FLAGS.plot, setting.key)

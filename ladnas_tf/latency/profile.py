@@ -13,7 +13,6 @@ import os
 import numpy as np
 
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.latency import measure
 from ladnas_tf.latency.table import LatencyTable
 
 
@@ -80,15 +79,15 @@ class Profiler:
         self._reference = None
 
     def time(self, artifact):
-        """(Stats, reference Stats, attempts) of one prepared architecture."""
+        """(Stats, reference Stats, attempts) of one prepared architecture, on the target's device."""
         if self._reference is None:
-            self._reference = self.target.runner(self.target.prepare(genotypes.DARTS_V2, self.setting)[0])
-        return measure.measure_with_reference(self.target.runner(artifact), self._reference, **self.protocol)
+            self._reference = self.target.prepare(genotypes.DARTS_V2, self.setting)[0]
+        return self.target.measure(artifact, self._reference, **self.protocol)
 
-    def _pending(self, count, seed, shard_index, num_shards):
-        """The next `count` architectures of the shard that the table does not hold yet."""
+    def _pending(self, count, stream):
+        """The next `count` architectures of the stream that the table does not hold yet."""
         seen = set()
-        for index, genotype in architectures(seed, shard_index, num_shards):
+        for index, genotype in stream:
             arch_id = search_space.genotype_id(genotype)
             if arch_id in self.table or arch_id in seen:
                 continue
@@ -100,7 +99,15 @@ class Profiler:
     def run(self, count, seed=0, shard_index=0, num_shards=1, progress=None):
         """Measures until the table holds `count` architectures of this shard; returns rows added."""
         todo = max(0, count - len(self.table))
-        pending = self._pending(todo, seed, shard_index, num_shards)
+        return self._measure(self._pending(todo, architectures(seed, shard_index, num_shards)), todo, progress)
+
+    def run_genotypes(self, chosen, progress=None):
+        """Measures the given genotypes (a calibration set) that the table lacks; `index` is the position
+        in the list. Returns rows added."""
+        todo = len({search_space.genotype_id(g) for g in chosen} - self.table.ids)
+        return self._measure(self._pending(todo, enumerate(chosen)), todo, progress)
+
+    def _measure(self, pending, todo, progress):
         added = 0
         ctx = multiprocessing.get_context('spawn')
         with ctx.Pool(self.workers, initializer=_worker_init, maxtasksperchild=100) as pool:
@@ -123,8 +130,8 @@ def measure_genotype(target, setting, genotype, **protocol):
     """One genotype timed as the table's rows are (bracketed by DARTS_V2): a dict of latency_ms,
     ref_ms, cv, params and macs. For a search's derived network, beside its predicted latency."""
     artifact, params, macs = target.prepare(genotype, setting)
-    reference = target.runner(target.prepare(genotypes.DARTS_V2, setting)[0])
-    stats, ref, attempts = measure.measure_with_reference(target.runner(artifact), reference, **protocol)
+    reference = target.prepare(genotypes.DARTS_V2, setting)[0]
+    stats, ref, attempts = target.measure(artifact, reference, **protocol)
     return {'latency_ms': stats.latency_ms, 'cv': stats.cv, 'ref_ms': ref.latency_ms, 'attempts': attempts,
             'params': int(params), 'macs': int(macs)}
 

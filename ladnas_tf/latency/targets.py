@@ -2,16 +2,15 @@
 (cpu_tflite: float32 TFLite; cpu_tflite_int8: full-integer TFLite; gpu: TensorFlow on a GPU).
 
 A target splits into `prepare` (genotype -> picklable artifact; may run in a worker process, ahead of
-timing) and `runner` (artifact -> a zero-argument callable that runs one inference, in the timing
-process). The timing itself is measure.py's, the same for every target.
+timing) and `measure` (artifact and the reference network's artifact -> Stats of both, by measure.py's
+protocol, the same for every target). Local targets also give a `runner` (artifact -> a zero-argument
+callable running one inference); remote ones (remote.py: ssh, adb) time on the device.
 """
 import dataclasses
-import platform
 import re
 
-import numpy as np
-
-from ladnas_tf.latency import graph
+from ladnas_tf.latency import graph, measure
+from ladnas_tf.latency.agent import cpu_model
 
 
 class TargetError(ValueError):
@@ -46,27 +45,6 @@ class Setting:
         return cls(name, *(int(n) for n in numbers))
 
 
-def cpu_model(cpuinfo='/proc/cpuinfo'):
-    """The CPU as cpuinfo names it, with its family/model and widest vector unit: a VM often reports only
-    'AMD EPYC', a name that CPU generations with 2x different latencies share (seen here)."""
-    fields = {}
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor describes them all
-                key, _, value = line.partition(':')
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    name = fields.get('model name') or platform.processor() or platform.machine()
-    flags = set((fields.get('flags') or fields.get('Features') or '').split())
-    isa = next((f for f in ('avx512f', 'avx2', 'avx', 'sve', 'asimd') if f in flags), None)
-    detail = [f'family {fields["cpu family"]} model {fields.get("model", "?")}'] if 'cpu family' in fields else []
-    detail += [isa] if isa else []
-    return f'{name} ({", ".join(detail)})' if detail else name
-
-
 def _versions():
     import importlib.metadata as md
     return {p: md.version(p) for p in ('tensorflow-cpu', 'tensorflow', 'ai-edge-litert')
@@ -82,7 +60,24 @@ def _installed(package):
         return False
 
 
-class CpuTFLite:
+class LocalTarget:
+    """A target timed in this process: the reference network's runner is kept between rows."""
+    _reference = (None, None)
+
+    def check_available(self):
+        pass
+
+    def measure(self, artifact, reference, **protocol):
+        """(Stats, reference Stats, attempts): measure.measure_with_reference on this machine."""
+        if self._reference[0] is not reference:
+            self._reference = (reference, self.runner(reference))
+        return measure.measure_with_reference(self.runner(artifact), self._reference[1], **protocol)
+
+    def __getstate__(self):  # conversion workers need no interpreter
+        return {**self.__dict__, '_reference': (None, None)}
+
+
+class CpuTFLite(LocalTarget):
     """The network converted to TFLite, run by the ai_edge_litert interpreter with explicit threads;
     XNNPACK on (the interpreter's default delegate) unless xnnpack=False."""
     name = 'cpu_tflite'
@@ -90,22 +85,12 @@ class CpuTFLite:
     def __init__(self, threads=1, xnnpack=True):
         self.threads, self.xnnpack = threads, xnnpack
 
-    def check_available(self):
-        pass
-
     def prepare(self, genotype, setting):
         return graph.to_tflite(genotype, **setting.network_kwargs())
 
     def runner(self, artifact):
-        from ai_edge_litert import interpreter as litert
-        resolver = (litert.OpResolverType.AUTO if self.xnnpack
-                    else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interp = litert.Interpreter(model_content=artifact, num_threads=self.threads,
-                                    experimental_op_resolver_type=resolver)
-        interp.allocate_tensors()
-        inp = interp.get_input_details()[0]
-        interp.set_tensor(inp['index'], np.random.default_rng(0).random(inp['shape'], np.float32))
-        return interp.invoke
+        from ladnas_tf.latency import agent
+        return agent.make_runner(artifact, self.threads, self.xnnpack)
 
     def describe(self):
         return {'target': self.name, 'device': cpu_model(), 'threads': self.threads,
@@ -122,7 +107,7 @@ class CpuTFLiteInt8(CpuTFLite):
         return graph.to_tflite_int8(genotype, **setting.network_kwargs())
 
 
-class DeviceTF:
+class DeviceTF(LocalTarget):
     """The network under tf.function on a TensorFlow device, synchronised after every run so the
     clock sees the device's work, not the launch. `gpu` is this on '/GPU:0'; tests run it on '/CPU:0'."""
 
@@ -164,14 +149,32 @@ class DeviceTF:
                 'threads': 0, 'xnnpack': False, 'versions': _versions()}
 
 
+def _ssh(threads, device=None, **options):
+    from ladnas_tf.latency import remote
+    if not device:
+        raise TargetError("target 'ssh' needs a device: user@host[:port] (--device)")
+    return remote.SshTarget(device, threads, **options)
+
+
+def _adb(threads, **options):
+    from ladnas_tf.latency import remote
+    return remote.AdbTarget(threads=threads, **options)
+
+
 TARGETS = {
     'cpu_tflite': lambda threads: CpuTFLite(threads),
     'cpu_tflite_int8': lambda threads: CpuTFLiteInt8(threads),
     'gpu': lambda threads: DeviceTF('/GPU:0', 'gpu'),
+    'ssh': _ssh,   # a board or server over ssh (remote.py)
+    'adb': _adb,   # an Android device through adb and benchmark_model (remote.py)
 }
+REMOTE = ('ssh', 'adb')
 
 
-def make_target(name, threads=1):
+def make_target(name, threads=1, **options):
+    """The target `name`; `options` configure a remote one (device, key file, adb serial, ...)."""
     if name not in TARGETS:
         raise TargetError(f'unknown target {name!r} (known: {", ".join(TARGETS)})')
-    return TARGETS[name](threads)
+    if name not in REMOTE:
+        return TARGETS[name](threads)
+    return TARGETS[name](threads, **options)
