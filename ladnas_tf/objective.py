@@ -11,9 +11,16 @@ GPU and a 20 ms CPU target. Measured (normal-cell LPM): per millisecond (on the 
 lambda_ = 0.1 already turned every normal-cell edge into skip_connect, which the paper sees only
 above 0.2. An LPM with lambda_ = 0 still estimates LAT(alpha) every step (logged), and its term
 adds exactly zero: the search is the plain one bit for bit.
+
+A latency error model (latency/errors.py) replaces the LPM in what the search *optimises* (LAT(alpha),
+the unit, the target mode), never in what it *reports*: the derived network's predicted latency is the
+true LPM's, beside the perturbed one's and the error's measured size (MRE, Kendall tau).
 """
+import numpy as np
+import tensorflow as tf
+
 from ladnas_tf import architect, genotypes
-from ladnas_tf.latency import loss, lpm as lpm_lib, profile, targets
+from ladnas_tf.latency import errors, loss, lpm as lpm_lib, profile, targets
 
 
 REFERENCE = genotypes.DARTS_V2  # the unit of both costs (and the profiler's reference network)
@@ -23,7 +30,7 @@ class ObjectiveError(ValueError):
     """Settings of the latency or FLOPs term that cannot work together; one line."""
 
 
-def check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, noise_sigma):
+def check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, error=errors.Spec()):
     if lambda_ < 0 or eta < 0:
         raise ObjectiveError(f'lambda_ and eta must not be negative, got {lambda_} and {eta}')
     if eta and (lambda_ or target_latency_ms is not None):
@@ -35,8 +42,12 @@ def check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, noise_sigma):
         raise ObjectiveError(f'target_latency_ms must be positive, got {target_latency_ms}')
     if lat_samples < 1:
         raise ObjectiveError(f'lat_samples (M) must be at least 1, got {lat_samples}')
-    if noise_sigma < 0:
-        raise ObjectiveError(f'noise_sigma must not be negative, got {noise_sigma}')
+    try:
+        error.check()
+    except errors.ErrorModelError as e:
+        raise ObjectiveError(str(e)) from None
+    if error.kind != 'none' and not lpm_dir:
+        raise ObjectiveError(f'a latency error ({error.kind}) perturbs an LPM: it needs lpm_dir and no eta')
 
 
 class Objective:
@@ -46,8 +57,10 @@ class Objective:
     sample counter) is then one value for all replicas, written by the first."""
 
     def __init__(self, lambda_=0.0, eta=0.0, lpm_dir=None, target_latency_ms=None, lat_samples=20,
-                 noise_sigma=0.0, seed=0, eval_setting=None):
-        check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, noise_sigma)
+                 error=errors.Spec(), seed=0, eval_setting=None):
+        check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, error)
+        if error.kind != 'none' and eta:
+            raise ObjectiveError(f'a latency error ({error.kind}) perturbs the latency term, not the FLOPs term')
         self.lpm = lpm_lib.LPM.load(lpm_dir) if lpm_dir and not eta else None
         if self.lpm is not None and self.lpm.cells not in loss.SAMPLED_CELLS:
             raise ObjectiveError(f'{lpm_dir}: LAT(alpha) samples {" or ".join(loss.SAMPLED_CELLS)} cells; '
@@ -57,15 +70,40 @@ class Objective:
                         else eval_setting or targets.Setting())
         self.arch_loss = architect.ArchLoss()
         self.latency = self.flops = None
+        self.error = None
         if self.lpm is not None:
+            self.error = self._error_model(error, seed)
             self.reference_ms = self.predicted_ms(REFERENCE)
-            self.latency = loss.LatencyTerm(self.lpm, lambda_, lat_samples, seed, noise_sigma, target_latency_ms,
-                                            scale_ms=self.reference_ms, cells=self.lpm.cells)
+            self.searched_reference_ms = self.searched_ms(REFERENCE)  # the unit the search divides by
+            self.latency = loss.LatencyTerm(self.lpm, lambda_, lat_samples, seed, self.error, target_latency_ms,
+                                            scale_ms=self.searched_reference_ms, cells=self.lpm.cells)
             self.arch_loss.add_term('latency', self.latency)
         elif eta:
             tables = loss.macs_table(self.setting.channels, self.setting.image_size, self.setting.num_cells)
             self.flops = loss.FlopsTerm(eta, tables, scale=loss.genotype_macs(REFERENCE, tables))
             self.arch_loss.add_term('flops', self.flops)
+
+    def _error_model(self, spec, seed):
+        """The ErrorModel of spec around this LPM (None: exact); a worse LPM must read the same
+        cells of the same target and setting."""
+        if spec.kind == 'none':
+            return None
+        other = None
+        if spec.kind == 'predictor':
+            meta = self.lpm.metadata
+            other = lpm_lib.LPM.load(spec.lpm_dir, target=meta['target'], setting=meta['setting'])
+            if other.cells != self.lpm.cells:
+                raise ObjectiveError(f'{spec.lpm_dir}: the worse LPM reads {other.cells!r} cells, the true '
+                                     f'one {self.lpm.cells!r}')
+        return errors.ErrorModel(spec, self.lpm.input_size, seed, other)
+
+    def searched_ms(self, genotype):
+        """What the search believes a discrete genotype's latency is: the error model's deterministic
+        part (systematic, predictor; the true LPM for the noise models)."""
+        if self.error is None:
+            return self.predicted_ms(genotype)
+        code = tf.constant(loss.genotype_encoding(genotype, self.lpm.cells)[None])
+        return float(np.asarray(self.error.static(self.lpm, code))[0])
 
     def predicted_ms(self, genotype):
         """The LPM's latency (ms) for a discrete genotype, the cells it reads encoded."""
@@ -97,6 +135,13 @@ class Objective:
             out.update({'lambda_': float(self.latency.lambda_.numpy()), 'unit_ms': self.reference_ms,
                         'lat_alpha_ms': float(self.latency.last_ms.numpy()),
                         'predicted_ms': self.predicted_ms(genotype)})
+            if self.error is not None:
+                spec = self.error.spec
+                out['latency_error'] = {'kind': spec.kind, 'size': spec.size, 'lpm_dir': spec.lpm_dir,
+                                        'systematic_scale': self.error.scale,
+                                        'searched_unit_ms': self.searched_reference_ms,
+                                        'searched_predicted_ms': self.searched_ms(genotype),
+                                        **self.error.fidelity(self.lpm)}
         elif self.flops is not None:
             out.update({'eta': self.flops.eta, 'unit_mmacs': self.flops.scale})
         else:

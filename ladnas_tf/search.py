@@ -24,7 +24,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ladnas_tf import architect, objective, search_space, supernet
-from ladnas_tf.latency import lpm as lpm_lib, targets
+from ladnas_tf.latency import errors, lpm as lpm_lib, targets
 
 METHODS = ('darts', 'pcdarts')
 CONFIG_FILE = 'config.json'
@@ -68,7 +68,14 @@ class SearchConfig:
     lpm_dir: str = None
     target_latency_ms: float = None    # adapts lambda_ by dual ascent on LAT(alpha) <= target
     lat_samples: int = 20              # M sub-networks per LAT(alpha) estimate
-    noise_sigma: float = 0.0           # N(0, sigma) added to LAT(alpha) (the paper's Table 3)
+    # What the search believes in place of the LPM (latency/errors.py): none, additive (size: sigma, ms;
+    # the paper's Table 3), multiplicative (sigma, relative), systematic (MRE), predictor (a worse LPM)
+    latency_error: str = 'none'
+    latency_error_size: float = 0.0
+    latency_error_lpm: str = None
+
+    def latency_error_spec(self):
+        return errors.Spec(self.latency_error, self.latency_error_size, self.latency_error_lpm)
 
     def check(self):
         if self.method not in METHODS:
@@ -94,7 +101,7 @@ class SearchConfig:
         self.architect_config()  # checks the optimisation settings
         try:
             objective.check(self.lambda_, self.eta, self.lpm_dir, self.target_latency_ms, self.lat_samples,
-                            self.noise_sigma)
+                            self.latency_error_spec())
         except objective.ObjectiveError as e:
             raise SearchError(str(e)) from None
 
@@ -102,7 +109,7 @@ class SearchConfig:
         """The architecture objective these settings ask for (loads the LPM)."""
         try:
             return objective.Objective(self.lambda_, self.eta, self.lpm_dir, self.target_latency_ms,
-                                       self.lat_samples, self.noise_sigma, self.seed)
+                                       self.lat_samples, self.latency_error_spec(), self.seed)
         except (objective.ObjectiveError, lpm_lib.LPMError, targets.TargetError) as e:
             raise SearchError(str(e)) from None
 

@@ -1,8 +1,12 @@
 """A lambda (and eta) sweep: one search per value from the same base settings, then one table and one
 figure of what each found, on *measured* latency (the paper's Figure 4 and Table 4 analogues).
 
+Optionally per seed, and with latency error models (latency/errors.py) at chosen lambda_ values: how
+wrong may the predictor be before the latency-aware search stops paying off? errors_table() sets each
+run against the plain search (lambda_ 0) and the FLOPs-aware runs at equal MACs.
+
 Each search has its own run directory under the sweep's, so a killed sweep resumes where it stopped
-(finished searches are only reported again). The table is rewritten after every search.
+(a finished search's summary.json is read back, not recomputed). The table is rewritten after every search.
 """
 import dataclasses
 import json
@@ -17,14 +21,26 @@ TABLE = 'sweep.csv'
 FIGURE = 'sweep.png'
 
 
-def runs(base, lambdas=(), etas=()):
-    """(name, SearchConfig) per value: latency-aware runs keep base's LPM, FLOPs-aware runs drop it."""
-    out = [(f'lambda_{v:g}', dataclasses.replace(base, lambda_=float(v), eta=0.0, target_latency_ms=None))
-           for v in lambdas]
-    out += [(f'eta_{v:g}', dataclasses.replace(base, lambda_=0.0, eta=float(v), target_latency_ms=None,
-                                               lpm_dir=None)) for v in etas]
+def runs(base, lambdas=(), etas=(), latency_errors=(), error_lambdas=(), seeds=None, eta_seeds=None):
+    """(name, SearchConfig) per run: latency-aware runs keep base's LPM, FLOPs-aware runs drop it;
+    each errors.Spec in latency_errors at each of error_lambdas. With seeds, every run once per seed
+    (seed-major, so a sweep cut short has whole seeds; FLOPs-aware runs at eta_seeds, default all)."""
+    plain = dict(target_latency_ms=None, latency_error='none', latency_error_size=0.0, latency_error_lpm=None)
+    out = []
+    for seed in ([base.seed] if seeds is None else seeds):
+        suffix, cfg = ('' if seeds is None else f'-seed{seed}'), dataclasses.replace(base, seed=int(seed), **plain)
+        out += [(f'lambda_{v:g}{suffix}', dataclasses.replace(cfg, lambda_=float(v), eta=0.0)) for v in lambdas]
+        out += [(f'lambda_{v:g}-{e.name}{suffix}',
+                 dataclasses.replace(cfg, lambda_=float(v), eta=0.0, latency_error=e.kind,
+                                     latency_error_size=e.size, latency_error_lpm=e.lpm_dir))
+                for v in error_lambdas for e in latency_errors]
+        if eta_seeds is None or seed in eta_seeds:
+            out += [(f'eta_{v:g}{suffix}', dataclasses.replace(cfg, lambda_=0.0, eta=float(v), lpm_dir=None))
+                    for v in etas]
     if not out:
         raise search.SearchError('a sweep needs at least one lambda_ or eta value')
+    if latency_errors and not error_lambdas:
+        raise search.SearchError('latency error models need the lambda_ values to run them at (error_lambdas)')
     for _, config in out:
         config.check()
     return out
@@ -32,13 +48,31 @@ def runs(base, lambdas=(), etas=()):
 
 def row(name, config, summary):
     lat = summary.get('latency') or {}
-    return {'run': name, 'lambda_': config.lambda_, 'eta': config.eta,
+    err = lat.get('latency_error') or {}
+    return {'run': name, 'lambda_': config.lambda_, 'eta': config.eta, 'seed': config.seed,
+            'latency_error': config.latency_error, 'latency_error_size': config.latency_error_size,
+            'error_mre': err.get('mre', 0.0 if 'predicted_ms' in lat else np.nan),
+            'error_kendall_tau': err.get('kendall_tau', 1.0 if 'predicted_ms' in lat else np.nan),
             'supernet_valid_accuracy': summary['supernet_valid_accuracy'],
             'supernet_valid_images': summary.get('supernet_valid_images', np.nan),
-            'predicted_ms': lat.get('predicted_ms', np.nan), 'measured_ms': lat.get('measured_ms', np.nan),
+            'predicted_ms': lat.get('predicted_ms', np.nan),
+            'searched_predicted_ms': err.get('searched_predicted_ms', lat.get('predicted_ms', np.nan)),
+            'measured_ms': lat.get('measured_ms', np.nan),
             'reference_ms': lat.get('reference_ms', np.nan), 'params': lat.get('params', np.nan),
             'macs': lat.get('macs', np.nan), 'steps': summary['steps'], 'seconds': summary['seconds'],
             'genotype': summary['genotype']}
+
+
+def finished_summary(run_dir, config):
+    """The summary.json of a finished search of exactly this config in run_dir, else None."""
+    try:
+        with open(os.path.join(run_dir, search.CONFIG_FILE)) as f:
+            saved = json.load(f)
+        with open(os.path.join(run_dir, 'summary.json')) as f:
+            summary = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return summary if saved == dataclasses.asdict(config) else None
 
 
 def normalise(df):
@@ -49,15 +83,18 @@ def normalise(df):
     return df
 
 
-def run(base, out_dir, lambdas=(), etas=(), log=print, retime_rounds=0, **search_kwargs):
+def run(base, out_dir, lambdas=(), etas=(), log=print, retime_rounds=0, latency_errors=(), error_lambdas=(),
+        seeds=None, eta_seeds=None, **search_kwargs):
     """Runs (or resumes) every search of the sweep, then (retime_rounds > 0) re-times all derived
     networks together; returns the table (also written to out_dir)."""
-    plan = runs(base, lambdas, etas)
+    plan = runs(base, lambdas, etas, latency_errors, error_lambdas, seeds, eta_seeds)
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for i, (name, config) in enumerate(plan):
         log(f'[{i + 1}/{len(plan)}] {name}')
-        summary = search.search(config, os.path.join(out_dir, name), log=log, **search_kwargs)
+        run_dir = os.path.join(out_dir, name)
+        summary = (finished_summary(run_dir, config)
+                   or search.search(config, run_dir, log=log, **search_kwargs))
         rows.append(row(name, config, summary))
         df = normalise(pd.DataFrame(rows))
         _write(df, out_dir)
@@ -105,6 +142,8 @@ def plot(df, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    if 'latency_error' in df:  # the error models have their own figure (plot_errors)
+        df = df[df['latency_error'] == 'none']
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     column, label = (('retimed_ms', 'measured (re-timed together)') if 'retimed_ms' in df
                      else ('measured_norm_ms', 'measured (normalised)'))

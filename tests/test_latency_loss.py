@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.latency import loss, lpm
+from ladnas_tf.latency import errors, loss, lpm
 
 
 @pytest.fixture(scope='module')
@@ -137,7 +137,89 @@ def test_noise_is_added_only_when_asked(alpha):
     lpm = lambda e: tf.reduce_sum(e, -1)
     clean = loss.latency(alpha, lpm, 10, [1, 1])
     assert float(clean) == pytest.approx(8.0)
-    assert float(loss.latency(alpha, lpm, 10, [1, 1], noise_sigma=0.5)) != pytest.approx(8.0)
+    additive = errors.ErrorModel(errors.Spec('additive', 0.5), 112)
+    assert float(loss.latency(alpha, lpm, 10, [1, 1], additive)) != pytest.approx(8.0)
+
+
+# ---- error models: what the search reads in place of the LPM ----
+
+def _smooth_lpm(e):
+    """A positive, non-linear stand-in predictor (ms) whose gradient depends on the encoding."""
+    w = tf.constant(np.random.default_rng(5).uniform(0.2, 1.0, e.shape[-1]), e.dtype)
+    return 5.0 + tf.square(tf.linalg.matvec(e, w))
+
+
+def _value_and_gradient(alpha, error, seed=(3, 4)):
+    with tf.GradientTape() as tape:
+        value = loss.latency(alpha, _smooth_lpm, 50, list(seed), error)
+    return float(value), tape.gradient(value, alpha).numpy()
+
+
+def test_additive_noise_moves_lat_but_not_its_gradient(alpha):
+    exact_value, exact_grad = _value_and_gradient(alpha, None)
+    noisy_value, noisy_grad = _value_and_gradient(alpha, errors.ErrorModel(errors.Spec('additive', 1.0), 112))
+    assert noisy_value != pytest.approx(exact_value)
+    assert np.abs(exact_grad).max() > 0
+    np.testing.assert_array_equal(noisy_grad, exact_grad)  # why the paper's Table 3 cannot matter
+
+
+@pytest.mark.parametrize('spec', [errors.Spec('multiplicative', 0.2), errors.Spec('systematic', 0.2)])
+def test_multiplicative_and_systematic_errors_change_the_gradient(alpha, spec):
+    _, exact_grad = _value_and_gradient(alpha, None)
+    _, grad = _value_and_gradient(alpha, errors.ErrorModel(spec, 112, seed=0))
+    assert np.abs(grad - exact_grad).max() > 1e-3 * np.abs(exact_grad).max()  # beyond rounding
+    assert np.all(grad[:, 0] == 0)  # still only through the sampled sub-networks' ops
+
+
+def test_multiplicative_noise_is_fresh_per_sample_and_step_and_systematic_error_is_fixed(alpha):
+    x = loss.sample_encodings(alpha, 50, [1, 2])
+    mult = errors.ErrorModel(errors.Spec('multiplicative', 0.2), 112)
+    ratio = (mult.per_sample(_smooth_lpm, x, [1, 2]) / _smooth_lpm(x)).numpy()
+    assert 0.1 < ratio.std() < 0.3 and len(np.unique(ratio)) == 50
+    assert not np.array_equal(mult.per_sample(_smooth_lpm, x, [1, 3]), mult.per_sample(_smooth_lpm, x, [1, 2]))
+    sys_a, sys_b = (errors.ErrorModel(errors.Spec('systematic', 0.2), 112, seed=0) for _ in range(2))
+    np.testing.assert_array_equal(sys_a.per_sample(_smooth_lpm, x, [1, 2]), sys_b.per_sample(_smooth_lpm, x, [9, 9]))
+    other = errors.ErrorModel(errors.Spec('systematic', 0.2), 112, seed=1)
+    assert not np.allclose(other.static(_smooth_lpm, x), sys_a.static(_smooth_lpm, x))
+
+
+@pytest.mark.parametrize('mre', [0.05, 0.1, 0.2, 0.4])
+def test_systematic_error_has_the_requested_mre_on_10000_random_architectures(mre):
+    rng = np.random.default_rng(2026)
+    codes = np.stack([np.concatenate([search_space.encode_cell(g.normal), search_space.encode_cell(g.reduce)])
+                      for g in (search_space.sample_genotype(rng) for _ in range(10_000))])
+    model = errors.ErrorModel(errors.Spec('systematic', mre), 224, seed=3)
+    x = tf.constant(codes)
+    true, perturbed = _smooth_lpm(x).numpy(), model.static(_smooth_lpm, x).numpy()
+    measured = np.mean(np.abs(perturbed - true) / true)
+    assert abs(measured - mre) < 0.1 * mre
+    report = model.fidelity(_smooth_lpm, n=500)
+    assert abs(report['mre'] - mre) < 0.15 * mre and -1 < report['kendall_tau'] < 1
+    assert np.all(perturbed > 0)
+
+
+def test_fidelity_orders_the_models_by_their_size():
+    taus = [errors.ErrorModel(errors.Spec('systematic', m), 112).fidelity(_smooth_lpm, n=400)['kendall_tau']
+            for m in (0.05, 0.4)]
+    assert taus[0] > taus[1]
+
+
+@pytest.mark.parametrize('kind,size,lpm_dir,match', [
+    ('systematic', float('nan'), None, 'finite'), ('multiplicative', float('inf'), None, 'finite'),
+    ('additive', -0.1, None, '>= 0'), ('systematic', 0.0, None, 'size > 0'), ('gaussian', 0.1, None, 'unknown'),
+    ('predictor', 0.0, None, 'needs the worse LPM'), ('none', 0.2, None, 'takes no size')])
+def test_bad_error_settings_are_refused_in_one_line(kind, size, lpm_dir, match):
+    with pytest.raises(errors.ErrorModelError, match=match) as error:
+        errors.check(kind, size, lpm_dir)
+    assert '\n' not in str(error.value)
+
+
+def test_error_specs_parse_from_text():
+    assert errors.parse('systematic:0.1') == errors.Spec('systematic', 0.1)
+    assert errors.parse('predictor:runs/lpm_n100/').name == 'predictor_lpm_n100'
+    assert errors.parse('none').name == 'exact'
+    with pytest.raises(errors.ErrorModelError, match='must be a number'):
+        errors.parse('multiplicative:lots')
 
 
 def test_flops_term_prefers_cheap_ops():

@@ -10,6 +10,7 @@ summary.json. Killed, the same command resumes where the last checkpoint left it
 another search is refused without --overwrite. --batch_size is global: split over the replicas of
 --strategy (mirrored: the local devices; multi_worker: the cluster in TF_CONFIG).
 """
+import math
 import os
 import time
 
@@ -52,7 +53,15 @@ flags.DEFINE_string('lpm_dir', SHIPPED_LPM, 'The latency predictor of the target
                     'TFLite one; empty: none).')
 flags.DEFINE_float('target_latency_ms', None, 'Adapt lambda_ (dual ascent) so that LAT(alpha) meets this latency.')
 flags.DEFINE_integer('lat_samples', 20, 'M: sub-networks sampled per LAT(alpha) estimate.')
-flags.DEFINE_float('noise_sigma', 0.0, 'Std of N(0, sigma) noise added to LAT(alpha) in ms (the paper: 0.025).')
+flags.DEFINE_string('latency_error', 'none', 'What the search believes in place of the LPM (summary.json reports '
+                    'the true prediction): none | additive | multiplicative | systematic | predictor.')
+flags.DEFINE_float('latency_error_size', 0.0, 'additive: sigma (ms) of N(0, sigma) added to LAT(alpha), which does '
+                   'not change d LAT/d alpha (the search stays the same); multiplicative: sigma of e in each sampled '
+                   'sub-network\'s prediction x (1 + e), fresh per sample and step; systematic: the MRE (0.1 = 10%) '
+                   'of a fixed architecture-dependent error against the LPM.')
+flags.DEFINE_string('latency_error_lpm', None, '--latency_error=predictor: the worse LPM directory the search reads.')
+flags.DEFINE_float('noise_sigma', 0.0, 'Shorthand for --latency_error=additive --latency_error_size=SIGMA (the '
+                   'paper: 0.025); it does not change the gradient.')
 flags.DEFINE_bool('measure_latency', True, 'Time the derived network on the LPM\'s target for summary.json.')
 flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy.')
 flags.DEFINE_integer('checkpoint_every', 300, 'Seconds between mid-epoch checkpoints (0 = epoch ends only).')
@@ -76,7 +85,20 @@ def config_from_flags():
         train_portion=FLAGS.train_portion, seed=FLAGS.seed, max_steps_per_epoch=FLAGS.max_steps_per_epoch,
         final_eval_batches=FLAGS.final_eval_batches,
         augment=FLAGS.augment, lambda_=FLAGS.lambda_, eta=FLAGS.eta, lpm_dir=FLAGS.lpm_dir or None,
-        target_latency_ms=FLAGS.target_latency_ms, lat_samples=FLAGS.lat_samples, noise_sigma=FLAGS.noise_sigma)
+        target_latency_ms=FLAGS.target_latency_ms, lat_samples=FLAGS.lat_samples, **_latency_error_from_flags())
+
+
+def _latency_error_from_flags():
+    """SearchConfig's latency_error fields; --noise_sigma is the additive model's shorthand."""
+    for name in ('latency_error_size', 'noise_sigma'):
+        if not math.isfinite(FLAGS[name].value) or FLAGS[name].value < 0:
+            raise ValueError(f'--{name} must be a finite number >= 0, got {FLAGS[name].value}')
+    kind, size = FLAGS.latency_error, FLAGS.latency_error_size
+    if FLAGS.noise_sigma:
+        if kind != 'none':
+            raise ValueError('--noise_sigma is --latency_error=additive: give one of the two')
+        kind, size = 'additive', FLAGS.noise_sigma
+    return {'latency_error': kind, 'latency_error_size': size, 'latency_error_lpm': FLAGS.latency_error_lpm}
 
 
 def main(argv):

@@ -7,6 +7,7 @@ latency, MACs and supernet accuracy (the paper's Figure 4 and Table 4 analogues)
 Takes every flag of tools.search as the base settings; --lambdas and --etas list the values. Killed,
 the same command resumes (each search in out_dir/<run> resumes or is reported again).
 """
+import math
 import os
 
 
@@ -21,22 +22,42 @@ flags.DEFINE_list('etas', [], 'eta values (1/MMAC) of FLOPs-aware runs.')
 flags.DEFINE_integer('retime_rounds', 3, 'At the end, time every derived network again, all in alternation, '
                      'this many rounds (0 = off).')
 flags.DEFINE_string('out_dir', 'runs/sweep', 'The sweep directory: one run directory per value, sweep.csv, sweep.png.')
+flags.DEFINE_list('latency_errors', [], 'Latency error models to search with, each at every --error_lambdas value: '
+                  'additive:SIGMA_MS, multiplicative:SIGMA, systematic:MRE, predictor:LPM_DIR (see tools.search '
+                  '--latency_error).')
+flags.DEFINE_list('error_lambdas', ['0.2'], 'lambda_ values of the --latency_errors runs.')
+flags.DEFINE_list('seeds', [], 'Run everything once per seed (default: once, at --seed).')
+flags.DEFINE_list('eta_seeds', None, 'Seeds of the FLOPs-aware runs (default: all of --seeds).')
+
+
+def _numbers(name, kind):
+    """A list flag's values as finite numbers of `kind`, refused in one line otherwise."""
+    try:
+        values = [kind(v) for v in FLAGS[name].value]
+    except ValueError as e:
+        raise ValueError(f'--{name} must list numbers ({e})') from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f'--{name} must list finite numbers, got {FLAGS[name].value}')
+    return values
 
 
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f'unexpected arguments {argv[1:]}')
-    try:
-        lambdas, etas = [float(v) for v in FLAGS.lambdas], [float(v) for v in FLAGS.etas]
-    except ValueError as e:
-        raise ValueError(f'--lambdas/--etas must be numbers ({e})') from None
+    lambdas, etas, error_lambdas = (_numbers(name, float) for name in ('lambdas', 'etas', 'error_lambdas'))
+    seeds = _numbers('seeds', int) or None
+    eta_seeds = None if FLAGS.eta_seeds is None else _numbers('eta_seeds', int)
     import tensorflow as tf
     from ladnas_tf import sweep
+    from ladnas_tf.latency import errors
+    latency_errors = [errors.parse(text) for text in FLAGS.latency_errors]
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     df = sweep.run(search_tool.config_from_flags(), FLAGS.out_dir, lambdas, etas, log=logging.info,
                    checkpoint_every=FLAGS.checkpoint_every, progress=FLAGS.progress,
-                   measure_latency=FLAGS.measure_latency, retime_rounds=FLAGS.retime_rounds)
+                   measure_latency=FLAGS.measure_latency, retime_rounds=FLAGS.retime_rounds,
+                   latency_errors=latency_errors, error_lambdas=error_lambdas if latency_errors else (),
+                   seeds=seeds, eta_seeds=eta_seeds)
     columns = ['run', 'supernet_valid_accuracy', 'predicted_ms', 'measured_ms', 'measured_norm_ms', 'macs']
     columns += ['retimed_ms'] if 'retimed_ms' in df else []
     print(df[columns].to_string(index=False, float_format=lambda v: f'{v:.2f}'))

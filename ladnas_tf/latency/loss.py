@@ -75,14 +75,14 @@ def derived_encoding(op_weights, edge_weights=None):
                       [search_space.ENCODING_SIZE])
 
 
-def latency(alphas, lpm_fn, m, seed, noise_sigma=0.0):
+def latency(alphas, lpm_fn, m, seed, error=None):
     """LAT(alpha) in the LPM's unit (ms): the mean prediction over M samples (alphas as in
-    sample_encodings), plus N(0, sigma) noise when sigma > 0 (the paper's robustness experiment, Table 3)."""
-    predicted = tf.reduce_mean(lpm_fn(sample_encodings(alphas, m, seed)))
-    if noise_sigma:
-        seed = tf.convert_to_tensor(seed, tf.int64)
-        predicted += tf.random.stateless_normal((), seed + [0, 7], stddev=noise_sigma, dtype=predicted.dtype)
-    return predicted
+    sample_encodings). `error` (an errors.ErrorModel) perturbs what the search reads: each sample's
+    prediction (multiplicative, systematic, another predictor) or the mean (additive, Table 3)."""
+    x = sample_encodings(alphas, m, seed)
+    if error is None:
+        return tf.reduce_mean(lpm_fn(x))
+    return error.on_mean(tf.reduce_mean(error.per_sample(lpm_fn, x, seed)), seed)
 
 
 def expected_latency_linear(alphas, weights):
@@ -148,7 +148,8 @@ class LatencyTerm:
     fast and on a slow device.
 
     Each call draws fresh sub-networks (a stateless seed advanced per call, so replicas agree and a
-    resumed run repeats the same draws). With `target_ms`, lambda_ follows dual ascent on the
+    resumed run repeats the same draws). `error` (errors.ErrorModel) is what the search believes in
+    place of lpm_fn: LAT(alpha) and the target mode's prediction both read it. With `target_ms`, lambda_ follows dual ascent on the
     constraint on the LPM's prediction for the genotype the search would derive now (derived_encoding):
     lambda_ grows while that exceeds the target and shrinks (never below 0) while it is under, so the
     user states a latency instead of guessing lambda. The term pushes only while that prediction is
@@ -157,7 +158,7 @@ class LatencyTerm:
     itself: sub-networks sampled with uniform inputs are slower than the derived one (the strongest
     edges), which then lands far under (LAT(alpha) 15.3 ms at a 15 ms target, derived network 9.4 ms)."""
 
-    def __init__(self, lpm_fn, lambda_=0.1, m=20, seed=0, noise_sigma=0.0, target_ms=None, dual_lr=0.05,
+    def __init__(self, lpm_fn, lambda_=0.1, m=20, seed=0, error=None, target_ms=None, dual_lr=0.05,
                  scale_ms=1.0, cells='normal'):
         if cells not in SAMPLED_CELLS:
             raise ValueError(f'LAT(alpha) samples {" or ".join(SAMPLED_CELLS)} cells, not {cells!r}')
@@ -165,7 +166,7 @@ class LatencyTerm:
             raise ValueError(f'LAT(alpha) needs at least one sample, got M={m}')
         if target_ms is not None and target_ms <= 0:
             raise ValueError(f'target latency must be positive, got {target_ms} ms')
-        self.lpm_fn, self.m, self.seed, self.noise_sigma = lpm_fn, m, seed, noise_sigma
+        self.lpm_fn, self.m, self.seed, self.error = lpm_fn, m, seed, error
         self.target_ms, self.dual_lr, self.scale_ms = target_ms, dual_lr, float(scale_ms)
         self.cells = cells
         self.lambda_ = tf.Variable(float(lambda_), trainable=False, name='lambda_')
@@ -183,7 +184,7 @@ class LatencyTerm:
         alphas = [getattr(model, f'alpha_{c}') for c in lpm_lib.CELLS[self.cells]]
         dtype = alphas[0].dtype
         lat = latency(alphas, lambda e: tf.cast(self.lpm_fn(e), dtype), self.m,
-                      tf.stack([tf.constant(self.seed, tf.int64), self.calls]), self.noise_sigma)
+                      tf.stack([tf.constant(self.seed, tf.int64), self.calls]), self.error)
         self.last_ms.assign(tf.cast(tf.stop_gradient(lat), tf.float32))
         if self.target_ms is not None:
             self.derived_ms.assign(self._derived_ms(model))
@@ -196,7 +197,9 @@ class LatencyTerm:
         normal, beta_normal, reduce, beta_reduce = model.mixing_weights()
         weights = {'normal': (normal, beta_normal), 'reduce': (reduce, beta_reduce)}
         code = tf.concat([derived_encoding(*weights[c]) for c in lpm_lib.CELLS[self.cells]], axis=0)
-        return tf.cast(tf.reshape(self.lpm_fn(tf.stop_gradient(code)[None]), []), tf.float32)
+        code = tf.stop_gradient(code)[None]
+        ms = self.lpm_fn(code) if self.error is None else self.error.static(self.lpm_fn, code)
+        return tf.cast(tf.reshape(ms, []), tf.float32)
 
 
 class FlopsTerm:
