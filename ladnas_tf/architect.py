@@ -1,10 +1,10 @@
 """The bi-level search step (DARTS, paper section 3.1): alpha on the architecture batch, then the
 network weights on the weight batch, with tf.GradientTape.
 
-Weights: SGD with PyTorch's momentum 0.9 and L2 weight decay added to the (clipped) gradient, the
-cosine schedule per epoch, global-norm clipping 5. Alpha (and beta): Adam (0.5, 0.999) with its own
-L2 weight decay. First order uses the architecture loss's gradient at the current weights; second
-order is DARTS's unrolled step
+Weights: optim.MomentumSGD (PyTorch's SGD: momentum 0.9, L2 weight decay added to the clipped
+gradient; the same optimizer as train.py), the cosine schedule per epoch, global-norm clipping 5.
+Alpha (and beta): Adam (0.5, 0.999) with its own L2 weight decay. First order uses the architecture
+loss's gradient at the current weights; second order is DARTS's unrolled step
     w' = w - xi (mu * momentum_buffer + dL_train/dw + wd * w),    xi = the current learning rate
     dalpha = dL_arch(w', alpha)/dalpha - xi * (dL_train(w+, alpha) - dL_train(w-, alpha))/dalpha / (2 eps)
 with w+- = w +- eps v, v = dL_arch(w', alpha)/dw', eps = 0.01 / ||v||: the finite-difference
@@ -26,6 +26,8 @@ import math
 
 import keras
 import tensorflow as tf
+
+from ladnas_tf.optim import MomentumSGD  # noqa: F401  (the weight optimizer, shared with train.py)
 
 ORDERS = ('first', 'second')
 
@@ -76,40 +78,6 @@ class EpochCosine(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {'initial': self.initial, 'minimum': self.minimum, 'epochs': self.epochs,
                 'steps_per_epoch': self.steps_per_epoch}
-
-
-@keras.saving.register_keras_serializable('ladnas_tf')
-class MomentumSGD(keras.optimizers.Optimizer):
-    """PyTorch's SGD as DARTS uses it: g += wd * w; buf = mu * buf + g; w -= lr * buf. (Keras' SGD
-    folds the learning rate into its velocity, which differs once the rate changes, and its weight
-    decay is decoupled.) The buffer is what the unrolled step reads."""
-
-    def __init__(self, learning_rate=0.025, momentum=0.9, l2=3e-4, name='momentum_sgd', **kwargs):
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.momentum, self.l2 = float(momentum), float(l2)
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self.momentums = self.add_optimizer_variables(variables, 'momentum')
-
-    def momentum_of(self, variable):
-        return self.momentums[self._get_variable_index(variable)]
-
-    def update_step(self, gradient, variable, learning_rate):
-        m = self.momentums[self._get_variable_index(variable)].value
-        gradient = tf.cast(gradient, variable.dtype)
-        if self.l2:
-            gradient = gradient + self.l2 * variable
-        # TF's fused op is exactly PyTorch's rule (accum = mu accum + g; var -= lr accum), one op per
-        # variable instead of five, which matters for tracing time.
-        tf.raw_ops.ResourceApplyMomentum(var=variable.handle, accum=m.handle,
-                                         lr=tf.cast(learning_rate, variable.dtype), grad=gradient,
-                                         momentum=tf.cast(self.momentum, variable.dtype))
-
-    def get_config(self):
-        return {**super().get_config(), 'momentum': self.momentum, 'l2': self.l2}
 
 
 def cross_entropy_sum(logits, labels):
