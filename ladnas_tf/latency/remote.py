@@ -368,7 +368,14 @@ class AdbTarget:
                  '--warmup_min_secs=0', f'--num_runs={runs}', '--min_secs=0',
                  f'--use_xnnpack={str(self.delegate == "xnnpack").lower()}',
                  f'--use_gpu={str(self.delegate == "gpu").lower()}']
-        out = self.shell(' '.join([self.binary, *flags, '2>&1']), timeout_s=self.timeout_s)
+        # The exit status is echoed, so that a failing benchmark (a delegate that cannot take the graph)
+        # is told apart from a failing connection, which adb reports by its own exit status.
+        out = self.shell(' '.join([self.binary, *flags, '2>&1; echo "exit status $?"']), timeout_s=self.timeout_s)
+        status = out.rstrip().rsplit('\n', 1)[-1]
+        if status != 'exit status 0':
+            lines = [l.strip() for l in out.splitlines()[:-1] if l.strip()] or ['no output']
+            why = next((l for l in lines if 'ERROR' in l), lines[-1])  # its first error says most
+            raise BenchmarkOutputError(f'benchmark_model failed on {remote} ({status}): {why[:200]}')
         return stats_of_benchmark(parse_benchmark_output(out))
 
     def measure(self, artifact, reference, warmup=5, runs=20, max_cv=0.05, max_attempts=3, reference_runs=5):
