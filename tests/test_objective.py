@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ladnas_tf import genotypes, objective, search_space
-from ladnas_tf.latency import loss, lpm as lpm_lib, targets
+from ladnas_tf import genotypes, objective, search, search_space
+from ladnas_tf.latency import errors, loss, lpm as lpm_lib, targets
 
 
-def _save_lpm(path, cells):
-    predictor = lpm_lib.LPM(lpm_lib.Recipe(cells=cells, target_scaling='log'))
+def _save_lpm(path, cells, seed=0):
+    predictor = lpm_lib.LPM(lpm_lib.Recipe(cells=cells, target_scaling='log', seed=seed))
     setting = targets.Setting().key
     predictor.metadata = {
         'format': lpm_lib.FORMAT, 'signature': search_space.signature(), 'target': 'cpu_tflite',
@@ -87,3 +87,43 @@ def test_the_flops_term_is_untouched():
     expected = 1e-3 * loss.flops(model.alpha_normal, model.alpha_reduce, tables) / loss.genotype_macs(
         objective.REFERENCE, tables)
     assert float(goal.arch_loss.terms['flops'](model)) == pytest.approx(float(expected))
+
+
+# ---- latency error models: the search reads the perturbed predictor, the report the true one ----
+
+def test_a_systematic_error_steers_the_search_but_not_the_report(both_lpm_dir):
+    exact = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir)
+    goal = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir, error=errors.Spec('systematic', 0.1))
+    g = genotypes.PDARTS
+    report = goal.report(g, measure=False)
+    assert report['predicted_ms'] == pytest.approx(exact.predicted_ms(g))  # the true LPM's
+    err = report['latency_error']
+    assert err['searched_predicted_ms'] == pytest.approx(goal.searched_ms(g)) != pytest.approx(report['predicted_ms'])
+    assert goal.latency.scale_ms == pytest.approx(goal.searched_ms(objective.REFERENCE))
+    assert abs(err['mre'] - 0.1) < 0.02 and -1 <= err['kendall_tau'] <= 1 and err['archs'] > 0
+
+
+def test_a_worse_predictor_replaces_the_lpm_in_the_search(both_lpm_dir, tmp_path):
+    worse = _save_lpm(tmp_path / 'worse', 'both', seed=7)
+    goal = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir, error=errors.Spec('predictor', 0.0, worse))
+    code = loss.genotype_encoding(genotypes.DARTS_V2, 'both')
+    assert goal.searched_ms(genotypes.DARTS_V2) == pytest.approx(float(lpm_lib.LPM.load(worse).predict_ms(code)[0]))
+    assert goal.predicted_ms(genotypes.DARTS_V2) == pytest.approx(float(goal.lpm.predict_ms(code)[0]))
+    normal_only = _save_lpm(tmp_path / 'normal', 'normal')
+    with pytest.raises(objective.ObjectiveError, match="reads 'normal' cells") as error:
+        objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir, error=errors.Spec('predictor', 0.0, normal_only))
+    assert '\n' not in str(error.value)
+
+
+@pytest.mark.parametrize('size', [float('nan'), float('inf'), -0.2])
+def test_a_bad_error_size_is_refused_before_anything_is_written(both_lpm_dir, tmp_path, size):
+    config = search.SearchConfig(lambda_=0.1, lpm_dir=both_lpm_dir, latency_error='systematic',
+                                 latency_error_size=size)
+    with pytest.raises(search.SearchError, match='finite number >= 0') as error:
+        search.search(config, str(tmp_path / 'run'))
+    assert '\n' not in str(error.value) and not (tmp_path / 'run').exists()
+
+
+def test_an_error_model_without_a_latency_term_is_refused():
+    with pytest.raises(objective.ObjectiveError, match='perturbs an LPM'):
+        objective.check(0.0, 0.1, None, None, 20, errors.Spec('multiplicative', 0.2))

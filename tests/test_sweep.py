@@ -1,4 +1,6 @@
 """The sweep's plan, table and figure (the searches themselves are tests/test_search.py's)."""
+import dataclasses
+import json
 import os
 
 import numpy as np
@@ -6,6 +8,7 @@ import pandas as pd
 import pytest
 
 from ladnas_tf import search, sweep
+from ladnas_tf.latency import errors
 
 LPM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'lpm_cpu_tflite_cifar')
 
@@ -31,3 +34,35 @@ def test_normalised_latency_cancels_the_load_and_the_figure_is_written(tmp_path)
     np.testing.assert_allclose(out['measured_norm_ms'], [20.0, 16.0, 15.0])
     sweep.plot(out, str(tmp_path / 'sweep.png'))
     assert (tmp_path / 'sweep.png').stat().st_size > 10_000
+
+
+def test_error_plan_runs_every_model_at_each_lambda_seed_major(tmp_path):
+    base = search.SearchConfig(lpm_dir=LPM, seed=5)
+    specs = [errors.Spec('systematic', 0.1), errors.Spec('predictor', 0.0, str(tmp_path / 'lpm_n100'))]
+    plan = sweep.runs(base, lambdas=[0.2, 0], etas=[0.1], latency_errors=specs, error_lambdas=[0.2],
+                      seeds=[0, 1], eta_seeds=[0])
+    names = [name for name, _ in plan]
+    assert names == ['lambda_0.2-seed0', 'lambda_0-seed0', 'lambda_0.2-systematic_0.1-seed0',
+                     'lambda_0.2-predictor_lpm_n100-seed0', 'eta_0.1-seed0',
+                     'lambda_0.2-seed1', 'lambda_0-seed1', 'lambda_0.2-systematic_0.1-seed1',
+                     'lambda_0.2-predictor_lpm_n100-seed1']
+    configs = dict(plan)
+    assert configs['lambda_0.2-seed1'].seed == 1 and configs['lambda_0.2-seed1'].latency_error == 'none'
+    sys_run = configs['lambda_0.2-systematic_0.1-seed0']
+    assert (sys_run.latency_error, sys_run.latency_error_size, sys_run.lambda_) == ('systematic', 0.1, 0.2)
+    assert configs['lambda_0.2-predictor_lpm_n100-seed1'].latency_error_lpm == str(tmp_path / 'lpm_n100')
+    assert configs['eta_0.1-seed0'].latency_error == 'none' and configs['eta_0.1-seed0'].lpm_dir is None
+    with pytest.raises(search.SearchError, match='error_lambdas'):
+        sweep.runs(base, lambdas=[0], latency_errors=specs)
+
+
+def test_a_finished_search_is_read_back_only_for_its_own_settings(tmp_path):
+    config = search.SearchConfig(lpm_dir=LPM, lambda_=0.2)
+    run_dir = tmp_path / 'run'
+    assert sweep.finished_summary(str(run_dir), config) is None
+    search.prepare_run_dir(str(run_dir), config)
+    assert sweep.finished_summary(str(run_dir), config) is None  # not finished yet
+    (run_dir / 'summary.json').write_text(json.dumps({'steps': 3}))
+    assert sweep.finished_summary(str(run_dir), config) == {'steps': 3}
+    other = dataclasses.replace(config, latency_error='systematic', latency_error_size=0.2)
+    assert sweep.finished_summary(str(run_dir), other) is None
