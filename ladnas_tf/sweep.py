@@ -19,24 +19,26 @@ from ladnas_tf import search
 
 TABLE = 'sweep.csv'
 FIGURE = 'sweep.png'
+ERRORS_RUNS, ERRORS_TABLE, ERRORS_FIGURE = 'errors_runs.csv', 'errors.csv', 'errors.png'
 
 
 def runs(base, lambdas=(), etas=(), latency_errors=(), error_lambdas=(), seeds=None, eta_seeds=None):
     """(name, SearchConfig) per run: latency-aware runs keep base's LPM, FLOPs-aware runs drop it;
     each errors.Spec in latency_errors at each of error_lambdas. With seeds, every run once per seed
-    (seed-major, so a sweep cut short has whole seeds; FLOPs-aware runs at eta_seeds, default all)."""
+    (seed-major, so a sweep cut short has whole seeds; FLOPs-aware runs at eta_seeds, default all);
+    within a seed the references (error-free and FLOPs-aware runs) come before the error models."""
     plain = dict(target_latency_ms=None, latency_error='none', latency_error_size=0.0, latency_error_lpm=None)
     out = []
     for seed in ([base.seed] if seeds is None else seeds):
         suffix, cfg = ('' if seeds is None else f'-seed{seed}'), dataclasses.replace(base, seed=int(seed), **plain)
         out += [(f'lambda_{v:g}{suffix}', dataclasses.replace(cfg, lambda_=float(v), eta=0.0)) for v in lambdas]
+        if eta_seeds is None or seed in eta_seeds:
+            out += [(f'eta_{v:g}{suffix}', dataclasses.replace(cfg, lambda_=0.0, eta=float(v), lpm_dir=None))
+                    for v in etas]
         out += [(f'lambda_{v:g}-{e.name}{suffix}',
                  dataclasses.replace(cfg, lambda_=float(v), eta=0.0, latency_error=e.kind,
                                      latency_error_size=e.size, latency_error_lpm=e.lpm_dir))
                 for v in error_lambdas for e in latency_errors]
-        if eta_seeds is None or seed in eta_seeds:
-            out += [(f'eta_{v:g}{suffix}', dataclasses.replace(cfg, lambda_=0.0, eta=float(v), lpm_dir=None))
-                    for v in etas]
     if not out:
         raise search.SearchError('a sweep needs at least one lambda_ or eta value')
     if latency_errors and not error_lambdas:
@@ -102,7 +104,18 @@ def run(base, out_dir, lambdas=(), etas=(), log=print, retime_rounds=0, latency_
         df = retime(df, out_dir, retime_rounds, log=log)
         _write(df, out_dir)
     plot(df, os.path.join(out_dir, FIGURE))
+    if (df['latency_error'] != 'none').any():
+        write_errors(df, out_dir)
     return df
+
+
+def write_errors(df, out_dir):
+    """errors_runs.csv, errors.csv (per point) and errors.png of an error sweep's table."""
+    per_run, points = errors_table(df)
+    per_run.to_csv(os.path.join(out_dir, ERRORS_RUNS), index=False)
+    points.to_csv(os.path.join(out_dir, ERRORS_TABLE), index=False)
+    plot_errors(points, per_run, os.path.join(out_dir, ERRORS_FIGURE))
+    return per_run, points
 
 
 def retime(df, out_dir, rounds=3, target_name='cpu_tflite', threads=1, log=print):
@@ -171,6 +184,81 @@ def plot(df, path):
     right.set_ylabel(label.replace('measured', 'measured latency, ms,'))
     right.legend(fontsize=8)
     right.set_title('FLOPs- vs latency-aware')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- the error sweep: how wrong may the predictor be? ----
+
+def latency_column(df):
+    """The sweep's fairest latency: re-timed together when every run was, else normalised."""
+    return 'retimed_ms' if 'retimed_ms' in df and df['retimed_ms'].notna().all() else 'measured_norm_ms'
+
+
+def flops_aware_ms(df, macs, column):
+    """The FLOPs-aware family's latency at `macs`, interpolated linearly between its runs (the plain
+    search is its eta = 0 end; per MACs value the mean over seeds); NaN outside their MACs range."""
+    family = df[(df['eta'] > 0) | ((df['lambda_'] == 0) & (df.get('latency_error', 'none') == 'none'))]
+    points = family.groupby('macs')[column].mean().sort_index()
+    if len(points) < 2:
+        return np.full(np.shape(macs), np.nan)
+    out = np.interp(macs, points.index.to_numpy(float), points.to_numpy(float))
+    return np.where((macs < points.index.min()) | (macs > points.index.max()), np.nan, out)
+
+
+def errors_table(df):
+    """(per run, per point) of an error sweep. Per run: latency_cut (vs the mean of the lambda_ 0 runs)
+    and vs_flops_aware (vs the FLOPs-aware family at the run's MACs; negative: faster). Per point
+    (lambda_, error model, size): the mean over seeds and the seeds' min and max."""
+    column = latency_column(df)
+    df = df.copy()
+    plain = df[(df['lambda_'] == 0) & (df['eta'] == 0) & (df['latency_error'] == 'none')]
+    df['latency_ms'] = df[column]
+    df['latency_cut'] = df[column] / plain[column].mean() - 1
+    df['vs_flops_aware'] = df[column] / flops_aware_ms(df, df['macs'].to_numpy(float), column) - 1
+    keys = ['eta', 'lambda_', 'latency_error', 'latency_error_size']
+    stats = {'seeds': ('seed', 'count')}
+    for name in ('error_mre', 'error_kendall_tau', 'latency_ms', 'latency_cut', 'vs_flops_aware',
+                 'supernet_valid_accuracy', 'macs'):
+        stats.update({name: (name, 'mean'), f'{name}_min': (name, 'min'), f'{name}_max': (name, 'max')})
+    points = df.groupby(keys, dropna=False, sort=False).agg(**stats).reset_index()
+    return df, points
+
+
+def plot_errors(points, per_run, path):
+    """Measured latency cut, the edge over FLOPs-aware at equal MACs and supernet accuracy against the
+    predictor's error (MRE; Kendall tau), one marker per error model, bars: the seeds' range."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    lat = points[points['eta'] == 0]
+    runs_ = per_run[per_run['eta'] == 0]
+    panels = [(axes[0, 0], 'error_mre', 'latency_cut', 'measured latency vs lambda_ 0'),
+              (axes[0, 1], 'error_kendall_tau', 'latency_cut', 'measured latency vs lambda_ 0'),
+              (axes[1, 0], 'error_mre', 'vs_flops_aware', 'latency vs FLOPs-aware at equal MACs'),
+              (axes[1, 1], 'error_mre', 'supernet_valid_accuracy', 'supernet accuracy (%)')]
+    markers = {'none': 'o', 'additive': 'P', 'multiplicative': 'D', 'systematic': 's', 'predictor': '*'}
+    for ax, x, y, label in panels:
+        for kind, sub in lat.groupby('latency_error', sort=False):
+            for lam, part in sub.groupby('lambda_'):
+                name = f'lambda_ {lam:g}, {kind}' if kind != 'none' else f'lambda_ {lam:g}, exact LPM'
+                scale = 1 if y == 'supernet_valid_accuracy' else 100
+                ax.errorbar(part[x], part[y] * scale, yerr=[(part[y] - part[f'{y}_min']) * scale,
+                                                            (part[f'{y}_max'] - part[y]) * scale],
+                            fmt=markers.get(kind, 'o'), capsize=3, label=name, ms=8)
+                seeds = runs_[(runs_['latency_error'] == kind) & (runs_['lambda_'] == lam)]
+                ax.scatter(seeds[x], seeds[y] * scale, s=10, color='grey', zorder=3)
+        if y != 'supernet_valid_accuracy':
+            ax.axhline(0, color='black', lw=0.6)
+        ax.set_xlabel({'error_mre': "predictor's MRE against the true LPM",
+                       'error_kendall_tau': "predictor's Kendall tau against the true LPM"}[x])
+        ax.set_ylabel(label if y == 'supernet_valid_accuracy' else f'{label} (%)')
+    axes[0, 1].invert_xaxis()  # worse to the right in every panel
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle('latency-aware search with an erroneous predictor (markers: seeds\' mean, bars: range, '
+                 'grey: each seed)', fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

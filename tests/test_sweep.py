@@ -42,8 +42,8 @@ def test_error_plan_runs_every_model_at_each_lambda_seed_major(tmp_path):
     plan = sweep.runs(base, lambdas=[0.2, 0], etas=[0.1], latency_errors=specs, error_lambdas=[0.2],
                       seeds=[0, 1], eta_seeds=[0])
     names = [name for name, _ in plan]
-    assert names == ['lambda_0.2-seed0', 'lambda_0-seed0', 'lambda_0.2-systematic_0.1-seed0',
-                     'lambda_0.2-predictor_lpm_n100-seed0', 'eta_0.1-seed0',
+    assert names == ['lambda_0.2-seed0', 'lambda_0-seed0', 'eta_0.1-seed0', 'lambda_0.2-systematic_0.1-seed0',
+                     'lambda_0.2-predictor_lpm_n100-seed0',
                      'lambda_0.2-seed1', 'lambda_0-seed1', 'lambda_0.2-systematic_0.1-seed1',
                      'lambda_0.2-predictor_lpm_n100-seed1']
     configs = dict(plan)
@@ -66,3 +66,29 @@ def test_a_finished_search_is_read_back_only_for_its_own_settings(tmp_path):
     assert sweep.finished_summary(str(run_dir), config) == {'steps': 3}
     other = dataclasses.replace(config, latency_error='systematic', latency_error_size=0.2)
     assert sweep.finished_summary(str(run_dir), other) is None
+
+
+def test_errors_table_sets_runs_against_the_plain_search_and_the_flops_aware_family(tmp_path):
+    rows = [  # run, lambda_, eta, seed, error, size, mre, tau, acc, ms, macs
+        ('lambda_0-seed0', 0, 0, 0, 'none', 0, 0.0, 1.0, 40.0, 10.0, 500e6),
+        ('lambda_0-seed1', 0, 0, 1, 'none', 0, 0.0, 1.0, 42.0, 10.0, 500e6),
+        ('eta_0.2-seed0', 0, 0.2, 0, 'none', 0, np.nan, np.nan, 38.0, 6.0, 300e6),
+        ('lambda_0.2-seed0', 0.2, 0, 0, 'none', 0, 0.0, 1.0, 41.0, 5.0, 300e6),
+        ('lambda_0.2-systematic_0.4-seed0', 0.2, 0, 0, 'systematic', 0.4, 0.41, 0.2, 39.0, 8.0, 400e6),
+        ('lambda_0.2-systematic_0.4-seed1', 0.2, 0, 1, 'systematic', 0.4, 0.39, 0.3, 41.0, 9.0, 450e6)]
+    df = pd.DataFrame(rows, columns=['run', 'lambda_', 'eta', 'seed', 'latency_error', 'latency_error_size',
+                                     'error_mre', 'error_kendall_tau', 'supernet_valid_accuracy',
+                                     'measured_ms', 'macs'])
+    df['reference_ms'] = 9.0
+    per_run, points = sweep.errors_table(sweep.normalise(df))
+    run = per_run.set_index('run')
+    assert run.loc['lambda_0.2-seed0', 'latency_cut'] == pytest.approx(-0.5)
+    # FLOPs-aware family: (300M, 6 ms) and (500M, 10 ms): 8 ms at 400M, so systematic's 8 ms ties it
+    assert run.loc['lambda_0.2-systematic_0.4-seed0', 'vs_flops_aware'] == pytest.approx(0.0)
+    assert run.loc['lambda_0.2-seed0', 'vs_flops_aware'] == pytest.approx(5 / 6 - 1)
+    sys_point = points[points['latency_error'] == 'systematic'].iloc[0]
+    assert sys_point['seeds'] == 2 and sys_point['latency_cut'] == pytest.approx(-0.15)
+    assert (sys_point['latency_cut_min'], sys_point['latency_cut_max']) == pytest.approx((-0.2, -0.1))
+    assert sys_point['error_mre'] == pytest.approx(0.40)
+    sweep.plot_errors(points, per_run, str(tmp_path / 'errors.png'))
+    assert (tmp_path / 'errors.png').stat().st_size > 10_000
