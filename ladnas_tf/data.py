@@ -1,11 +1,15 @@
 """Image datasets as tf.data pipelines: the built-in digits default, CIFAR-10 and ImageNet through
-tfds, and image folders; DARTS's search split (train_portion), CIFAR augmentation and cutout.
+tfds, ImageNet as DARTS reads it (<root>/train|val/<class>/), and image folders; DARTS's search split
+(train_portion), the held-out validation split, CIFAR augmentation and cutout, and the ImageNet
+training view (augment.py).
 
 Every dataset yields (image, label): an HWC float32 image normalised with the dataset's mean/std
 and an int32 label. A Dataset keeps its examples as cheap *records* (file paths, encoded bytes or
 small arrays) plus a decode function, so shuffling and the search split act on records and each
 image is decoded once per pass. Decoding stops at raw pixels; conversion, augmentation and
 normalisation run on whole batches, because per-image TensorFlow ops cost more than the decoding.
+ImageNet's training view is the exception: its random-resized crop needs each image whole, so it runs
+per example (in parallel), seeded by (seed, example index) so that it does not depend on the order.
 """
 import dataclasses
 import os
@@ -14,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+
+from ladnas_tf import augment as augment_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
 # The pipeline functions hold no Python control flow on tensors: autograph would only add tracing
@@ -29,7 +35,9 @@ MEAN_STD = {
 }
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
                    'ship', 'truck')
-NAMES = ('digits', 'cifar10', 'imagenet2012', 'folder')
+NAMES = ('digits', 'cifar10', 'imagenet2012', 'imagenet_folder', 'folder')
+AUGMENTATIONS = ('cifar', 'imagenet', None)
+IMAGENET_FOLDER_SPLITS = {'train': 'train', 'test': 'val', 'val': 'val'}  # DARTS: <data>/train, <data>/val
 DIGITS_SIZE = 16
 IMAGENET_SIZE = 224
 IMAGENET_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
@@ -58,6 +66,8 @@ class Dataset:
     # (record, label) -> (raw image, int32 label): image_size x image_size x 3, uint8 or float in [0, 1]
     decode: Callable = dataclasses.field(repr=False)
     shuffle_buffer: int = 50_000  # records held by a training shuffle (records are small)
+    # record -> the encoded image file's bytes (None: in-memory pixels); what the ImageNet view reads
+    encoded: Callable = dataclasses.field(default=None, repr=False)
 
     def normalize(self, images):
         """Raw images (uint8, or float in [0, 1]) of any batch shape -> float32 normalised."""
@@ -77,13 +87,16 @@ def load(name, split, data_dir=None, image_size=None, download=True):
     """One split ('train', 'test', or a folder's split name) of a dataset by name.
 
     name: 'digits' (built in, offline), 'cifar10' or 'imagenet2012' (tfds, under data_dir),
+    'imagenet_folder' (data_dir laid out as DARTS reads ImageNet: train/<class>/*.JPEG and
+    val/<class>/*.JPEG; split 'test' is val) or 'imagenet_folder:<path>',
     'folder' (data_dir laid out <split>/<class>/*.jpg|png), 'folder:<path>' or a folder path.
     image_size: side of the square images produced (resized); None keeps the dataset's own.
     download: let tfds download a missing dataset (offline, tfds retries for minutes first).
     """
     name = os.fspath(name)
-    if name.startswith('folder:'):
-        name, data_dir = 'folder', name[len('folder:'):]
+    prefix = name.split(':', 1)[0]
+    if prefix in ('folder', 'imagenet_folder') and ':' in name:
+        name, data_dir = prefix, name[len(prefix) + 1:]
     elif name not in NAMES and (os.sep in name or os.path.isdir(name)):
         name, data_dir = 'folder', name
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
@@ -91,6 +104,10 @@ def load(name, split, data_dir=None, image_size=None, download=True):
         raise DataError(f'image_size must be a positive int, got {image_size!r}')
     if name == 'digits':
         return _digits(split, image_size or DIGITS_SIZE)
+    if name == 'imagenet_folder':
+        if not data_dir:
+            raise DataError("dataset 'imagenet_folder' needs data_dir (the folder holding train/ and val/)")
+        return _imagenet_folder(os.fspath(data_dir), split, image_size)
     if name == 'folder':
         if not data_dir:
             raise DataError("dataset 'folder' needs data_dir (the folder holding <split>/<class>/)")
@@ -301,7 +318,33 @@ def _folder(root, split, image_size):
     records = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int32)))
     name = os.path.basename(os.path.normpath(root))
     return Dataset(name, split, len(classes), len(files), image_size, mean, std, classes, records,
-                   _decoder(image_size, tf.io.read_file, resize))
+                   _decoder(image_size, tf.io.read_file, resize), encoded=tf.io.read_file)
+
+
+def _imagenet_folder(root, split, image_size):
+    """ImageNet laid out as DARTS's train_imagenet.py reads it (torchvision ImageFolder on
+    <root>/train and <root>/val, one folder per class, the same classes in both); images of any size,
+    evaluated in the resize-256 / centre-crop-224 view, trained in augment.py's view."""
+    if split not in IMAGENET_FOLDER_SPLITS:
+        raise DataError(f"imagenet_folder has no split {split!r} (known: {', '.join(IMAGENET_FOLDER_SPLITS)})")
+    if not os.path.isdir(root):
+        raise DataError(f'ImageNet folder {root} does not exist or is not a folder')
+    found = _subfolders(root, 'ImageNet folder')
+    missing = [s for s in ('train', 'val') if s not in found]
+    if missing:
+        raise DataError(f'ImageNet folder {root} lacks {" and ".join(missing)}/ (expected '
+                        f'{root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG)')
+    classes = {s: tuple(_subfolders(os.path.join(root, s), 'split folder')) for s in ('train', 'val')}
+    if classes['train'] != classes['val']:
+        raise DataError(f'ImageNet folder {root}: train/ has {len(classes["train"])} class folders, val/ '
+                        f'{len(classes["val"])}, not the same classes (expected one folder per class in both)')
+    classes, files, labels = _list_split(os.path.join(root, IMAGENET_FOLDER_SPLITS[split]))
+    image_size = image_size or IMAGENET_SIZE
+    view = _imagenet_decoder(image_size)
+    records = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int32)))
+    return Dataset('imagenet_folder', split, len(classes), len(files), image_size, *MEAN_STD['imagenet2012'],
+                   classes, records, _graph(lambda path, label: view(tf.io.read_file(path), label)),
+                   shuffle_buffer=len(files), encoded=tf.io.read_file)
 
 
 # ---- tensorflow-datasets: CIFAR-10 and ImageNet ----
@@ -362,7 +405,7 @@ def _tfds(name, split, data_dir, image_size, download):
         decode, buffer = _decoder(image_size or 32, tf.identity, resize=image_size not in (None, 32)), 50_000
         image_size = image_size or 32
     return Dataset(name, split, labels.num_classes, count, image_size, *MEAN_STD[name],
-                   tuple(labels.names), records, decode, buffer)
+                   tuple(labels.names), records, decode, buffer, encoded=tf.identity)
 
 
 # ---- the search split and batches ----
@@ -371,11 +414,23 @@ def search_split(dataset, train_portion=0.5, seed=0):
     """(weight part, architecture part): a seeded permutation of the examples cut at train_portion."""
     if not 0 < train_portion < 1:
         raise DataError(f'train_portion must lie strictly between 0 and 1, got {train_portion}')
+    return _partition(dataset, train_portion, seed, ('weight', 'arch'))
+
+
+def validation_split(dataset, fraction, seed=0):
+    """(training part, validation part): `fraction` of the examples held out by a seeded
+    permutation, for choosing a model without looking at the test split."""
+    if not 0 < fraction < 1:
+        raise DataError(f'validation_fraction must lie in [0, 1) and be > 0 to split, got {fraction}')
+    return _partition(dataset, 1.0 - fraction, seed, ('train', 'validation'))
+
+
+def _partition(dataset, portion, seed, tags):
     n = dataset.num_examples
-    cut = int(np.floor(train_portion * n))
+    cut = int(np.floor(portion * n))
     if not 0 < cut < n:
         raise DataError(f'{dataset.name} {dataset.split} ({n} examples) is too small to split at '
-                        f'{train_portion}')
+                        f'{portion:g}')
     in_weight = np.zeros(n, bool)
     in_weight[np.random.default_rng(seed).permutation(n)[:cut]] = True
 
@@ -386,7 +441,7 @@ def search_split(dataset, train_portion=0.5, seed=0):
                    .map(_graph(lambda i, record: record)))
         return dataclasses.replace(dataset, split=f'{dataset.split}.{tag}', num_examples=count,
                                    records=records)
-    return part(in_weight, cut, 'weight'), part(~in_weight, n - cut, 'arch')
+    return part(in_weight, cut, tags[0]), part(~in_weight, n - cut, tags[1])
 
 
 def _seed_pair(seed):
@@ -441,16 +496,20 @@ _cutout = cutout  # batches' `cutout` argument shadows the function
 
 def batches(dataset, batch_size, training, seed=None, augment='cifar', cutout=0, drop_remainder=None,
             repeat=False):
-    """Batched, normalised pipeline. Training: seeded shuffle, then per batch DARTS's augmentation
-    (random crop + flip), normalisation and cutout. Evaluation: the examples in order.
+    """Batched, normalised pipeline. Training: seeded shuffle, then per batch DARTS's CIFAR
+    augmentation (random crop + flip), normalisation and cutout; or, with augment='imagenet', per
+    example the ImageNet training view (augment.py) seeded by (seed, the example's index), then
+    normalisation and cutout. Evaluation: the examples in order, in the dataset's own view.
     drop_remainder defaults to `training`, so an evaluation sees every example."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f'batch size must be a positive int, got {batch_size!r}')
     if batch_size > dataset.num_examples:
         raise DataError(f'batch size {batch_size} is larger than {dataset.name} {dataset.split} '
                         f'({dataset.num_examples} examples)')
-    if augment not in ('cifar', None):
-        raise DataError(f"unknown augmentation {augment!r} (known: 'cifar', None)")
+    if augment not in AUGMENTATIONS:
+        raise DataError(f"unknown augmentation {augment!r} (known: 'cifar', 'imagenet', None)")
+    if training and augment == 'imagenet':
+        return _imagenet_batches(dataset, batch_size, seed, cutout, drop_remainder, repeat)
     if cutout < 0:
         raise DataError(f'cutout length must be >= 0, got {cutout}')
     ds = dataset.records
@@ -477,3 +536,38 @@ def batches(dataset, batch_size, training, seed=None, augment='cifar', cutout=0,
     else:
         ds = ds.map(_graph(dataset._normalized), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def _example_seed(seed, index):
+    """The [2] stateless seed of one example: (the pass's seed, the example's index in the dataset)."""
+    return tf.stack([tf.constant(0 if seed is None else seed, tf.int64), tf.cast(index, tf.int64)])
+
+
+def _imagenet_batches(dataset, batch_size, seed, cutout, drop_remainder, repeat):
+    """Training batches in the ImageNet view: records shuffled with their indices, each example
+    augmented by its own seed (so the same (seed, example) always gives the same view, whatever the
+    order or the parallelism), batched, normalised, optionally cut out."""
+    if dataset.encoded is None:
+        raise DataError(f'the ImageNet training view needs encoded image files; {dataset.name} holds '
+                        f'decoded pixels (use augment=cifar or none)')
+    ds = dataset.records.enumerate().shuffle(min(dataset.num_examples, dataset.shuffle_buffer), seed=seed,
+                                             reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+
+    @_graph
+    def view(index, example):
+        record, label = example
+        image = augment_lib.imagenet_train_view(dataset.encoded(record), _example_seed(seed, index),
+                                                dataset.image_size)
+        return image, tf.cast(label, tf.int32)
+    ds = ds.map(view, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True if drop_remainder is None else drop_remainder)
+
+    @_graph
+    def finish(batch, pair):
+        images, labels = batch
+        images = dataset.normalize(images)
+        return (_cutout(images, cutout, pair) if cutout else images), labels
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((ds, seeds)).map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

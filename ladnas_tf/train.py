@@ -2,8 +2,18 @@
 section 4), with checkpoints, resume, TensorBoard, tf.distribute and TFLite accuracy.
 
 A custom loop rather than model.fit: the auxiliary head adds a second output that only the loss sees,
-and DARTS's update (clip the global gradient norm, then add the coupled weight decay, then momentum
-SGD) is not what Keras's optimizer options do (its weight decay is decoupled, its clipping per replica).
+and DARTS's update (clip the global gradient norm, then PyTorch's SGD: coupled weight decay and its
+momentum rule, optim.MomentumSGD, the search's optimizer too) is not what Keras's optimizer options do
+(its weight decay is decoupled, its momentum folds in the learning rate, its clipping is per replica).
+
+Model selection is honest: best.keras is chosen on a validation split held out of the training data
+(validation_fraction; 0 means no best.keras), never on the test split, which is evaluated once per
+epoch for reporting only. summary.json names the split of every figure.
+
+Resume: checkpoints at epoch ends and every checkpoint_every seconds inside an epoch hold the weights,
+the drop-path random state, the optimizer and the position in the epoch; the data of an epoch is a
+function of (seed, epoch), so a killed run resumed with the same call ends with the weights of an
+uninterrupted one (with TensorFlow's op determinism on, as tools.train sets it).
 
 Batch size and learning rate are *global*: the rate is the one for the global batch, whatever the
 number of replicas (each replica sees batch_size / replicas examples; the gradients are summed
@@ -21,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from ladnas_tf import data, network, search_space
+from ladnas_tf import data, network, optim, search_space
 
 SCHEDULES = ('cosine', 'linear')
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
@@ -53,7 +63,8 @@ class Recipe:
     drop_path_prob: float = 0.2
     cutout: int = 16
     label_smoothing: float = 0.0
-    augment: str = 'cifar'          # data.batches's augmentation; None for ImageNet (centre crops)
+    augment: str = 'cifar'          # data.batches's augmentation: 'cifar', 'imagenet' or None
+    validation_fraction: float = 0.0  # held out of train to choose best.keras; 0: no best.keras
     seed: int = 0
 
     def check(self):
@@ -76,13 +87,18 @@ class Recipe:
         for name in ('weight_decay', 'grad_clip', 'auxiliary_weight', 'cutout'):
             if getattr(self, name) < 0:
                 raise TrainError(f'{name} must be >= 0, got {getattr(self, name)}')
+        if not 0 <= self.validation_fraction < 1:
+            raise TrainError(f'validation_fraction must lie in [0, 1), got {self.validation_fraction}')
+        if self.augment not in data.AUGMENTATIONS:
+            raise TrainError(f"unknown augment {self.augment!r} (known: 'cifar', 'imagenet', None)")
 
 
-# DARTS's train.py (CIFAR-10) and train_imagenet.py as the paper reports it (section 4.2).
+# DARTS's train.py (CIFAR-10) and PC-DARTS's train_imagenet.py as the paper reports it (section 4.2);
+# the sources of every setting: configs/train_cifar10.cfg and configs/train_imagenet.cfg.
 CIFAR_RECIPE = Recipe()
 IMAGENET_RECIPE = Recipe(setting='imagenet', channels=48, layers=14, epochs=250, batch_size=1024,
                          learning_rate=0.5, lr_schedule='linear', warmup_epochs=5, weight_decay=3e-5,
-                         drop_path_prob=0.0, cutout=0, label_smoothing=0.1, augment=None)
+                         drop_path_prob=0.0, cutout=0, label_smoothing=0.1, augment='imagenet')
 
 
 # ---- the recipe pieces, as small pure functions ----
@@ -160,15 +176,15 @@ def gradients(model, images, labels, recipe, global_batch):
 
 
 def apply_update(model, optimizer, grads, recipe):
-    """DARTS's update from one replica's gradients: sum across replicas, clip the global norm, add
-    weight_decay * w (coupled, as PyTorch's SGD), momentum SGD. Keras's optimizer sums across replicas
-    itself, so the already summed gradient is handed to it divided by the replica count."""
+    """DARTS's update from one replica's gradients: sum across replicas, clip the global norm, then
+    the optimizer (optim.MomentumSGD: + weight_decay * w, PyTorch's momentum). Keras's optimizer sums
+    across replicas itself, so the already summed gradient is handed to it divided by the replica
+    count."""
     context = tf.distribute.get_replica_context()
     grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     if recipe.grad_clip:
         grads, _ = tf.clip_by_global_norm(grads, recipe.grad_clip)
     variables = model.trainable_variables
-    grads = [g + recipe.weight_decay * v for g, v in zip(grads, variables)]
     replicas = float(context.num_replicas_in_sync)
     optimizer.apply_gradients([(g / replicas, v) for g, v in zip(grads, variables)])
 
@@ -185,9 +201,10 @@ def _check_auxiliary(recipe, image_size):
 
 
 def make_optimizer(recipe, steps_per_epoch):
+    """PyTorch's SGD (optim.MomentumSGD: momentum, coupled weight decay) on the recipe's schedule."""
     schedule = Schedule(recipe.learning_rate, recipe.epochs * steps_per_epoch, recipe.lr_schedule,
                         recipe.warmup_epochs * steps_per_epoch)
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=recipe.momentum)
+    return optim.MomentumSGD(schedule, recipe.momentum, recipe.weight_decay)
 
 
 def make_strategy(name='default'):
@@ -219,12 +236,17 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)  # so a checkpoint restores into it
         # Bookkeeping of the loop, outside the scope: plain variables, not mirrored ones.
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch')
-        self.best_top1 = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name='best_top1')
-        # Every variable by position: tf.train.Checkpoint does not reach the weights of Keras 3 layers
-        # held in lists (the cells), only the model's own.
-        self.checkpoint = tf.train.Checkpoint(model=self.model, model_weights=list(self.model.weights),
-                                              optimizer=self.optimizer,
-                                              epoch=self.epoch, best_top1=self.best_top1)
+        self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch_step')
+        self.sums = tf.Variable(tf.zeros([2], tf.float64), trainable=False, name='epoch_sums')  # loss, top-1
+        self.best_top1 = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name='best_validation_top1')
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='best_epoch')
+        # Every variable by position: tf.train.Checkpoint does not reach the variables of Keras 3 layers
+        # held in lists (the cells), only the model's own; `variables`, not `weights`, so that the
+        # drop-path seed generators' states are kept and a resumed run drops the same paths.
+        self.checkpoint = tf.train.Checkpoint(model=self.model, model_variables=list(self.model.variables),
+                                              optimizer=self.optimizer, epoch=self.epoch,
+                                              epoch_step=self.epoch_step, epoch_sums=self.sums,
+                                              best_validation_top1=self.best_top1, best_epoch=self.best_epoch)
         self._step = tf.function(self._distributed_step)
         self._evaluate = tf.function(self._eval_step)
 
@@ -253,6 +275,11 @@ class Trainer:
             c1, c5 = self._evaluate(images, labels)
             top1, top5 = top1 + float(c1), top5 + float(c5)
         return 100 * top1 / dataset.num_examples, 100 * top5 / dataset.num_examples
+
+    @property
+    def global_step(self):
+        """Optimizer steps so far (a mirrored variable under a strategy, hence the numpy())."""
+        return int(self.optimizer.iterations.numpy())
 
     def current_lr(self):
         return float(self.optimizer.learning_rate)
@@ -311,17 +338,39 @@ def _save_keras(model, path):
     os.replace(temp, path)
 
 
+HISTORY = 'history.json'
+# The split each figure of summary.json (and history.json) is measured on.
+SPLIT_OF = {'train_loss': 'train (augmented batches, mean over the epoch)',
+            'train_top1': 'train (augmented batches, mean over the epoch)',
+            'validation_top1': 'validation (held out of train)', 'validation_top5': 'validation (held out of train)',
+            'best_validation_top1': 'validation (held out of train)',
+            'test_top1': 'test (reported, chooses nothing)', 'test_top5': 'test (reported, chooses nothing)'}
+
+
+def load_splits(dataset, data_dir, recipe):
+    """(train, validation or None, test): validation is recipe.validation_fraction of the training
+    split held out by a seeded permutation; the test split is the dataset's own."""
+    full = data.load(dataset, 'train', data_dir, recipe.image_size)
+    test = data.load(dataset, 'test', data_dir, recipe.image_size)
+    if not recipe.validation_fraction:
+        return full, None, test
+    train_part, validation = data.validation_split(full, recipe.validation_fraction, recipe.seed)
+    return train_part, validation, test
+
+
 def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy=None, overwrite=False,
-          verbose=1, log=print):
+          verbose=1, log=print, checkpoint_every=600, step_callback=None):
     """Trains (or resumes) a run in model_dir; returns the summary written to summary.json.
 
-    Writes run_config.json, checkpoints/ (after every epoch), logs/ (TensorBoard), best.keras (by
-    test top-1), final.keras and summary.json. Rerunning the same call after a kill continues from
-    the last finished epoch; a finished run is returned as it is."""
+    Writes run_config.json, checkpoints/ (every epoch, and every checkpoint_every seconds inside one;
+    0: epoch ends only), logs/ (TensorBoard), history.json (every epoch's figures, split named),
+    best.keras (the epoch of the best validation top-1; only with a validation_fraction), final.keras
+    and summary.json. The test split is evaluated once per epoch and only reported. Rerunning the
+    same call after a kill continues from the last checkpoint; a finished run is returned as it is.
+    step_callback(global_step), when given, runs after every step (and its checkpoint, if any)."""
     recipe.check()
     search_space.validate(genotype)
-    train_set = data.load(dataset, 'train', data_dir, recipe.image_size)
-    test_set = data.load(dataset, 'test', data_dir, recipe.image_size)
+    train_set, val_set, test_set = load_splits(dataset, data_dir, recipe)
     _check_auxiliary(recipe, train_set.image_size)
     if train_set.num_examples < recipe.batch_size:
         raise TrainError(f'batch size {recipe.batch_size} is larger than {dataset} train '
@@ -340,49 +389,56 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
     trainer = Trainer(genotype, recipe, train_set.num_classes, train_set.image_size, steps, strategy)
     manager = tf.train.CheckpointManager(trainer.checkpoint, os.path.join(model_dir, 'checkpoints'),
                                          max_to_keep=2)
-    if manager.latest_checkpoint:
-        try:
-            trainer.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise TrainError(f'checkpoint {manager.latest_checkpoint} does not fit this network: '
-                             f'{first}') from None
-        log(f'resumed from {manager.latest_checkpoint} after epoch {int(trainer.epoch)}')
+    _restore(trainer, manager, log)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, 'logs'))
-    elapsed_path = os.path.join(model_dir, 'elapsed.json')
+    elapsed_path, history_path = os.path.join(model_dir, 'elapsed.json'), os.path.join(model_dir, HISTORY)
     elapsed = _read_elapsed(elapsed_path)
+    history = _read_history(history_path)[:int(trainer.epoch)]
     start = time.perf_counter()
 
     for epoch in range(int(trainer.epoch), recipe.epochs):
-        trainer.model.set_drop_path_rate(drop_path_rate(epoch, recipe.drop_path_prob, recipe.epochs))
-        lr = trainer.current_lr()
-        batches = training_batches(train_set, recipe, epoch)
-        if trainer.replicas > 1:
-            batches = strategy.experimental_distribute_dataset(batches)
-        bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=['loss', 'top1'])
-        total_loss = total_top1 = 0.0
-        for i, (images, labels) in enumerate(batches):
-            loss, top1 = trainer.train_step(images, labels)
-            total_loss, total_top1 = total_loss + float(loss), total_top1 + float(top1)
-            bar.update(i + 1, [('loss', total_loss / (i + 1)), ('top1', 100 * total_top1 / (i + 1))])
-        test_top1, test_top5 = trainer.evaluate(test_set, recipe.batch_size)
-        _scalars(writer, epoch + 1, {'train/loss': total_loss / steps, 'train/top1': 100 * total_top1 / steps,
-                                     'train/lr': lr, 'test/top1': test_top1, 'test/top5': test_top5})
-        log(f'epoch {epoch + 1}/{recipe.epochs}: lr {lr:.4g} loss {total_loss / steps:.4f} '
-            f'train top-1 {100 * total_top1 / steps:.2f} test top-1 {test_top1:.2f} top-5 {test_top5:.2f}')
-        if test_top1 > float(trainer.best_top1):
-            trainer.best_top1.assign(test_top1)
+        lr = trainer.current_lr() if int(trainer.epoch_step) == 0 else None
+        train_loss, train_top1 = _train_epoch(trainer, train_set, epoch, steps, manager, checkpoint_every,
+                                              step_callback, verbose)
+        figures = {'epoch': epoch + 1, 'train_loss': train_loss, 'train_top1': train_top1}
+        if val_set is not None:
+            figures['validation_top1'], figures['validation_top5'] = trainer.evaluate(val_set, recipe.batch_size)
+        # Reported only: nothing below reads these two figures to choose or keep a model.
+        figures['test_top1'], figures['test_top5'] = trainer.evaluate(test_set, recipe.batch_size)
+        _scalars(writer, epoch + 1, {f'{k.split("_")[0]}/{k.split("_", 1)[1]}': v for k, v in figures.items()
+                                     if k != 'epoch'} | ({'train/lr': lr} if lr is not None else {}))
+        log(f'epoch {epoch + 1}/{recipe.epochs}: loss {train_loss:.4f} train top-1 {train_top1:.2f}'
+            + (f" validation top-1 {figures['validation_top1']:.2f}" if val_set is not None else '')
+            + f" test top-1 {figures['test_top1']:.2f} top-5 {figures['test_top5']:.2f}")
+        if val_set is not None and figures['validation_top1'] > float(trainer.best_top1):
+            trainer.best_top1.assign(figures['validation_top1'])
+            trainer.best_epoch.assign(epoch + 1)
             _save_keras(trainer.model, os.path.join(model_dir, 'best.keras'))
+        history.append(figures)
+        _write_json(history_path, history)
         trainer.epoch.assign(epoch + 1)
-        manager.save(checkpoint_number=epoch + 1)
+        trainer.epoch_step.assign(0)
+        trainer.sums.assign(tf.zeros([2], tf.float64))
+        manager.save(checkpoint_number=trainer.global_step)
         _write_json(elapsed_path, {'seconds': elapsed + time.perf_counter() - start})
 
     _save_keras(trainer.model, os.path.join(model_dir, 'final.keras'))
-    test_top1, test_top5 = trainer.evaluate(test_set, recipe.batch_size)
+    last = history[-1] if len(history) == recipe.epochs else _final_figures(trainer, val_set, test_set, recipe)
     summary = {
         'genotype': str(genotype), 'genotype_id': search_space.genotype_id(genotype),
-        'dataset': dataset, 'epochs': recipe.epochs, 'test_top1': test_top1, 'test_top5': test_top5,
-        'best_test_top1': float(trainer.best_top1), 'params': trainer.model.count_params(),
+        'dataset': dataset, 'epochs': recipe.epochs,
+        **{k: last.get(k) for k in ('train_loss', 'train_top1', 'validation_top1', 'validation_top5',
+                                    'test_top1', 'test_top5')},
+        'best_validation_top1': float(trainer.best_top1) if val_set is not None else None,
+        'best_epoch': int(trainer.best_epoch) if val_set is not None else None,
+        'selection': ('best.keras: the epoch of the best validation top-1; final.keras: the last epoch; '
+                      'the test split chooses nothing' if val_set is not None else
+                      'final.keras: the last epoch (no validation split, so no best.keras); the test split '
+                      'chooses nothing'),
+        'split_of': SPLIT_OF,
+        'examples': {'train': train_set.num_examples, 'validation': val_set.num_examples if val_set else 0,
+                     'test': test_set.num_examples},
+        'params': trainer.model.count_params(),
         'macs': trainer.model.count_macs(), 'image_size': train_set.image_size,
         'replicas': trainer.replicas, 'global_batch_size': recipe.batch_size,
         'per_replica_batch_size': recipe.batch_size // trainer.replicas,
@@ -390,6 +446,61 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
         'seconds': round(elapsed + time.perf_counter() - start, 2), 'recipe': dataclasses.asdict(recipe)}
     write_summary(model_dir, summary)
     return summary
+
+
+def _restore(trainer, manager, log):
+    if not manager.latest_checkpoint:
+        return
+    try:
+        trainer.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TrainError(f'checkpoint {manager.latest_checkpoint} does not fit this network: '
+                         f'{first}') from None
+    log(f'resumed from {manager.latest_checkpoint} after epoch {int(trainer.epoch)}, '
+        f'step {int(trainer.epoch_step)} of the next')
+
+
+def _train_epoch(trainer, train_set, epoch, steps, manager, checkpoint_every, step_callback, verbose):
+    """Runs epoch `epoch` from its checkpointed position; returns (mean loss, top-1 %) over it."""
+    recipe = trainer.recipe
+    trainer.model.set_drop_path_rate(drop_path_rate(epoch, recipe.drop_path_prob, recipe.epochs))
+    done = int(trainer.epoch_step)
+    batches = training_batches(train_set, recipe, epoch).skip(done)
+    if trainer.replicas > 1:
+        batches = trainer.strategy.experimental_distribute_dataset(batches)
+    bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=['loss', 'top1'])
+    last_save = time.time()
+    for images, labels in batches:
+        loss, top1 = trainer.train_step(images, labels)
+        trainer.sums.assign_add([float(loss), float(top1)])
+        done = int(trainer.epoch_step.assign_add(1))
+        total_loss, total_top1 = trainer.sums.numpy()
+        bar.update(done, [('loss', total_loss / done), ('top1', 100 * total_top1 / done)])
+        if checkpoint_every and done < steps and time.time() - last_save >= checkpoint_every:
+            manager.save(checkpoint_number=trainer.global_step)
+            last_save = time.time()
+        if step_callback is not None:
+            step_callback(trainer.global_step)
+    total_loss, total_top1 = trainer.sums.numpy()
+    return float(total_loss / steps), float(100 * total_top1 / steps)
+
+
+def _final_figures(trainer, val_set, test_set, recipe):
+    """The final model's figures when the epochs ran before this call (a run killed after its last
+    checkpoint and before its summary)."""
+    figures = {}
+    if val_set is not None:
+        figures['validation_top1'], figures['validation_top5'] = trainer.evaluate(val_set, recipe.batch_size)
+    figures['test_top1'], figures['test_top5'] = trainer.evaluate(test_set, recipe.batch_size)
+    return figures
+
+
+def _read_history(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
 
 
 def write_summary(model_dir, summary):
@@ -472,3 +583,24 @@ def export_tflite(model, model_dir, train_set, test_set, calibration_images=256,
         results[name] = {'file': os.path.basename(path), 'file_bytes': summary['file_bytes'],
                          'test_top1': top1}
     return results
+
+
+def kill_at_step(step):
+    """A step_callback that SIGKILLs this very process when the global step reaches `step`: a kill at
+    a chosen point, for proving that a resumed run ends as an uninterrupted one without racing a
+    timer (tools.train and tools.pipeline take it from the environment, KILL_AT_STEP_ENV)."""
+    import signal
+
+    def callback(global_step):
+        if global_step >= step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return callback
+
+
+KILL_AT_STEP_ENV = 'LADNAS_TF_KILL_AT_STEP'
+
+
+def step_callback_from_env(environ=os.environ):
+    """kill_at_step(N) when the environment sets LADNAS_TF_KILL_AT_STEP=N, else None."""
+    value = environ.get(KILL_AT_STEP_ENV)
+    return kill_at_step(int(value)) if value else None

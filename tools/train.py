@@ -3,9 +3,12 @@
     python -m tools.train --flagfile=configs/train_cifar10.cfg --genotype=DARTS_V2 \
         --dataset=../shared/data/cifar10 --model_dir=runs/darts_v2_cifar10
 
-Writes to --model_dir: run_config.json, checkpoints/, logs/ (TensorBoard), best.keras, final.keras and
-summary.json (test top-1/top-5, params, MACs, genotype, epochs, seconds). Killed, the same command
-resumes from the last finished epoch; a directory of another run is refused without --overwrite.
+Writes to --model_dir: run_config.json, checkpoints/, logs/ (TensorBoard), history.json, final.keras,
+best.keras (chosen on --validation_fraction of the training data held out; none when 0) and
+summary.json (every figure with its split: the test split is reported, never used to choose; params,
+MACs, genotype, epochs, seconds). Killed, the same command resumes from the last checkpoint (epoch ends
+and every --checkpoint_every seconds) and ends with the weights of an uninterrupted run (with
+--deterministic); a directory of another run is refused without --overwrite.
 --batch_size and --learning_rate are global: the rate is the one for the whole batch, which is split
 over the replicas of --strategy (mirrored: the local devices; multi_worker: the cluster in TF_CONFIG).
 """
@@ -38,7 +41,12 @@ flags.DEFINE_float('auxiliary_weight', 0.4, 'Weight of the auxiliary loss.')
 flags.DEFINE_float('drop_path_prob', 0.2, 'Final drop-path rate, ramped linearly from 0.')
 flags.DEFINE_integer('cutout', 16, 'Cutout length (0 = off).')
 flags.DEFINE_float('label_smoothing', 0.0, 'Label smoothing epsilon.')
-flags.DEFINE_enum('augment', 'cifar', ['cifar', 'none'], 'Training augmentation: DARTS CIFAR crop+flip, or none.')
+flags.DEFINE_enum('augment', 'cifar', ['cifar', 'imagenet', 'none'], 'Training augmentation: DARTS CIFAR '
+                  'crop+flip, the ImageNet view (random-resized crop 224, flip, colour jitter), or none.')
+flags.DEFINE_float('validation_fraction', 0.0, 'Share of the training split held out to choose best.keras '
+                   '(0: no best.keras; the test split never chooses).')
+flags.DEFINE_float('checkpoint_every', 600, 'Seconds between mid-epoch checkpoints (0: epoch ends only).')
+flags.DEFINE_bool('deterministic', True, 'TensorFlow op determinism: a resumed run ends as an uninterrupted one.')
 flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy.')
 flags.DEFINE_string('model_dir', None, 'Run directory.')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing run directory.')
@@ -66,11 +74,15 @@ def main(argv):
         weight_decay=FLAGS.weight_decay, grad_clip=FLAGS.grad_clip, auxiliary=FLAGS.auxiliary,
         auxiliary_weight=FLAGS.auxiliary_weight, drop_path_prob=FLAGS.drop_path_prob, cutout=FLAGS.cutout,
         label_smoothing=FLAGS.label_smoothing, augment=None if FLAGS.augment == 'none' else FLAGS.augment,
-        seed=FLAGS.seed)
+        validation_fraction=FLAGS.validation_fraction, seed=FLAGS.seed)
     recipe.check()
+    if FLAGS.deterministic:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
     strategy = train.make_strategy(FLAGS.strategy)
     summary = train.train(genotype, recipe, FLAGS.model_dir, FLAGS.dataset, FLAGS.data_dir, strategy,
-                          FLAGS.overwrite, FLAGS.verbose, log=logging.info)
+                          FLAGS.overwrite, FLAGS.verbose, log=logging.info,
+                          checkpoint_every=FLAGS.checkpoint_every, step_callback=train.step_callback_from_env())
     if FLAGS.export_tflite and 'tflite' not in summary:
         import keras
         model = keras.models.load_model(os.path.join(FLAGS.model_dir, 'final.keras'))
@@ -79,8 +91,10 @@ def main(argv):
                                                 FLAGS.tflite_eval_limit, overwrite=True)
         train.write_summary(FLAGS.model_dir, summary)
     tflite = ''.join(f", {k} TFLite top-1 {v['test_top1']:.2f}" for k, v in summary.get('tflite', {}).items())
-    print(f"{FLAGS.model_dir}: {summary['epochs']} epochs, test top-1 {summary['test_top1']:.2f} "
-          f"top-5 {summary['test_top5']:.2f} (best {summary['best_test_top1']:.2f}), "
+    best = (f", best.keras: epoch {summary['best_epoch']}, validation top-1 {summary['best_validation_top1']:.2f}"
+            if summary.get('best_epoch') else '')
+    print(f"{FLAGS.model_dir}: {summary['epochs']} epochs, final test top-1 {summary['test_top1']:.2f} "
+          f"top-5 {summary['test_top5']:.2f}{best}, "
           f"{summary['params']:,} params, {summary['macs'] / 1e6:.1f}M MACs, {summary['seconds']:.0f} s{tflite}")
 
 
