@@ -16,7 +16,8 @@ from tools import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('tables', None, 'Two latency tables (CSV): first,second.')
-flags.DEFINE_string('lpm_dir', None, "Also score this LPM on the second table's architectures.")
+flags.DEFINE_string('lpm_dir', None, "Also score this LPM (a name, see tools.lpms, or a directory) on the second "
+                    "table's architectures.")
 
 
 class CompareError(ValueError):
@@ -63,8 +64,8 @@ def main(argv):
     print(f"  median latency {result['median_ms'][0]:.3f} ms vs {result['median_ms'][1]:.3f} ms; "
           f"median ratio second/first {result['median_ratio']:.3f}")
     if FLAGS.lpm_dir:
-        from ladnas_tf.latency import lpm
-        transfer = lpm_transfer(lpm.LPM.load(FLAGS.lpm_dir), second)
+        from ladnas_tf.latency import lpm, registry
+        transfer = lpm_transfer(lpm.LPM.load(registry.resolve(FLAGS.lpm_dir)), second)
         for view, m in transfer.items():
             print(f"  LPM {FLAGS.lpm_dir} on {FLAGS.tables[1]} ({view}, n={m['n']}): Kendall tau "
                   f"{m['kendall_tau']:.3f}, Spearman rho {m['spearman_rho']:.3f}; scaled by {m['scale']:.4g}: "

@@ -48,9 +48,9 @@ flags.DEFINE_integer('final_eval_batches', None, 'Batches of the final, reported
 flags.DEFINE_bool('augment', True, "DARTS's crop + flip on the training batches (never on the digits).")
 flags.DEFINE_float('lambda_', 0.1, "Weight of LAT(alpha) in units of DARTS_V2's predicted latency (paper Eq. 3; 0 = plain).")
 flags.DEFINE_float('eta', 0.0, "Weight of FLOPs(alpha) in units of DARTS_V2's MACs: the FLOPs-aware baseline (needs --lambda_=0).")
-SHIPPED_LPM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'lpm_cpu_tflite_cifar')
-flags.DEFINE_string('lpm_dir', SHIPPED_LPM, 'The latency predictor of the target (default: the shipped CPU '
-                    'TFLite one; empty: none).')
+flags.DEFINE_string('lpm', 'cpu_tflite_cifar', 'The latency predictor of the target: a name (python -m tools.lpms '
+                    'lists them) or an LPM directory (default: the shipped CPU TFLite one; empty: none).')
+flags.DEFINE_string('lpm_dir', None, 'Deprecated alias of --lpm (a directory).')
 flags.DEFINE_float('target_latency_ms', None, 'Adapt lambda_ (dual ascent) so that LAT(alpha) meets this latency.')
 flags.DEFINE_integer('lat_samples', 20, 'M: sub-networks sampled per LAT(alpha) estimate.')
 flags.DEFINE_string('latency_error', 'none', 'What the search believes in place of the LPM (summary.json reports '
@@ -71,6 +71,36 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing run directory.')
 flags.DEFINE_bool('progress', True, 'A progress bar per epoch.')
 
 
+def lpm_from_flags():
+    """The LPM directory --lpm (or the deprecated --lpm_dir) names, None for none; resolved and loaded
+    once here, so a bad name or an LPM of another search space fails before anything is written."""
+    value = FLAGS.lpm
+    if FLAGS.lpm_dir is not None:
+        logging.warning('--lpm_dir is deprecated: use --lpm (a name or a directory)')
+        value = FLAGS.lpm_dir
+    if not value:
+        return None
+    from ladnas_tf.latency import lpm, registry
+    path = registry.resolve(value)
+    lpm.LPM.load(path)
+    return path
+
+
+def can_time(lpm_dir, log=logging.info):
+    """Whether this machine can time on the LPM's target (an LPM made on an ssh board or a phone names a
+    target this machine may not reach): the search still runs, only the final measurement is skipped."""
+    if not lpm_dir:
+        return True
+    from ladnas_tf.latency import lpm, targets
+    meta = lpm.LPM.load(lpm_dir).metadata
+    try:
+        targets.make_target(meta['target'], meta.get('target_description', {}).get('threads', 1)).check_available()
+    except targets.TargetError as e:
+        log(f'not timing the derived network: {e}')
+        return False
+    return True
+
+
 def config_from_flags():
     """The SearchConfig the flags describe (tools.sweep varies it)."""
     from ladnas_tf import search
@@ -84,7 +114,7 @@ def config_from_flags():
         recompute=FLAGS.recompute,
         train_portion=FLAGS.train_portion, seed=FLAGS.seed, max_steps_per_epoch=FLAGS.max_steps_per_epoch,
         final_eval_batches=FLAGS.final_eval_batches,
-        augment=FLAGS.augment, lambda_=FLAGS.lambda_, eta=FLAGS.eta, lpm_dir=FLAGS.lpm_dir or None,
+        augment=FLAGS.augment, lambda_=FLAGS.lambda_, eta=FLAGS.eta, lpm_dir=lpm_from_flags(),
         target_latency_ms=FLAGS.target_latency_ms, lat_samples=FLAGS.lat_samples, **_latency_error_from_flags())
 
 
@@ -115,7 +145,7 @@ def main(argv):
     strategy = train.make_strategy(FLAGS.strategy)
     summary = search.search(config, model_dir, FLAGS.overwrite, strategy, checkpoint_every=FLAGS.checkpoint_every,
                             progress=FLAGS.progress, flags_text=FLAGS.flags_into_string(), log=logging.info,
-                            measure_latency=FLAGS.measure_latency)
+                            measure_latency=FLAGS.measure_latency and can_time(None if config.eta else config.lpm_dir))
     train_acc = summary['supernet_train_accuracy']
     print(f"genotype: {summary['genotype']}")
     print(f"{summary['steps']} steps, supernet accuracy train "

@@ -1,0 +1,141 @@
+"""Named latency predictors: `cpu_tflite_cifar` as well as a directory wherever an LPM is asked for.
+
+Shipped predictors are the repository's `data/lpm_<name>/` directories; user predictors are
+`<LADNAS_LPM_HOME>/<name>/` (default `~/.ladnas_tf/lpms`), written there by `tools.adapt_lpm --name`
+(or `tools.train_lpm --name`). A shipped name cannot be taken by a user predictor, so a name means
+the same model on every machine that has the repository.
+"""
+import json
+import os
+import re
+
+from ladnas_tf.latency import lpm
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIPPED_DIR = os.path.join(REPO, 'data')
+SHIPPED_PREFIX = 'lpm_'
+HOME_ENV = 'LADNAS_LPM_HOME'
+# Lowercase letters, digits, '_', '-', '.': safe as a folder name on every OS, never a path.
+NAME_PATTERN = re.compile(r'[a-z0-9][a-z0-9_.-]{0,63}')
+
+
+class RegistryError(lpm.LPMError):
+    """An unknown or malformed predictor name, or a directory that is not an LPM; one line."""
+
+
+def user_home():
+    return os.path.expanduser(os.environ.get(HOME_ENV) or os.path.join('~', '.ladnas_tf', 'lpms'))
+
+
+def check_name(name):
+    """`name` if it can name a predictor, else RegistryError."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name.endswith('.'):
+        raise RegistryError(f'{name!r} is not a predictor name (lowercase letters, digits, _ - . ; at most 64, '
+                            'starting with a letter or digit)')
+    return name
+
+
+def _is_lpm_dir(path):
+    return os.path.isfile(os.path.join(path, lpm.METADATA_FILE))
+
+
+def shipped():
+    """{name: directory} of the predictors in the repository's data/ folder."""
+    if not os.path.isdir(SHIPPED_DIR):
+        return {}
+    return {entry[len(SHIPPED_PREFIX):]: os.path.join(SHIPPED_DIR, entry) for entry in sorted(os.listdir(SHIPPED_DIR))
+            if entry.startswith(SHIPPED_PREFIX) and _is_lpm_dir(os.path.join(SHIPPED_DIR, entry))}
+
+
+def user():
+    """{name: directory} of the predictors in the user folder (shipped names excluded)."""
+    home, taken = user_home(), shipped()
+    if not os.path.isdir(home):
+        return {}
+    return {entry: os.path.join(home, entry) for entry in sorted(os.listdir(home))
+            if NAME_PATTERN.fullmatch(entry) and entry not in taken and _is_lpm_dir(os.path.join(home, entry))}
+
+
+def known():
+    return {**user(), **shipped()}
+
+
+def looks_like_path(value):
+    """A value with a path separator, or starting with '.' or '~', is a directory, never a name."""
+    return os.sep in value or '/' in value or value.startswith(('.', '~'))
+
+
+def resolve(value):
+    """The LPM directory a name or a directory stands for; RegistryError in one line otherwise.
+
+    A bare word is looked up as a name first and then as a directory relative to the working folder."""
+    if not value:
+        raise RegistryError('no predictor given (a name such as cpu_tflite_cifar, or an LPM directory)')
+    value = str(value)
+    if not looks_like_path(value):
+        found = known().get(value)
+        if found:
+            return found
+    path = os.path.expanduser(value)
+    if _is_lpm_dir(path):
+        return path
+    if os.path.isdir(path) and looks_like_path(value):
+        raise RegistryError(f'{value}: no {lpm.METADATA_FILE}, not an LPM directory')
+    if looks_like_path(value):
+        raise RegistryError(f'{value}: no such LPM directory')
+    names = ', '.join(known()) or 'none'
+    raise RegistryError(f'unknown predictor {value!r} (known: {names}; or give an LPM directory)')
+
+
+def user_dir(name):
+    """Where a user predictor called `name` lives; refuses the shipped names."""
+    check_name(name)
+    if name in shipped():
+        raise RegistryError(f'{name!r} is a shipped predictor; choose another name')
+    return os.path.join(user_home(), name)
+
+
+def portable(path):
+    """A path as metadata should record it: relative to the repository when inside it, else its base name
+    (the data's sha256 names it anyway), so nothing written names this machine's folders."""
+    absolute = os.path.abspath(path)
+    if os.path.commonpath([absolute, REPO]) == REPO:
+        return os.path.relpath(absolute, REPO)
+    return os.path.basename(absolute.rstrip(os.sep))
+
+
+def name_of(path):
+    """The registered name of an LPM directory, or None."""
+    absolute = os.path.realpath(path)
+    return next((n for n, d in known().items() if os.path.realpath(d) == absolute), None)
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def describe(name, path, kind):
+    """One row of the predictor list: what it predicts, from how much data, how well."""
+    meta = _read_json(os.path.join(path, lpm.METADATA_FILE))
+    scores = _read_json(os.path.join(path, 'metrics.json'))
+    data = meta.get('data', {})
+    rows = data.get('rows', data.get('train_rows', 0) + data.get('val_rows', 0)) or None
+    adapted = meta.get('adapted_from') or {}
+    return {'name': name, 'kind': kind, 'target': meta.get('target'), 'setting': meta.get('setting'),
+            'device': meta.get('target_description', {}).get('device'), 'cells': meta.get('cells'),
+            'label': meta.get('label', {}).get('kind'), 'table_rows': rows,
+            'mre_pct': scores.get('mre_pct'), 'kendall_tau': scores.get('kendall_tau'),
+            'scored_by': scores.get('scored_by', 'test split' if scores else None),
+            'adapted_from': (f'{adapted.get("name") or adapted.get("dir")} ({adapted.get("method")}, '
+                             f'{adapted.get("rows")} rows)') if adapted else None,
+            'path': path}
+
+
+def list_predictors():
+    """Rows (dicts) of every shipped and user predictor, shipped first."""
+    return ([describe(n, d, 'shipped') for n, d in shipped().items()]
+            + [describe(n, d, 'user') for n, d in user().items()])
