@@ -247,6 +247,8 @@ def test_batches_refuse_bad_arguments(digits):
     with pytest.raises(data.DataError, match='positive int'):
         data.batches(test, 0, training=False)
     with pytest.raises(data.DataError, match='unknown augmentation'):
+        data.batches(test, 8, training=True, augment='rotate')
+    with pytest.raises(data.DataError, match='ImageNet training view needs encoded image files'):
         data.batches(test, 8, training=True, augment='imagenet')
 
 
