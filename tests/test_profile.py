@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ladnas_tf.latency import profile, table, targets
+from ladnas_tf.latency import measure, profile, table, targets
 
 TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--warmup=1', '--runs=3',
         '--workers=1', '--batch=2']
@@ -72,7 +72,7 @@ def test_device_harness_times_on_cpu(tmp_path):
     target = targets.DeviceTF('/CPU:0', name='cpu_tf')
     setting = targets.Setting('cifar', 4, 2, 8, 2, 10)
     artifact, params, macs = target.prepare(profile.genotypes.DARTS_V2, setting)
-    stats, attempts = profile.measure.measure(target.runner(artifact), warmup=1, runs=3, max_attempts=1)
+    stats, attempts = measure.measure(target.runner(artifact), warmup=1, runs=3, max_attempts=1)
     assert stats.latency_ms > 0 and stats.runs == 3 and params > 0 and macs > 0
     assert target.describe()['target'] == 'cpu_tf'
 

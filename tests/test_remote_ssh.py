@@ -1,6 +1,5 @@
 """The ssh target end to end against a real OpenSSH server on 127.0.0.1 (Debian's openssh-server,
 installed by .ci/run): profiling, a server killed mid-run, resume, a dead port; and the agent itself."""
-import base64
 import hashlib
 import io
 import json
@@ -126,20 +125,22 @@ def tiny_models():
 
 
 def _serve(folder, requests):
-    out = io.StringIO()
-    agent.serve(str(folder), io.StringIO(''.join(json.dumps(r) + '\n' for r in requests)), out)
+    """requests: dicts, each optionally followed by the raw bytes of a file."""
+    stream = b''.join(r if isinstance(r, bytes) else json.dumps(r).encode() + b'\n' for r in requests)
+    out = io.BytesIO()
+    agent.serve(str(folder), io.BytesIO(stream), out)
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 def test_agent_stores_by_hash_refuses_damage_and_times_with_the_protocol(tmp_path, tiny_models):
     ref, model = tiny_models
     names = [hashlib.sha256(m).hexdigest() for m in tiny_models]
-    damaged = base64.b64encode(model[:-1]).decode()
+    damaged = model[:-1] + bytes([model[-1] ^ 1])
     answers = _serve(tmp_path, [
         {'op': 'missing', 'names': names},
-        {'op': 'put', 'name': names[1], 'data': damaged},
-        {'op': 'put', 'name': names[0], 'data': base64.b64encode(ref).decode()},
-        {'op': 'put', 'name': names[1], 'data': base64.b64encode(model).decode()},
+        {'op': 'put', 'name': names[1], 'size': len(damaged)}, damaged,
+        {'op': 'put', 'name': names[0], 'size': len(ref)}, ref,
+        {'op': 'put', 'name': names[1], 'size': len(model)}, model,
         {'op': 'missing', 'names': names},
         {'op': 'time', 'model': names[1], 'reference': names[0],
          'protocol': {'warmup': 1, 'runs': 3, 'max_cv': 10.0, 'max_attempts': 1, 'reference_runs': 2}},

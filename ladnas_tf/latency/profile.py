@@ -1,7 +1,8 @@
 """Profiling: sample architectures, convert them ahead in parallel, time them one by one, append rows.
 
-Conversion (CPU-heavy) and timing never overlap: a batch of architectures is prepared by worker
-processes, then timed serially in this process while the workers sit idle. Every measurement is
+Conversion (CPU-heavy) and timing on this machine never overlap: a batch of architectures is prepared
+by worker processes, then timed serially while the workers sit idle; a device reached over ssh or adb
+times one batch while the host converts the next. Every measurement is
 bracketed by timings of a fixed reference network (DARTS_V2), recorded in the row (`ref_ms`), so drift
 and interference show in the table and `latency_ms / ref_ms` cancels most of them.
 """
@@ -87,6 +88,8 @@ class Profiler:
     def _pending(self, count, stream):
         """The next `count` architectures of the stream that the table does not hold yet."""
         seen = set()
+        if count <= 0:
+            return
         for index, genotype in stream:
             arch_id = search_space.genotype_id(genotype)
             if arch_id in self.table or arch_id in seen:
@@ -108,14 +111,20 @@ class Profiler:
         return self._measure(self._pending(todo, enumerate(chosen)), todo, progress)
 
     def _measure(self, pending, todo, progress):
+        """Converts batches in the workers and times them here. A target timed on another machine
+        (`overlaps_conversion`) has the next batch converted while it times this one."""
+        overlap = getattr(self.target, 'overlaps_conversion', False)
         added = 0
         ctx = multiprocessing.get_context('spawn')
         with ctx.Pool(self.workers, initializer=_worker_init, maxtasksperchild=100) as pool:
-            while added < todo:
+            def convert():
                 jobs = [job for _, job in zip(range(self.batch), pending)]
-                if not jobs:
-                    break
-                prepared = pool.map(_prepare, [(self.target, self.setting, g) for _, g in jobs])
+                return jobs, pool.map_async(_prepare, [(self.target, self.setting, g) for _, g in jobs])
+            jobs, converting = convert()
+            while jobs:
+                prepared = converting.get()
+                if overlap:
+                    next_jobs, converting = convert()
                 for (index, genotype), (artifact, params, macs) in zip(jobs, prepared):
                     stats, reference, attempts = self.time(artifact)
                     self.table.append(make_row(index, genotype, params, macs, stats, attempts,
@@ -123,6 +132,7 @@ class Profiler:
                     added += 1
                     if progress:
                         progress(added, todo, stats)
+                jobs, converting = (next_jobs, converting) if overlap else convert()
         return added
 
 

@@ -11,15 +11,16 @@ Both convert on the host (the conversion workers call `prepare`, which needs no 
 pickles without it), send each file once (files are named by SHA-256 on the device), and turn a lost
 connection into retries with backoff, then one line. Rows already written stay in the table.
 """
-import base64
 import collections
 import hashlib
+import ipaddress
 import json
 import math
 import os
 import queue
 import re
 import shlex
+import socket
 import subprocess
 import tempfile
 import threading
@@ -61,7 +62,7 @@ BOOTSTRAP = (
     'import json, os, sys\n'
     'folder = os.path.expanduser(sys.argv[1])\n'
     'os.makedirs(folder, exist_ok=True)\n'
-    'for name, source in json.loads(sys.stdin.readline()).items():\n'
+    'for name, source in json.loads(sys.stdin.buffer.readline()).items():\n'
     '    with open(os.path.join(folder, name), "w") as f:\n'
     '        f.write(source)\n'
     'sys.path.insert(0, folder)\n'
@@ -110,15 +111,15 @@ class AgentConnection:
         time.sleep(0.2)  # let the reader catch ssh's own last words
         return self.stderr[-1] if self.stderr else f'exit status {self.proc.poll()}'
 
-    def _send(self, message):
+    def _send(self, message, payload=b''):
         try:
-            self.proc.stdin.write(json.dumps(message).encode() + b'\n')
+            self.proc.stdin.write(json.dumps(message).encode() + b'\n' + payload)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             raise TransportError(self._why()) from None
 
-    def request(self, message, timeout_s=None):
-        self._send(message)
+    def request(self, message, timeout_s=None, payload=b''):
+        self._send(message, payload)
         try:
             line = self.lines.get(timeout=timeout_s or self.timeout_s)
         except queue.Empty:
@@ -165,6 +166,15 @@ class SshTarget:
     def __getstate__(self):  # conversion workers get the target without its connection
         return {**self.__dict__, '_connection': None, '_present': set(), 'retry': None}
 
+    @property
+    def overlaps_conversion(self):
+        """Converting on the host while the device times is free, unless the device is this machine."""
+        host = self.destination.rsplit('@', 1)[-1]
+        try:
+            return not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except (OSError, ValueError):
+            return False
+
     def ssh_argv(self):
         argv = ['ssh', '-T', '-o', 'BatchMode=yes', '-o', f'ConnectTimeout={self.connect_timeout_s}',
                 '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=3']
@@ -181,11 +191,11 @@ class SshTarget:
             self._connection.close()
         self._connection, self._present = None, set()
 
-    def _call(self, message, timeout_s=None):
+    def _call(self, message, timeout_s=None, payload=b''):
         def once():
             if self._connection is None:
                 self._connection = AgentConnection(self.ssh_argv(), self.connect_timeout_s + 60)
-            return self._connection.request(message, timeout_s)
+            return self._connection.request(message, timeout_s, payload)
         return self.retry(once)
 
     def check_available(self):
@@ -214,7 +224,7 @@ class SshTarget:
         unknown = [n for n in names if n not in self._present]
         if unknown:
             for name in self._call({'op': 'missing', 'names': unknown})['missing']:
-                self._call({'op': 'put', 'name': name, 'data': base64.b64encode(names[name]).decode()})
+                self._call({'op': 'put', 'name': name, 'size': len(names[name])}, payload=names[name])
             self._present.update(unknown)
         return list(names)
 
@@ -302,6 +312,8 @@ class AdbTarget:
     def __getstate__(self):
         return {**self.__dict__, 'retry': None}
 
+    overlaps_conversion = True  # a phone is never the host (an emulator on it would be: use ssh then)
+
     def _run(self, *args, timeout_s=60):
         argv = [self.adb] + (['-s', self.serial] if self.serial else []) + list(args)
         try:
@@ -340,7 +352,7 @@ class AdbTarget:
             cores = int(possible.split('-')[-1]) + 1 if re.fullmatch(r'\d+(-\d+)?', possible) else None
             self._description = {
                 'target': self.name, 'threads': self.threads, 'xnnpack': self.delegate == 'xnnpack',
-                'delegate': self.delegate, 'cores': cores, 'machine': props['ro.product.cpu.abi'],
+                'delegate': self.delegate, 'cores': cores, 'serial': self.serial, 'machine': props['ro.product.cpu.abi'],
                 'device': (f'{props["ro.product.manufacturer"]} {props["ro.product.model"]} '
                            f'({props["ro.board.platform"]}, {props["ro.product.cpu.abi"]}, {cores} cores)'),
                 'versions': {'android': props['ro.build.version.release'], 'benchmark_model': self.binary}}

@@ -15,7 +15,7 @@ COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_en
            'macs', 'latency_ms', 'mean_ms', 'std_ms', 'iqr_ms', 'cv', 'runs', 'attempts', 'ref_ms',
            'ref_cv', 'target', 'setting', 'measured_at')
 # What makes two tables comparable: anything else in the description (versions) may differ.
-IDENTITY = ('target', 'setting', 'device', 'threads', 'xnnpack')
+IDENTITY = ('target', 'setting', 'device', 'threads', 'xnnpack', 'delegate')
 
 
 class TableError(ValueError):

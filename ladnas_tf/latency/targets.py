@@ -178,3 +178,16 @@ def make_target(name, threads=1, **options):
     if name not in REMOTE:
         return TARGETS[name](threads)
     return TARGETS[name](threads, **options)
+
+
+def target_of(description):
+    """The target a table (or an LPM trained on it) was measured on, from its description: a remote one
+    is reached again at the recorded host / serial with the user's ssh or adb defaults."""
+    name, threads = description.get('target'), description.get('threads', 1)
+    if name == 'ssh':
+        return make_target(name, threads, device=description.get('host'))
+    if name == 'adb':
+        return make_target(name, threads, serial=description.get('serial'),
+                           delegate=description.get('delegate', 'xnnpack'))
+    return make_target(name, threads)
+
