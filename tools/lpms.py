@@ -17,15 +17,15 @@ flags.DEFINE_bool('json', False, 'Print the rows as JSON instead of a table.')
 
 COLUMNS = (('name', 'name'), ('kind', 'kind'), ('target', 'target'), ('setting', 'setting'),
            ('device', 'device'), ('cells', 'cells'), ('table_rows', 'rows'), ('mre_pct', 'MRE %'),
-           ('kendall_tau', 'tau'), ('scored_by', 'scored by'), ('adapted_from', 'adapted from'))
+           ('kendall_tau', 'tau'), ('mre_pct_normalised', 'MRE % norm'), ('kendall_tau_normalised', 'tau norm'), ('scored_by', 'scored by'), ('adapted_from', 'adapted from'))
 
 
 def _cell(key, value):
     if value is None:
         return '-'
-    if key == 'mre_pct':
+    if key.startswith('mre_pct'):
         return f'{value:.2f}'
-    if key == 'kendall_tau':
+    if key.startswith('kendall_tau'):
         return f'{value:.3f}'
     return str(value)
 

@@ -129,6 +129,9 @@ def describe(name, path, kind):
             'device': meta.get('target_description', {}).get('device'), 'cells': meta.get('cells'),
             'label': meta.get('label', {}).get('kind'), 'table_rows': rows,
             'mre_pct': scores.get('mre_pct'), 'kendall_tau': scores.get('kendall_tau'),
+            # a load-normalised LPM is best judged against load-normalised test labels (train_lpm's view)
+            'mre_pct_normalised': scores.get('vs_normalised', {}).get('mre_pct'),
+            'kendall_tau_normalised': scores.get('vs_normalised', {}).get('kendall_tau'),
             'scored_by': scores.get('scored_by', 'test split' if scores else None),
             'adapted_from': (f'{adapted.get("name") or adapted.get("dir")} ({adapted.get("method")}, '
                              f'{adapted.get("rows")} rows)') if adapted else None,
