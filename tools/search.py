@@ -59,7 +59,8 @@ flags.DEFINE_float('latency_error_size', 0.0, 'additive: sigma (ms) of N(0, sigm
                    'not change d LAT/d alpha (the search stays the same); multiplicative: sigma of e in each sampled '
                    'sub-network\'s prediction x (1 + e), fresh per sample and step; systematic: the MRE (0.1 = 10%) '
                    'of a fixed architecture-dependent error against the LPM.')
-flags.DEFINE_string('latency_error_lpm', None, '--latency_error=predictor: the worse LPM directory the search reads.')
+flags.DEFINE_string('latency_error_lpm', None, '--latency_error=predictor: the worse LPM the search reads (a name '
+                    'or a directory, as --lpm).')
 flags.DEFINE_float('noise_sigma', 0.0, 'Shorthand for --latency_error=additive --latency_error_size=SIGMA (the '
                    'paper: 0.025); it does not change the gradient.')
 flags.DEFINE_bool('measure_latency', True, 'Time the derived network on the LPM\'s target for summary.json.')
@@ -128,7 +129,11 @@ def _latency_error_from_flags():
         if kind != 'none':
             raise ValueError('--noise_sigma is --latency_error=additive: give one of the two')
         kind, size = 'additive', FLAGS.noise_sigma
-    return {'latency_error': kind, 'latency_error_size': size, 'latency_error_lpm': FLAGS.latency_error_lpm}
+    worse = FLAGS.latency_error_lpm
+    if worse:  # a name (tools.lpms) or a directory, as --lpm
+        from ladnas_tf.latency import registry
+        worse = registry.resolve(worse)
+    return {'latency_error': kind, 'latency_error_size': size, 'latency_error_lpm': worse}
 
 
 def main(argv):

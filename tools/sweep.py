@@ -7,6 +7,7 @@ latency, MACs and supernet accuracy (the paper's Figure 4 and Table 4 analogues)
 Takes every flag of tools.search as the base settings; --lambdas and --etas list the values. Killed,
 the same command resumes (each search in out_dir/<run> resumes or is reported again).
 """
+import dataclasses
 import math
 import os
 
@@ -23,7 +24,7 @@ flags.DEFINE_integer('retime_rounds', 3, 'At the end, time every derived network
                      'this many rounds (0 = off).')
 flags.DEFINE_string('out_dir', 'runs/sweep', 'The sweep directory: one run directory per value, sweep.csv, sweep.png.')
 flags.DEFINE_list('latency_errors', [], 'Latency error models to search with, each at every --error_lambdas value: '
-                  'additive:SIGMA_MS, multiplicative:SIGMA, systematic:MRE, predictor:LPM_DIR (see tools.search '
+                  'additive:SIGMA_MS, multiplicative:SIGMA, systematic:MRE, predictor:LPM (see tools.search '
                   '--latency_error).')
 flags.DEFINE_list('error_lambdas', ['0.2'], 'lambda_ values of the --latency_errors runs.')
 flags.DEFINE_list('seeds', [], 'Run everything once per seed (default: once, at --seed).')
@@ -50,7 +51,10 @@ def main(argv):
     import tensorflow as tf
     from ladnas_tf import sweep
     from ladnas_tf.latency import errors
+    from ladnas_tf.latency import registry
     latency_errors = [errors.parse(text) for text in FLAGS.latency_errors]
+    latency_errors = [dataclasses.replace(e, lpm_dir=registry.resolve(e.lpm_dir)) if e.lpm_dir else e
+                      for e in latency_errors]  # predictor:NAME as --lpm takes it
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     df = sweep.run(search_tool.config_from_flags(), FLAGS.out_dir, lambdas, etas, log=logging.info,
