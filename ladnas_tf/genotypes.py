@@ -35,8 +35,12 @@ def resolve(spec):
     if spec in NAMED:
         return NAMED[spec]
     if os.path.isfile(spec):
-        with open(spec) as f:
-            return _parse(spec, f.read())
+        try:
+            with open(spec, encoding='utf-8') as f:
+                text = f.read(search_space.MAX_TEXT + 1)
+        except UnicodeDecodeError:
+            raise search_space.GenotypeError(f'genotype file {spec}: not UTF-8 text (a binary file?)') from None
+        return _parse(spec, text)
     if spec.lstrip().startswith(('{', 'Genotype(')):
         return _parse(spec, spec)
     raise search_space.GenotypeError(
@@ -45,9 +49,10 @@ def resolve(spec):
 
 def _parse(spec, text):
     from ladnas_tf import search_space
+    name = spec if len(spec) <= 80 else spec[:77] + '...'
     try:
         return search_space.parse(text)
-    except search_space.GenotypeError:
-        raise
+    except search_space.GenotypeError as e:
+        raise search_space.GenotypeError(f'genotype {name}: {e}') from None
     except (TypeError, ValueError) as e:  # a structure the validator did not foresee: still one line
-        raise search_space.GenotypeError(f'genotype {spec!r} is malformed: {e}') from None
+        raise search_space.GenotypeError(f'genotype {name} is malformed: {e}') from None

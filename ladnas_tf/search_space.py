@@ -108,12 +108,27 @@ def validate(genotype):
             raise GenotypeError(f'{field}_concat must be {list(CONCAT)}, got {list(concat)}')
 
 
+# A genotype is ~600 characters; anything far larger is not one, and bounding the text bounds the
+# parsers' recursion and memory (a JSON nested thousands deep, `range(2, 10**12)`).
+MAX_TEXT = 65536
+
+
+def _bounded(text):
+    if not isinstance(text, str):
+        raise GenotypeError(f'genotype must be text, got {type(text).__name__}')
+    if len(text) > MAX_TEXT:
+        raise GenotypeError(f'genotype text of {len(text)} characters is not a genotype (at most {MAX_TEXT})')
+    return text
+
+
 def from_json(text):
     """Genotype from `Genotype.to_json` text; raises GenotypeError on anything malformed."""
     try:
-        d = json.loads(text)
+        d = json.loads(_bounded(text))
     except json.JSONDecodeError as e:
         raise GenotypeError(f'malformed genotype JSON: {e}') from None
+    except RecursionError:
+        raise GenotypeError('malformed genotype JSON: nested too deeply') from None
     if not isinstance(d, dict):
         raise GenotypeError('genotype JSON must be an object')
     missing = [f for f in Genotype._fields if f not in d]
@@ -122,30 +137,41 @@ def from_json(text):
     return make_genotype(d['normal'], d['reduce'], d['normal_concat'], d['reduce_concat'])
 
 
+def _literal(name, node):
+    """A field of DARTS's printed form: a literal, or DARTS's range(2, 6) for the concat fields."""
+    if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'range':
+        args = [_literal(name, a) for a in node.args]
+        if not (1 <= len(args) <= 3 and all(type(a) is int and abs(a) <= 64 for a in args)):
+            raise GenotypeError(f'genotype field {name}: range{tuple(args)} is not a concat of node indices')
+        return list(range(*args))
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise GenotypeError(f'genotype field {name} is not a literal') from None
+
+
 def from_darts_str(text):
     """Genotype from DARTS's printed form, e.g. `Genotype(normal=[('sep_conv_3x3', 0), ...], ...)`."""
     try:
-        call = ast.parse(text.strip(), mode='eval').body
+        call = ast.parse(_bounded(text).strip(), mode='eval').body
     except SyntaxError as e:
         raise GenotypeError(f'malformed genotype text: {e.msg}') from None
+    except (RecursionError, MemoryError, ValueError):
+        raise GenotypeError('malformed genotype text: nested too deeply or not text') from None
     if not (isinstance(call, ast.Call) and getattr(call.func, 'id', None) == 'Genotype'):
         raise GenotypeError('genotype text must be a call Genotype(...)')
-    fields = {}
-    for kw in call.keywords:
-        v = kw.value
-        if isinstance(v, ast.Call) and getattr(v.func, 'id', None) == 'range':  # DARTS's range(2, 6)
-            fields[kw.arg] = list(range(*[ast.literal_eval(a) for a in v.args]))
-        else:
-            try:
-                fields[kw.arg] = ast.literal_eval(v)
-            except ValueError:
-                raise GenotypeError(f'genotype field {kw.arg} is not a literal') from None
-    return from_json(json.dumps(fields))
+    fields = {kw.arg: _literal(kw.arg, kw.value) for kw in call.keywords}
+    try:
+        return from_json(json.dumps(fields))
+    except (TypeError, ValueError) as e:  # a literal JSON cannot hold (a set, bytes, a complex number)
+        if isinstance(e, GenotypeError):
+            raise
+        raise GenotypeError(f'genotype text holds a value that is not a list of (op, input) pairs ({e})') from None
 
 
 def parse(text):
     """A genotype from JSON or DARTS text."""
-    text = text.strip()
+    text = _bounded(text).strip()
     return from_json(text) if text.startswith('{') else from_darts_str(text)
 
 

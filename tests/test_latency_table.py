@@ -3,6 +3,7 @@ import itertools
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ladnas_tf.latency import profile, table
 from ladnas_tf.latency.measure import Stats
@@ -71,7 +72,7 @@ def test_corrupt_tables_get_one_line_errors(tmp_path):
     table.LatencyTable(str(path), DESCRIPTION).append(next(_rows(1)))
     text = path.read_text()
     path.write_text(text.replace(',1.5,', ',nan,'))
-    with pytest.raises(table.TableError, match='non-positive latency'):
+    with pytest.raises(table.TableError, match='latency_ms is NaN'):
         table.read(str(path))
     path.write_text('arch_id,latency_ms\nabc,1.0\n')
     with pytest.raises(table.TableError, match='missing column'):
@@ -107,3 +108,79 @@ def test_the_device_names_the_cpu_generation_not_only_its_marketing_name(tmp_pat
     assert targets.cpu_model(str(info)) == 'AMD EPYC (family 26 model 2, avx512f)'
     info.write_text('processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 23\nmodel\t\t: 49\nflags\t\t: avx avx2\n')
     assert targets.cpu_model(str(info)) == 'AMD EPYC (family 23 model 49, avx2)'
+
+
+# ---- hostile tables: what resuming a table accepts is what training on it accepts ----
+
+def _table_with(tmp_path, rows=3):
+    path = tmp_path / 't.csv'
+    t = table.LatencyTable(str(path), DESCRIPTION)
+    for r in _rows(rows):
+        t.append(r)
+    return path
+
+
+MUTATIONS = {
+    'latency_ms': ['nan', 'inf', '-1', '0', 'fast', ''],
+    'ref_ms': ['nan', '-inf', 'x'],
+    'normal_encoding': ['0' * 111, '1' * 112, '2' + '0' * 111, '0' * 113],
+    'reduce_encoding': ['01' * 56],
+}
+
+
+@pytest.mark.parametrize('column,value', [(c, v) for c, vs in MUTATIONS.items() for v in vs])
+def test_a_resumed_table_with_a_broken_cell_is_refused_naming_the_row(tmp_path, column, value):
+    import pandas as pd
+    path = _table_with(tmp_path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[1, column] = value
+    df.to_csv(path, index=False)
+    before = path.read_bytes()
+    with pytest.raises(table.TableError, match=f'{column}.* row 1') as e:
+        table.LatencyTable(str(path), DESCRIPTION)
+    assert '\n' not in str(e.value)
+    assert path.read_bytes() == before  # nothing rewritten
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_row_with_any_cell_replaced_is_accepted_only_if_valid(tmp_path, data):
+    import pandas as pd
+    for leftover in tmp_path.iterdir():  # hypothesis reuses the test's folder for every example
+        leftover.unlink()
+    path = _table_with(tmp_path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    column = data.draw(st.sampled_from(['latency_ms', 'ref_ms', 'normal_encoding', 'reduce_encoding']))
+    value = data.draw(st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                                st.text(alphabet='01 2x', max_size=120)))
+    df.loc[0, column] = value
+    df.to_csv(path, index=False)
+    try:
+        reopened = table.LatencyTable(str(path), DESCRIPTION)
+    except table.TableError as e:
+        assert '\n' not in str(e)
+        return
+    assert len(reopened) == 3  # accepted: then the value is one every reader can use
+    checked = table.read(str(path))
+    assert checked['latency_ms'].gt(0).all() and checked['ref_ms'].gt(0).all()
+
+
+def test_a_kill_at_any_byte_of_the_first_write_leaves_a_table_the_rerun_completes(tmp_path):
+    path = tmp_path / 't.csv'
+    row = next(_rows(1))
+    table.LatencyTable(str(path), DESCRIPTION).append(row)
+    whole = path.read_bytes()
+    header_end = whole.index(b'\n') + 1
+    for cut in range(header_end + 40):  # every byte of the header and the start of the first row
+        path.write_bytes(whole[:cut])
+        t = table.LatencyTable(str(path), DESCRIPTION)
+        if row['arch_id'] not in t:
+            t.append(row)
+        assert path.read_bytes() == whole, cut
+
+
+def test_a_description_that_is_not_an_object_is_one_line(tmp_path):
+    path = _table_with(tmp_path)
+    (tmp_path / 't.meta.json').write_text('[1, 2]')
+    with pytest.raises(table.TableError, match='not a JSON object'):
+        table.LatencyTable(str(path), DESCRIPTION)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from scipy import stats
 
 from ladnas_tf import genotypes, search_space as ss
@@ -236,3 +237,51 @@ def test_resolve_reads_files_and_rejects_unknown_names(tmp_path):
     assert genotypes.resolve(str(path)) == genotypes.PC_DARTS
     with pytest.raises(ss.GenotypeError, match="'DARTS_V3' is neither a known name"):
         genotypes.resolve('DARTS_V3')
+
+
+# ---- hostile genotype text (property-based): accepted and round-tripping, or one GenotypeError line ----
+
+_VALID = st.integers(0, 2 ** 32 - 1).map(lambda seed: ss.sample_genotype(np.random.default_rng(seed)))
+
+
+def _accepted_or_one_line(text):
+    try:
+        g = ss.parse(text)
+    except ss.GenotypeError as e:
+        assert '\n' not in str(e)
+        return None
+    assert ss.parse(g.to_json()) == g and ss.parse(str(g)) == g
+    return g
+
+
+@settings(max_examples=300, deadline=None)
+@given(genotype=_VALID, form=st.sampled_from(['json', 'darts']), data=st.data())
+def test_mutated_genotype_text_is_accepted_only_when_valid(genotype, form, data):
+    text = genotype.to_json() if form == 'json' else str(genotype)
+    kind = data.draw(st.sampled_from(['delete', 'insert', 'replace', 'truncate']))
+    at = data.draw(st.integers(0, len(text)))
+    piece = data.draw(st.text(alphabet='[](){},:\'"0123456789-e.abcdnxprs_ ', max_size=12))
+    mutated = {'delete': text[:at] + text[at + len(piece) + 1:], 'insert': text[:at] + piece + text[at:],
+               'replace': text[:at] + piece + text[at + len(piece):], 'truncate': text[:at]}[kind]
+    _accepted_or_one_line(mutated)
+
+
+@pytest.mark.parametrize('text', [
+    '[' * 5000 + ']' * 5000,
+    '{"normal": ' + '[' * 3000,
+    'Genotype(normal=' + '(' * 3000 + ')' * 3000 + ')',
+    "Genotype(normal=[('sep_conv_3x3', 10 ** 30)], normal_concat=range(2, 6), reduce=[], reduce_concat=range(2, 6))",
+    "Genotype(normal=[], normal_concat=range(2, 10 ** 12), reduce=[], reduce_concat=range(2, 6))",
+    "Genotype(normal={1, 2}, normal_concat=range(2, 6), reduce=[], reduce_concat=range(2, 6))",
+    str(genotypes.DARTS_V2).replace("('sep_conv_3x3', 1)", "('sep_conv_3x3', 123456789012345678901234567890)"),
+    ' ' * (ss.MAX_TEXT + 1),
+])
+def test_deep_huge_or_odd_genotype_text_is_one_line(text):
+    assert _accepted_or_one_line(text) is None
+
+
+def test_a_binary_genotype_file_names_the_file(tmp_path):
+    path = tmp_path / 'genotype.json'
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ss.GenotypeError, match=f'{path}: not UTF-8'):
+        genotypes.resolve(str(path))

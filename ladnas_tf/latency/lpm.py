@@ -23,7 +23,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ladnas_tf import search_space
-from ladnas_tf.latency.table import IDENTITY
+from ladnas_tf.latency.table import IDENTITY, TableError, check_rows, encoding_errors, rows_text as _rows  # noqa: F401
 
 FORMAT = 'ladnas_tf.lpm/1'
 MODEL_FILE = 'lpm.keras'
@@ -41,22 +41,11 @@ class LPMError(ValueError):
     """Base of every LPM error: a one-line message naming the problem."""
 
 
-class TableError(LPMError):
-    """A latency table that cannot be trained on (names the rows or columns at fault)."""
-
-
 class LPMMismatchError(LPMError):
     """A saved LPM that does not fit the search space, input size or target it is loaded for."""
 
 
 # ---- latency tables ----
-
-def _rows(index, limit=5):
-    """'rows 3, 7, 9 (+2 more)': data rows as 0-based positions, so the message stays one short line."""
-    index = list(index)
-    more = f' (+{len(index) - limit} more)' if len(index) > limit else ''
-    return f'row{"s" if len(index) > 1 else ""} {", ".join(map(str, index[:limit]))}{more}'
-
 
 def _meta_path(path):
     """`<table>.meta.json`, accepting both `t.csv.meta.json` and `t.meta.json`."""
@@ -102,47 +91,6 @@ def _table_description(path, df):
     return {**meta, **desc}
 
 
-def _check_latency(path, df):
-    latency = pd.to_numeric(df['latency_ms'], errors='coerce')
-    bad = np.flatnonzero(~(latency.to_numpy() > 0) | ~np.isfinite(latency.to_numpy()))
-    if bad.size:
-        raise TableError(f'{path}: latency_ms is NaN, non-numeric or non-positive at {_rows(bad)}')
-    df['latency_ms'] = latency.astype(np.float64)
-
-
-def encoding_errors(strings):
-    """Per string, why it is not a genotype's 112-bit cell encoding ('' when it is one)."""
-    errors = []
-    nodes = [[e for e, (_, j) in enumerate(search_space.EDGES) if j == n]
-             for n in range(search_space.NUM_INPUTS, search_space.NUM_INPUTS + search_space.NUM_NODES)]
-    ones = search_space.NUM_NODES * search_space.INPUTS_PER_NODE
-    for s in strings:
-        if not isinstance(s, str) or len(s) != search_space.ENCODING_SIZE or set(s) - {'0', '1'}:
-            errors.append(f'not {search_space.ENCODING_SIZE} 0/1 characters')
-            continue
-        bits = np.frombuffer(s.encode(), np.uint8).reshape(search_space.NUM_EDGES, search_space.NUM_OPS) - 48
-        per_edge = bits.sum(axis=1)
-        if bits.sum() != ones:
-            errors.append(f'{int(bits.sum())} ones instead of {ones}')
-        elif bits[:, search_space.PRIMITIVES.index('none')].any():
-            errors.append("op 'none' set")
-        elif (per_edge > 1).any():
-            errors.append('two ops on one edge')
-        elif any(per_edge[n].sum() != search_space.INPUTS_PER_NODE for n in nodes):
-            errors.append(f'a node without exactly {search_space.INPUTS_PER_NODE} input edges')
-        else:
-            errors.append('')
-    return errors
-
-
-def _check_encodings(path, df):
-    for column in ('normal_encoding', 'reduce_encoding'):
-        errors = encoding_errors(df[column].tolist())
-        bad = [k for k, e in enumerate(errors) if e]
-        if bad:
-            raise TableError(f'{path}: malformed {column} at {_rows(bad)} ({errors[bad[0]]})')
-
-
 def load_tables(paths):
     """Reads and validates latency tables into one DataFrame (target description in `.attrs`).
 
@@ -164,8 +112,7 @@ def load_tables(paths):
             if len(values) > 1:
                 shown = ', '.join(map(repr, values[:4]))
                 raise TableError(f'{path}: mixed {key} values in one table: {shown}')
-        _check_latency(path, df)
-        _check_encodings(path, df)
+        check_rows(path, df)
         desc = _table_description(path, df)
         if description is None:
             description = desc

@@ -2,14 +2,19 @@
 
 Beside `name.csv` lies `name.meta.json` (the target and setting the table belongs to, written once).
 Each row carries `ref_ms`, the reference network timed around that row (see profile.py).
-A killed run loses at most the row in flight (a partial last line is cut off on reopening); a
-restart skips measured architectures; a table of another target or setting is refused.
+A killed run loses at most the row in flight (a partial last line is cut off on reopening; a header
+cut by a kill during the very first write makes a new table); a restart skips measured architectures;
+a table of another target or setting is refused. Every reader (the profiler resuming, the LPM
+training) validates rows with `check_rows`: finite positive latencies, real cell encodings.
 """
 import csv
 import json
 import os
 
+import numpy as np
 import pandas as pd
+
+from ladnas_tf import search_space
 
 COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_encoding', 'params',
            'macs', 'latency_ms', 'mean_ms', 'std_ms', 'iqr_ms', 'cv', 'runs', 'attempts', 'ref_ms',
@@ -19,7 +24,60 @@ IDENTITY = ('target', 'setting', 'device', 'threads', 'xnnpack', 'delegate')
 
 
 class TableError(ValueError):
-    """A table that is corrupt, or that belongs to another target or setting."""
+    """A table that is corrupt, or that belongs to another target or setting (names the rows at fault)."""
+
+
+def rows_text(index, limit=5):
+    """'rows 3, 7, 9 (+2 more)': data rows as 0-based positions, so the message stays one short line."""
+    index = list(index)
+    more = f' (+{len(index) - limit} more)' if len(index) > limit else ''
+    return f'row{"s" if len(index) > 1 else ""} {", ".join(map(str, index[:limit]))}{more}'
+
+
+def encoding_errors(strings):
+    """Per string, why it is not a genotype's 112-bit cell encoding ('' when it is one)."""
+    errors = []
+    nodes = [[e for e, (_, j) in enumerate(search_space.EDGES) if j == n]
+             for n in range(search_space.NUM_INPUTS, search_space.NUM_INPUTS + search_space.NUM_NODES)]
+    ones = search_space.NUM_NODES * search_space.INPUTS_PER_NODE
+    for s in strings:
+        if not isinstance(s, str) or len(s) != search_space.ENCODING_SIZE or set(s) - {'0', '1'}:
+            errors.append(f'not {search_space.ENCODING_SIZE} 0/1 characters')
+            continue
+        bits = np.frombuffer(s.encode(), np.uint8).reshape(search_space.NUM_EDGES, search_space.NUM_OPS) - 48
+        per_edge = bits.sum(axis=1)
+        if bits.sum() != ones:
+            errors.append(f'{int(bits.sum())} ones instead of {ones}')
+        elif bits[:, search_space.PRIMITIVES.index('none')].any():
+            errors.append("op 'none' set")
+        elif (per_edge > 1).any():
+            errors.append('two ops on one edge')
+        elif any(per_edge[n].sum() != search_space.INPUTS_PER_NODE for n in nodes):
+            errors.append(f'a node without exactly {search_space.INPUTS_PER_NODE} input edges')
+        else:
+            errors.append('')
+    return errors
+
+
+def _positive(path, df, column):
+    values = pd.to_numeric(df[column], errors='coerce').to_numpy(np.float64)
+    bad = np.flatnonzero(~(values > 0) | ~np.isfinite(values))
+    if bad.size:
+        raise TableError(f'{path}: {column} is NaN, infinite, non-numeric or non-positive at {rows_text(bad)}')
+    df[column] = values
+
+
+def check_rows(path, df):
+    """Refuses rows no reader can use: a latency (and ref_ms, where the column exists) that is not a finite
+    positive number, or a cell encoding that is not a genotype's. Converts those columns to float."""
+    _positive(path, df, 'latency_ms')
+    if 'ref_ms' in df.columns:
+        _positive(path, df, 'ref_ms')
+    for column in ('normal_encoding', 'reduce_encoding'):
+        errors = encoding_errors(df[column].tolist())
+        bad = [k for k, e in enumerate(errors) if e]
+        if bad:
+            raise TableError(f'{path}: malformed {column} at {rows_text(bad)} ({errors[bad[0]]})')
 
 
 def _sidecar(path, suffix):
@@ -38,17 +96,19 @@ def _append(path, columns, row):
 
 
 def _cut_partial_line(path):
-    """A kill during a write leaves a last line without its newline: drop just that line."""
+    """A kill during a write leaves a last line without its newline: drop just that line. Returns
+    whether the file still has its complete header (a kill during the first write may cut it)."""
     with open(path, 'rb+') as f:
         data = f.read()
         if data and not data.endswith(b'\n'):
             f.truncate(data.rfind(b'\n') + 1)
-            return True
-    return False
+            print(f'{path}: dropped a partial last row left by a killed run')
+        return b'\n' in data
 
 
 def read(path, columns=COLUMNS):
-    """The table as a DataFrame; TableError (one line) when it is not a latency table."""
+    """The table as a DataFrame, its rows checked (check_rows); TableError (one line) when it is not a
+    latency table."""
     try:
         df = pd.read_csv(path, dtype={'arch_id': str, 'normal_encoding': str, 'reduce_encoding': str})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
@@ -56,9 +116,7 @@ def read(path, columns=COLUMNS):
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise TableError(f'{path}: missing column(s) {", ".join(missing)}')
-    bad = df.index[df['latency_ms'].isna() | ~(df['latency_ms'] > 0)].tolist()
-    if bad:
-        raise TableError(f'{path}: rows {bad[:10]} have a missing or non-positive latency_ms')
+    check_rows(path, df)
     return df
 
 
@@ -69,10 +127,8 @@ class LatencyTable:
         self.path, self.description = path, dict(description)
         self.meta_path = _sidecar(path, '.meta.json')
         self.ids = set()
-        if os.path.exists(path):
+        if os.path.exists(path) and self._header_complete():
             self._check_identity()
-            if _cut_partial_line(path):
-                print(f'{path}: dropped a partial last row left by a killed run')
             self.ids = set(read(path)['arch_id'])
         else:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -81,13 +137,23 @@ class LatencyTable:
                 json.dump(self.description, f, indent=2, sort_keys=True)
             os.replace(tmp, self.meta_path)
 
+    def _header_complete(self):
+        """False for a file whose header a kill cut short (it is then removed): the table is new."""
+        if _cut_partial_line(self.path):
+            return True
+        print(f'{self.path}: a header cut by a killed first write; starting the table anew')
+        os.remove(self.path)
+        return False
+
     def _check_identity(self):
         try:
             with open(self.meta_path) as f:
                 meta = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TableError(f'{self.path}: its description {self.meta_path} is missing or corrupt '
                              f'({e.__class__.__name__})') from None
+        if not isinstance(meta, dict):
+            raise TableError(f'{self.path}: its description {self.meta_path} is not a JSON object')
         diff = [k for k in IDENTITY if meta.get(k) != self.description.get(k)]
         if diff:
             k = diff[0]
