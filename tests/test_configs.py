@@ -9,7 +9,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL_OF_PREFIX = {'profile': 'profile_latency', 'lpm': 'train_lpm', 'search': 'search', 'sweep': 'sweep',
-                  'train': 'train', 'export': 'export_tflite'}
+                  'train': 'train', 'export': 'export_tflite', 'pipeline': 'pipeline'}
 
 
 def _configs_by_tool():

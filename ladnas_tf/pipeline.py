@@ -1,0 +1,278 @@
+"""From data to a deployable file in one run directory: the latency-aware search (search.py), training
+the derived genotype from scratch (train.py), float32 and int8 TFLite export with interpreter accuracy
+(train.export_tflite / export.py), latency of those files on the LPM's target, and one report.
+
+    <run_dir>/pipeline.json      the configuration (a run of another one is refused without overwrite)
+    <run_dir>/search/            search.search's directory (genotype.json, cells/, summary.json, ...)
+    <run_dir>/train/             train.train's directory (final.keras, history.json, summary.json, ...)
+    <run_dir>/export/            model_float32.tflite, model_int8.tflite (+ their export JSON), export.json
+    <run_dir>/latency.json       the files timed on the LPM's target; the LPM's prediction
+    <run_dir>/report.json, report.md
+
+Each stage is skipped when its last output exists (written last, atomically) and otherwise resumed:
+the search and the training from their own checkpoints, the export and the timing redone whole (they
+take seconds). A run killed in any stage and rerun ends with the files of an uninterrupted run.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+from ladnas_tf import search as search_lib, train as train_lib
+
+CONFIG_FILE = 'pipeline.json'
+STAGES = ('search', 'train', 'export', 'latency', 'report')
+FILE_TARGETS = ('cpu_tflite', 'cpu_tflite_int8')  # targets that run a .tflite file as it is
+
+
+class PipelineError(ValueError):
+    """A pipeline that cannot run as asked; the message is one line naming the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that shapes a pipeline's outputs. The training reads the search's dataset."""
+    search: search_lib.SearchConfig
+    recipe: train_lib.Recipe
+    calibration_images: int = 256     # training images calibrating the int8 file
+    tflite_eval_limit: int = None     # test images through the interpreter (None: all)
+    latency_runs: int = 50            # timed invoke()s of each file
+    measure_searched: bool = True     # also time the derived genotype at the LPM's setting (search summary)
+
+    def check(self):
+        self.search.check()
+        self.recipe.check()
+        if self.calibration_images < 1 or self.latency_runs < 2:
+            raise PipelineError(f'calibration_images must be >= 1 and latency_runs >= 2, got '
+                                f'{self.calibration_images} and {self.latency_runs}')
+        if self.tflite_eval_limit is not None and self.tflite_eval_limit < 1:
+            raise PipelineError(f'tflite_eval_limit must be positive, got {self.tflite_eval_limit}')
+
+    def to_json(self):
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _write_json(path, payload):
+    temp = path + '.tmp'
+    with open(temp, 'w') as f:
+        json.dump(payload, f, indent=2)
+        f.write('\n')
+    os.replace(temp, path)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def prepare_run_dir(run_dir, config, overwrite=False):
+    """Creates run_dir for config, or accepts one of the same config to resume; anything else is
+    refused (one line, nothing touched) unless overwrite, which empties it first."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise PipelineError(f'{run_dir} exists and is not a directory')
+    wanted = config.to_json()
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        path = os.path.join(run_dir, CONFIG_FILE)
+        saved = _read_json(path) if os.path.isfile(path) else None
+        if saved == wanted:
+            return True
+        if not overwrite:
+            if saved is None:
+                raise PipelineError(f'{run_dir} is not empty and holds no {CONFIG_FILE} (pass --overwrite to '
+                                    'replace it, or another --model_dir)')
+            differ = [f'{part}.{k}' for part in ('search', 'recipe') for k in wanted[part]
+                      if saved.get(part, {}).get(k) != wanted[part][k]]
+            differ += [k for k in wanted if k not in ('search', 'recipe') and saved.get(k) != wanted[k]]
+            raise PipelineError(f'{run_dir} holds a pipeline of another configuration (differs in: '
+                                f'{", ".join(differ[:6]) or "format"}); pass --overwrite or another --model_dir')
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    _write_json(os.path.join(run_dir, CONFIG_FILE), wanted)
+    return False
+
+
+# ---- the stages ----
+
+def _lpm_target(lpm_dir):
+    """(target name, threads) the LPM was trained for; (None, 1) without an LPM."""
+    if not lpm_dir:
+        return None, 1
+    from ladnas_tf.latency import lpm
+    meta = lpm.LPM.load(lpm_dir).metadata
+    return meta['target'], meta.get('target_description', {}).get('threads', 1)
+
+
+def _can_time(target_name, threads):
+    """(a target object or None, why not)."""
+    from ladnas_tf.latency import targets
+    try:
+        target = targets.make_target(target_name or 'cpu_tflite', threads)
+        target.check_available()
+        return target, None
+    except targets.TargetError as e:
+        return None, str(e)
+
+
+def run_search(config, run_dir, log):
+    directory = os.path.join(run_dir, 'search')
+    if os.path.isfile(os.path.join(directory, 'summary.json')):
+        log('search: done before, skipped')
+        return _read_json(os.path.join(directory, 'summary.json'))
+    target_name, threads = _lpm_target(config.search.lpm_dir)
+    timeable, why = _can_time(target_name, threads)
+    if config.measure_searched and timeable is None:
+        log(f'search: the derived network is reported predicted only ({why})')
+    return search_lib.search(config.search, directory, progress=False, log=log,
+                             measure_latency=config.measure_searched and timeable is not None)
+
+
+def run_train(config, run_dir, genotype, log, step_callback=None):
+    directory = os.path.join(run_dir, 'train')
+    return train_lib.train(genotype, config.recipe, directory, config.search.dataset, config.search.data_dir,
+                           verbose=0, log=log, step_callback=step_callback)
+
+
+def run_export(config, run_dir, log):
+    """float32 and int8 (post-training) files of final.keras and their test top-1 through the interpreter."""
+    directory = os.path.join(run_dir, 'export')
+    done = os.path.join(directory, 'export.json')
+    if os.path.isfile(done):
+        log('export: done before, skipped')
+        return _read_json(done)
+    import keras
+    from ladnas_tf import data
+    os.makedirs(directory, exist_ok=True)
+    model = keras.models.load_model(os.path.join(run_dir, 'train', 'final.keras'))
+    sets = [data.load(config.search.dataset, split, config.search.data_dir, config.recipe.image_size)
+            for split in ('train', 'test')]
+    files = train_lib.export_tflite(model, directory, *sets, config.calibration_images, config.tflite_eval_limit,
+                                    overwrite=True)  # leftovers of a killed export are replaced
+    result = {'files': files, 'test_images': min(sets[1].num_examples, config.tflite_eval_limit or sets[1].num_examples),
+              'calibration_images': config.calibration_images}
+    _write_json(done, result)
+    return result
+
+
+def run_latency(config, run_dir, exported, searched, log):
+    """The exported files timed on the LPM's target (as the profiler times a table row, without the
+    reference bracket), beside the LPM's prediction for the genotype at its own setting."""
+    path = os.path.join(run_dir, 'latency.json')
+    if os.path.isfile(path):
+        log('latency: done before, skipped')
+        return _read_json(path)
+    from ladnas_tf.latency import measure, targets
+    target_name, threads = _lpm_target(config.search.lpm_dir)
+    result = {'target': target_name or 'cpu_tflite', 'threads': threads, 'searched': searched.get('latency') or {}}
+    target, why = _can_time(target_name, threads)
+    if target is not None and result['target'] not in FILE_TARGETS:
+        target, why = None, f'target {result["target"]} does not run .tflite files'
+    if target is None:
+        result['files_not_timed'] = why
+        log(f'latency: files not timed ({why}); predicted only')
+    else:
+        result['device'] = targets.cpu_model()
+        for name, entry in exported['files'].items():
+            with open(os.path.join(run_dir, 'export', entry['file']), 'rb') as f:
+                stats, attempts = measure.measure(target.runner(f.read()), warmup=5, runs=config.latency_runs)
+            result.setdefault('files', {})[name] = {'latency_ms': stats.latency_ms, 'cv': stats.cv,
+                                                    'runs': stats.runs, 'attempts': attempts}
+    _write_json(path, result)
+    return result
+
+
+# ---- the report ----
+
+def _cell_picture(run_dir, name):
+    for ext in ('png', 'dot'):
+        rel = os.path.join('search', 'cells', f'{name}.{ext}')
+        if os.path.isfile(os.path.join(run_dir, rel)):
+            return rel
+    return None
+
+
+def cell_text(cell):
+    """A discrete cell as one line per node: "node 0 = sep_conv_3x3(c_{k-1}) + skip_connect(c_{k-2})"."""
+    name = lambda i: ('c_{k-2}', 'c_{k-1}')[i] if i < 2 else f'node {i - 2}'
+    return [f'node {k // 2} = ' + ' + '.join(f'{op}({name(i)})' for op, i in cell[k:k + 2])
+            for k in range(0, len(cell), 2)]
+
+
+def _fmt(value, spec='.2f', unit=''):
+    return '-' if value is None else f'{value:{spec}}{unit}'
+
+
+def report(config, run_dir, searched, trained, exported, latency, seconds):
+    """report.json (every figure, its split or source named) and report.md (cells and one table)."""
+    files = latency.get('files', {})
+    rows = [{'model': 'Keras (final.keras)', 'test_top1': trained['test_top1'], 'file': None, 'file_bytes': None,
+             'latency_ms': None}]
+    for name, entry in exported['files'].items():
+        rows.append({'model': f'TFLite {name}', 'test_top1': entry['test_top1'],
+                     'file': os.path.join('export', entry['file']), 'file_bytes': entry['file_bytes'],
+                     'latency_ms': files.get(name, {}).get('latency_ms')})
+    lat = latency.get('searched', {})
+    payload = {
+        'genotype': searched['genotype'], 'genotype_id': searched['genotype_id'], 'dataset': config.search.dataset,
+        'cells': {name: _cell_picture(run_dir, name) for name in ('normal', 'reduce')},
+        'cell_nodes': {name: cell_text(searched['genotype_json'][name]) for name in ('normal', 'reduce')},
+        'models': rows, 'latency_target': latency['target'], 'latency_threads': latency['threads'],
+        'files_not_timed': latency.get('files_not_timed'),
+        'searched_network': {'setting': lat.get('setting'), 'predicted_ms': lat.get('predicted_ms'),
+                             'measured_ms': lat.get('measured_ms'),
+                             'measured_vs_reference': lat.get('measured_vs_reference')},
+        'search': {k: searched.get(k) for k in ('steps', 'supernet_valid_accuracy', 'seconds')},
+        'train': {k: trained.get(k) for k in ('epochs', 'params', 'macs', 'image_size', 'best_epoch',
+                                              'best_validation_top1', 'validation_top1', 'seconds')},
+        'split_of': {'test_top1': f"test split of {config.search.dataset} (final epoch; "
+                                  f"{exported['test_images']} images through the interpreter for TFLite)",
+                     'supernet_valid_accuracy': 'the search\'s architecture half of the training split',
+                     'validation_top1': 'validation split held out of train (chooses best.keras)'},
+        'seconds': seconds}
+    _write_json(os.path.join(run_dir, 'report.json'), payload)
+    with open(os.path.join(run_dir, 'report.md.tmp'), 'w') as f:
+        f.write(_markdown(payload))
+    os.replace(os.path.join(run_dir, 'report.md.tmp'), os.path.join(run_dir, 'report.md'))
+    return payload
+
+
+def _markdown(p):
+    lines = [f"# Pipeline report: {p['dataset']}", '', f"Genotype (`{p['genotype_id']}`): `{p['genotype']}`", '']
+    for name, picture in p['cells'].items():
+        lines += [f'{name} cell (output: the concatenation of nodes 0-3):', '']
+        if picture and picture.endswith('.png'):
+            lines += [f'![{name} cell]({picture})', '']
+        elif picture:
+            lines += [f'[{picture}]({picture}) (graphviz DOT; install graphviz for a PNG)', '']
+        lines += ['    ' + node for node in p['cell_nodes'][name]] + ['']
+    lines += [f"Test top-1 on the test split (final epoch); latency: median of {p['latency_target']} "
+              f"interpreter runs, {p['latency_threads']} thread(s), batch 1.", '',
+              '| model | test top-1 % | file | bytes | latency ms |', '|---|---|---|---|---|']
+    for r in p['models']:
+        lines.append(f"| {r['model']} | {_fmt(r['test_top1'])} | {r['file'] or '-'} | "
+                     f"{_fmt(r['file_bytes'], ',')} | {_fmt(r['latency_ms'], '.3f')} |")
+    s = p['searched_network']
+    lines += ['', f"The genotype at the LPM's setting ({s['setting'] or '-'}): predicted {_fmt(s['predicted_ms'])} ms, "
+              f"measured {_fmt(s['measured_ms'])} ms on {p['latency_target']}."]
+    if p['files_not_timed']:
+        lines += ['', f"Files not timed: {p['files_not_timed']} (predicted latency only)."]
+    t = p['train']
+    if t.get('best_epoch'):
+        lines += ['', f"best.keras: epoch {t['best_epoch']}, validation top-1 {_fmt(t['best_validation_top1'])}% "
+                      '(the exported files are the final epoch).']
+    return '\n'.join(lines) + '\n'
+
+
+def run(config, run_dir, overwrite=False, log=print, train_step_callback=None):
+    """Runs (or resumes, or re-reports) the pipeline in run_dir; returns report.json's content."""
+    config.check()
+    train_lib.load_splits(config.search.dataset, config.search.data_dir, config.recipe)  # bad data: before any write
+    prepare_run_dir(run_dir, config, overwrite)
+    start = time.perf_counter()
+    searched = run_search(config, run_dir, log)
+    from ladnas_tf import search_space
+    genotype = search_space.from_json(json.dumps(searched["genotype_json"]))
+    trained = run_train(config, run_dir, genotype, log, train_step_callback)
+    exported = run_export(config, run_dir, log)
+    latency = run_latency(config, run_dir, exported, searched, log)
+    return report(config, run_dir, searched, trained, exported, latency, round(time.perf_counter() - start, 1))
