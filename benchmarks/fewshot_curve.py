@@ -114,6 +114,7 @@ def plot(df, path):
                 ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.12)
             ax.axhline(goal, color='k', lw=0.8, ls=':')
             ax.set_xscale('log')
+            ax.minorticks_off()  # only the Ns measured are labelled
             ax.set_xticks(sorted(sub['n'].unique()), [str(n) for n in sorted(sub['n'].unique())])
             ax.set(xlabel='adaptation rows N', ylabel=title, title=table)
     axes[0][0].legend(fontsize=7, ncol=2)
@@ -133,7 +134,8 @@ def summary(df):
                 continue
             def cell(column):
                 k = 100 if 'share' in column else 1  # shares in %
-                return f'{k * m[column].mean():.3g} ± {k * m[column].std():.2g}'
+                std = k * m[column].std()
+                return f'{k * m[column].mean():.3g} ± {std if abs(std) > 1e-9 else 0:.2g}'  # no 1e-14 noise
             picked = ', '.join(f'{p} {c}' for p, c in m['chosen'].value_counts().items()) if method == 'auto' else ''
             lines.append(f'| {table} | {n} | {method} | {cell("norm_kendall_tau")} | {cell("norm_mre_pct")} | '
                          f'{cell("norm_share_within_10pct")} | {cell("raw_kendall_tau")} | {cell("raw_mre_pct")} | '
