@@ -18,7 +18,8 @@ from tools import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model_dir', None, 'A finished tools.train run directory.')
-flags.DEFINE_enum('checkpoint', 'final', ['final', 'best'], 'Which saved model to quantize.')
+flags.DEFINE_enum('checkpoint', 'final', ['final', 'best'], 'Which saved model to quantize (best: chosen on '
+                  'the run\'s validation split; only runs with --validation_fraction have one).')
 flags.DEFINE_integer('epochs', 1, 'Fine-tuning epochs with fake quantization.', lower_bound=1)
 flags.DEFINE_float('learning_rate', None, "Peak fine-tuning rate (default: a hundredth of the run's).")
 flags.DEFINE_string('data_dir', None, 'tfds data_dir of the run\'s dataset, if it needs one.')
