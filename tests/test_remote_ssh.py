@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import sshd
-from ladnas_tf import genotypes
+from ladnas_tf import genotypes, search_space
 from ladnas_tf.latency import agent, graph, remote, table, targets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,6 +78,22 @@ def test_server_killed_mid_run_then_the_same_command_completes_the_table(server,
     assert meta['device'].endswith(f'{os.cpu_count()} cores, {os.uname().machine}')  # read on the device
     # Every model file went over once: the rerun found the ones it had sent before the kill.
     assert len(os.listdir(tmp_path / 'device' / 'models')) == 3 + 1  # 3 architectures + DARTS_V2
+
+
+@needs_sshd
+@pytest.mark.slow
+def test_calibration_times_darts_v2_and_a_spread_of_the_base_predictors_range(server, tmp_path):
+    """--calibration=N over ssh: DARTS_V2 (also the reference network, so one file serves both) and
+    architectures from distinct bins of the shipped predictor's range, at that predictor's setting."""
+    path = str(tmp_path / 'calibration.csv')
+    proc = _cli(f'--table={path}', '--calibration=3', '--lpm=cpu_tflite_cifar', '--channels=36', '--cells=20',
+                '--image_size=32', f'--device_python={sys.executable}', f'--device_folder={tmp_path / "device"}',
+                *server.flags())
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    df = table.read(path)
+    assert len(df) == 3 and search_space.genotype_id(genotypes.DARTS_V2) in set(df['arch_id'])
+    assert len(os.listdir(tmp_path / 'device' / 'models')) == 3
 
 
 @needs_sshd
