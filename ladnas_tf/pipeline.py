@@ -253,7 +253,9 @@ def _markdown(p):
                      f"{_fmt(r['file_bytes'], ',')} | {_fmt(r['latency_ms'], '.3f')} |")
     s = p['searched_network']
     lines += ['', f"The genotype at the LPM's setting ({s['setting'] or '-'}): predicted {_fmt(s['predicted_ms'])} ms, "
-              f"measured {_fmt(s['measured_ms'])} ms on {p['latency_target']}."]
+              f"measured {_fmt(s['measured_ms'])} ms on {p['latency_target']} "
+              f"({_fmt(s['measured_vs_reference'])}x DARTS_V2 timed alongside: the figure a loaded machine "
+              "does not move)."]
     if p['files_not_timed']:
         lines += ['', f"Files not timed: {p['files_not_timed']} (predicted latency only)."]
     t = p['train']

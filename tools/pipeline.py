@@ -103,7 +103,8 @@ def main(argv):
         print(f"{row['model']}: test top-1 {row['test_top1']:.2f}%{latency}{where}")
     searched = result['searched_network']
     if searched['predicted_ms'] is not None:
-        measured = '' if searched['measured_ms'] is None else f", measured {searched['measured_ms']:.2f} ms"
+        measured = ('' if searched['measured_ms'] is None else f", measured {searched['measured_ms']:.2f} ms "
+                    f"({searched['measured_vs_reference']:.2f}x DARTS_V2 timed alongside)")
         print(f"at the LPM's setting ({searched['setting']}): predicted {searched['predicted_ms']:.2f} ms{measured}")
     if result['files_not_timed']:
         print(f"files not timed: {result['files_not_timed']}")
