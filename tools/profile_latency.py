@@ -87,10 +87,15 @@ def main(argv):
     chosen = calibration_set(setting) if FLAGS.calibration else None
     target = targets.make_target(FLAGS.target, FLAGS.threads, **remote_options())
     target.check_available()
+    allowed = os.sched_getaffinity(0)  # what the user gave this process (taskset): the workers keep to it
     if FLAGS.timing_cpu >= 0:
+        if FLAGS.timing_cpu not in allowed:
+            raise ValueError(f'--timing_cpu={FLAGS.timing_cpu}: this process may run on cores '
+                             f'{",".join(map(str, sorted(allowed)))} only')
         os.sched_setaffinity(0, {FLAGS.timing_cpu})
     profiler = profile.Profiler(target, setting, FLAGS.table, FLAGS.warmup, FLAGS.runs, FLAGS.max_cv,
-                                FLAGS.max_attempts, FLAGS.reference_runs, FLAGS.workers, FLAGS.batch)
+                                FLAGS.max_attempts, FLAGS.reference_runs, FLAGS.workers, FLAGS.batch,
+                                worker_cpus=allowed)
     if FLAGS.repeatability:
         summary = profile.repeatability(profiler, FLAGS.repeatability, FLAGS.seed)
         print(f'repeatability over {summary["pairs"]} re-timed architectures:')

@@ -55,9 +55,9 @@ def _prepare(job):
     return target.prepare(genotype, setting)
 
 
-def _worker_init():
+def _worker_init(cpus):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    os.sched_setaffinity(0, range(os.cpu_count()))  # conversion may use every core
+    os.sched_setaffinity(0, cpus)  # every core the user allowed, not only the timing core
     import tensorflow as tf
     tf.get_logger().setLevel('ERROR')  # the converter logs a warning per model
 
@@ -66,7 +66,7 @@ class Profiler:
     """Times architectures of one target and setting into one table."""
 
     def __init__(self, target, setting, table_path, warmup=5, runs=20, max_cv=0.05, max_attempts=3,
-                 reference_runs=5, workers=2, batch=8):
+                 reference_runs=5, workers=2, batch=8, worker_cpus=None):
         target.check_available()
         self.target, self.setting = target, setting
         self.description = {**target.describe(), 'setting': setting.key, 'network': setting.network_kwargs(),
@@ -77,6 +77,7 @@ class Profiler:
         self.protocol = dict(warmup=warmup, runs=runs, max_cv=max_cv, max_attempts=max_attempts,
                              reference_runs=reference_runs)
         self.workers, self.batch = workers, batch
+        self.worker_cpus = set(worker_cpus or os.sched_getaffinity(0))
         self._reference = None
 
     def time(self, artifact):
@@ -116,7 +117,8 @@ class Profiler:
         overlap = getattr(self.target, 'overlaps_conversion', False)
         added = 0
         ctx = multiprocessing.get_context('spawn')
-        with ctx.Pool(self.workers, initializer=_worker_init, maxtasksperchild=100) as pool:
+        with ctx.Pool(self.workers, initializer=_worker_init, initargs=(self.worker_cpus,),
+                      maxtasksperchild=100) as pool:
             def convert():
                 jobs = [job for _, job in zip(range(self.batch), pending)]
                 return jobs, pool.map_async(_prepare, [(self.target, self.setting, g) for _, g in jobs])
@@ -159,7 +161,7 @@ def repeatability(profiler, count, seed=0, path=None):
     jobs = [(profiler.target, profiler.setting,
              search_space.make_genotype(json.loads(r.normal), json.loads(r.reduce))) for r in rows.itertuples()]
     ctx = multiprocessing.get_context('spawn')
-    with ctx.Pool(profiler.workers, initializer=_worker_init) as pool:
+    with ctx.Pool(profiler.workers, initializer=_worker_init, initargs=(profiler.worker_cpus,)) as pool:
         for start in range(0, len(jobs), profiler.batch):
             chunk = jobs[start:start + profiler.batch]
             for job, r, (artifact, _, _) in zip(chunk, rows.iloc[start:].itertuples(),

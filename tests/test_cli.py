@@ -1,0 +1,103 @@
+"""Every tool's boundary: bad flags, non-finite numbers and unusable output paths are one line, a
+non-zero exit, and nothing written; real bugs keep their traceback."""
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from tools import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS_SEARCH = ['--dataset=digits', '--epochs=1', '--max_steps_per_epoch=1', '--channels=4', '--layers=2',
+                 '--measure_latency=false']
+
+
+def _tool(name, *args, cwd=ROOT):
+    env = {**os.environ, 'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+    return subprocess.run([sys.executable, '-m', f'tools.{name}', *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _one_line(done):
+    assert done.returncode != 0, done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(('I1', 'W1'))]
+    assert 'Traceback' not in done.stderr, done.stderr
+    errors = [line for line in lines if line.startswith('error:')]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
+@pytest.fixture
+def blocker(tmp_path):
+    """A regular file: any path under it can be neither read nor created."""
+    path = tmp_path / 'a_file'
+    path.write_text('not a folder')
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('tool,args', [
+    ('search', DIGITS_SEARCH + ['--lambda_=0', '--lpm=']),
+    ('train', ['--genotype=DARTS_V2', '--dataset=digits', '--epochs=1', '--channels=4', '--layers=2',
+               '--auxiliary=false']),
+    ('train_lpm', ['--tables=data/cpu_tflite_int8_cifar.csv', '--epochs=1']),
+    ('adapt_lpm', ['--tables=data/cpu_tflite_int8_cifar.csv', '--method=scale']),
+    ('export_tflite', ['--genotype=DARTS_V2', '--channels=4', '--cells=2']),
+    ('profile_latency', ['--count=1', '--channels=4', '--cells=2', '--image_size=8']),
+])
+def test_every_tool_refuses_an_output_path_under_a_file_in_one_line(tool, args, blocker):
+    out = {'export_tflite': f'--output={blocker}/x.tflite', 'profile_latency': f'--table={blocker}/t.csv'}.get(
+        tool, f'--model_dir={blocker}/run')
+    done = _tool(tool, *args, out)
+    assert str(blocker) in _one_line(done)
+    assert blocker.read_text() == 'not a folder'
+    assert sorted(os.listdir(blocker.parent)) == ['a_file']  # no partial output beside it either
+
+
+@pytest.mark.parametrize('flag', ['--lambda_=nan', '--lambda_=inf', '--target_latency_ms=nan',
+                                  '--learning_rate=-inf'])
+def test_non_finite_float_flags_are_refused_before_anything_is_written(flag, tmp_path):
+    done = _tool('search', flag, f'--model_dir={tmp_path / "run"}')
+    assert flag.split('=')[0] in _one_line(done) and 'finite' in done.stderr
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_flag_parsing_error_is_one_line(tmp_path):
+    done = _tool('profile_latency', '--count=many', f'--table={tmp_path / "t.csv"}')
+    assert 'count' in _one_line(done)
+    assert not (tmp_path / 't.csv').exists()
+
+
+def test_os_errors_name_their_paths():
+    e = FileNotFoundError(2, 'No such file or directory', '/x/y')
+    assert cli.os_error_text(e) == '/x/y: No such file or directory'
+    e = OSError(18, 'Invalid cross-device link', '/a', None, '/b')
+    assert cli.os_error_text(e) == '/a -> /b: Invalid cross-device link'
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only input errors become one line: a TypeError in a tool is a bug and must show where it is."""
+    monkeypatch.setattr(cli.app, 'run', lambda main, flags_parser: main(['tool']))
+
+    def buggy(argv):
+        return None + 1
+    with pytest.raises(TypeError):
+        cli.run(buggy)
+
+
+def test_flag_values_are_checked_only_where_given():
+    flags.DEFINE_float('cli_test_ratio', float('nan'), 'A float flag whose default is not finite.')
+    try:
+        cli.parse_flags(['tool'])  # the default is the program's, not the user's: not checked
+        with pytest.raises(SystemExit):
+            cli.parse_flags(['tool', '--cli_test_ratio=inf'])
+    finally:
+        delattr(flags.FLAGS, 'cli_test_ratio')
+
+
+def test_a_timing_core_outside_the_allowed_ones_is_one_line(tmp_path):
+    done = _tool('profile_latency', f'--timing_cpu={os.cpu_count() + 3}', f'--table={tmp_path / "t.csv"}')
+    assert 'may run on cores' in _one_line(done)
+    assert not (tmp_path / 't.csv').exists()
