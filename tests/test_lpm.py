@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 import tensorflow as tf
 
 from ladnas_tf import search_space
@@ -380,8 +381,13 @@ def test_normalised_label_round_trip(normalised, loaded_data, tmp_path):
 
     def no_median(meta):
         del meta['label']['ref_median_ms']
-    with pytest.raises(lpm.LPMMismatchError, match="label .* does not match the recipe's 'normalised'"):
+    with pytest.raises(lpm.LPMError, match="label .* is not a latency or normalised label"):
         lpm.LPM.load(_edited(str(tmp_path / 'm'), tmp_path, no_median))
+
+    def other_kind(meta):
+        meta['label'] = {'kind': 'latency'}
+    with pytest.raises(lpm.LPMMismatchError, match="label .* does not match the recipe's 'normalised'"):
+        lpm.LPM.load(_edited(str(tmp_path / 'm'), tmp_path, other_kind))
 
 
 def test_normalised_label_needs_ref_ms(loaded_data):
@@ -467,3 +473,61 @@ def test_cli_normalised_label(loaded_data, tmp_path, capsys, monkeypatch):
     assert result['ref_median_ms'] == result['label']['ref_median_ms'] == json.loads(out)['ref_median_ms']
     assert result['vs_normalised']['n'] == result['test_size'] > result['quiet']['n'] > 0
     assert lpm.LPM.load(model_dir).label == result['label']
+
+
+# ---- hostile LPM directories: accepted and usable, or one LPMError line ----
+
+_SWAPS = [None, True, 0, -1.5, float('nan'), 'text', [], {}, [1, 2]]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_metadata_loads_or_fails_in_one_line(saved, tmp_path, data):
+    meta = json.load(open(os.path.join(saved, 'metadata.json')))
+    path = os.path.join(str(tmp_path), 'mutated')
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.copytree(saved, path)
+    where = meta
+    keys = data.draw(st.lists(st.sampled_from(['format', 'signature', 'recipe', 'cells', 'input_size', 'label',
+                                               'scaling', 'target', 'setting', 'kind', 'mean', 'std',
+                                               'ref_median_ms', 'epochs', 'cells']), min_size=1, max_size=2))
+    for key in keys[:-1]:
+        if isinstance(where.get(key), dict):
+            where = where[key]
+    if data.draw(st.booleans()):
+        where.pop(keys[-1], None)
+    else:
+        where[keys[-1]] = data.draw(st.sampled_from(_SWAPS))
+    whole = data.draw(st.sampled_from([meta, meta, [meta], 'meta', 3]))
+    with open(os.path.join(path, 'metadata.json'), 'w') as f:
+        json.dump(whole, f)
+    try:
+        model = lpm.LPM.load(path)
+    except lpm.LPMError as e:
+        assert '\n' not in str(e)
+        return
+    assert np.isfinite(model.predict_ms(np.zeros((1, model.input_size)))).all()
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage', 'missing', 'directory'])
+def test_a_damaged_model_file_is_named_as_such(saved, tmp_path, damage):
+    path = str(tmp_path / 'm')
+    shutil.copytree(saved, path)
+    model_file = os.path.join(path, lpm.MODEL_FILE)
+    data = open(model_file, 'rb').read()
+    os.remove(model_file)
+    if damage == 'truncate':
+        open(model_file, 'wb').write(data[:len(data) // 2])
+    elif damage == 'garbage':
+        open(model_file, 'wb').write(b'\x00' * 1000)
+    elif damage == 'directory':
+        os.mkdir(model_file)
+    with pytest.raises(lpm.LPMError, match='lpm.keras: (not a readable Keras model|missing)') as e:
+        lpm.LPM.load(path)
+    assert '\n' not in str(e.value)
+
+
+def test_an_lpm_path_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / 'lpm').write_text('')
+    with pytest.raises(lpm.LPMError, match='not an LPM directory \\(a file\\)'):
+        lpm.LPM.load(str(tmp_path / 'lpm'))

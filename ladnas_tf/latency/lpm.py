@@ -479,13 +479,16 @@ class LPM:
         dict (its identifying keys, table.IDENTITY, are compared); setting is compared when given.
         """
         meta_file = os.path.join(model_dir, METADATA_FILE)
+        if not os.path.isdir(model_dir):
+            raise LPMError(f'{model_dir}: not an LPM directory ({"a file" if os.path.exists(model_dir) else "missing"})')
         try:
             with open(meta_file) as f:
                 meta = json.load(f)
         except FileNotFoundError:
             raise LPMError(f'{model_dir}: no {METADATA_FILE}, not an LPM directory') from None
-        except json.JSONDecodeError as e:
-            raise LPMError(f'{meta_file}: unreadable ({e})') from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, IsADirectoryError) as e:
+            raise LPMError(f'{meta_file}: unreadable ({e.__class__.__name__}: {str(e)[:100]})') from None
+        _check_metadata(meta_file, meta)
         if meta.get('format') != FORMAT:
             raise LPMMismatchError(f'{model_dir}: format {meta.get("format")!r}, expected {FORMAT!r}')
         _check_signature(model_dir, meta.get('signature'), expected_signature or search_space.signature())
@@ -503,11 +506,52 @@ class LPM:
                                    f'({meta.get("cells")} cells) does not fit this space\'s {size} bits '
                                    f'for {recipe.cells} cells')
         _check_target(model_dir, meta, target, setting)
-        regressor = keras.saving.load_model(os.path.join(model_dir, MODEL_FILE), compile=False)
+        regressor = _load_regressor(os.path.join(model_dir, MODEL_FILE))
         if regressor.input_shape[-1] != size:
             raise LPMMismatchError(f'{model_dir}: model input size {regressor.input_shape[-1]} '
                                    f'!= metadata {size}')
         return cls(recipe, regressor, meta)
+
+
+# What metadata.json must hold, and of which JSON type, before any of it is believed.
+_METADATA_TYPES = {'format': str, 'signature': dict, 'recipe': dict, 'cells': str, 'input_size': int,
+                   'label': dict, 'scaling': dict, 'target': str, 'setting': str}
+
+
+def _check_metadata(meta_file, meta):
+    """One line naming the first key of metadata.json that is missing or of the wrong kind."""
+    if not isinstance(meta, dict):
+        raise LPMError(f'{meta_file}: expected a JSON object, got a JSON {type(meta).__name__}')
+    for key, kind in _METADATA_TYPES.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise LPMError(f'{meta_file}: {key!r} is missing or not a JSON {kind.__name__}')
+    if 'target_description' in meta and not isinstance(meta['target_description'], dict):
+        raise LPMError(f'{meta_file}: \'target_description\' is not a JSON object')
+    label, scaling = meta['label'], meta['scaling']
+    if label.get('kind') not in LABELS or (label['kind'] == 'normalised'
+                                           and not _finite_positive(label.get('ref_median_ms'))):
+        raise LPMError(f'{meta_file}: label {label!r} is not a latency or normalised label')
+    if (scaling.get('kind') not in TARGET_SCALINGS or not _finite(scaling.get('mean'))
+            or not _finite_positive(scaling.get('std'))):
+        raise LPMError(f'{meta_file}: scaling {scaling!r} needs a kind of {", ".join(TARGET_SCALINGS)}, '
+                       'a finite mean and a positive std')
+
+
+def _finite(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _finite_positive(x):
+    return _finite(x) and x > 0
+
+
+def _load_regressor(path):
+    if not os.path.isfile(path):
+        raise LPMError(f'{path}: missing: the LPM directory has metadata but no model')
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 (Keras raises many kinds for a damaged archive)
+        raise LPMError(f'{path}: not a readable Keras model ({e.__class__.__name__})') from None
 
 
 def _check_signature(model_dir, saved, expected):
