@@ -57,14 +57,10 @@ flags.DEFINE_bool('overwrite', False, 'Replace a run directory of another config
 
 
 def _lpm_dir(value):
-    """The LPM directory --lpm names (None for none), through the predictor registry when present."""
+    """The LPM directory --lpm names (a registry name or a directory), None for none."""
     if not value:
         return None
-    try:
-        from ladnas_tf.latency import registry
-    except ImportError:  # no registry: a directory, or a shipped data/lpm_<name>
-        shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', f'lpm_{value}')
-        return shipped if os.path.isdir(shipped) else value
+    from ladnas_tf.latency import registry
     return registry.resolve(value)
 
 
