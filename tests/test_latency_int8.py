@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ladnas_tf import export, genotypes, network
+from ladnas_tf import export, genotypes, network, search_space
 from ladnas_tf.latency import graph, measure, table, targets
 
 # The tools run as programs: importing them here would define their absl flags a second time.
@@ -60,7 +60,9 @@ def test_wrong_shaped_representative_images_are_one_line():
 
 
 def _table(path, latencies, ids, ref=10.0):
-    rows = [{c: 0 for c in table.COLUMNS} | {'arch_id': i, 'latency_ms': ms, 'ref_ms': ref}
+    bits = ''.join(str(int(b)) for b in search_space.encode_cell(genotypes.DARTS_V2.normal))  # a real cell
+    rows = [{c: 0 for c in table.COLUMNS} | {'arch_id': i, 'latency_ms': ms, 'ref_ms': ref,
+                                             'normal_encoding': bits, 'reduce_encoding': bits}
             for i, ms in zip(ids, latencies)]
     pd.DataFrame(rows, columns=table.COLUMNS).to_csv(path, index=False)
     return table.read(path)
