@@ -86,20 +86,26 @@ def normalise(df):
 
 
 def run(base, out_dir, lambdas=(), etas=(), log=print, retime_rounds=0, latency_errors=(), error_lambdas=(),
-        seeds=None, eta_seeds=None, **search_kwargs):
+        seeds=None, eta_seeds=None, finished_only=False, **search_kwargs):
     """Runs (or resumes) every search of the sweep, then (retime_rounds > 0) re-times all derived
-    networks together; returns the table (also written to out_dir)."""
+    networks together; returns the table (also written to out_dir). finished_only: run nothing, report
+    (and re-time) the searches of the plan that finished: a sweep cut short by its time budget."""
     plan = runs(base, lambdas, etas, latency_errors, error_lambdas, seeds, eta_seeds)
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for i, (name, config) in enumerate(plan):
-        log(f'[{i + 1}/{len(plan)}] {name}')
         run_dir = os.path.join(out_dir, name)
-        summary = (finished_summary(run_dir, config)
-                   or search.search(config, run_dir, log=log, **search_kwargs))
+        summary = finished_summary(run_dir, config)
+        if summary is None and finished_only:
+            log(f'[{i + 1}/{len(plan)}] {name}: not finished, left out')
+            continue
+        log(f'[{i + 1}/{len(plan)}] {name}')
+        summary = summary or search.search(config, run_dir, log=log, **search_kwargs)
         rows.append(row(name, config, summary))
         df = normalise(pd.DataFrame(rows))
         _write(df, out_dir)
+    if not rows:
+        raise search.SearchError(f'{out_dir}: no search of this sweep has finished yet')
     if retime_rounds and df['measured_ms'].notna().all():
         df = retime(df, out_dir, retime_rounds, log=log)
         _write(df, out_dir)

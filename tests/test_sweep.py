@@ -92,3 +92,20 @@ def test_errors_table_sets_runs_against_the_plain_search_and_the_flops_aware_fam
     assert sys_point['error_mre'] == pytest.approx(0.40)
     sweep.plot_errors(points, per_run, str(tmp_path / 'errors.png'))
     assert (tmp_path / 'errors.png').stat().st_size > 10_000
+
+
+def test_finished_only_reports_the_finished_searches_and_runs_none(tmp_path):
+    base = search.SearchConfig(lpm_dir=LPM)
+    plan = dict(sweep.runs(base, lambdas=[0, 0.2], latency_errors=[errors.Spec('systematic', 0.2)],
+                           error_lambdas=[0.2]))
+    with pytest.raises(search.SearchError, match='no search of this sweep has finished'):
+        sweep.run(base, str(tmp_path), lambdas=[0, 0.2], finished_only=True)
+    for name, ms, macs in (('lambda_0', 20.0, 5e8), ('lambda_0.2', 12.0, 3e8)):
+        search.prepare_run_dir(str(tmp_path / name), plan[name])
+        (tmp_path / name / 'summary.json').write_text(json.dumps({
+            'supernet_valid_accuracy': 40.0, 'steps': 3, 'seconds': 1.0, 'genotype': 'g',
+            'latency': {'predicted_ms': ms, 'measured_ms': ms / 2, 'reference_ms': 9.0, 'macs': macs}}))
+    df = sweep.run(base, str(tmp_path), lambdas=[0, 0.2], latency_errors=[errors.Spec('systematic', 0.2)],
+                   error_lambdas=[0.2], finished_only=True, log=lambda *_: None)
+    assert list(df['run']) == ['lambda_0', 'lambda_0.2']  # the systematic run never started
+    assert not (tmp_path / 'lambda_0.2-systematic_0.2').exists() and (tmp_path / sweep.TABLE).exists()

@@ -29,6 +29,8 @@ flags.DEFINE_list('latency_errors', [], 'Latency error models to search with, ea
 flags.DEFINE_list('error_lambdas', ['0.2'], 'lambda_ values of the --latency_errors runs.')
 flags.DEFINE_list('seeds', [], 'Run everything once per seed (default: once, at --seed).')
 flags.DEFINE_list('eta_seeds', None, 'Seeds of the FLOPs-aware runs (default: all of --seeds).')
+flags.DEFINE_bool('finished_only', False, 'Run no search: table, figures and re-timing of the finished ones only '
+                  '(a sweep stopped by its time budget).')
 
 
 def _numbers(name, kind):
@@ -61,7 +63,7 @@ def main(argv):
                    checkpoint_every=FLAGS.checkpoint_every, progress=FLAGS.progress,
                    measure_latency=FLAGS.measure_latency, retime_rounds=FLAGS.retime_rounds,
                    latency_errors=latency_errors, error_lambdas=error_lambdas if latency_errors else (),
-                   seeds=seeds, eta_seeds=eta_seeds)
+                   seeds=seeds, eta_seeds=eta_seeds, finished_only=FLAGS.finished_only)
     columns = ['run', 'supernet_valid_accuracy', 'predicted_ms', 'measured_ms', 'measured_norm_ms', 'macs']
     columns += ['retimed_ms'] if 'retimed_ms' in df else []
     print(df[columns].to_string(index=False, float_format=lambda v: f'{v:.2f}'))
