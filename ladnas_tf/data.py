@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from ladnas_tf import augment as augment_lib
 
@@ -151,11 +152,43 @@ def _subfolders(path, what):
         raise DataError(f'cannot read {what} {path}: {e.strerror}') from None
 
 
+_READABLE = {}  # (split folder, its files) -> which are images: every header is read once per process
+
+
 def _list_split(split_dir):
-    """(class names, files, labels) of one split folder, classes and files sorted."""
+    """(class names, files, labels) of one split folder, classes and files sorted; files whose header is
+    not an image's are left out with one warning line, so that no epoch stops on them."""
+    classes, files, labels = _scan_split(split_dir)
+    key = (split_dir, len(files), files[0], files[-1])
+    if key not in _READABLE:
+        _READABLE[key] = [_is_image(f) for f in files]
+        bad = [f for f, ok in zip(files, _READABLE[key]) if not ok]
+        if bad:
+            absl_logging.warning('%s: skipped %d unreadable image file(s), e.g. %s', split_dir, len(bad), bad[0])
+    readable = _READABLE[key]
+    files = [f for f, ok in zip(files, readable) if ok]
+    labels = [y for y, ok in zip(labels, readable) if ok]
+    empty = sorted(set(classes) - {classes[y] for y in labels})
+    if empty:
+        raise DataError(f'class folder {os.path.join(split_dir, empty[0])} holds no readable image')
+    return classes, files, labels
+
+
+def _is_image(path):
+    try:
+        image_shape(path)
+        return True
+    except DataError:
+        return False
+
+
+def _scan_split(split_dir):
     classes = _subfolders(split_dir, 'split folder')
     if not classes:
         raise DataError(f'split folder {split_dir} has no class folders (expected <class>/*.jpg|png)')
+    if len(classes) < 2:
+        raise DataError(f'split folder {split_dir} has one class folder ({classes[0]}): a classifier needs '
+                        'at least 2')
     files, labels = [], []
     for label, cls in enumerate(classes):
         class_dir = os.path.join(split_dir, cls)

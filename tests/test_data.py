@@ -143,20 +143,36 @@ def test_folder_layout_errors(tmp_path):
     differ = _write_folder(tmp_path / 'differ', {'train': {'a': [(4, 4, 1)], 'b': [(4, 4, 1)]},
                                                  'test': {'a': [(4, 4, 1)], 'c': [(4, 4, 1)]}})
     _error('class folders differ.*only in train: b; only in test: c', 'folder', 'train', data_dir=differ)
-    sizes = _write_folder(tmp_path / 'sizes', {'train': {'a': [(4, 4, 1), (6, 6, 1)]}})
+    sizes = _write_folder(tmp_path / 'sizes', {'train': {'a': [(4, 4, 1), (6, 6, 1)], 'b': [(4, 4, 1)]}})
     _error('differ in size.*pass image_size', 'folder', 'train', data_dir=sizes)
     x, _ = _images(data.load(sizes, 'train', image_size=5))
-    assert x.shape == (2, 5, 5, 3)
-    wide = _write_folder(tmp_path / 'wide', {'train': {'a': [(4, 6, 1)]}})
+    assert x.shape == (3, 5, 5, 3)
+    wide = _write_folder(tmp_path / 'wide', {'train': {'a': [(4, 6, 1)], 'b': [(4, 6, 1)]}})
     _error('not square', 'folder', 'train', data_dir=wide)
-    no_images = _write_folder(tmp_path / 'noimg', {'train': {'a': [(4, 4, 1)]}})
+    no_images = _write_folder(tmp_path / 'noimg', {'train': {'a': [(4, 4, 1)], 'c': [(4, 4, 1)]}})
     (no_images / 'train' / 'b').mkdir()
     _error('holds no images', 'folder', 'train', data_dir=no_images)
     (tmp_path / 'noclass' / 'train').mkdir(parents=True)
     _error('no class folders', 'folder', 'train', data_dir=tmp_path / 'noclass')
-    broken = _write_folder(tmp_path / 'broken', {'train': {'a': [(4, 4, 1)]}})
+    one = _write_folder(tmp_path / 'one', {'train': {'a': [(4, 4, 1), (4, 4, 2)]}})
+    _error('one class folder \\(a\\): a classifier needs at least 2', 'folder', 'train', data_dir=one)
+
+
+def test_unreadable_files_are_skipped_up_front_with_one_warning(tmp_path, caplog):
+    broken = _write_folder(tmp_path / 'broken', {'train': {'a': [(4, 4, 1)], 'b': [(4, 4, 9)]}})
     (broken / 'train' / 'a' / 'zzz.png').write_bytes(b'not an image')
-    _error('cannot read image .*zzz.png', 'folder', 'train', data_dir=broken)
+    (broken / 'train' / 'b' / 'empty.jpg').write_bytes(b'')
+    with caplog.at_level('WARNING'):
+        train = data.load(broken, 'train')
+    assert train.num_examples == 2
+    warnings = [r for r in caplog.records if 'unreadable' in r.getMessage()]
+    assert len(warnings) == 1 and 'skipped 2 unreadable' in warnings[0].getMessage()
+    x, y = _images(train, 2)  # every epoch decodes: nothing left to fail on
+    assert x.shape == (2, 4, 4, 3)
+    only_broken = _write_folder(tmp_path / 'only', {'train': {'a': [(4, 4, 1)]}})
+    (only_broken / 'train' / 'b').mkdir()
+    (only_broken / 'train' / 'b' / 'x.png').write_bytes(b'\x89PNG broken')
+    _error('class folder .*b holds no readable image', 'folder', 'train', data_dir=only_broken)
 
 
 # ---- tensorflow-datasets, always mocked ----
