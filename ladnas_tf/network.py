@@ -236,6 +236,25 @@ def build_network(genotype, setting='cifar', channels=None, num_cells=None, num_
     defaults = dict(cifar=(36, 20, 10, 32), imagenet=(48, 14, 1000, 224))[setting]
     c, n, k, s = (v if v is not None else d for v, d in
                   zip((channels, num_cells, num_classes, image_size), defaults))
+    check_image_size(setting, s)
     model = cls(genotype, c, n, k, auxiliary=auxiliary, seed=seed, image_size=s)
     model.build((None, s, s, 3))
     return model
+
+
+def check_image_size(setting, image_size):
+    """The reductions halve maps with FactorizedReduce (in skip_connect and in the next cell's
+    preprocessing), whose two strided paths (x and x shifted by one pixel) only agree on even sizes: for
+    every genotype, the map entering the cells must be a multiple of 4 (on ImageNet, the
+    stem's two strided convs take it to ceil(size / 4), which must be even, and its third to a multiple
+    of 4: a multiple of 32 such as 224 always fits)."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f'image_size must be a positive integer, got {image_size!r}')
+    if setting == 'cifar':
+        fits, need = image_size % 4 == 0, 'a multiple of 4'
+    else:
+        quarter = -(-(-(-image_size // 2)) // 2)
+        fits, need = quarter % 2 == 0 and (quarter // 2) % 4 == 0, 'a multiple of 32 (e.g. 224)'
+    if not fits:
+        raise ValueError(f'image_size {image_size} does not fit the {setting} network: its reductions halve '
+                         f'the map, which needs {need}')

@@ -531,3 +531,12 @@ def test_an_lpm_path_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / 'lpm').write_text('')
     with pytest.raises(lpm.LPMError, match='not an LPM directory \\(a file\\)'):
         lpm.LPM.load(str(tmp_path / 'lpm'))
+
+
+def test_cli_diverged_training_leaves_nothing_behind(table, tmp_path, capsys, monkeypatch):
+    from tools import train_lpm
+    argv = [f'--tables={table}', f'--model_dir={tmp_path / "m"}', '--epochs=5', '--lr=1e12',
+            '--max_train_rows=200', '--noprogress']
+    code, _, err = _run(train_lpm, argv, capsys, monkeypatch)
+    assert code == 1 and 'diverged' in err and err.count('\n') == 1
+    assert os.listdir(tmp_path) == []  # neither the model directory nor its .partial staging

@@ -175,3 +175,20 @@ def test_keras_save_load_round_trip(cifar, tmp_path):
     assert loaded.count_params() == cifar.count_params()
     x = batch(2, 32)
     np.testing.assert_array_equal(loaded(x, training=False), cifar(x, training=False))
+
+
+@pytest.mark.parametrize('setting,size,fits', [('cifar', 8, True), ('cifar', 12, True), ('cifar', 10, False),
+                                               ('cifar', 7, False), ('imagenet', 30, True), ('imagenet', 64, True),
+                                               ('imagenet', 25, False), ('imagenet', 36, False)])
+def test_image_sizes_the_reductions_cannot_halve_are_one_line_before_building(setting, size, fits):
+    """The rule agrees with what Keras can build at 5 cells (a normal cell after each reduction; with
+    fewer cells some genotypes escape an odd size): a size it refuses fails, one it accepts builds."""
+    if fits:
+        network.build_network(genotypes.DARTS_V2, setting, 4, 5, 10, image_size=size)
+        return
+    with pytest.raises(ValueError, match=f'image_size {size} does not fit the {setting} network') as e:
+        network.check_image_size(setting, size)
+    assert '\n' not in str(e.value)
+    with pytest.raises(Exception):  # and Keras itself cannot build it either: the rule is not stricter
+        cls = network.NetworkCIFAR if setting == 'cifar' else network.NetworkImageNet
+        cls(genotypes.DARTS_V2, 4, 5, 10, image_size=size).build((None, size, size, 3))

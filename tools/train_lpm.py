@@ -143,6 +143,18 @@ def train_and_evaluate(df, recipe, model_dir, split_seed=0, test_fraction=0.2, m
     staging = model_dir.rstrip('/') + '.partial'
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
+    try:
+        result = _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves nothing behind
+        raise
+    if os.path.isdir(model_dir):
+        shutil.rmtree(model_dir)
+    os.replace(staging, model_dir)
+    return result
+
+
+def _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, progress):
     logging.info('training on %d rows (%d validation), testing on %d; recipe %s',
                  len(fit), 0 if val is None else len(val), len(test), recipe)
     model = lpm.LPM(recipe)
@@ -168,9 +180,6 @@ def train_and_evaluate(df, recipe, model_dir, split_seed=0, test_fraction=0.2, m
         title += f' (normalised {result["vs_normalised"]["mre_pct"]:.2f}%)'
     plot_scatter(measured, predicted, os.path.join(staging, 'scatter.png'),
                  f'{title}\nKendall tau {result["kendall_tau"]:.3f}', normalised)
-    if os.path.isdir(model_dir):
-        shutil.rmtree(model_dir)
-    os.replace(staging, model_dir)
     return result
 
 
