@@ -14,6 +14,7 @@ moment and restarted with the same settings resumes at the last checkpoint and, 
 replays the same data in the same order: it ends with the same genotype as an uninterrupted run.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -229,12 +230,32 @@ class ArchStream:
 REPORT_ONLY = ('final_eval_batches',)
 
 
+def lpm_sha256(lpm_dir):
+    """SHA-256 of an LPM directory's metadata and model: a resumed search must keep its predictor, and a
+    path alone does not say that the file behind it is the same."""
+    h = hashlib.sha256()
+    for name in (lpm_lib.METADATA_FILE, lpm_lib.MODEL_FILE):
+        with open(os.path.join(lpm_dir, name), 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def run_settings(config):
+    """What identifies a search in its run directory: the settings and the content of its LPM(s)."""
+    settings = dataclasses.asdict(config)
+    for key in ('lpm_dir', 'latency_error_lpm'):
+        if settings.get(key):
+            settings[key + '_sha256'] = lpm_sha256(settings[key])
+    return settings
+
+
 def prepare_run_dir(model_dir, config, overwrite=False):
     """True when model_dir holds a search of this very config to resume; False for a fresh one.
     A directory of anything else is refused unless overwrite, which removes our outputs from it."""
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise SearchError(f'{model_dir} exists and is not a directory')
-    settings = dataclasses.asdict(config)
+    settings = run_settings(config)
     if os.path.isdir(model_dir) and os.listdir(model_dir):
         if overwrite:
             for name in os.listdir(model_dir):
@@ -247,8 +268,10 @@ def prepare_run_dir(model_dir, config, overwrite=False):
                                   '(pass --overwrite to replace it, or another --model_dir)')
             with open(path) as f:
                 saved = json.load(f)
+            # A run directory from before LPM hashes were recorded resumes on its path alone.
             differ = [k for k in sorted(set(saved) | set(settings))
-                      if saved.get(k) != settings.get(k) and k not in REPORT_ONLY]
+                      if saved.get(k) != settings.get(k) and k not in REPORT_ONLY
+                      and not (k.endswith('_sha256') and k not in saved)]
             if differ:
                 detail = ', '.join(f'{k}: {saved.get(k)!r} -> {settings.get(k)!r}' for k in differ[:4])
                 raise SearchError(f'{model_dir} holds a search with other settings ({detail}); '
@@ -313,6 +336,18 @@ def log_architecture(writer, model, step):
         _write('genotype', tf.constant(str(genotype)), step, 'text')
     writer.flush()
     return genotype
+
+
+def _finished_summary(model_dir, config):
+    """The summary of a finished search reported as this config asks (same final_eval_batches), else None."""
+    path = os.path.join(model_dir, 'summary.json')
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    same_report = summary.get('final_eval_batches') == config.final_eval_batches
+    return summary if same_report and summary.get('epochs') == config.epochs else None
 
 
 def save_outputs(model_dir, genotype, summary):
@@ -452,11 +487,21 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
     ends); measure_latency: time the derived network on the latency target for the summary."""
     config.check()
     data = data if data is not None else load_search_data(config)  # bad data fails before any write
+    existed = os.path.isdir(model_dir) and bool(os.listdir(model_dir))
     resume = prepare_run_dir(model_dir, config, overwrite)
-    if flags_text is not None:
-        with open(os.path.join(model_dir, 'flags.cfg'), 'w') as f:
-            f.write(flags_text)
-    run = Search(config, data, strategy, arch_loss)
+    finished = _finished_summary(model_dir, config) if resume else None
+    if finished is not None:  # the same command again: nothing to do, nothing rewritten
+        log(f'{model_dir}: this search is finished; its summary.json stands')
+        return finished
+    try:
+        if flags_text is not None:
+            with open(os.path.join(model_dir, 'flags.cfg'), 'w') as f:
+                f.write(flags_text)
+        run = Search(config, data, strategy, arch_loss)
+    except BaseException:
+        if not existed:  # a run that fails before its first step leaves nothing behind
+            shutil.rmtree(model_dir, ignore_errors=True)
+        raise
     manager = tf.train.CheckpointManager(run.checkpoint, os.path.join(model_dir, 'checkpoints'), max_to_keep=2)
     if run.restore(manager):
         log(f'resumed {model_dir} at epoch {int(run.epoch) + 1}, step {int(run.epoch_step)} of '
@@ -477,6 +522,7 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
     summary = {'genotype': str(genotype), 'genotype_json': json.loads(genotype.to_json()),
                'genotype_id': search_space.genotype_id(genotype), 'method': config.method, 'order': config.order,
                'epochs': config.epochs, 'steps': run.global_step, 'steps_per_epoch': run.steps_per_epoch,
+               'final_eval_batches': config.final_eval_batches,
                'supernet_train_accuracy': epoch_logs.get('train_accuracy'),
                'supernet_valid_accuracy': epoch_logs['valid_accuracy'],
                'supernet_valid_loss': epoch_logs['valid_loss'], 'supernet_valid_images': epoch_logs['valid_images'],

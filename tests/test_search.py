@@ -70,13 +70,42 @@ def test_tensorboard_holds_losses_alpha_images_and_genotype(finished):
             'alpha/normal', 'alpha/reduce', 'genotype'} <= tags
 
 
-def test_a_finished_run_is_reported_again_not_redone(finished):
+def _files(model_dir):
+    return {os.path.join(root, name): open(os.path.join(root, name), 'rb').read()
+            for root, _, names in os.walk(model_dir) for name in names}
+
+
+def test_a_finished_run_run_again_changes_nothing(finished):
     model_dir, summary, _ = finished
-    lines = []
+    before, lines = _files(model_dir), []
     again = search.search(_config(), model_dir, data=tiny_data(), progress=False, log=lines.append)
-    assert again['genotype'] == summary['genotype'] and again['steps'] == summary['steps']
-    assert any('resumed' in line for line in lines)
+    assert again == json.loads(json.dumps(summary))  # the saved summary, as it was
+    assert _files(model_dir) == before  # no figure rewritten, no new TensorBoard events file
+    assert any('finished' in line for line in lines)
     assert summary['supernet_valid_images'] == 24  # the whole architecture half (24 examples)
+
+
+def test_a_resumed_search_refuses_an_lpm_replaced_at_the_same_path(tmp_path):
+    lpm_dir = tmp_path / 'lpm'
+    shutil.copytree(os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar'), lpm_dir)
+    config = _config(lambda_=0.1, lpm_dir=str(lpm_dir))
+    search.prepare_run_dir(str(tmp_path / 'run'), config)
+    assert search.prepare_run_dir(str(tmp_path / 'run'), config) is True  # the same predictor: resumes
+    meta = json.loads((lpm_dir / 'metadata.json').read_text())
+    meta['epochs_run'] += 1  # another predictor behind the same path
+    (lpm_dir / 'metadata.json').write_text(json.dumps(meta))
+    with pytest.raises(search.SearchError, match='lpm_dir_sha256'):
+        search.prepare_run_dir(str(tmp_path / 'run'), config)
+
+
+def test_a_search_failing_before_its_first_step_leaves_no_run_directory(tmp_path):
+    lpm_dir = tmp_path / 'lpm'
+    shutil.copytree(os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar'), lpm_dir)
+    (lpm_dir / 'lpm.keras').write_bytes(b'damaged')
+    with pytest.raises(search.SearchError, match='not a readable Keras model'):
+        search.search(_config(lambda_=0.1, lpm_dir=str(lpm_dir)), str(tmp_path / 'run'), data=tiny_data(),
+                      progress=False, log=lambda line: None)
+    assert not (tmp_path / 'run').exists()  # the corrected command is not refused for a stale directory
 
 
 def test_a_finished_run_is_re_reported_on_as_many_batches_as_asked(finished):
