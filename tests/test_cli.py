@@ -1,11 +1,15 @@
 """Every tool's boundary: bad flags, non-finite numbers and unusable output paths are one line, a
 non-zero exit, and nothing written; real bugs keep their traceback."""
+import contextlib
+import io
+import math
 import os
 import subprocess
 import sys
 
 import pytest
 from absl import flags
+from hypothesis import given, settings, strategies as st
 
 from tools import cli
 
@@ -101,3 +105,21 @@ def test_a_timing_core_outside_the_allowed_ones_is_one_line(tmp_path):
     done = _tool('profile_latency', f'--timing_cpu={os.cpu_count() + 3}', f'--table={tmp_path / "t.csv"}')
     assert 'may run on cores' in _one_line(done)
     assert not (tmp_path / 't.csv').exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                       st.text(alphabet='0123456789.-+einfa', max_size=8)),
+       name=st.sampled_from(['lambda_', 'eta', 'learning_rate', 'arch_weight_decay', 'target_latency_ms']))
+def test_float_flag_values_parse_to_finite_numbers_or_fail_in_one_line(value, name):
+    import tools.search  # noqa: F401  (defines the search's flags)
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            cli.parse_flags(['search', f'--{name}={value}'])
+    except SystemExit as e:
+        assert e.code == 1 and stderr.getvalue().count('\n') == 1 and stderr.getvalue().startswith('error: ')
+    else:
+        assert math.isfinite(getattr(flags.FLAGS, name))
+    finally:
+        flags.FLAGS.unparse_flags()
