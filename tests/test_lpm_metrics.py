@@ -63,7 +63,6 @@ def test_transfer_metrics_rescale_by_the_median_ratio_then_score():
 
 def test_an_lpm_is_scored_on_another_table_raw_and_normalised():
     import pandas as pd
-    from tools import compare_tables
 
     class Doubling:  # stands in for an LPM: 2 ms per one-bit of the first edge's ops
         cells = 'normal'
@@ -73,7 +72,7 @@ def test_an_lpm_is_scored_on_another_table_raw_and_normalised():
 
     bits = [('0' * k + '1' + '0' * (111 - k)) for k in (1, 2, 3)]
     df = pd.DataFrame({'normal_encoding': bits, 'latency_ms': [6.0, 10.0, 14.0], 'ref_ms': [2.0, 2.0, 2.0]})
-    result = compare_tables.lpm_transfer(Doubling(), df)
+    result = metrics.lpm_transfer(Doubling(), df)
     assert result['raw']['scale'] == pytest.approx(2.0) and result['raw']['mre_pct'] == pytest.approx(0.0)
     assert result['ref_normalised']['scale'] == pytest.approx(1.0)
     assert result['raw']['kendall_tau'] == pytest.approx(1.0)

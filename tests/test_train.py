@@ -295,8 +295,10 @@ def test_the_test_split_chooses_nothing(folder, tmp_path, monkeypatch):
                           _final_weights(model_dir))
     (epoch_a, best_a, final_a), (epoch_b, best_b, final_b) = outcomes.values()
     assert epoch_a == epoch_b
+    # The same weights up to float rounding: a model chosen by the test figures would be another
+    # epoch's, orders of magnitude apart (thread scheduling in a busy process moves the last bits).
     for a, b in zip(best_a + final_a, best_b + final_b):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_the_validation_split_is_held_out_of_train(folder):

@@ -40,15 +40,6 @@ def compare(first, second):
             'median_ms': (float(np.median(a)), float(np.median(b)))}
 
 
-def lpm_transfer(model, df):
-    """metrics.transfer_metrics of an LPM on a table, raw and with each row's load divided out."""
-    from ladnas_tf.latency import lpm, metrics
-    predicted = model.predict_ms(lpm.encodings(df, model.cells))
-    raw = df['latency_ms'].to_numpy(float)
-    return {'raw': metrics.transfer_metrics(raw, predicted),
-            'ref_normalised': metrics.transfer_metrics(raw / df['ref_ms'].to_numpy(float), predicted)}
-
-
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f'unexpected arguments {argv[1:]}')
@@ -64,8 +55,8 @@ def main(argv):
     print(f"  median latency {result['median_ms'][0]:.3f} ms vs {result['median_ms'][1]:.3f} ms; "
           f"median ratio second/first {result['median_ratio']:.3f}")
     if FLAGS.lpm_dir:
-        from ladnas_tf.latency import lpm, registry
-        transfer = lpm_transfer(lpm.LPM.load(registry.resolve(FLAGS.lpm_dir)), second)
+        from ladnas_tf.latency import lpm, metrics, registry
+        transfer = metrics.lpm_transfer(lpm.LPM.load(registry.resolve(FLAGS.lpm_dir)), second)
         for view, m in transfer.items():
             print(f"  LPM {FLAGS.lpm_dir} on {FLAGS.tables[1]} ({view}, n={m['n']}): Kendall tau "
                   f"{m['kendall_tau']:.3f}, Spearman rho {m['spearman_rho']:.3f}; scaled by {m['scale']:.4g}: "

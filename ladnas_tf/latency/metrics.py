@@ -65,3 +65,13 @@ def transfer_metrics(measured, predicted):
     measured, predicted = _check(measured, predicted)
     scale = float(np.median(measured / predicted))
     return {'scale': scale, **regression_metrics(measured, scale * predicted)}
+
+
+def lpm_transfer(model, df):
+    """transfer_metrics of an LPM on another table's rows, raw and with each row's load divided out
+    (latency_ms / ref_ms)."""
+    from ladnas_tf.latency import lpm  # the encodings of the cells the model reads
+    predicted = model.predict_ms(lpm.encodings(df, model.cells))
+    raw = df['latency_ms'].to_numpy(float)
+    return {'raw': transfer_metrics(raw, predicted),
+            'ref_normalised': transfer_metrics(raw / df['ref_ms'].to_numpy(float), predicted)}
