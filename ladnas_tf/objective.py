@@ -126,12 +126,9 @@ class Objective:
         """The derived genotype's predicted latency (LPM, the cells it reads), its measured latency on
         the LPM's target (the FLOPs baseline: cpu_tflite), timed as the profiler times table rows, its
         params and MACs in the evaluation network; and the term's final state."""
-        out = {'setting': self.setting.key}
-        target_name, threads = 'cpu_tflite', 1
+        out = {'setting': self.setting.key, 'target': 'cpu_tflite'}  # the FLOPs baseline's target
         if self.latency is not None:
-            meta = self.lpm.metadata
-            target_name = meta['target']
-            threads = meta.get('target_description', {}).get('threads', 1)
+            out['target'] = self.lpm.metadata['target']  # a board's LPM times on that board
             out.update({'lambda_': float(self.latency.lambda_.numpy()), 'unit_ms': self.reference_ms,
                         'lat_alpha_ms': float(self.latency.last_ms.numpy()),
                         'predicted_ms': self.predicted_ms(genotype)})
@@ -146,9 +143,9 @@ class Objective:
             out.update({'eta': self.flops.eta, 'unit_mmacs': self.flops.scale})
         else:
             return {}
-        out['target'] = target_name
         if measure:
-            target = targets.make_target(target_name, threads)
+            target = (targets.target_of_lpm(self.lpm.metadata) if self.latency is not None
+                      else targets.make_target('cpu_tflite'))
             target.check_available()
             measured = profile.measure_genotype(target, self.setting, genotype)
             out.update({'measured_ms': measured['latency_ms'], 'measured_cv': measured['cv'],

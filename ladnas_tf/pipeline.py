@@ -23,7 +23,7 @@ from ladnas_tf import search as search_lib, train as train_lib
 
 CONFIG_FILE = 'pipeline.json'
 STAGES = ('search', 'train', 'export', 'latency', 'report')
-FILE_TARGETS = ('cpu_tflite', 'cpu_tflite_int8')  # targets that run a .tflite file as it is
+FILE_TARGETS = ('cpu_tflite', 'cpu_tflite_int8', 'ssh', 'adb')  # targets that run a .tflite file as it is
 
 
 class PipelineError(ValueError):
@@ -94,20 +94,12 @@ def prepare_run_dir(run_dir, config, overwrite=False):
 
 # ---- the stages ----
 
-def _lpm_target(lpm_dir):
-    """(target name, threads) the LPM was trained for; (None, 1) without an LPM."""
-    if not lpm_dir:
-        return None, 1
-    from ladnas_tf.latency import lpm
-    meta = lpm.LPM.load(lpm_dir).metadata
-    return meta['target'], meta.get('target_description', {}).get('threads', 1)
-
-
-def _can_time(target_name, threads):
-    """(a target object or None, why not)."""
-    from ladnas_tf.latency import targets
+def _can_time(lpm_dir):
+    """(the LPM's target ready to time, or None; why not). cpu_tflite without an LPM."""
+    from ladnas_tf.latency import lpm, targets
     try:
-        target = targets.make_target(target_name or 'cpu_tflite', threads)
+        target = (targets.target_of_lpm(lpm.LPM.load(lpm_dir).metadata) if lpm_dir
+                  else targets.make_target('cpu_tflite'))
         target.check_available()
         return target, None
     except targets.TargetError as e:
@@ -119,8 +111,7 @@ def run_search(config, run_dir, log):
     if os.path.isfile(os.path.join(directory, 'summary.json')):
         log('search: done before, skipped')
         return _read_json(os.path.join(directory, 'summary.json'))
-    target_name, threads = _lpm_target(config.search.lpm_dir)
-    timeable, why = _can_time(target_name, threads)
+    timeable, why = _can_time(config.search.lpm_dir)
     if config.measure_searched and timeable is None:
         log(f'search: the derived network is reported predicted only ({why})')
     return search_lib.search(config.search, directory, progress=False, log=log,
@@ -161,22 +152,24 @@ def run_latency(config, run_dir, exported, searched, log):
     if os.path.isfile(path):
         log('latency: done before, skipped')
         return _read_json(path)
-    from ladnas_tf.latency import measure, targets
-    target_name, threads = _lpm_target(config.search.lpm_dir)
-    result = {'target': target_name or 'cpu_tflite', 'threads': threads, 'searched': searched.get('latency') or {}}
-    target, why = _can_time(target_name, threads)
-    if target is not None and result['target'] not in FILE_TARGETS:
-        target, why = None, f'target {result["target"]} does not run .tflite files'
+    target, why = _can_time(config.search.lpm_dir)
+    result = {'searched': searched.get('latency') or {}}
+    if target is not None and target.name not in FILE_TARGETS:
+        target, why = None, f'target {target.name} does not run .tflite files'
     if target is None:
         result['files_not_timed'] = why
         log(f'latency: files not timed ({why}); predicted only')
     else:
-        result['device'] = targets.cpu_model()
-        for name, entry in exported['files'].items():
-            with open(os.path.join(run_dir, 'export', entry['file']), 'rb') as f:
-                stats, attempts = measure.measure(target.runner(f.read()), warmup=5, runs=config.latency_runs)
+        description = target.describe()
+        result.update(target=target.name, threads=description.get('threads', 1), device=description['device'])
+        files = {name: open(os.path.join(run_dir, 'export', entry['file']), 'rb').read()
+                 for name, entry in exported['files'].items()}
+        reference = files.get('float32') or next(iter(files.values()))  # brackets every timing, on the device
+        for name, content in files.items():
+            stats, ref, attempts = target.measure(content, reference, warmup=5, runs=config.latency_runs)
             result.setdefault('files', {})[name] = {'latency_ms': stats.latency_ms, 'cv': stats.cv,
-                                                    'runs': stats.runs, 'attempts': attempts}
+                                                    'runs': stats.runs, 'attempts': attempts,
+                                                    'reference_ms': ref.latency_ms}
     _write_json(path, result)
     return result
 
@@ -216,7 +209,8 @@ def report(config, run_dir, searched, trained, exported, latency, seconds):
         'genotype': searched['genotype'], 'genotype_id': searched['genotype_id'], 'dataset': config.search.dataset,
         'cells': {name: _cell_picture(run_dir, name) for name in ('normal', 'reduce')},
         'cell_nodes': {name: cell_text(searched['genotype_json'][name]) for name in ('normal', 'reduce')},
-        'models': rows, 'latency_target': latency['target'], 'latency_threads': latency['threads'],
+        'models': rows, 'latency_target': latency.get('target'), 'latency_threads': latency.get('threads'),
+        'latency_device': latency.get('device'),
         'files_not_timed': latency.get('files_not_timed'),
         'searched_network': {'setting': lat.get('setting'), 'predicted_ms': lat.get('predicted_ms'),
                              'measured_ms': lat.get('measured_ms'),

@@ -95,7 +95,7 @@ def can_time(lpm_dir, log=logging.info):
     from ladnas_tf.latency import lpm, targets
     meta = lpm.LPM.load(lpm_dir).metadata
     try:
-        targets.make_target(meta['target'], meta.get('target_description', {}).get('threads', 1)).check_available()
+        targets.target_of_lpm(meta).check_available()
     except targets.TargetError as e:
         log(f'not timing the derived network: {e}')
         return False

@@ -191,3 +191,7 @@ def target_of(description):
                            delegate=description.get('delegate', 'xnnpack'))
     return make_target(name, threads)
 
+
+def target_of_lpm(metadata):
+    """target_of an LPM's metadata (older ones name the target only)."""
+    return target_of(metadata.get('target_description') or {'target': metadata['target']})
