@@ -213,7 +213,8 @@ class SshTarget:
         d = self._description
         return {'target': self.name, 'device': f'{d["device"]}, {d["cores"]} cores, {d["machine"]}',
                 'machine': d['machine'], 'cores': d['cores'], 'threads': self.threads, 'xnnpack': self.xnnpack,
-                'host': self.device, 'versions': {**d['versions'], 'python': d['python']}}
+                'host': self.device, 'device_python': self.python, 'device_folder': self.folder,
+                'versions': {**d['versions'], 'python': d['python']}}
 
     def prepare(self, genotype, setting):
         return graph.to_tflite(genotype, **setting.network_kwargs())

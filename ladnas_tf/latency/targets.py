@@ -185,7 +185,9 @@ def target_of(description):
     is reached again at the recorded host / serial with the user's ssh or adb defaults."""
     name, threads = description.get('target'), description.get('threads', 1)
     if name == 'ssh':
-        return make_target(name, threads, device=description.get('host'))
+        return make_target(name, threads, device=description.get('host'),
+                           python=description.get('device_python', 'python3'),
+                           folder=description.get('device_folder', '~/.cache/ladnas_tf_agent'))
     if name == 'adb':
         return make_target(name, threads, serial=description.get('serial'),
                            delegate=description.get('delegate', 'xnnpack'))
