@@ -27,12 +27,13 @@ import math
 import keras
 import tensorflow as tf
 
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.optim import MomentumSGD  # noqa: F401  (the weight optimizer, shared with train.py)
 
 ORDERS = ('first', 'second')
 
 
-class SearchConfigError(ValueError):
+class SearchConfigError(BadInput):
     """A search setting that cannot work."""
 
 
@@ -101,7 +102,7 @@ class ArchLoss:
 
     def add_term(self, name, fn):
         if name in self.terms or name in ('loss', 'val_loss'):
-            raise ValueError(f'architecture loss term {name!r} is already registered')
+            raise BadInput(f'architecture loss term {name!r} is already registered')
         self.terms[name] = fn
 
     def __call__(self, model, x, y):
@@ -155,7 +156,7 @@ class Architect:
     def __init__(self, model, config=ArchitectConfig(), steps_per_epoch=1, epochs=1, arch_loss=None,
                  strategy=None):
         if config.order == 'second' and getattr(model, 'recompute', False):
-            raise ValueError('a recomputing supernet supports the first-order step only: the unrolled '
+            raise BadInput('a recomputing supernet supports the first-order step only: the unrolled '
                              'step substitutes the weights, which the recomputed pass would not see')
         self.model, self.config = model, config
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -265,7 +266,7 @@ class Architect:
         with without_grappler():
             if update_arch:
                 if arch_batch is None:
-                    raise ValueError('the architecture step needs an architecture batch')
+                    raise BadInput('the architecture step needs an architecture batch')
                 logs.update(self._arch_step(weight_batch, arch_batch))
             logs.update(self._weight_step(weight_batch))
         return {k: float(v) for k, v in logs.items()}

@@ -21,6 +21,7 @@ import tensorflow as tf
 from absl import logging as absl_logging
 
 from ladnas_tf import augment as augment_lib
+from ladnas_tf.bad_input import BadInput
 
 AUTOTUNE = tf.data.AUTOTUNE
 # The pipeline functions hold no Python control flow on tensors: autograph would only add tracing
@@ -48,7 +49,7 @@ STATS_SAMPLE = 1000   # training images a folder's mean/std is estimated from
 CIFAR_PAD = 4         # DARTS's RandomCrop(32, padding=4)
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """A dataset that cannot be loaded as asked; the message is one line naming the problem."""
 
 

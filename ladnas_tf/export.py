@@ -20,6 +20,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from ladnas_tf import network, search_space
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency.graph import quiet_converter
 
 FLOAT_PARITY_TOLERANCE = 1e-4  # largest |TFLite - Keras| logit over the largest |Keras| logit
@@ -29,7 +30,7 @@ _BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k
 _TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith('_')}
 
 
-class ExportError(ValueError):
+class ExportError(BadInput):
     """An export that must not be written: an existing output, or a float model that lost parity."""
 
 

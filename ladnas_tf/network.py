@@ -11,6 +11,7 @@ import numpy as np
 from keras import layers
 
 from ladnas_tf import search_space
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.ops import OPS, FactorizedReduce, Identity, ReLUConvBN, apply, batch_norm, conv_layers
 
 _PACKAGE = 'ladnas_tf'
@@ -231,7 +232,7 @@ def build_network(genotype, setting='cifar', channels=None, num_cells=None, num_
                   auxiliary=False, image_size=None, seed=None):
     """A built evaluation network: the paper's defaults per setting, any of them overridable."""
     if setting not in SETTINGS:
-        raise ValueError(f'unknown setting {setting!r} (known: {", ".join(SETTINGS)})')
+        raise BadInput(f'unknown setting {setting!r} (known: {", ".join(SETTINGS)})')
     cls = NetworkCIFAR if setting == 'cifar' else NetworkImageNet
     defaults = dict(cifar=(36, 20, 10, 32), imagenet=(48, 14, 1000, 224))[setting]
     c, n, k, s = (v if v is not None else d for v, d in
@@ -249,12 +250,12 @@ def check_image_size(setting, image_size):
     stem's two strided convs take it to ceil(size / 4), which must be even, and its third to a multiple
     of 4: a multiple of 32 such as 224 always fits)."""
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f'image_size must be a positive integer, got {image_size!r}')
+        raise BadInput(f'image_size must be a positive integer, got {image_size!r}')
     if setting == 'cifar':
         fits, need = image_size % 4 == 0, 'a multiple of 4'
     else:
         quarter = -(-(-(-image_size // 2)) // 2)
         fits, need = quarter % 2 == 0 and (quarter // 2) % 4 == 0, 'a multiple of 32 (e.g. 224)'
     if not fits:
-        raise ValueError(f'image_size {image_size} does not fit the {setting} network: its reductions halve '
+        raise BadInput(f'image_size {image_size} does not fit the {setting} network: its reductions halve '
                          f'the map, which needs {need}')

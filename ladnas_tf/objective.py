@@ -20,13 +20,14 @@ import numpy as np
 import tensorflow as tf
 
 from ladnas_tf import architect, genotypes
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import errors, loss, lpm as lpm_lib, profile, targets
 
 
 REFERENCE = genotypes.DARTS_V2  # the unit of both costs (and the profiler's reference network)
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(BadInput):
     """Settings of the latency or FLOPs term that cannot work together; one line."""
 
 

@@ -18,6 +18,8 @@ import math
 import keras
 from keras import layers
 
+from ladnas_tf.bad_input import BadInput
+
 BN_MOMENTUM = 0.9   # PyTorch's momentum=0.1 (weight of the new batch) is Keras' 0.9
 BN_EPSILON = 1e-5
 _PACKAGE = 'ladnas_tf'
@@ -155,7 +157,7 @@ class FactorizedReduce(_Op):
     def __init__(self, filters, strides=2, affine=True, **kwargs):
         super().__init__(filters, strides, affine, **kwargs)
         if filters % 2:
-            raise ValueError(f'FactorizedReduce needs an even channel count, got {filters}')
+            raise BadInput(f'FactorizedReduce needs an even channel count, got {filters}')
         self.relu = layers.ReLU()
         self.conv_1 = layers.Conv2D(filters // 2, 1, strides=2, use_bias=False)
         self.conv_2 = layers.Conv2D(filters // 2, 1, strides=2, use_bias=False)
@@ -178,7 +180,7 @@ class Pool(_Op):
     def __init__(self, filters=None, strides=1, affine=True, kind='max', **kwargs):
         super().__init__(filters, strides, affine, **kwargs)
         if kind not in ('max', 'avg'):
-            raise ValueError(f'unknown pooling {kind!r}')
+            raise BadInput(f'unknown pooling {kind!r}')
         self.kind = kind
         pool = layers.MaxPooling2D if kind == 'max' else layers.AveragePooling2D
         self.seq = [pool(3, strides=1, padding='same')] + ([Subsample(strides)] if strides > 1 else [])

@@ -11,6 +11,8 @@ reads (architect.py), so it is exposed per variable.
 import keras
 import tensorflow as tf
 
+from ladnas_tf.bad_input import BadInput
+
 
 @keras.saving.register_keras_serializable('ladnas_tf')
 class MomentumSGD(keras.optimizers.Optimizer):
@@ -23,9 +25,9 @@ class MomentumSGD(keras.optimizers.Optimizer):
     def __init__(self, learning_rate=0.025, momentum=0.9, l2=3e-4, name='momentum_sgd', **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if not 0 <= momentum < 1:
-            raise ValueError(f'momentum must lie in [0, 1), got {momentum}')
+            raise BadInput(f'momentum must lie in [0, 1), got {momentum}')
         if l2 < 0:
-            raise ValueError(f'l2 (weight decay) must be >= 0, got {l2}')
+            raise BadInput(f'l2 (weight decay) must be >= 0, got {l2}')
         self.momentum, self.l2 = float(momentum), float(l2)
 
     def build(self, variables):

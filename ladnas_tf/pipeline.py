@@ -20,13 +20,14 @@ import shutil
 import time
 
 from ladnas_tf import search as search_lib, train as train_lib
+from ladnas_tf.bad_input import BadInput
 
 CONFIG_FILE = 'pipeline.json'
 STAGES = ('search', 'train', 'export', 'latency', 'report')
 FILE_TARGETS = ('cpu_tflite', 'cpu_tflite_int8', 'ssh', 'adb')  # targets that run a .tflite file as it is
 
 
-class PipelineError(ValueError):
+class PipelineError(BadInput):
     """A pipeline that cannot run as asked; the message is one line naming the problem."""
 
 

@@ -22,13 +22,14 @@ import tf_keras
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from ladnas_tf import data, export, network, ops, train
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import graph
 
 PARITY_TOLERANCE = 1e-4  # largest |tf_keras - Keras| logit over the largest |Keras| logit
 _KINDS = {'Conv2D': 'conv', 'DepthwiseConv2D': 'depthwise', 'BatchNormalization': 'bn', 'Dense': 'dense'}
 
 
-class QATError(ValueError):
+class QATError(BadInput):
     """A network or dataset QAT cannot work with; the message is one line naming the problem."""
 
 

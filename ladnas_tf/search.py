@@ -25,6 +25,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ladnas_tf import architect, objective, search_space, supernet
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import errors, lpm as lpm_lib, targets
 
 METHODS = ('darts', 'pcdarts')
@@ -32,7 +33,7 @@ CONFIG_FILE = 'config.json'
 OUTPUTS = (CONFIG_FILE, 'checkpoints', 'tensorboard', 'genotype.json', 'cells', 'summary.json', 'flags.cfg')
 
 
-class SearchError(ValueError):
+class SearchError(BadInput):
     """A search that cannot run as asked; the message is one line naming the problem."""
 
 
@@ -250,6 +251,14 @@ def run_settings(config):
     return settings
 
 
+def settings_differ(saved, settings):
+    """The keys whose values differ between a run directory's config.json and run_settings(config); a
+    run directory from before LPM hashes were recorded is judged on the LPM's path alone."""
+    return [k for k in sorted(set(saved) | set(settings))
+            if saved.get(k) != settings.get(k) and k not in REPORT_ONLY
+            and not (k.endswith('_sha256') and k not in saved)]
+
+
 def prepare_run_dir(model_dir, config, overwrite=False):
     """True when model_dir holds a search of this very config to resume; False for a fresh one.
     A directory of anything else is refused unless overwrite, which removes our outputs from it."""
@@ -268,10 +277,7 @@ def prepare_run_dir(model_dir, config, overwrite=False):
                                   '(pass --overwrite to replace it, or another --model_dir)')
             with open(path) as f:
                 saved = json.load(f)
-            # A run directory from before LPM hashes were recorded resumes on its path alone.
-            differ = [k for k in sorted(set(saved) | set(settings))
-                      if saved.get(k) != settings.get(k) and k not in REPORT_ONLY
-                      and not (k.endswith('_sha256') and k not in saved)]
+            differ = settings_differ(saved, settings)
             if differ:
                 detail = ', '.join(f'{k}: {saved.get(k)!r} -> {settings.get(k)!r}' for k in differ[:4])
                 raise SearchError(f'{model_dir} holds a search with other settings ({detail}); '

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ladnas_tf.bad_input import BadInput
+
 PRIMITIVES = (
     'none',
     'max_pool_3x3',
@@ -35,7 +37,7 @@ NUM_EDGES = len(EDGES)
 ENCODING_SIZE = NUM_EDGES * NUM_OPS  # the paper's 112 bits
 
 
-class GenotypeError(ValueError):
+class GenotypeError(BadInput):
     """A genotype, cell or encoding that is not a member of the search space."""
 
 

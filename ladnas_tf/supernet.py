@@ -30,6 +30,7 @@ import tensorflow as tf
 from keras import layers
 
 from ladnas_tf import search_space
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.ops import BN_EPSILON, BN_MOMENTUM
 
 _PACKAGE = 'ladnas_tf'
@@ -121,12 +122,12 @@ def depthwise(x, kernel, strides=1, dilation=1):
     if strides == 1:
         return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
     if strides != 2:
-        raise ValueError(f'stride {strides} is not supported')
+        raise BadInput(f'stride {strides} is not supported')
     if dilation == 1:
         p = (kernel.shape[0] - 1) // 2
         return tf.nn.depthwise_conv2d(x, kernel, [1, 2, 2, 1], [[0, 0], [p, p], [p, p], [0, 0]])
     if dilation != 2:
-        raise ValueError(f'stride 2 with dilation {dilation} is not supported')
+        raise BadInput(f'stride 2 with dilation {dilation} is not supported')
     # Taps at 2i + 2t - (k-1) all fall on even pixels: a plain conv over the even pixels.
     return tf.nn.depthwise_conv2d(subsample(x), kernel, [1, 1, 1, 1], 'SAME')
 
@@ -184,9 +185,9 @@ class MixedOp(_Weights, layers.Layer):
     def build(self, input_shape):
         e, c = self.num_edges, self.channels
         if input_shape[-1] != c:
-            raise ValueError(f'MixedOp expects {c} input channels, got {input_shape[-1]}')
+            raise BadInput(f'MixedOp expects {c} input channels, got {input_shape[-1]}')
         if self.strides == 2 and c % 2:
-            raise ValueError(f'a stride-2 skip connection needs an even channel count, got {c}')
+            raise BadInput(f'a stride-2 skip connection needs an even channel count, got {c}')
         self.depthwise_kernels = {k: self._param(f'depthwise_{k}x{k}', (len(names), k, k, e * c, 1), k * k)
                                   for k, names in self._DW.items()}
         self.pointwise_kernels = self._param('pointwise', (len(self._PW), e, c, c), c)
@@ -292,7 +293,7 @@ class SearchCell(_Weights, layers.Layer):
         super().__init__(**kwargs)
         self.recompute = recompute
         if channels % partial_channels:
-            raise ValueError(f'channels {channels} are not divisible by partial_channels {partial_channels}')
+            raise BadInput(f'channels {channels} are not divisible by partial_channels {partial_channels}')
         self.channels, self.reduction, self.reduction_prev = channels, reduction, reduction_prev
         self.partial_channels = partial_channels
         self._init_seeds(seed)
@@ -448,7 +449,7 @@ class Supernet(_Weights, keras.Model):
         h, w, c_in = input_shape[1], input_shape[2], input_shape[-1]
         factor = 2 ** len(self.reductions)
         if h is not None and (h % factor or w % factor):
-            raise ValueError(f'image size {h}x{w} must be divisible by {factor} for {len(self.reductions)} '
+            raise BadInput(f'image size {h}x{w} must be divisible by {factor} for {len(self.reductions)} '
                              'reduction cells')
         stem = 3 * self.channels
         self.stem_kernel = self._param('stem_kernel', (3, 3, c_in, stem), 9 * c_in)

@@ -74,7 +74,8 @@ def finished_summary(run_dir, config):
             summary = json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return summary if saved == dataclasses.asdict(config) else None
+    same = isinstance(saved, dict) and not search.settings_differ(saved, search.run_settings(config))
+    return summary if same and saved.get('final_eval_batches') == config.final_eval_batches else None
 
 
 def normalise(df):

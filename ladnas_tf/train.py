@@ -32,6 +32,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ladnas_tf import data, network, optim, search_space
+from ladnas_tf.bad_input import BadInput
 
 SCHEDULES = ('cosine', 'linear')
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
@@ -39,7 +40,7 @@ RUN_CONFIG = 'run_config.json'
 SUMMARY = 'summary.json'
 
 
-class TrainError(ValueError):
+class TrainError(BadInput):
     """A run that cannot start or continue as asked; the message is one line naming the problem."""
 
 

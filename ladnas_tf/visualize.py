@@ -8,6 +8,7 @@ import numpy as np
 from absl import logging
 
 from ladnas_tf import search_space
+from ladnas_tf.bad_input import BadInput
 
 # DARTS's plot: inputs green, intermediate nodes blue, the output yellow.
 _STYLE = {'input': 'darkseagreen2', 'node': 'lightblue', 'output': 'palegoldenrod'}
@@ -74,7 +75,7 @@ def alpha_image(alpha, cell_pixels=8, colormap='viridis'):
     from matplotlib import colormaps
     alpha = np.asarray(alpha, np.float64)
     if alpha.ndim != 2 or not alpha.size or not np.isfinite(alpha).all():
-        raise ValueError(f'alpha must be a finite 2-D matrix (edges x ops), got shape {alpha.shape}')
+        raise BadInput(f'alpha must be a finite 2-D matrix (edges x ops), got shape {alpha.shape}')
     peak = np.abs(alpha).max()
     scaled = np.abs(alpha) / peak if peak > 0 else alpha * 0
     rgb = colormaps[colormap](scaled)[..., :3]
@@ -88,7 +89,7 @@ def scatter_png(x, y, path, xlabel='', ylabel='', title='', diagonal=False):
     from matplotlib.figure import Figure
     x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
     if x.shape != y.shape:
-        raise ValueError(f'x and y differ in length: {x.size} vs {y.size}')
+        raise BadInput(f'x and y differ in length: {x.size} vs {y.size}')
     fig = Figure(figsize=(5, 5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -18,6 +18,7 @@ import shutil
 
 from absl import flags
 
+from ladnas_tf.bad_input import BadInput
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -50,7 +51,7 @@ def outputs():
     """The directories to write, checked before any work: --model_dir and/or the named one."""
     from ladnas_tf.latency import registry
     if not FLAGS.model_dir and not FLAGS.name:
-        raise ValueError('give --model_dir, --name or both')
+        raise BadInput('give --model_dir, --name or both')
     paths = [p for p in (FLAGS.model_dir, FLAGS.name and registry.user_dir(FLAGS.name)) if p]
     for path in paths:
         check_output_dir(path, FLAGS.overwrite)
@@ -78,9 +79,9 @@ def write(model, report, staging):
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+        raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
     if not FLAGS.tables:
-        raise ValueError('--tables is required (the new device\'s latency table)')
+        raise BadInput('--tables is required (the new device\'s latency table)')
     from ladnas_tf.latency import adapt, lpm, registry
     paths = outputs()
     base_dir = registry.resolve(FLAGS.base)

@@ -1,14 +1,16 @@
 """What every tool shares: bad input ends in one line on stderr and a non-zero exit, no traceback.
 
 Bad input is: a flag absl cannot parse, a float flag that is NaN or infinite, an input error of the
-library (a ValueError subclass: GenotypeError, TableError, LPMError, ...), an OSError at the file
-system (a path that is a directory, under a file, not writable, missing), and TensorFlow's errors about
-a file it cannot read or decode. Anything else is a bug and keeps its traceback.
+library (bad_input.BadInput: GenotypeError, TableError, LPMError, ...), an OSError at the file system
+(a path that is a directory, under a file, not writable, missing), and TensorFlow's errors about a file
+it cannot read or decode. Anything else, a plain ValueError included, is a bug and keeps its traceback.
 """
 import math
 import sys
 
 from absl import app, flags
+
+from ladnas_tf.bad_input import BadInput
 
 FLAGS = flags.FLAGS
 
@@ -53,7 +55,7 @@ def run(main):
     def guarded(argv):
         try:
             return main(argv)
-        except ValueError as e:
+        except BadInput as e:
             fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
         except OSError as e:
             fail(os_error_text(e))

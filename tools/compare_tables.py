@@ -12,6 +12,7 @@ import numpy as np
 from absl import flags
 from scipy import stats
 
+from ladnas_tf.bad_input import BadInput
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -20,7 +21,7 @@ flags.DEFINE_string('lpm_dir', None, "Also score this LPM (a name, see tools.lpm
                     "table's architectures.")
 
 
-class CompareError(ValueError):
+class CompareError(BadInput):
     """Tables that cannot be compared; one line."""
 
 
@@ -42,9 +43,9 @@ def compare(first, second):
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments {argv[1:]}')
+        raise BadInput(f'unexpected arguments {argv[1:]}')
     if not FLAGS.tables or len(FLAGS.tables) != 2:
-        raise ValueError('--tables needs exactly two tables: first,second')
+        raise BadInput('--tables needs exactly two tables: first,second')
     from ladnas_tf.latency import table
     first, second = (table.read(path) for path in FLAGS.tables)
     result = compare(first, second)

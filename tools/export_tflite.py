@@ -9,6 +9,7 @@ Bad input prints one line naming the problem, exits 1 and writes nothing.
 from absl import flags
 
 from ladnas_tf import genotypes
+from ladnas_tf.bad_input import BadInput
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -29,11 +30,11 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing output and summary.')
 def _check_flags():
     for name in ('genotype', 'output'):  # checked here, not by absl, to fail in one line
         if not getattr(FLAGS, name):
-            raise ValueError(f'--{name} is required')
+            raise BadInput(f'--{name} is required')
     for name in ('channels', 'cells', 'num_classes', 'image_size', 'parity_images', 'threads'):
         value = getattr(FLAGS, name)
         if value is not None and value < 1:
-            raise ValueError(f'--{name} must be positive, got {value}')
+            raise BadInput(f'--{name} must be positive, got {value}')
 
 
 def export():
@@ -57,7 +58,7 @@ def export():
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments {argv[1:]}')
+        raise BadInput(f'unexpected arguments {argv[1:]}')
     export()
 
 

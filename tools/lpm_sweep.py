@@ -16,6 +16,7 @@ import shutil
 import pandas as pd
 from absl import flags, logging
 
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import lpm
 from tools import cli, train_lpm
 
@@ -38,9 +39,9 @@ def resolve_sizes(sizes, available):
         try:
             n = int(s)
         except ValueError:
-            raise ValueError(f"--sizes: {s!r} is neither a number nor 'all'") from None
+            raise BadInput(f"--sizes: {s!r} is neither a number nor 'all'") from None
         if n <= 0:
-            raise ValueError(f'--sizes: {n} is not a positive size')
+            raise BadInput(f'--sizes: {n} is not a positive size')
         out.add(min(n, available))
     return sorted(out)
 
@@ -75,7 +76,7 @@ def sweep(df, recipe, out_dir, sizes, split_seed=0, test_fraction=0.2, overwrite
     train, _ = lpm.split(df, split_seed, test_fraction)
     sizes = resolve_sizes(sizes, len(train))
     if not sizes:
-        raise ValueError('--sizes: no size to train')
+        raise BadInput('--sizes: no size to train')
     train_lpm.check_output_dir(out_dir, overwrite)
     shutil.rmtree(out_dir, ignore_errors=True)  # --overwrite: no stale sizes from an earlier sweep
     os.makedirs(out_dir)
@@ -98,11 +99,11 @@ def sweep(df, recipe, out_dir, sizes, split_seed=0, test_fraction=0.2, overwrite
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+        raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
     if not FLAGS.tables or not FLAGS.model_dir:
-        raise ValueError('--tables and --model_dir are required')
+        raise BadInput('--tables and --model_dir are required')
     if FLAGS.max_train_rows:
-        raise ValueError('--max_train_rows is set by the sweep: use --sizes')
+        raise BadInput('--max_train_rows is set by the sweep: use --sizes')
     train_lpm.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
     recipe = train_lpm.recipe_from_flags()
     df = lpm.load_tables(FLAGS.tables)

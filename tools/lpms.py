@@ -10,6 +10,7 @@ import json
 
 from absl import flags
 
+from ladnas_tf.bad_input import BadInput
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -39,7 +40,7 @@ def table(rows):
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+        raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
     from ladnas_tf.latency import registry
     rows = registry.list_predictors()
     if FLAGS.json:

@@ -14,6 +14,7 @@ import os
 
 from absl import flags, logging
 
+from ladnas_tf.bad_input import BadInput
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -84,7 +85,7 @@ def config_from_flags():
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments {argv[1:]}')
+        raise BadInput(f'unexpected arguments {argv[1:]}')
     import tensorflow as tf
     from ladnas_tf import pipeline, train
     config = config_from_flags()

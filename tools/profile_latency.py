@@ -13,6 +13,7 @@ import os
 
 from absl import flags, logging
 
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import profile, report, table, targets
 from tools import cli
 
@@ -90,7 +91,7 @@ def main(argv):
     allowed = os.sched_getaffinity(0)  # what the user gave this process (taskset): the workers keep to it
     if FLAGS.timing_cpu >= 0:
         if FLAGS.timing_cpu not in allowed:
-            raise ValueError(f'--timing_cpu={FLAGS.timing_cpu}: this process may run on cores '
+            raise BadInput(f'--timing_cpu={FLAGS.timing_cpu}: this process may run on cores '
                              f'{",".join(map(str, sorted(allowed)))} only')
         os.sched_setaffinity(0, {FLAGS.timing_cpu})
     profiler = profile.Profiler(target, setting, FLAGS.table, FLAGS.warmup, FLAGS.runs, FLAGS.max_cv,

@@ -14,6 +14,7 @@ import os
 
 from absl import flags, logging
 
+from ladnas_tf.bad_input import BadInput
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -36,9 +37,9 @@ RUN_CONFIG, SUMMARY = 'run_config.json', 'summary.json'  # train.RUN_CONFIG, tra
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments {argv[1:]}')
+        raise BadInput(f'unexpected arguments {argv[1:]}')
     if not FLAGS.model_dir:
-        raise ValueError('--model_dir is required')
+        raise BadInput('--model_dir is required')
     run_dir = FLAGS.model_dir
     # Checked before TensorFlow loads (seconds): a wrong directory fails at once.
     config, summary = _read_json(run_dir, RUN_CONFIG), _read_json(run_dir, SUMMARY)

@@ -17,6 +17,7 @@ import time
 
 from absl import flags, logging
 
+from ladnas_tf.bad_input import BadInput
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -123,11 +124,11 @@ def _latency_error_from_flags():
     """SearchConfig's latency_error fields; --noise_sigma is the additive model's shorthand."""
     for name in ('latency_error_size', 'noise_sigma'):
         if not math.isfinite(FLAGS[name].value) or FLAGS[name].value < 0:
-            raise ValueError(f'--{name} must be a finite number >= 0, got {FLAGS[name].value}')
+            raise BadInput(f'--{name} must be a finite number >= 0, got {FLAGS[name].value}')
     kind, size = FLAGS.latency_error, FLAGS.latency_error_size
     if FLAGS.noise_sigma:
         if kind != 'none':
-            raise ValueError('--noise_sigma is --latency_error=additive: give one of the two')
+            raise BadInput('--noise_sigma is --latency_error=additive: give one of the two')
         kind, size = 'additive', FLAGS.noise_sigma
     worse = FLAGS.latency_error_lpm
     if worse:  # a name (tools.lpms) or a directory, as --lpm
@@ -138,7 +139,7 @@ def _latency_error_from_flags():
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments {argv[1:]}')
+        raise BadInput(f'unexpected arguments {argv[1:]}')
     from ladnas_tf import search
     config = config_from_flags()
     config.check()

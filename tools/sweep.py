@@ -14,6 +14,7 @@ import os
 
 from absl import flags, logging
 
+from ladnas_tf.bad_input import BadInput
 from tools import cli
 from tools import search as search_tool  # the search's flags are the sweep's base settings
 
@@ -38,15 +39,15 @@ def _numbers(name, kind):
     try:
         values = [kind(v) for v in FLAGS[name].value]
     except ValueError as e:
-        raise ValueError(f'--{name} must list numbers ({e})') from None
+        raise BadInput(f'--{name} must list numbers ({e})') from None
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f'--{name} must list finite numbers, got {FLAGS[name].value}')
+        raise BadInput(f'--{name} must list finite numbers, got {FLAGS[name].value}')
     return values
 
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments {argv[1:]}')
+        raise BadInput(f'unexpected arguments {argv[1:]}')
     lambdas, etas, error_lambdas = (_numbers(name, float) for name in ('lambdas', 'etas', 'error_lambdas'))
     seeds = _numbers('seeds', int) or None
     eta_seeds = None if FLAGS.eta_seeds is None else _numbers('eta_seeds', int)

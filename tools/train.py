@@ -18,6 +18,7 @@ import os
 from absl import flags, logging
 
 from ladnas_tf import genotypes
+from ladnas_tf.bad_input import BadInput
 from tools import cli
 
 FLAGS = flags.FLAGS
@@ -60,10 +61,10 @@ flags.DEFINE_integer('verbose', 1, 'Progress bar: 0 off, 1 per step, 2 per epoch
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments {argv[1:]}')
+        raise BadInput(f'unexpected arguments {argv[1:]}')
     for name in ('genotype', 'model_dir'):  # checked here, not by absl, to fail in one line
         if not getattr(FLAGS, name):
-            raise ValueError(f'--{name} is required')
+            raise BadInput(f'--{name} is required')
     genotype = genotypes.resolve(FLAGS.genotype)
     # TensorFlow takes seconds to load: bad genotypes are reported before it is needed.
     from ladnas_tf import data, train

@@ -24,6 +24,7 @@ import time
 import numpy as np
 from absl import flags, logging
 
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import lpm, metrics, report
 from tools import cli
 
@@ -185,9 +186,9 @@ def _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, prog
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+        raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
     if not FLAGS.tables or not FLAGS.model_dir:
-        raise ValueError('--tables and --model_dir are required')
+        raise BadInput('--tables and --model_dir are required')
     check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
     recipe = recipe_from_flags()
     df = lpm.load_tables(FLAGS.tables)

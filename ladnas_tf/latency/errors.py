@@ -26,13 +26,14 @@ import tensorflow as tf
 from scipy import stats
 
 from ladnas_tf import search_space
+from ladnas_tf.bad_input import BadInput
 
 KINDS = ('none', 'additive', 'multiplicative', 'systematic', 'predictor')
 CALIBRATION_ARCHS = 4096   # random architectures that standardise z and calibrate s
 _HIDDEN = 64
 
 
-class ErrorModelError(ValueError):
+class ErrorModelError(BadInput):
     """An error model that cannot be built as asked; one line."""
 
 

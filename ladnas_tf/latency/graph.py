@@ -21,11 +21,12 @@ import numpy as np
 import tensorflow as tf
 
 from ladnas_tf import search_space
+from ladnas_tf.bad_input import BadInput
 
 CALIBRATION_BATCHES = 4  # int8 calibration of the constant graph: a few seeded random batches
 
 
-class GraphError(ValueError):
+class GraphError(BadInput):
     """Input the constant graph cannot be converted with; the message is one line."""
 
 

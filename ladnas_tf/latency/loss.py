@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from ladnas_tf import ops, search_space
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import lpm as lpm_lib
 
 SAMPLED_CELLS = ('normal', 'both')  # the LPM encodings LAT(alpha) can sample (keys of lpm.CELLS)
@@ -102,7 +103,7 @@ def expected_latency_linear(alphas, weights):
 def genotype_encoding(genotype, cells='normal'):
     """A discrete genotype's bits as an LPM with `cells` reads them (lpm.encodings' layout): [112 * cells]."""
     if cells not in lpm_lib.CELLS:
-        raise ValueError(f'unknown cells {cells!r} (known: {", ".join(lpm_lib.CELLS)})')
+        raise BadInput(f'unknown cells {cells!r} (known: {", ".join(lpm_lib.CELLS)})')
     return np.concatenate([search_space.encode_cell(getattr(genotype, c)) for c in lpm_lib.CELLS[cells]])
 
 
@@ -161,11 +162,11 @@ class LatencyTerm:
     def __init__(self, lpm_fn, lambda_=0.1, m=20, seed=0, error=None, target_ms=None, dual_lr=0.05,
                  scale_ms=1.0, cells='normal'):
         if cells not in SAMPLED_CELLS:
-            raise ValueError(f'LAT(alpha) samples {" or ".join(SAMPLED_CELLS)} cells, not {cells!r}')
+            raise BadInput(f'LAT(alpha) samples {" or ".join(SAMPLED_CELLS)} cells, not {cells!r}')
         if m < 1:
-            raise ValueError(f'LAT(alpha) needs at least one sample, got M={m}')
+            raise BadInput(f'LAT(alpha) needs at least one sample, got M={m}')
         if target_ms is not None and target_ms <= 0:
-            raise ValueError(f'target latency must be positive, got {target_ms} ms')
+            raise BadInput(f'target latency must be positive, got {target_ms} ms')
         self.lpm_fn, self.m, self.seed, self.error = lpm_fn, m, seed, error
         self.target_ms, self.dual_lr, self.scale_ms = target_ms, dual_lr, float(scale_ms)
         self.cells = cells

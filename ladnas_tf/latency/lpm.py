@@ -23,6 +23,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ladnas_tf import search_space
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency.table import IDENTITY, TableError, check_rows, encoding_errors, rows_text as _rows  # noqa: F401
 
 FORMAT = 'ladnas_tf.lpm/1'
@@ -37,7 +38,7 @@ TARGET_SCALINGS = ('none', 'standard', 'log')
 LABELS = ('latency', 'normalised')
 
 
-class LPMError(ValueError):
+class LPMError(BadInput):
     """Base of every LPM error: a one-line message naming the problem."""
 
 

@@ -8,8 +8,10 @@ import math
 import numpy as np
 from scipy import stats
 
+from ladnas_tf.bad_input import BadInput
 
-class MetricsError(ValueError):
+
+class MetricsError(BadInput):
     """Measured/predicted arrays that cannot be compared."""
 
 

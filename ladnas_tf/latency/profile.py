@@ -14,13 +14,14 @@ import os
 import numpy as np
 
 from ladnas_tf import genotypes, search_space
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency.table import LatencyTable
 
 
 def architectures(seed, shard_index=0, num_shards=1):
     """This shard's (index, genotype) sequence: the seed's stream of random genotypes, index mod shards."""
     if not 0 <= shard_index < num_shards:
-        raise ValueError(f'shard_index must be in 0..{num_shards - 1}, got {shard_index}')
+        raise BadInput(f'shard_index must be in 0..{num_shards - 1}, got {shard_index}')
     rng = np.random.default_rng(seed)
     index = 0
     while True:

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import agent, graph, measure
 from ladnas_tf.latency.targets import TargetError
 
@@ -243,7 +244,7 @@ class SshTarget:
 
 # ---- adb + benchmark_model ----
 
-class BenchmarkOutputError(ValueError):
+class BenchmarkOutputError(BadInput):
     """benchmark_model printed no timing statistics (it failed, or its format is unknown)."""
 
 

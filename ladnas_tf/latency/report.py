@@ -1,6 +1,8 @@
 """What a profiled table shows: latency against MACs (the paper's Figure 2) and its spread."""
 import numpy as np
 
+from ladnas_tf.bad_input import BadInput
+
 QUIET = 0.05  # a row is "quiet" when its reference network ran within 5% of the table's median
 
 
@@ -18,7 +20,7 @@ def spread_at_equal_macs(df, bins=20):
     stats = groups.agg(['min', 'max', 'median', 'count'])
     stats = stats[stats['count'] >= 5]
     if stats.empty:
-        raise ValueError(f'{len(df)} rows are too few to compare latency at equal MACs')
+        raise BadInput(f'{len(df)} rows are too few to compare latency at equal MACs')
     return {'bins': int(len(stats)),
             'min_vs_max': float(np.median(1 - stats['min'] / stats['max'])),
             'min_vs_median': float(np.median(1 - stats['min'] / stats['median']))}

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ladnas_tf import search_space
+from ladnas_tf.bad_input import BadInput
 
 COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_encoding', 'params',
            'macs', 'latency_ms', 'mean_ms', 'std_ms', 'iqr_ms', 'cv', 'runs', 'attempts', 'ref_ms',
@@ -23,7 +24,7 @@ COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_en
 IDENTITY = ('target', 'setting', 'device', 'threads', 'xnnpack', 'delegate')
 
 
-class TableError(ValueError):
+class TableError(BadInput):
     """A table that is corrupt, or that belongs to another target or setting (names the rows at fault)."""
 
 

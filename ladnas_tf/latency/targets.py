@@ -9,11 +9,12 @@ callable running one inference); remote ones (remote.py: ssh, adb) time on the d
 import dataclasses
 import re
 
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import graph, measure
 from ladnas_tf.latency.agent import cpu_model
 
 
-class TargetError(ValueError):
+class TargetError(BadInput):
     """An unknown target, or one this machine cannot run."""
 
 
