@@ -66,7 +66,9 @@ def row(name, config, summary):
 
 
 def finished_summary(run_dir, config):
-    """The summary.json of a finished search of exactly this config in run_dir, else None."""
+    """The summary.json of a finished search of this config in run_dir, reported as this config asks
+    (its final evaluation on final_eval_batches), else None. config.json keeps the settings the search
+    started with: a report-only setting changed since is judged by the summary itself."""
     try:
         with open(os.path.join(run_dir, search.CONFIG_FILE)) as f:
             saved = json.load(f)
@@ -75,7 +77,9 @@ def finished_summary(run_dir, config):
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     same = isinstance(saved, dict) and not search.settings_differ(saved, search.run_settings(config))
-    return summary if same and saved.get('final_eval_batches') == config.final_eval_batches else None
+    reported_as_asked = (not config.final_eval_batches or summary.get('supernet_valid_images')
+                         == config.final_eval_batches * config.batch_size)
+    return summary if same and reported_as_asked else None
 
 
 def normalise(df):

@@ -64,6 +64,11 @@ def test_a_finished_search_is_read_back_only_for_its_own_settings(tmp_path):
     assert sweep.finished_summary(str(run_dir), config) is None  # not finished yet
     (run_dir / 'summary.json').write_text(json.dumps({'steps': 3}))
     assert sweep.finished_summary(str(run_dir), config) == {'steps': 3}
+    # a report-only setting: the summary must have been evaluated as asked, whatever config.json says
+    asked = dataclasses.replace(config, final_eval_batches=2)
+    assert sweep.finished_summary(str(run_dir), asked) is None
+    (run_dir / 'summary.json').write_text(json.dumps({'steps': 3, 'supernet_valid_images': 2 * config.batch_size}))
+    assert sweep.finished_summary(str(run_dir), asked)['steps'] == 3
     other = dataclasses.replace(config, latency_error='systematic', latency_error_size=0.2)
     assert sweep.finished_summary(str(run_dir), other) is None
 
