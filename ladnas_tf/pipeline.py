@@ -21,6 +21,7 @@ import time
 
 from ladnas_tf import search as search_lib, train as train_lib
 from ladnas_tf.bad_input import BadInput
+from ladnas_tf.run_dir import read_json, write_json
 
 CONFIG_FILE = 'pipeline.json'
 STAGES = ('search', 'train', 'export', 'latency', 'report')
@@ -54,17 +55,6 @@ class PipelineConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _write_json(path, payload):
-    temp = path + '.tmp'
-    with open(temp, 'w') as f:
-        json.dump(payload, f, indent=2)
-        f.write('\n')
-    os.replace(temp, path)
-
-
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def prepare_run_dir(run_dir, config, overwrite=False):
@@ -75,7 +65,7 @@ def prepare_run_dir(run_dir, config, overwrite=False):
     wanted = config.to_json()
     if os.path.isdir(run_dir) and os.listdir(run_dir):
         path = os.path.join(run_dir, CONFIG_FILE)
-        saved = _read_json(path) if os.path.isfile(path) else None
+        saved = read_json(path) if os.path.isfile(path) else None
         if saved == wanted:
             return True
         if not overwrite:
@@ -89,7 +79,7 @@ def prepare_run_dir(run_dir, config, overwrite=False):
                                 f'{", ".join(differ[:6]) or "format"}); pass --overwrite or another --model_dir')
         shutil.rmtree(run_dir)
     os.makedirs(run_dir, exist_ok=True)
-    _write_json(os.path.join(run_dir, CONFIG_FILE), wanted)
+    write_json(os.path.join(run_dir, CONFIG_FILE), wanted)
     return False
 
 
@@ -111,7 +101,7 @@ def run_search(config, run_dir, log):
     directory = os.path.join(run_dir, 'search')
     if os.path.isfile(os.path.join(directory, 'summary.json')):
         log('search: done before, skipped')
-        return _read_json(os.path.join(directory, 'summary.json'))
+        return read_json(os.path.join(directory, 'summary.json'))
     timeable, why = _can_time(config.search.lpm_dir)
     if config.measure_searched and timeable is None:
         log(f'search: the derived network is reported predicted only ({why})')
@@ -131,7 +121,7 @@ def run_export(config, run_dir, log):
     done = os.path.join(directory, 'export.json')
     if os.path.isfile(done):
         log('export: done before, skipped')
-        return _read_json(done)
+        return read_json(done)
     import keras
     from ladnas_tf import data
     os.makedirs(directory, exist_ok=True)
@@ -142,7 +132,7 @@ def run_export(config, run_dir, log):
                                     overwrite=True)  # leftovers of a killed export are replaced
     result = {'files': files, 'test_images': min(sets[1].num_examples, config.tflite_eval_limit or sets[1].num_examples),
               'calibration_images': config.calibration_images}
-    _write_json(done, result)
+    write_json(done, result)
     return result
 
 
@@ -152,7 +142,7 @@ def run_latency(config, run_dir, exported, searched, log):
     path = os.path.join(run_dir, 'latency.json')
     if os.path.isfile(path):
         log('latency: done before, skipped')
-        return _read_json(path)
+        return read_json(path)
     target, why = _can_time(config.search.lpm_dir)
     result = {'searched': searched.get('latency') or {}}
     if target is not None and target.name not in FILE_TARGETS:
@@ -171,7 +161,7 @@ def run_latency(config, run_dir, exported, searched, log):
             result.setdefault('files', {})[name] = {'latency_ms': stats.latency_ms, 'cv': stats.cv,
                                                     'runs': stats.runs, 'attempts': attempts,
                                                     'reference_ms': ref.latency_ms}
-    _write_json(path, result)
+    write_json(path, result)
     return result
 
 
@@ -224,7 +214,7 @@ def report(config, run_dir, searched, trained, exported, latency, seconds):
                      'supernet_valid_accuracy': 'the search\'s architecture half of the training split',
                      'validation_top1': 'validation split held out of train (chooses best.keras)'},
         'seconds': seconds}
-    _write_json(os.path.join(run_dir, 'report.json'), payload)
+    write_json(os.path.join(run_dir, 'report.json'), payload)
     with open(os.path.join(run_dir, 'report.md.tmp'), 'w') as f:
         f.write(_markdown(payload))
     os.replace(os.path.join(run_dir, 'report.md.tmp'), os.path.join(run_dir, 'report.md'))

@@ -27,6 +27,7 @@ from tensorflow.core.framework import summary_pb2
 from ladnas_tf import architect, objective, search_space, supernet
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import errors, lpm as lpm_lib, targets
+from ladnas_tf.run_dir import write_json
 
 METHODS = ('darts', 'pcdarts')
 CONFIG_FILE = 'config.json'
@@ -284,15 +285,9 @@ def prepare_run_dir(model_dir, config, overwrite=False):
                                   'pass --overwrite or another --model_dir')
             return True
     os.makedirs(model_dir, exist_ok=True)
-    _write_json(os.path.join(model_dir, CONFIG_FILE), settings)
+    write_json(os.path.join(model_dir, CONFIG_FILE), settings)
     return False
 
-
-def _write_json(path, payload):
-    temp = path + '.tmp'
-    with open(temp, 'w') as f:
-        json.dump(payload, f, indent=2)
-    os.replace(temp, path)
 
 
 # ---- summaries ----
@@ -357,7 +352,7 @@ def _finished_summary(model_dir, config):
 
 
 def save_outputs(model_dir, genotype, summary):
-    _write_json(os.path.join(model_dir, 'genotype.json'), json.loads(genotype.to_json()))
+    write_json(os.path.join(model_dir, 'genotype.json'), json.loads(genotype.to_json()))
     try:
         from ladnas_tf.visualize import save_cell_drawing
         for name in ('normal', 'reduce'):
@@ -365,7 +360,7 @@ def save_outputs(model_dir, genotype, summary):
                               title=f'{name} cell')
     except ImportError:
         pass
-    _write_json(os.path.join(model_dir, 'summary.json'), summary)
+    write_json(os.path.join(model_dir, 'summary.json'), summary)
 
 
 # ---- the search ----

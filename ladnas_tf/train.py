@@ -33,6 +33,7 @@ from tensorflow.core.framework import summary_pb2
 
 from ladnas_tf import data, network, optim, search_space
 from ladnas_tf.bad_input import BadInput
+from ladnas_tf.run_dir import write_json
 
 SCHEDULES = ('cosine', 'linear')
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
@@ -315,7 +316,7 @@ def prepare_run_dir(model_dir, config, overwrite=False):
                                  f'{", ".join(differ)}); pass --overwrite or another --model_dir')
             return True
     os.makedirs(model_dir, exist_ok=True)
-    _write_json(os.path.join(model_dir, RUN_CONFIG), config)
+    write_json(os.path.join(model_dir, RUN_CONFIG), config)
     return False
 
 
@@ -324,13 +325,6 @@ def _differences(saved, config):
     old, new = saved.get('recipe', {}), config['recipe']
     return differ + [k for k in new if old.get(k) != new[k]] or ['format']
 
-
-def _write_json(path, payload):
-    temp = path + '.tmp'
-    with open(temp, 'w') as f:
-        json.dump(payload, f, indent=2)
-        f.write('\n')
-    os.replace(temp, path)
 
 
 def _save_keras(model, path):
@@ -416,12 +410,12 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
             trainer.best_epoch.assign(epoch + 1)
             _save_keras(trainer.model, os.path.join(model_dir, 'best.keras'))
         history.append(figures)
-        _write_json(history_path, history)
+        write_json(history_path, history)
         trainer.epoch.assign(epoch + 1)
         trainer.epoch_step.assign(0)
         trainer.sums.assign(tf.zeros([2], tf.float64))
         manager.save(checkpoint_number=trainer.global_step)
-        _write_json(elapsed_path, {'seconds': elapsed + time.perf_counter() - start})
+        write_json(elapsed_path, {'seconds': elapsed + time.perf_counter() - start})
 
     _save_keras(trainer.model, os.path.join(model_dir, 'final.keras'))
     last = history[-1] if len(history) == recipe.epochs else _final_figures(trainer, val_set, test_set, recipe)
@@ -505,7 +499,7 @@ def _read_history(path):
 
 
 def write_summary(model_dir, summary):
-    _write_json(os.path.join(model_dir, SUMMARY), summary)
+    write_json(os.path.join(model_dir, SUMMARY), summary)
 
 
 def training_batches(dataset, recipe, epoch):
