@@ -130,7 +130,8 @@ def run_export(config, run_dir, log):
             for split in ('train', 'test')]
     files = train_lib.export_tflite(model, directory, *sets, config.calibration_images, config.tflite_eval_limit,
                                     overwrite=True)  # leftovers of a killed export are replaced
-    result = {'files': files, 'test_images': min(sets[1].num_examples, config.tflite_eval_limit or sets[1].num_examples),
+    test_images = min(sets[1].num_examples, config.tflite_eval_limit or sets[1].num_examples)
+    result = {'files': files, 'test_images': test_images,
               'calibration_images': config.calibration_images}
     write_json(done, result)
     return result

@@ -192,7 +192,8 @@ def test_too_few_rows_are_refused(base, new, method):
 
 
 def test_a_table_of_another_setting_is_refused(base, tmp_path):
-    other = lpm.load_tables([write_table(tmp_path / 'imagenet.csv', new_device(10, setting='imagenet-C4-N3-8px-b1-k10'))])
+    rows = new_device(10, setting='imagenet-C4-N3-8px-b1-k10')
+    other = lpm.load_tables([write_table(tmp_path / 'imagenet.csv', rows)])
     with pytest.raises(adapt.AdaptError, match='setting') as error:
         adapt.adapt(base, other, 'scale')
     assert '\n' not in str(error.value)

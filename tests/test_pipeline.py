@@ -78,7 +78,8 @@ def test_pipeline_end_to_end_with_a_kill_in_training(tmp_path):
     other = _pipeline(killed, '--epochs=3')
     assert other.returncode == 1
     lines = other.stderr.strip().splitlines()
-    assert len(lines) == 1 and 'another configuration (differs in: recipe.epochs)' in lines[0] and '--overwrite' in lines[0]
+    assert len(lines) == 1 and '--overwrite' in lines[0]
+    assert 'another configuration (differs in: recipe.epochs)' in lines[0]
     assert sorted(os.listdir(killed)) == listing
     assert json.loads((killed / pipeline.CONFIG_FILE).read_text())['recipe']['epochs'] == 2
 

@@ -2,8 +2,6 @@
 parser of benchmark_model's output on its documented formats."""
 import json
 import os
-import shutil
-import stat
 import subprocess
 import sys
 
@@ -110,7 +108,8 @@ INFO: Running benchmark for at least 50 iterations and at least 1 seconds but te
 INFO: count=54 first=18210 curr=18101 min=17722 max=19985 avg=18233.9 std=391 p5=17790 median=18160 p95=19012
 
 INFO: Inference timings in us: Init: 31204, First inference: 25110, Warmup (avg): 18540.3, Inference (avg): 18233.9
-INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.
+INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to \
+the actual memory footprint of the model at runtime. Take the information at your discretion.
 INFO: Memory footprint delta from the start of the tool (MB): init=28.1 overall=30.4
 """
 

@@ -213,7 +213,8 @@ def test_the_checkpoint_holds_every_weight(tmp_path):
     import tensorflow as tf
     run = search.Search(_config(), tiny_data())
     path = run.checkpoint.save(str(tmp_path / 'ckpt'))
-    saved = [n for n in tf.train.load_checkpoint(path).get_variable_to_shape_map() if n.startswith(('model/', 'model_weights/'))]
+    saved = [n for n in tf.train.load_checkpoint(path).get_variable_to_shape_map()
+             if n.startswith(('model/', 'model_weights/'))]
     assert len(saved) == len(run.model.weights) > 100
 
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -54,7 +53,7 @@ def _cli(*args, timeout=300, env=None):
 
 
 def _tiny_flags(folder, model_dir, epochs=2):
-    return [f'--genotype=DARTS_V2', f'--dataset={folder}', f'--model_dir={model_dir}', '--channels=4',
+    return ['--genotype=DARTS_V2', f'--dataset={folder}', f'--model_dir={model_dir}', '--channels=4',
             '--layers=3', f'--epochs={epochs}', '--batch_size=16', '--learning_rate=0.05', '--noauxiliary',
             '--cutout=4', '--verbose=0']
 
@@ -363,8 +362,8 @@ _REPLICAS = textwrap.dedent('''
 @pytest.mark.slow
 def test_two_replicas_match_one_on_the_same_global_batch(folder, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-    result = subprocess.run([sys.executable, '-c', _REPLICAS, folder, str(tmp_path / 'r')], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run([sys.executable, '-c', _REPLICAS, folder, str(tmp_path / 'r')], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out['replicas'] == 2

@@ -18,7 +18,8 @@ flags.DEFINE_bool('json', False, 'Print the rows as JSON instead of a table.')
 
 COLUMNS = (('name', 'name'), ('kind', 'kind'), ('target', 'target'), ('setting', 'setting'),
            ('device', 'device'), ('cells', 'cells'), ('table_rows', 'rows'), ('mre_pct', 'MRE %'),
-           ('kendall_tau', 'tau'), ('mre_pct_normalised', 'MRE % norm'), ('kendall_tau_normalised', 'tau norm'), ('scored_by', 'scored by'), ('adapted_from', 'adapted from'))
+           ('kendall_tau', 'tau'), ('mre_pct_normalised', 'MRE % norm'), ('kendall_tau_normalised', 'tau norm'),
+           ('scored_by', 'scored by'), ('adapted_from', 'adapted from'))
 
 
 def _cell(key, value):

@@ -19,7 +19,8 @@ from tools import cli
 
 FLAGS = flags.FLAGS
 # The data, shared by the search and the training.
-flags.DEFINE_string('dataset', 'digits', "digits (built in), cifar10, imagenet2012, imagenet_folder, or an image folder's path.")
+flags.DEFINE_string('dataset', 'digits',
+                    "digits (built in), cifar10, imagenet2012, imagenet_folder, or an image folder's path.")
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (or the folder of dataset=folder / imagenet_folder).')
 flags.DEFINE_integer('seed', 0, 'Seed of both stages.')
 # The search (ladnas_tf.search.SearchConfig).
@@ -33,8 +34,10 @@ flags.DEFINE_integer('search_image_size', None, "Search input side (default: the
 flags.DEFINE_integer('search_max_steps_per_epoch', None, 'Cap on search steps per epoch.')
 flags.DEFINE_float('lambda_', 0.1, "Weight of LAT(alpha) in units of DARTS_V2's predicted latency (0: plain DARTS).")
 flags.DEFINE_float('target_latency_ms', None, 'Adapt lambda_ so that the derived network meets this latency.')
-flags.DEFINE_string('lpm', 'cpu_tflite_cifar', 'The latency predictor: a name (python -m tools.lpms) or an LPM directory.')
-flags.DEFINE_bool('measure_searched', True, "Also time the derived genotype at the LPM's setting (beside its prediction).")
+flags.DEFINE_string('lpm', 'cpu_tflite_cifar',
+                    'The latency predictor: a name (python -m tools.lpms) or an LPM directory.')
+flags.DEFINE_bool('measure_searched', True,
+                  "Also time the derived genotype at the LPM's setting (beside its prediction).")
 # The training (ladnas_tf.train.Recipe).
 flags.DEFINE_enum('setting', 'cifar', ['cifar', 'imagenet'], 'Network: cifar or imagenet stem and head.')
 flags.DEFINE_integer('channels', 8, 'Initial channels C of the trained network.')
@@ -96,7 +99,8 @@ def main(argv):
     print(f"genotype: {result['genotype']}")
     for row in result['models']:
         latency = '' if row['latency_ms'] is None else f", {row['latency_ms']:.3f} ms on {result['latency_target']}"
-        where = '' if row['file'] is None else f" {os.path.join(FLAGS.model_dir, row['file'])} ({row['file_bytes']:,} bytes)"
+        where = ('' if row['file'] is None
+                 else f" {os.path.join(FLAGS.model_dir, row['file'])} ({row['file_bytes']:,} bytes)")
         print(f"{row['model']}: test top-1 {row['test_top1']:.2f}%{latency}{where}")
     searched = result['searched_network']
     if searched['predicted_ms'] is not None:

@@ -23,7 +23,8 @@ from tools import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string('dataset', 'digits', "digits (built in), cifar10, imagenet2012, or an image folder's path.")
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (or the folder of dataset=folder).')
-flags.DEFINE_enum('method', 'darts', ['darts', 'pcdarts'], 'DARTS, or PC-DARTS (partial channels + edge normalisation).')
+flags.DEFINE_enum('method', 'darts', ['darts', 'pcdarts'],
+                  'DARTS, or PC-DARTS (partial channels + edge normalisation).')
 flags.DEFINE_enum('order', 'first', ['first', 'second'], 'First-order, or DARTS\'s unrolled second-order step.')
 flags.DEFINE_integer('epochs', 4, 'Search epochs.')
 flags.DEFINE_integer('batch_size', 32, 'Global batch size of both halves.')
@@ -47,8 +48,10 @@ flags.DEFINE_integer('max_steps_per_epoch', None, 'Cap on steps and evaluation b
 flags.DEFINE_integer('final_eval_batches', None, 'Batches of the final, reported supernet evaluation '
                      '(default: --max_steps_per_epoch\'s cap).')
 flags.DEFINE_bool('augment', True, "DARTS's crop + flip on the training batches (never on the digits).")
-flags.DEFINE_float('lambda_', 0.1, "Weight of LAT(alpha) in units of DARTS_V2's predicted latency (paper Eq. 3; 0 = plain).")
-flags.DEFINE_float('eta', 0.0, "Weight of FLOPs(alpha) in units of DARTS_V2's MACs: the FLOPs-aware baseline (needs --lambda_=0).")
+flags.DEFINE_float('lambda_', 0.1,
+                   "Weight of LAT(alpha) in units of DARTS_V2's predicted latency (paper Eq. 3; 0 = plain).")
+flags.DEFINE_float('eta', 0.0,
+                   "Weight of FLOPs(alpha) in units of DARTS_V2's MACs: the FLOPs-aware baseline (needs --lambda_=0).")
 flags.DEFINE_string('lpm', 'cpu_tflite_cifar', 'The latency predictor of the target: a name (python -m tools.lpms '
                     'lists them) or an LPM directory (default: the shipped CPU TFLite one; empty: none).')
 flags.DEFINE_string('lpm_dir', None, 'Deprecated alias of --lpm (a directory).')

@@ -150,7 +150,8 @@ class LatencyTerm:
 
     Each call draws fresh sub-networks (a stateless seed advanced per call, so replicas agree and a
     resumed run repeats the same draws). `error` (errors.ErrorModel) is what the search believes in
-    place of lpm_fn: LAT(alpha) and the target mode's prediction both read it. With `target_ms`, lambda_ follows dual ascent on the
+    place of lpm_fn: LAT(alpha) and the target mode's prediction both read it. With `target_ms`, lambda_
+    follows dual ascent on the
     constraint on the LPM's prediction for the genotype the search would derive now (derived_encoding):
     lambda_ grows while that exceeds the target and shrinks (never below 0) while it is under, so the
     user states a latency instead of guessing lambda. The term pushes only while that prediction is

@@ -481,7 +481,8 @@ class LPM:
         """
         meta_file = os.path.join(model_dir, METADATA_FILE)
         if not os.path.isdir(model_dir):
-            raise LPMError(f'{model_dir}: not an LPM directory ({"a file" if os.path.exists(model_dir) else "missing"})')
+            what = 'a file' if os.path.exists(model_dir) else 'missing'
+            raise LPMError(f'{model_dir}: not an LPM directory ({what})')
         try:
             with open(meta_file) as f:
                 meta = json.load(f)

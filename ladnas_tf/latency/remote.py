@@ -354,7 +354,8 @@ class AdbTarget:
             cores = int(possible.split('-')[-1]) + 1 if re.fullmatch(r'\d+(-\d+)?', possible) else None
             self._description = {
                 'target': self.name, 'threads': self.threads, 'xnnpack': self.delegate == 'xnnpack',
-                'delegate': self.delegate, 'cores': cores, 'serial': self.serial, 'machine': props['ro.product.cpu.abi'],
+                'delegate': self.delegate, 'cores': cores, 'serial': self.serial,
+                'machine': props['ro.product.cpu.abi'],
                 'device': (f'{props["ro.product.manufacturer"]} {props["ro.product.model"]} '
                            f'({props["ro.board.platform"]}, {props["ro.product.cpu.abi"]}, {cores} cores)'),
                 'versions': {'android': props['ro.build.version.release'], 'benchmark_model': self.binary}}
