@@ -5,7 +5,7 @@ eager implementation), with the same step: an architecture step (Adam on alpha, 
 architecture batch), then a weight step (SGD momentum, weight decay, clipping 5). Each framework runs
 in its own subprocess so that its peak RSS is its own.
 
-    cd /work/main && taskset -c 0 /work/venv/bin/python -m benchmarks.supernet_step
+    taskset -c 0 python -m benchmarks.supernet_step
     (options: --channels 8 --layers 5 --batch 32 --size 32 --steps 5 --threads 1 --method darts|pcdarts
      --order first|second)
 

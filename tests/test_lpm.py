@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from ladnas_tf import search_space
 from ladnas_tf.latency import lpm, metrics
+from ladnas_tf.latency import table as table_lib
 
 TARGET = {'target': 'synthetic_cpu', 'setting': 'cifar-C4-N3-8px-b1-t1', 'device': 'test', 'threads': 1}
 # A synthetic latency law: per-op costs growing with depth, extra cost for convolutions on
@@ -168,7 +169,7 @@ def test_malformed_encoding_reasons():
     first = good.index('1')
     two_ops[first + 1 if first % 8 < 7 else first - 1] = '1'
     two_ops[good.rindex('1')] = '0'
-    assert lpm.encoding_errors([good, good[:-1], good.replace('1', '2', 1), nine, ''.join(two_ops)]) == [
+    assert table_lib.encoding_errors([good, good[:-1], good.replace('1', '2', 1), nine, ''.join(two_ops)]) == [
         '', 'not 112 0/1 characters', 'not 112 0/1 characters', '9 ones instead of 8', 'two ops on one edge']
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ladnas_tf import search_space
-from ladnas_tf.latency import lpm, registry, targets
+from ladnas_tf.latency import lpm, registry, table, targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar')
@@ -97,10 +97,10 @@ def test_a_shipped_name_cannot_be_taken(home):
 
 
 def test_paths_are_recorded_without_this_machines_folders(tmp_path):
-    assert registry.portable(os.path.join(REPO, 'data', 'cpu_tflite_cifar.csv')) == os.path.join('data',
+    assert table.portable(os.path.join(REPO, 'data', 'cpu_tflite_cifar.csv')) == os.path.join('data',
                                                                                                  'cpu_tflite_cifar.csv')
-    assert registry.portable(str(tmp_path / 'x' / 'board.csv')) == 'board.csv'
-    assert registry.portable(str(tmp_path / 'lpm') + '/') == 'lpm'
+    assert table.portable(str(tmp_path / 'x' / 'board.csv')) == 'board.csv'
+    assert table.portable(str(tmp_path / 'lpm') + '/') == 'lpm'
 
 
 NAMES = st.from_regex(registry.NAME_PATTERN, fullmatch=True).filter(lambda n: not n.endswith('.'))

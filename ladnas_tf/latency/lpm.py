@@ -24,7 +24,7 @@ from tensorflow.core.framework import summary_pb2
 
 from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency.table import IDENTITY, TableError, check_rows, encoding_errors, rows_text as _rows  # noqa: F401
+from ladnas_tf.latency.table import IDENTITY, TableError, check_rows, portable, rows_text
 
 FORMAT = 'ladnas_tf.lpm/1'
 MODEL_FILE = 'lpm.keras'
@@ -107,7 +107,7 @@ def load_tables(paths):
         blank = np.flatnonzero(df[list(REQUIRED_COLUMNS)].isna().any(axis=1).to_numpy())
         if blank.size:
             empty = [c for c in REQUIRED_COLUMNS if df[c].iloc[blank].isna().any()]
-            raise TableError(f'{path}: empty {", ".join(empty)} at {_rows(blank)}')
+            raise TableError(f'{path}: empty {", ".join(empty)} at {rows_text(blank)}')
         for key in ('target', 'setting'):
             values = df[key].unique()
             if len(values) > 1:
@@ -129,10 +129,10 @@ def load_tables(paths):
     if len(conflicting):
         rows = np.flatnonzero(df['arch_id'].isin(conflicting).to_numpy())
         raise TableError(f'arch_id {conflicting[0]!r} (and {len(conflicting) - 1} more) has different '
-                         f'latencies at {_rows(rows)} (0-based over all tables)')
+                         f'latencies at {rows_text(rows)} (0-based over all tables)')
     df = df.drop_duplicates('arch_id', ignore_index=True)
     df.attrs['target_description'] = description
-    df.attrs['tables'] = [os.path.abspath(p) for p in paths]
+    df.attrs['tables'] = [portable(p) for p in paths]  # no machine's folders in metadata
     return df
 
 
@@ -156,7 +156,7 @@ def _reference_ms(df):
     ref = pd.to_numeric(df['ref_ms'], errors='coerce').to_numpy(np.float64)
     bad = np.flatnonzero(~(ref > 0) | ~np.isfinite(ref))
     if bad.size:
-        raise TableError(f'ref_ms is empty, non-numeric or non-positive at {_rows(bad)} (positions in the split)')
+        raise TableError(f'ref_ms is empty, non-numeric or non-positive at {rows_text(bad)} (positions in the split)')
     return ref
 
 

@@ -10,8 +10,8 @@ import os
 import re
 
 from ladnas_tf.latency import lpm
+from ladnas_tf.latency.table import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED_DIR = os.path.join(REPO, 'data')
 SHIPPED_PREFIX = 'lpm_'
 HOME_ENV = 'LADNAS_LPM_HOME'
@@ -93,15 +93,6 @@ def user_dir(name):
     if name in shipped():
         raise RegistryError(f'{name!r} is a shipped predictor; choose another name')
     return os.path.join(user_home(), name)
-
-
-def portable(path):
-    """A path as metadata should record it: relative to the repository when inside it, else its base name
-    (the data's sha256 names it anyway), so nothing written names this machine's folders."""
-    absolute = os.path.abspath(path)
-    if os.path.commonpath([absolute, REPO]) == REPO:
-        return os.path.relpath(absolute, REPO)
-    return os.path.basename(absolute.rstrip(os.sep))
 
 
 def name_of(path):

@@ -24,6 +24,19 @@ COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_en
 IDENTITY = ('target', 'setting', 'device', 'threads', 'xnnpack', 'delegate')
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def portable(path):
+    """A path as metadata should record it: relative to the repository when inside it, else its base name
+    (the data's sha256 names it anyway), so nothing written names this machine's folders."""
+    absolute = os.path.abspath(path)
+    if os.path.commonpath([absolute, REPO]) == REPO:
+        return os.path.relpath(absolute, REPO)
+    return os.path.basename(absolute.rstrip(os.sep))
+
+
+
 class TableError(BadInput):
     """A table that is corrupt, or that belongs to another target or setting (names the rows at fault)."""
 
