@@ -342,6 +342,7 @@ class AdbTarget:
         if self._run('shell', f'test -x {shlex.quote(self.binary)} && echo yes || echo no').strip() != 'yes':
             raise TargetError(f'{self.binary} is not an executable on the device: push TFLite\'s '
                               f'benchmark_model there first (adb push benchmark_model {self.binary})')
+        self._run('shell', f'mkdir -p {self.folder}')  # once, where the model files go
 
     def describe(self):
         if self._description is None:
@@ -372,7 +373,6 @@ class AdbTarget:
                 with tempfile.NamedTemporaryFile(suffix='.tflite') as f:
                     f.write(data)
                     f.flush()
-                    self.shell(f'mkdir -p {self.folder}')
                     self.retry(lambda: self._run('push', f.name, remote + '.tmp', timeout_s=self.timeout_s))
                     self.shell(f'mv {remote}.tmp {remote}')  # a dropped push never leaves a file under the name
             self._present.add(name)
