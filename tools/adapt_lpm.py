@@ -19,7 +19,7 @@ import shutil
 from absl import flags
 
 from ladnas_tf.bad_input import BadInput
-from tools import cli
+from . import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('base', 'cpu_tflite_cifar', 'Base LPM: a predictor name or an LPM directory.')

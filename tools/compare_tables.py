@@ -13,7 +13,7 @@ from absl import flags
 from scipy import stats
 
 from ladnas_tf.bad_input import BadInput
-from tools import cli
+from . import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('tables', None, 'Two latency tables (CSV): first,second.')

@@ -10,7 +10,7 @@ from absl import flags
 
 from ladnas_tf import genotypes
 from ladnas_tf.bad_input import BadInput
-from tools import cli
+from . import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('genotype', None, 'A published name (DARTS_V2, ...), or a JSON/DARTS-text file.')

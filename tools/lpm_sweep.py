@@ -18,7 +18,7 @@ from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import lpm
-from tools import cli, train_lpm
+from . import cli, train_lpm
 
 flags.DEFINE_list('sizes', ['10000', '20000', '40000', '60000', '80000'],
                   "Training-set sizes (the paper's Table 1), or 'all'.")

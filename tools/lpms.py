@@ -11,7 +11,7 @@ import json
 from absl import flags
 
 from ladnas_tf.bad_input import BadInput
-from tools import cli
+from . import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool('json', False, 'Print the rows as JSON instead of a table.')

@@ -15,7 +15,7 @@ import os
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from tools import cli
+from . import cli
 
 FLAGS = flags.FLAGS
 # The data, shared by the search and the training.

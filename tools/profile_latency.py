@@ -15,7 +15,7 @@ from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import profile, report, table, targets
-from tools import cli
+from . import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('target', 'cpu_tflite', list(targets.TARGETS), 'Where to time.')

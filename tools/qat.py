@@ -15,7 +15,7 @@ import os
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from tools import cli
+from . import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model_dir', None, 'A finished tools.train run directory.')

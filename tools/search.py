@@ -18,7 +18,7 @@ import time
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from tools import cli
+from . import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('dataset', 'digits', "digits (built in), cifar10, imagenet2012, or an image folder's path.")

@@ -15,8 +15,8 @@ import os
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from tools import cli
-from tools import search as search_tool  # the search's flags are the sweep's base settings
+from . import cli
+from . import search as search_tool  # the search's flags are the sweep's base settings
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('lambdas', ['0', '0.1', '0.15', '0.2'], 'lambda_ values (1/ms) of the latency-aware runs.')

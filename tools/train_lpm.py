@@ -26,7 +26,7 @@ from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import lpm, metrics, report
-from tools import cli
+from . import cli
 
 R = lpm.PAPER_RECIPE
 flags.DEFINE_list('tables', None, 'Latency table CSV file(s) of one target and setting.')
