@@ -26,15 +26,15 @@ def main(argv=None):
     parser.add_argument('--size', type=int, default=16)
     parser.add_argument('--steps', type=int, default=20)
     parser.add_argument('--samples', type=int, default=20)
-    parser.add_argument('--lpm_dir', default=os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar'))
+    parser.add_argument('--lpm', default='cpu_tflite_cifar', help='A predictor name or an LPM directory.')
     args = parser.parse_args(argv)
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     import tensorflow as tf
     sys.path.insert(0, REPO)
     from ladnas_tf import architect, supernet
-    from ladnas_tf.latency import loss, lpm
+    from ladnas_tf.latency import loss, lpm, registry
 
-    predictor = lpm.LPM.load(args.lpm_dir)
+    predictor = lpm.LPM.load(registry.resolve(args.lpm))
     term = loss.LatencyTerm(predictor, lambda_=0.1, m=args.samples, cells=predictor.cells)
     searchers = {}
     for name, terms in (('plain', {}), ('latency', {'latency': term})):

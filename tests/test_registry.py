@@ -16,7 +16,7 @@ from ladnas_tf import search_space
 from ladnas_tf.latency import lpm, registry, table, targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar')
+SHIPPED = os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar')
 
 
 def save_lpm(path, target='cpu_tflite', cells='both', signature=None, device='board'):

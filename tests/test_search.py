@@ -87,7 +87,7 @@ def test_a_finished_run_run_again_changes_nothing(finished):
 
 def test_a_resumed_search_refuses_an_lpm_replaced_at_the_same_path(tmp_path):
     lpm_dir = tmp_path / 'lpm'
-    shutil.copytree(os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar'), lpm_dir)
+    shutil.copytree(os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar'), lpm_dir)
     config = _config(lambda_=0.1, lpm_dir=str(lpm_dir))
     search.prepare_run_dir(str(tmp_path / 'run'), config)
     assert search.prepare_run_dir(str(tmp_path / 'run'), config) is True  # the same predictor: resumes
@@ -100,7 +100,7 @@ def test_a_resumed_search_refuses_an_lpm_replaced_at_the_same_path(tmp_path):
 
 def test_a_search_failing_before_its_first_step_leaves_no_run_directory(tmp_path):
     lpm_dir = tmp_path / 'lpm'
-    shutil.copytree(os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar'), lpm_dir)
+    shutil.copytree(os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar'), lpm_dir)
     (lpm_dir / 'lpm.keras').write_bytes(b'damaged')
     with pytest.raises(search.SearchError, match='not a readable Keras model'):
         search.search(_config(lambda_=0.1, lpm_dir=str(lpm_dir)), str(tmp_path / 'run'), data=tiny_data(),
@@ -267,7 +267,7 @@ def test_two_replicas_follow_one_on_the_same_global_batch(order):
 
 # ---- the latency-aware objective (paper Eq. 3) and the FLOPs baseline in the loop ----
 
-SHIPPED_LPM = os.path.join(REPO, 'data', 'lpm_cpu_tflite_cifar')
+SHIPPED_LPM = os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar')
 
 
 @pytest.fixture(scope='module')

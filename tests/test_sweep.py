@@ -10,7 +10,8 @@ import pytest
 from ladnas_tf import search, sweep
 from ladnas_tf.latency import errors
 
-LPM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'lpm_cpu_tflite_cifar')
+LPM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'ladnas_tf', 'predictors',
+                   'cpu_tflite_cifar')
 
 
 def test_plan_keeps_the_lpm_for_lambda_runs_and_drops_it_for_eta_runs():

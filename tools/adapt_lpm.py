@@ -1,7 +1,7 @@
 """A new device's latency predictor from a base LPM and a few timings of that device.
 
     python -m tools.adapt_lpm --base=cpu_tflite_cifar --tables=runs/my_board.csv --name=my_board
-    python -m tools.adapt_lpm --base=data/lpm_cpu_tflite_cifar --tables=t.csv --model_dir=runs/lpm_board \
+    python -m tools.adapt_lpm --base=cpu_tflite_cifar --tables=t.csv --model_dir=runs/lpm_board \
         --method=affine_log
 
 --base is a predictor name (python -m tools.lpms lists them) or an LPM directory; --tables the new

@@ -1,4 +1,4 @@
-"""The latency predictors this machine knows by name: shipped (data/lpm_*) and user-made.
+"""The latency predictors this machine knows by name: shipped (ladnas_tf/predictors/) and user-made.
 
     python -m tools.lpms            # a table
     python -m tools.lpms --json     # the same rows as JSON

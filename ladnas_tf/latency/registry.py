@@ -1,19 +1,19 @@
 """Named latency predictors: `cpu_tflite_cifar` as well as a directory wherever an LPM is asked for.
 
-Shipped predictors are the repository's `data/lpm_<name>/` directories; user predictors are
-`<LADNAS_LPM_HOME>/<name>/` (default `~/.ladnas_tf/lpms`), written there by `tools.adapt_lpm --name`
-(or `tools.train_lpm --name`). A shipped name cannot be taken by a user predictor, so a name means
-the same model on every machine that has the repository.
+Shipped predictors are the package data `ladnas_tf/predictors/<name>/`, so an installed package
+has them wherever it runs from; user predictors are `<LADNAS_LPM_HOME>/<name>/` (default
+`~/.ladnas_tf/lpms`), written there by `tools.adapt_lpm --name` (or `tools.train_lpm --name`). A shipped
+name cannot be taken by a user predictor, so a name means the same model on every machine that has
+the package.
 """
+import importlib.resources
 import json
 import os
 import re
 
 from ladnas_tf.latency import lpm
-from ladnas_tf.latency.table import REPO
 
-SHIPPED_DIR = os.path.join(REPO, 'data')
-SHIPPED_PREFIX = 'lpm_'
+SHIPPED_PACKAGE = 'ladnas_tf.predictors'
 HOME_ENV = 'LADNAS_LPM_HOME'
 # Lowercase letters, digits, '_', '-', '.': safe as a folder name on every OS, never a path.
 NAME_PATTERN = re.compile(r'[a-z0-9][a-z0-9_.-]{0,63}')
@@ -39,12 +39,17 @@ def _is_lpm_dir(path):
     return os.path.isfile(os.path.join(path, lpm.METADATA_FILE))
 
 
+def shipped_dir():
+    """The folder of the shipped predictors. Keras loads a model from a file path, so the package must
+    lie on disk (a pip install or a clone does; a zipped package is not supported)."""
+    return str(importlib.resources.files(SHIPPED_PACKAGE))
+
+
 def shipped():
-    """{name: directory} of the predictors in the repository's data/ folder."""
-    if not os.path.isdir(SHIPPED_DIR):
-        return {}
-    return {entry[len(SHIPPED_PREFIX):]: os.path.join(SHIPPED_DIR, entry) for entry in sorted(os.listdir(SHIPPED_DIR))
-            if entry.startswith(SHIPPED_PREFIX) and _is_lpm_dir(os.path.join(SHIPPED_DIR, entry))}
+    """{name: directory} of the shipped predictors (ladnas_tf/predictors/<name>/)."""
+    folder = shipped_dir()
+    return {entry: os.path.join(folder, entry) for entry in sorted(os.listdir(folder))
+            if NAME_PATTERN.fullmatch(entry) and _is_lpm_dir(os.path.join(folder, entry))}
 
 
 def user():
