@@ -1,7 +1,27 @@
-"""What every run directory shares: its JSON files written atomically, so that a kill leaves the old
-file or the new one, never half of either."""
+"""What every run directory shares (search, training, the LPM's training, the pipeline).
+
+A run directory records the settings it was started with in a JSON file. Preparing it again with the
+same settings resumes it; other settings, or a non-empty directory without that file (files of
+something else), are refused with the differing settings named, unless overwrite, which removes only
+the outputs the run itself writes. JSON files are written atomically, so that a kill leaves the old
+file or the new one, never half of either. Checkpoints hold variables by name (their Keras path), not
+by their position in a list, and are restored by the checkpoint's name.
+"""
 import json
 import os
+import shutil
+
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from ladnas_tf.bad_input import BadInput
+
+CHECKPOINTS = 'checkpoints'
+ANY = object()  # in `added`: a setting an older directory may lack, whatever its value now
+
+
+class RunDirError(BadInput):
+    """A run directory that cannot be used as asked; the message is one line naming the problem."""
 
 
 def write_json(path, payload):
@@ -15,3 +35,149 @@ def write_json(path, payload):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def read_json_or_none(path):
+    """The JSON at path, or None when it is missing or unreadable (a file of an older or killed run)."""
+    try:
+        return read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ---- settings ----
+
+def flatten(settings, prefix=''):
+    """{'recipe': {'epochs': 1}} -> {'recipe.epochs': 1}: nested settings compared key by key."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
+
+
+def differing_settings(saved, settings, ignore=(), added=None):
+    """The (dotted) keys whose values differ between saved settings and these.
+
+    ignore: keys that never decide whether a run may resume. added: keys introduced after a directory
+    may have been written -> the value such a directory implies (ANY: whatever the value now)."""
+    saved, settings, added = flatten(saved), flatten(settings), added or {}
+    differ = []
+    for key in sorted(set(saved) | set(settings)):
+        if key in ignore:
+            continue
+        old = saved[key] if key in saved else added.get(key, None)
+        if key not in saved and added.get(key, None) is ANY:
+            continue
+        if old != settings.get(key):
+            differ.append(key)
+    return differ
+
+
+def describe_differences(saved, settings, keys, limit=4):
+    """'channels: 4 -> 6, ...' for the first `limit` differing keys."""
+    saved, settings = flatten(saved), flatten(settings)
+    return ', '.join(f'{k}: {saved.get(k)!r} -> {settings.get(k)!r}' for k in keys[:limit])
+
+
+# ---- preparing ----
+
+def remove_outputs(run_dir, outputs):
+    """Removes the named outputs of a run (files or directories), nothing else."""
+    for name in outputs:
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+
+
+def prepare(run_dir, settings, settings_file, outputs, overwrite=False, ignore=(), added=None, what='run',
+            error=RunDirError):
+    """True when run_dir holds a run of these settings to resume; False for a fresh one (whose settings
+    are written to settings_file). outputs: the names the run writes (settings_file among them), which
+    overwrite removes; error: the BadInput class to raise."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise error(f'{run_dir} exists and is not a directory')
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        if overwrite:
+            remove_outputs(run_dir, outputs)
+        else:
+            path = os.path.join(run_dir, settings_file)
+            if not os.path.isfile(path):
+                raise error(f'{run_dir} is not empty and holds no {settings_file} of a {what} '
+                            '(pass --overwrite to replace it, or another --model_dir)')
+            saved = read_json(path)
+            differ = differing_settings(saved, settings, ignore, added)
+            if differ:
+                raise error(f'{run_dir} holds a {what} of other settings '
+                            f'({describe_differences(saved, settings, differ)}); '
+                            'pass --overwrite or another --model_dir')
+            return True
+    os.makedirs(run_dir, exist_ok=True)
+    write_json(os.path.join(run_dir, settings_file), settings)
+    return False
+
+
+# ---- checkpoints ----
+
+def named_variables(variables):
+    """{path: variable}: Keras 3 layers held in lists (cells) are not reached by tf.train.Checkpoint,
+    so their variables are checkpointed explicitly, keyed by their unique path."""
+    named = {}
+    for variable in variables:
+        name = getattr(variable, 'path', None) or variable.name
+        if name in named:
+            raise ValueError(f'two variables share the name {name!r}: they cannot be checkpointed by name')
+        named[name] = variable
+    return named
+
+
+def checkpoint_manager(checkpoint, run_dir, max_to_keep=2):
+    """A tf.train.CheckpointManager over run_dir/checkpoints."""
+    return tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, CHECKPOINTS), max_to_keep=max_to_keep)
+
+
+def restore(checkpoint, manager, name=None, error=RunDirError):
+    """Restores the checkpoint called `name` (a path such as .../ckpt-120; None: the latest) into
+    checkpoint; returns its path, or None when there is none. A checkpoint of other variables raises
+    error naming it."""
+    path = name or manager.latest_checkpoint
+    if path is None:
+        return None
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise error(f'checkpoint {path} is from another configuration ({first[:160]})') from None
+    return path
+
+
+# ---- TensorBoard ----
+# tf.summary.scalar/image/text need the tensorboard package, which only viewing the logs needs: the
+# same records are written with tf.summary.write and the plugins' metadata.
+
+def summary_writer(run_dir, name):
+    return tf.summary.create_file_writer(os.path.join(run_dir, name))
+
+
+def write_record(tag, tensor, step, plugin):
+    """One summary record for TensorBoard's plugin ('scalars', 'images', 'text'), in the default writer."""
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = plugin
+    tf.summary.write(tag, tensor, step=step, metadata=meta)
+
+
+def write_scalars(writer, step, values):
+    """{tag: number} as TensorBoard scalars at step."""
+    with writer.as_default():
+        for tag, value in values.items():
+            write_record(tag, tf.constant(float(value), tf.float32), step, 'scalars')
+
+
+def write_image(tag, image, step):
+    """image: [1, H, W, 3] uint8, as tf.summary.image stores it (width, height, PNG), in the default writer."""
+    _, h, w, _ = image.shape
+    write_record(tag, tf.stack([tf.as_string(w), tf.as_string(h), tf.image.encode_png(image[0])]), step, 'images')
