@@ -48,13 +48,13 @@ def scores(measured, predicted, prefix):
 
 def evaluate(base, df, n, draw, methods):
     """Rows of the CSV for one table, N and draw."""
-    from ladnas_tf.latency import adapt, lpm
+    from ladnas_tf.latency import adapt, dataset
     order = np.random.default_rng(draw).permutation(len(df))
     rows, test = df.iloc[order[:n]], df.iloc[order[n:]]
     label, y = adapt.new_label(base, rows)
-    x, x_test = lpm.encodings(rows, base.cells), lpm.encodings(test, base.cells)
+    x, x_test = dataset.encodings(rows, base.cells), dataset.encodings(test, base.cells)
     raw = test['latency_ms'].to_numpy(float)
-    normalised = (lpm.normalised_latency(test, label['ref_median_ms']) if label['kind'] == 'normalised' else raw)
+    normalised = (dataset.normalised_latency(test, label['ref_median_ms']) if label['kind'] == 'normalised' else raw)
     out, predicted = [], {'base': base.predict_ms(x_test)}
     seconds = {'base': 0.0}
     for method in methods:
@@ -74,11 +74,11 @@ def evaluate(base, df, n, draw, methods):
 
 
 def run(args):
-    from ladnas_tf.latency import adapt, lpm, registry
+    from ladnas_tf.latency import adapt, dataset, lpm, registry
     base = lpm.LPM.load(registry.resolve(args.base))
     ns, results = [int(n) for n in args.ns.split(',')], []
     for path in args.tables.split(','):
-        df = lpm.load_tables([path])
+        df = dataset.load_tables([path])
         for n in allowed(ns, len(df), args.min_test):
             for draw in range(args.draws):
                 tic = time.time()

@@ -16,13 +16,13 @@ import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.latency import adapt, lpm, metrics
+from ladnas_tf.latency import adapt, dataset, lpm, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTING = 'cifar-C4-N3-8px-b1-k10'
 COST = {'max_pool_3x3': 0.6, 'avg_pool_3x3': 0.7, 'skip_connect': 0.1, 'sep_conv_3x3': 2.0,
         'sep_conv_5x5': 2.8, 'dil_conv_3x3': 1.3, 'dil_conv_5x5': 1.8}
-FAST = lpm.Recipe(optimizer='adam', lr=3e-3, loss='mae', target_scaling='log', batch_size=100, epochs=60,
+FAST = lpm.LPMRecipe(optimizer='adam', lr=3e-3, loss='mae', target_scaling='log', batch_size=100, epochs=60,
                   cells='both', label='normalised')
 
 
@@ -78,7 +78,7 @@ def tables(tmp_path_factory):
 @pytest.fixture(scope='module')
 def base_dir(tables, tmp_path_factory):
     model = lpm.LPM(FAST)
-    model.train(lpm.load_tables([tables['base']]), progress=False)
+    model.train(dataset.load_tables([tables['base']]), progress=False)
     path = str(tmp_path_factory.mktemp('lpm') / 'base')
     model.save(path)
     return path
@@ -91,16 +91,16 @@ def base(base_dir):
 
 @pytest.fixture(scope='module')
 def new(tables):
-    df = lpm.load_tables([tables['new']])
+    df = dataset.load_tables([tables['new']])
     return df.iloc[:60], df.iloc[60:]  # adaptation rows, test rows
 
 
 def _normalised(df, model):
-    return lpm.normalised_latency(df, model.label['ref_median_ms'])
+    return dataset.normalised_latency(df, model.label['ref_median_ms'])
 
 
 def _score(model, test):
-    return metrics.regression_metrics(_normalised(test, model), model.predict_ms(lpm.encodings(test, model.cells)))
+    return metrics.regression_metrics(_normalised(test, model), model.predict_ms(dataset.encodings(test, model.cells)))
 
 
 # ---- the methods ----
@@ -109,7 +109,7 @@ def _score(model, test):
 def test_every_method_beats_the_unadapted_base(base, new, method):
     train, test = new
     model, report = adapt.adapt(base, train, method)
-    unadapted = metrics.regression_metrics(_normalised(test, model), base.predict_ms(lpm.encodings(test, 'both')))
+    unadapted = metrics.regression_metrics(_normalised(test, model), base.predict_ms(dataset.encodings(test, 'both')))
     adapted = _score(model, test)
     assert report['method'] == method and report['rows'] == len(train)
     assert unadapted['mre_pct'] > 50  # the new device is twice as slow
@@ -125,7 +125,7 @@ def test_finetuning_follows_a_change_one_factor_cannot(base, new):
 
 def test_scale_and_affine_change_only_the_output_map(base, new):
     train, test = new
-    x = lpm.encodings(test, 'both')
+    x = dataset.encodings(test, 'both')
     for method in ('scale', 'affine_log'):
         model, _ = adapt.adapt(base, train, method)
         assert model.regressor is base.regressor  # no weight changed
@@ -136,10 +136,10 @@ def test_scale_and_affine_change_only_the_output_map(base, new):
 @settings(max_examples=15, deadline=None)
 @given(a=st.floats(-2, 2), b=st.floats(0.3, 3))
 def test_affine_log_recovers_an_exact_log_affine_device(base, new, a, b):
-    x = lpm.encodings(new[0], 'both')
+    x = dataset.encodings(new[0], 'both')
     y = np.exp(a) * base.predict_ms(x) ** b
     model = adapt.fit('affine_log', base, x, y, {'kind': 'latency'})
-    x_test = lpm.encodings(new[1], 'both')
+    x_test = dataset.encodings(new[1], 'both')
     np.testing.assert_allclose(model.predict_ms(x_test), np.exp(a) * base.predict_ms(x_test) ** b, rtol=1e-3)
 
 
@@ -163,7 +163,7 @@ def test_auto_picks_the_method_with_the_lowest_cv_error(base, new):
 
 @pytest.mark.parametrize('b, expected', [(1.0, 'scale'), (1.6, 'affine_log')])
 def test_auto_finds_the_law_of_an_exact_device(base, new, b, expected):
-    x = lpm.encodings(new[0].iloc[:8], 'both')
+    x = dataset.encodings(new[0].iloc[:8], 'both')
     y = 2.0 * base.predict_ms(x) ** b  # exactly a factor (ties go to the simpler method) or log-affine
     method, scores = adapt.choose(base, x, y, {'kind': 'latency'})
     assert method == expected and scores[expected]['log_mre_pct'] < 0.01
@@ -193,7 +193,7 @@ def test_too_few_rows_are_refused(base, new, method):
 
 def test_a_table_of_another_setting_is_refused(base, tmp_path):
     rows = new_device(10, setting='imagenet-C4-N3-8px-b1-k10')
-    other = lpm.load_tables([write_table(tmp_path / 'imagenet.csv', rows)])
+    other = dataset.load_tables([write_table(tmp_path / 'imagenet.csv', rows)])
     with pytest.raises(adapt.AdaptError, match='setting') as error:
         adapt.adapt(base, other, 'scale')
     assert '\n' not in str(error.value)
@@ -209,25 +209,26 @@ def test_an_unknown_method_is_refused(base, new):
 def test_normalised_label_is_expressed_at_the_new_rows_reference(base, new):
     model, report = adapt.adapt(base, new[0], 'scale')
     assert report['label']['kind'] == 'normalised' == model.recipe.label
-    assert model.label['ref_median_ms'] == pytest.approx(lpm.reference_median(new[0]))
+    assert model.label['ref_median_ms'] == pytest.approx(dataset.reference_median(new[0]))
     assert model.label['ref_median_ms'] != pytest.approx(base.label['ref_median_ms'], rel=0.2)
 
 
 def test_a_112_bit_latency_label_base_adapts(tables, new):
-    recipe = lpm.Recipe(optimizer='adam', lr=3e-3, target_scaling='log', batch_size=100, epochs=20)
+    recipe = lpm.LPMRecipe(optimizer='adam', lr=3e-3, target_scaling='log', batch_size=100, epochs=20)
     small = lpm.LPM(recipe)
-    small.train(lpm.load_tables([tables['base']]).iloc[:300], progress=False)
+    small.train(dataset.load_tables([tables['base']]).iloc[:300], progress=False)
     for method in ('scale', 'affine_log', 'finetune_last'):
         model, report = adapt.adapt(small, new[0], method)
         assert model.input_size == 112 and model.label == {'kind': 'latency'} == report['label']
         measured = new[1]['latency_ms'].to_numpy()
-        assert metrics.regression_metrics(measured, model.predict_ms(lpm.encodings(new[1], 'normal')))['mre_pct'] < 30
+        predicted = model.predict_ms(dataset.encodings(new[1], 'normal'))
+        assert metrics.regression_metrics(measured, predicted)['mre_pct'] < 30
 
 
 def test_affine_log_needs_a_log_scaled_base(new):
-    linear = lpm.LPM(lpm.Recipe(target_scaling='standard', epochs=1))
+    linear = lpm.LPM(lpm.LPMRecipe(target_scaling='standard', epochs=1))
     linear.train(new[0], progress=False)
-    assert adapt.adapt(linear, new[0], 'scale')[0].predict_ms(lpm.encodings(new[1], 'normal')).min() > 0
+    assert adapt.adapt(linear, new[0], 'scale')[0].predict_ms(dataset.encodings(new[1], 'normal')).min() > 0
     with pytest.raises(adapt.AdaptError, match='target_scaling log'):
         adapt.adapt(linear, new[0], 'affine_log')
     assert 'affine_log' not in adapt.candidates(20, base=linear)
@@ -238,7 +239,7 @@ def test_the_adapted_lpm_saves_loads_and_differentiates(base, base_dir, new, tab
     model.metadata = adapt.describe(model, base.metadata, new[0], report, 'synthetic', 'somewhere/base', ['new.csv'])
     model.save(str(tmp_path / 'adapted'))
     loaded = lpm.LPM.load(str(tmp_path / 'adapted'), target='cpu_b', setting=SETTING)
-    x = lpm.encodings(new[1], 'both')
+    x = dataset.encodings(new[1], 'both')
     np.testing.assert_allclose(loaded.predict_ms(x), model.predict_ms(x), rtol=1e-5)
     meta = loaded.metadata
     assert meta['target_description']['device'] == 'device B'

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.latency import errors, loss, lpm
+from ladnas_tf.latency import dataset, errors, loss
 
 
 @pytest.fixture(scope='module')
@@ -128,7 +128,7 @@ def test_genotype_encoding_is_the_lpm_table_layout():
     bits = lambda cell: ''.join(str(int(b)) for b in search_space.encode_cell(cell))
     row = pd.DataFrame({'normal_encoding': [bits(g.normal)], 'reduce_encoding': [bits(g.reduce)]})
     for cells in ('normal', 'both'):
-        np.testing.assert_array_equal(loss.genotype_encoding(g, cells), lpm.encodings(row, cells)[0])
+        np.testing.assert_array_equal(loss.genotype_encoding(g, cells), dataset.encodings(row, cells)[0])
     with pytest.raises(ValueError, match='unknown cells'):
         loss.genotype_encoding(g, 'reduce')
 

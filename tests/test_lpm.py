@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import tensorflow as tf
 
 from ladnas_tf import search_space
-from ladnas_tf.latency import lpm, metrics
+from ladnas_tf.latency import dataset, lpm, metrics
 from ladnas_tf.latency import table as table_lib
 
 TARGET = {'target': 'synthetic_cpu', 'setting': 'cifar-C4-N3-8px-b1-t1', 'device': 'test', 'threads': 1}
@@ -20,7 +20,7 @@ TARGET = {'target': 'synthetic_cpu', 'setting': 'cifar-C4-N3-8px-b1-t1', 'device
 # intermediate nodes and for two separable convs on one node, a little from the reduction cell, 1% noise.
 OP_COST = {'max_pool_3x3': 0.6, 'avg_pool_3x3': 0.7, 'skip_connect': 0.1, 'sep_conv_3x3': 2.0,
            'sep_conv_5x5': 2.8, 'dil_conv_3x3': 1.3, 'dil_conv_5x5': 1.8}
-FAST = lpm.Recipe(optimizer='adam', lr=3e-3, target_scaling='standard', batch_size=100, epochs=60)
+FAST = lpm.LPMRecipe(optimizer='adam', lr=3e-3, target_scaling='standard', batch_size=100, epochs=60)
 
 
 def synthetic_latency(genotype):
@@ -71,8 +71,8 @@ def table(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def data(table):
-    df = lpm.load_tables([table])
-    return (df, *lpm.split(df, seed=0))
+    df = dataset.load_tables([table])
+    return (df, *dataset.split(df, seed=0))
 
 
 @pytest.fixture(scope='module')
@@ -106,7 +106,7 @@ def test_paper_architecture():
 
 
 def test_both_cells_ensemble_architecture():
-    model = lpm.LPM(lpm.Recipe(cells='both', ensemble=3))
+    model = lpm.LPM(lpm.LPMRecipe(cells='both', ensemble=3))
     assert model.input_size == 224 and model.regressor.input_shape == (None, 224)
     assert model.regressor.output_shape == (None, 3)
     for k in range(3):
@@ -119,7 +119,7 @@ def test_both_cells_ensemble_architecture():
                                  dict(patience=5), dict(lr=0), dict(target_scaling='minmax')])
 def test_recipe_refuses_bad_values(bad):
     with pytest.raises(lpm.LPMError):
-        lpm.Recipe(**bad)
+        lpm.LPMRecipe(**bad)
 
 
 # ---- tables ----
@@ -128,7 +128,7 @@ def test_load_tables_reads_encodings_as_bits(data):
     df, _, _ = data
     assert len(df) == 1500 and df.attrs['target_description'] == TARGET
     row = df.iloc[7]
-    x = lpm.encodings(df.iloc[[7]], 'both')
+    x = dataset.encodings(df.iloc[[7]], 'both')
     assert x.shape == (1, 224) and x.dtype == np.float32
     np.testing.assert_array_equal(x[0, :112], search_space.encode_cell(json.loads(row['normal'])))
     np.testing.assert_array_equal(x[0, 112:], search_space.encode_cell(json.loads(row['reduce'])))
@@ -156,8 +156,8 @@ def _broken(tmp_path, edit, name='bad.csv', target=TARGET):
 ])
 def test_load_tables_refuses_bad_tables(tmp_path, edit, words):
     path = _broken(tmp_path, edit)
-    with pytest.raises(lpm.TableError) as e:
-        lpm.load_tables([path])
+    with pytest.raises(table_lib.TableError) as e:
+        dataset.load_tables([path])
     message = str(e.value)
     assert '\n' not in message and all(w in message for w in words), message
 
@@ -177,18 +177,18 @@ def test_load_tables_refuses_mixed_targets_across_tables(tmp_path):
     a = write_table(tmp_path / 'a.csv', synthetic_rows(5, seed=1))
     other = {**TARGET, 'target': 'gpu_p100'}
     b = write_table(tmp_path / 'b.csv', synthetic_rows(5, seed=2, target=other), other)
-    with pytest.raises(lpm.TableError, match="mixed target values across tables: 'synthetic_cpu'.*'gpu_p"):
-        lpm.load_tables([a, b])
+    with pytest.raises(table_lib.TableError, match="mixed target values across tables: 'synthetic_cpu'.*'gpu_p"):
+        dataset.load_tables([a, b])
     c = write_table(tmp_path / 'c.csv', synthetic_rows(5, seed=2), {**TARGET, 'threads': 4})
-    with pytest.raises(lpm.TableError, match='mixed threads values across tables'):
-        lpm.load_tables([a, c])
+    with pytest.raises(table_lib.TableError, match='mixed threads values across tables'):
+        dataset.load_tables([a, c])
 
 
 def test_load_tables_merges_tables_and_exact_duplicates(tmp_path):
     rows = synthetic_rows(10, seed=4)
     a = write_table(tmp_path / 'a.csv', rows.iloc[:6])
     b = write_table(tmp_path / 'b.csv', rows.iloc[4:])  # rows 4, 5 in both, same latency
-    df = lpm.load_tables([a, b])
+    df = dataset.load_tables([a, b])
     assert sorted(df['arch_id']) == sorted(rows['arch_id'])
 
 
@@ -196,46 +196,46 @@ def test_load_tables_merges_tables_and_exact_duplicates(tmp_path):
 
 def test_split_is_deterministic_and_stable_when_rows_are_added(tmp_path, data):
     df, train, test = data
-    again_train, again_test = lpm.split(lpm.load_tables([write_table(tmp_path / 't.csv', df)]), seed=0)
+    again_train, again_test = dataset.split(dataset.load_tables([write_table(tmp_path / 't.csv', df)]), seed=0)
     assert set(again_test['arch_id']) == set(test['arch_id'])
     assert 0.15 < len(test) / len(df) < 0.25
     grown = pd.concat([synthetic_rows(400, seed=99), df]).sample(frac=1, random_state=1)
-    grown_train, grown_test = lpm.split(grown, seed=0)
+    grown_train, grown_test = dataset.split(grown, seed=0)
     assert set(test['arch_id']) <= set(grown_test['arch_id'])
     assert set(train['arch_id']) <= set(grown_train['arch_id'])
-    assert set(lpm.split(df, seed=1)[1]['arch_id']) != set(test['arch_id'])
+    assert set(dataset.split(df, seed=1)[1]['arch_id']) != set(test['arch_id'])
 
 
 def test_first_rows_are_nested(data):
     _, train, _ = data
-    small, large = lpm.first_rows(train, 100), lpm.first_rows(train, 300)
+    small, large = dataset.first_rows(train, 100), dataset.first_rows(train, 300)
     assert len(small) == 100 and set(small['arch_id']) < set(large['arch_id'])
-    assert lpm.first_rows(train, 0) is train
+    assert dataset.first_rows(train, 0) is train
 
 
 # ---- fit, prediction, gradient ----
 
 def test_fits_synthetic_latency_law(trained, data):
     _, _, test = data
-    m = metrics.regression_metrics(test['latency_ms'], trained.predict_ms(lpm.encodings(test)))
+    m = metrics.regression_metrics(test['latency_ms'], trained.predict_ms(dataset.encodings(test)))
     assert m['mre_pct'] < 5 and m['kendall_tau'] > 0.8, m
     assert trained.metadata['data']['train_rows'] == 1500 - len(test)
 
 
 def test_paper_recipe_learns_raw_milliseconds(data):
     _, train, test = data
-    model = lpm.LPM(lpm.Recipe(epochs=15))
+    model = lpm.LPM(lpm.LPMRecipe(epochs=15))
     history = model.train(train, progress=False)
     loss = history.history['loss']
     assert model.scaling['kind'] == 'none' and loss[-1] < 0.2 * loss[0]
-    predicted = model.predict_ms(lpm.encodings(test))
+    predicted = model.predict_ms(dataset.encodings(test))
     assert metrics.regression_metrics(test['latency_ms'], predicted)['mre_pct'] < 25
 
 
 def test_early_stopping_restores_and_stops(data):
     _, train, _ = data
-    fit, val = lpm.holdout(train, fraction=0.2)
-    model = lpm.LPM(lpm.Recipe(optimizer='adam', lr=0.05, target_scaling='log', patience=2, val_fraction=0.2,
+    fit, val = dataset.holdout(train, fraction=0.2)
+    model = lpm.LPM(lpm.LPMRecipe(optimizer='adam', lr=0.05, target_scaling='log', patience=2, val_fraction=0.2,
                                epochs=200, batch_size=200))
     history = model.train(fit, val, progress=False)
     assert len(history.history['val_loss']) < 200 and model.metadata['data']['val_rows'] == len(val)
@@ -274,7 +274,7 @@ def test_predict_refuses_wrong_width(trained):
 def test_save_load_round_trip(trained, saved, data):
     _, _, test = data
     loaded = lpm.LPM.load(saved, target=TARGET['target'])
-    x = lpm.encodings(test)
+    x = dataset.encodings(test)
     np.testing.assert_allclose(loaded.predict_ms(x), trained.predict_ms(x), rtol=1e-6)
     meta = json.load(open(os.path.join(saved, 'metadata.json')))
     assert meta == loaded.metadata and meta['target_description'] == TARGET
@@ -338,8 +338,8 @@ def test_load_refuses_non_lpm_directory(tmp_path):
 def loaded_data(tmp_path_factory):
     """A table with a quarter of its rows timed under load, split as the CLI splits it."""
     path = write_table(tmp_path_factory.mktemp('tables') / 'loaded.csv', synthetic_rows(1200, seed=5, loaded=0.25))
-    df = lpm.load_tables([path])
-    return (path, *lpm.split(df, seed=0))
+    df = dataset.load_tables([path])
+    return (path, *dataset.split(df, seed=0))
 
 
 @pytest.fixture(scope='module')
@@ -353,7 +353,7 @@ def normalised(loaded_data):
 def _mre_vs_clean(model, test):
     """MRE against the quiet-machine latency, expressed at the training rows' median reference load."""
     typical = test['clean_ms'].to_numpy() * model.label.get('ref_median_ms', REF_MS) / REF_MS
-    return metrics.regression_metrics(typical, model.predict_ms(lpm.encodings(test)))['mre_pct']
+    return metrics.regression_metrics(typical, model.predict_ms(dataset.encodings(test)))['mre_pct']
 
 
 def test_normalised_label_takes_the_load_out(normalised, loaded_data):
@@ -376,7 +376,7 @@ def test_normalised_label_round_trip(normalised, loaded_data, tmp_path):
     meta = json.load(open(tmp_path / 'm' / 'metadata.json'))
     assert loaded.recipe.label == 'normalised' and loaded.label == normalised.label == meta['label']
     assert meta['label']['ref_median_ms'] > 0
-    x = lpm.encodings(test)
+    x = dataset.encodings(test)
     np.testing.assert_allclose(loaded.predict_ms(x), normalised.predict_ms(x), rtol=1e-6)
     assert 10 < np.median(loaded.predict_ms(x)) < 30  # ms, not a ratio to the reference
 
@@ -394,11 +394,11 @@ def test_normalised_label_round_trip(normalised, loaded_data, tmp_path):
 def test_normalised_label_needs_ref_ms(loaded_data):
     _, train, _ = loaded_data
     model = lpm.LPM(dataclasses.replace(FAST, label='normalised', epochs=1))
-    with pytest.raises(lpm.TableError, match='no ref_ms column'):
+    with pytest.raises(table_lib.TableError, match='no ref_ms column'):
         model.train(train.drop(columns=['ref_ms']), progress=False)
     bad = train.copy()
     bad.iloc[4, bad.columns.get_loc('ref_ms')] = 0.0
-    with pytest.raises(lpm.TableError, match='ref_ms .* non-positive at row 4'):
+    with pytest.raises(table_lib.TableError, match='ref_ms .* non-positive at row 4'):
         model.train(bad, progress=False)
 
 
@@ -455,7 +455,7 @@ def test_sweep_writes_table_and_plot(table, tmp_path, capsys, monkeypatch):
                                   '--epochs=2', '--noprogress'], capsys, monkeypatch)
     assert code == 0
     result = pd.read_csv(os.path.join(out_dir, 'sweep.csv'))
-    n_train = len(lpm.split(lpm.load_tables([table]))[0])
+    n_train = len(dataset.split(dataset.load_tables([table]))[0])
     assert result['train_rows'].tolist() == [150, n_train]
     assert result['test_size'].nunique() == 1 and os.path.exists(os.path.join(out_dir, 'sweep.png'))
     assert lpm_sweep.resolve_sizes(['all', '50'], 40) == [40]

@@ -14,7 +14,7 @@ from ladnas_tf.latency import errors, loss, lpm as lpm_lib, targets
 
 
 def _save_lpm(path, cells, seed=0):
-    predictor = lpm_lib.LPM(lpm_lib.Recipe(cells=cells, target_scaling='log', seed=seed))
+    predictor = lpm_lib.LPM(lpm_lib.LPMRecipe(cells=cells, target_scaling='log', seed=seed))
     setting = targets.Setting().key
     predictor.metadata = {
         'format': lpm_lib.FORMAT, 'signature': search_space.signature(), 'target': 'cpu_tflite',

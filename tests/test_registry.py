@@ -20,7 +20,7 @@ SHIPPED = os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar')
 
 
 def save_lpm(path, target='cpu_tflite', cells='both', signature=None, device='board'):
-    predictor = lpm.LPM(lpm.Recipe(cells=cells, target_scaling='log'))
+    predictor = lpm.LPM(lpm.LPMRecipe(cells=cells, target_scaling='log'))
     setting = targets.Setting().key
     predictor.metadata = {
         'format': lpm.FORMAT, 'signature': signature or search_space.signature(), 'target': target,

@@ -82,11 +82,11 @@ def main(argv):
         raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
     if not FLAGS.tables:
         raise BadInput('--tables is required (the new device\'s latency table)')
-    from ladnas_tf.latency import adapt, lpm, registry, table
+    from ladnas_tf.latency import adapt, dataset, lpm, registry, table
     paths = outputs()
     base_dir = registry.resolve(FLAGS.base)
     base = lpm.LPM.load(base_dir)
-    df = lpm.load_tables(FLAGS.tables)
+    df = dataset.load_tables(FLAGS.tables)
     model, report = adapt.adapt(base, df, FLAGS.method, seed=FLAGS.seed)
     model.metadata = adapt.describe(model, base.metadata, df, report, registry.name_of(base_dir),
                                     table.portable(base_dir), [table.portable(t) for t in FLAGS.tables])

@@ -8,7 +8,7 @@ subsets of larger ones. Sizes beyond what the table's training split holds are d
 (the whole training split) is added in their place. Writes one model directory per size
 (`n<size>/`, as tools.train_lpm does), sweep.csv and sweep.png to --model_dir. Takes the recipe
 flags of tools.train_lpm (except --max_train_rows, which the sweep sets). The norm_* columns are
-the errors against load-normalised test labels (tables with ref_ms; see tools.train_lpm).
+the errors against load-normalised test labels (tables with ref_ms; see ladnas_tf.latency.lpm_run).
 """
 import os
 import shutil
@@ -17,8 +17,8 @@ import pandas as pd
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import lpm
-from . import cli, train_lpm
+from ladnas_tf.latency import dataset, lpm_run
+from . import cli, train_lpm  # the recipe flags
 
 flags.DEFINE_list('sizes', ['10000', '20000', '40000', '60000', '80000'],
                   "Training-set sizes (the paper's Table 1), or 'all'.")
@@ -73,18 +73,18 @@ def plot_sweep(table, path, title):
 
 
 def sweep(df, recipe, out_dir, sizes, split_seed=0, test_fraction=0.2, overwrite=False, progress=True):
-    train, _ = lpm.split(df, split_seed, test_fraction)
+    train, _ = dataset.split(df, split_seed, test_fraction)
     sizes = resolve_sizes(sizes, len(train))
     if not sizes:
         raise BadInput('--sizes: no size to train')
-    train_lpm.check_output_dir(out_dir, overwrite)
+    lpm_run.check_output_dir(out_dir, overwrite)
     shutil.rmtree(out_dir, ignore_errors=True)  # --overwrite: no stale sizes from an earlier sweep
     os.makedirs(out_dir)
     rows = []
     for n in sizes:
         logging.info('sweep: %d training rows', n)
-        result = train_lpm.train_and_evaluate(df, recipe, os.path.join(out_dir, f'n{n}'), split_seed,
-                                              test_fraction, n, overwrite=True, progress=progress)
+        result = lpm_run.train_and_evaluate(df, recipe, os.path.join(out_dir, f'n{n}'), split_seed,
+                                            test_fraction, n, overwrite=True, progress=progress)
         norm = result.get('vs_normalised', {})  # test labels with the load taken out, when the table has ref_ms
         rows.append({'train_rows': n, **{k: result[k] for k in COLUMNS if k in result and k != 'train_rows'},
                      **{f'norm_{k}': norm.get(k) for k in ('mre_pct', 'share_within_10pct', 'kendall_tau')}})
@@ -104,9 +104,9 @@ def main(argv):
         raise BadInput('--tables and --model_dir are required')
     if FLAGS.max_train_rows:
         raise BadInput('--max_train_rows is set by the sweep: use --sizes')
-    train_lpm.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
+    lpm_run.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
     recipe = train_lpm.recipe_from_flags()
-    df = lpm.load_tables(FLAGS.tables)
+    df = dataset.load_tables(FLAGS.tables)
     table = sweep(df, recipe, FLAGS.model_dir, FLAGS.sizes, FLAGS.split_seed, FLAGS.test_fraction,
                   FLAGS.overwrite, FLAGS.progress)
     print(table.to_string(index=False))

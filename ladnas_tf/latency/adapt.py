@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.latency import lpm, metrics
+from ladnas_tf.latency import dataset, lpm, metrics
 
 METHODS = ('scale', 'affine_log', 'finetune_last', 'finetune_all', 'scratch')
 MIN_ROWS = {'scale': 1, 'affine_log': 3, 'finetune_last': 5, 'finetune_all': 5, 'scratch': 5}
@@ -72,10 +72,10 @@ def check_compatible(base, df):
 def new_label(base, df):
     """(label dict, label ms per row) of the new rows (see the module docstring)."""
     if base.label['kind'] == 'normalised' and 'ref_ms' in df.columns:
-        ref = lpm.reference_median(df)
+        ref = dataset.reference_median(df)
         desc = df.attrs.get('target_description') or {}
         label = {'kind': 'normalised', 'ref_median_ms': ref, 'reference': desc.get('reference')}
-        return label, lpm.normalised_latency(df, ref)
+        return label, dataset.normalised_latency(df, ref)
     return {'kind': 'latency'}, df['latency_ms'].to_numpy(np.float64)
 
 
@@ -183,7 +183,7 @@ def _finetune(base, x, y, label, last_only, settings, seed):
     start = fit_scale(base, x, y, label)
     regressor = _copy(base)
     model = _derived(start, start.scaling, regressor, label)
-    t = model._scale(y)
+    t = model.scaled(y)
     lr, steps = (settings.last_lr, settings.last_steps) if last_only else (settings.all_lr, settings.all_steps)
     fit, val = (np.arange(len(y)), None) if last_only else _early_stop_split(len(y), seed, settings)
     _train(regressor, _dense_variables(regressor, last_only), x[fit], t[fit], lr, steps, settings.anchor,
@@ -203,11 +203,11 @@ def fit_scratch(base, x, y, label, settings=FIT, seed=0):
     """The base's network and target scaling, a fresh initialisation, trained on these rows only."""
     recipe = dataclasses.replace(base.recipe, label=label['kind'], seed=seed)
     model = lpm.LPM(recipe)
-    model._fit_scaling(y)
+    model.fit_scaling(y)
     model.metadata = {**base.metadata, 'scaling': model.scaling, 'label': label}
     model.label = label
     fit, val = _early_stop_split(len(y), seed, settings)
-    t = model._scale(y)
+    t = model.scaled(y)
     _train(model.regressor, _dense_variables(model.regressor, False), x[fit], t[fit], settings.scratch_lr,
            settings.scratch_steps, 0.0, None if val is None else (x[val], t[val]), settings.patience)
     return model
@@ -266,10 +266,10 @@ def choose(base, x, y, label, methods=METHODS, settings=FIT, seed=0):
 # ---- the whole adaptation ----
 
 def adapt(base, df, method='auto', settings=FIT, seed=0, methods=METHODS):
-    """(LPM for df's device, report). df: lpm.load_tables rows of the new device."""
+    """(LPM for df's device, report). df: dataset.load_tables rows of the new device."""
     check_compatible(base, df)
     label, y = new_label(base, df)
-    x = lpm.encodings(df, base.cells)
+    x = dataset.encodings(df, base.cells)
     if method == 'auto':
         method, scores = choose(base, x, y, label, methods, settings, seed)
     else:
@@ -287,7 +287,7 @@ def describe(model, base_meta, df, report, base_name, base_dir, tables):
             'recipe': dataclasses.asdict(model.recipe), 'scaling': model.scaling, 'label': model.label,
             'epochs_run': None,
             'data': {'tables': tables, 'rows': len(df),
-                     'sha256': lpm.data_hash(df, with_reference=model.label['kind'] == 'normalised')},
+                     'sha256': dataset.data_hash(df, with_reference=model.label['kind'] == 'normalised')},
             'adapted_from': {'name': base_name, 'dir': base_dir, 'target': base_meta.get('target'),
                              'device': base_meta.get('target_description', {}).get('device'),
                              'sha256': base_meta.get('data', {}).get('sha256'), 'method': report['method'],
@@ -297,7 +297,7 @@ def describe(model, base_meta, df, report, base_name, base_dir, tables):
 # ---- which architectures to time on a new device ----
 
 def _encode(genotype, cells):
-    return np.concatenate([search_space.encode_cell(getattr(genotype, c)) for c in lpm.CELLS[cells]])
+    return np.concatenate([search_space.encode_cell(getattr(genotype, c)) for c in dataset.CELLS[cells]])
 
 
 def calibration_genotypes(base, n, seed=0, pool=None):

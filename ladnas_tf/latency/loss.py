@@ -7,17 +7,18 @@ encoding: its value is the sampled one-hot 112-bit vector the LPM was trained on
 the op probabilities, so d LAT / d alpha is the average over samples of d LPM / d gamma_m through p.
 
 The paper's LPM reads the normal cell only (112 bits, alpha_normal). An LPM that reads both cells
-(224 bits: normal then reduction, lpm.CELLS['both']) gets sub-networks whose normal cell is drawn from
+(224 bits: normal then reduction, dataset.CELLS['both']) gets sub-networks whose normal cell is drawn from
 alpha_normal and whose reduction cell from alpha_reduce, so LAT(alpha) constrains both cells.
 """
 import numpy as np
 import tensorflow as tf
 
-from ladnas_tf import ops, search_space
+from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import lpm as lpm_lib
+from ladnas_tf.graph import macs, walk
+from ladnas_tf.latency import dataset
 
-SAMPLED_CELLS = ('normal', 'both')  # the LPM encodings LAT(alpha) can sample (keys of lpm.CELLS)
+SAMPLED_CELLS = ('normal', 'both')  # the LPM encodings LAT(alpha) can sample (keys of dataset.CELLS)
 
 _NODE_EDGES = [[e for e, (_, j) in enumerate(search_space.EDGES) if j == node + search_space.NUM_INPUTS]
                for node in range(search_space.NUM_NODES)]
@@ -101,29 +102,25 @@ def expected_latency_linear(alphas, weights):
 
 
 def genotype_encoding(genotype, cells='normal'):
-    """A discrete genotype's bits as an LPM with `cells` reads them (lpm.encodings' layout): [112 * cells]."""
-    if cells not in lpm_lib.CELLS:
-        raise BadInput(f'unknown cells {cells!r} (known: {", ".join(lpm_lib.CELLS)})')
-    return np.concatenate([search_space.encode_cell(getattr(genotype, c)) for c in lpm_lib.CELLS[cells]])
+    """A discrete genotype's bits as an LPM with `cells` reads them (dataset.encodings' layout): [112 * cells]."""
+    if cells not in dataset.CELLS:
+        raise BadInput(f'unknown cells {cells!r} (known: {", ".join(dataset.CELLS)})')
+    return np.concatenate([search_space.encode_cell(getattr(genotype, c)) for c in dataset.CELLS[cells]])
 
 
-def macs_table(channels, image_size, num_cells, stem_multiplier=3):
-    """Per-op MACs (millions) for the normal and the reduction cells of a CIFAR evaluation network,
-    summed over the cells of each kind: two [14, 8] tables (edge, op), `none` costing nothing."""
+def macs_table(channels, image_size, num_cells, setting='cifar'):
+    """Per-op MACs (millions) for the normal and the reduction cells of an evaluation network, summed
+    over the cells of each kind: two [14, 8] tables (edge, op), every op priced where the genotype walk
+    would place it (its cell's channels, map size and stride), `none` costing nothing."""
     normal = np.zeros((search_space.NUM_EDGES, search_space.NUM_OPS))
     reduce = np.zeros_like(normal)
-    c, hw = channels, image_size
-    for i in range(num_cells):
-        reduction = i in (num_cells // 3, 2 * num_cells // 3)
-        table = reduce if reduction else normal
-        if reduction:
-            c *= 2
-        for e, (src, _) in enumerate(search_space.EDGES):
-            stride = 2 if reduction and src < 2 else 1
-            size = hw if src < 2 else (hw // 2 if reduction else hw)
+    for plan in walk.cell_plans(setting, channels, num_cells, image_size):
+        table = reduce if plan.reduction else normal
+        for e, (source, _) in enumerate(search_space.EDGES):
+            size = plan.size if source < search_space.NUM_INPUTS else plan.out_size
+            stride = walk.input_stride(source, plan.reduction)
             for o, name in enumerate(search_space.PRIMITIVES):
-                table[e, o] += ops.op_macs(name, c, size, size, stride) / 1e6
-        hw //= 2 if reduction else 1
+                table[e, o] += macs.op_macs(name, plan.c, size, size, stride) / 1e6
     return normal, reduce
 
 
@@ -183,7 +180,7 @@ class LatencyTerm:
 
     def __call__(self, model):
         self.calls.assign_add(1)
-        alphas = [getattr(model, f'alpha_{c}') for c in lpm_lib.CELLS[self.cells]]
+        alphas = [getattr(model, f'alpha_{c}') for c in dataset.CELLS[self.cells]]
         dtype = alphas[0].dtype
         lat = latency(alphas, lambda e: tf.cast(self.lpm_fn(e), dtype), self.m,
                       tf.stack([tf.constant(self.seed, tf.int64), self.calls]), self.error)
@@ -198,7 +195,7 @@ class LatencyTerm:
     def _derived_ms(self, model):
         normal, beta_normal, reduce, beta_reduce = model.mixing_weights()
         weights = {'normal': (normal, beta_normal), 'reduce': (reduce, beta_reduce)}
-        code = tf.concat([derived_encoding(*weights[c]) for c in lpm_lib.CELLS[self.cells]], axis=0)
+        code = tf.concat([derived_encoding(*weights[c]) for c in dataset.CELLS[self.cells]], axis=0)
         code = tf.stop_gradient(code)[None]
         ms = self.lpm_fn(code) if self.error is None else self.error.static(self.lpm_fn, code)
         return tf.cast(tf.reshape(ms, []), tf.float32)

@@ -2,16 +2,16 @@
 
 The paper's regressor is an MLP 112 -> 256 -> 64 -> 1 with sigmoid hidden units, trained with momentum
 SGD on (architecture, latency) pairs measured on one target. Here it is trained from latency tables
-(one CSV row per profiled architecture), saved with the metadata that makes it safe to reuse (target,
-search-space signature, encoded cells, target scaling, recipe, data hash), and called in two ways:
-`predict_ms` on numpy bits, and `lpm(tensor)` on relaxed float encodings, differentiably, for the search.
+(one CSV row per profiled architecture, read by dataset.py), saved with the metadata that makes it safe
+to reuse (target, search-space signature, encoded cells, target scaling, recipe, data hash), and called
+in two ways: `predict_ms` on numpy bits, and `lpm(tensor)` on relaxed float encodings, differentiably,
+for the search.
 
 The label is the measured latency, or (label 'normalised') the latency with the machine's load taken out:
 latency_ms / ref_ms * median(ref_ms of the training rows), where ref_ms is the reference network timed
 around each row. Either way predictions are in ms; the normalised ones at the table's typical load.
 """
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -20,17 +20,15 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency.table import IDENTITY, TableError, check_rows, portable, rows_text
+from ladnas_tf.latency.dataset import CELLS, data_hash, encodings, normalised_latency, reference_median
+from ladnas_tf.latency.table import IDENTITY
 
 FORMAT = 'ladnas_tf.lpm/1'
 MODEL_FILE = 'lpm.keras'
 METADATA_FILE = 'metadata.json'
-REQUIRED_COLUMNS = ('arch_id', 'normal_encoding', 'reduce_encoding', 'latency_ms', 'target', 'setting')
-CELLS = {'normal': ('normal',), 'both': ('normal', 'reduce')}
 HIDDEN_UNITS = (256, 64)
 OPTIMIZERS = ('sgd', 'adam')
 LOSSES = ('mse', 'mae', 'huber')
@@ -46,170 +44,10 @@ class LPMMismatchError(LPMError):
     """A saved LPM that does not fit the search space, input size or target it is loaded for."""
 
 
-# ---- latency tables ----
-
-def _meta_path(path):
-    """`<table>.meta.json`, accepting both `t.csv.meta.json` and `t.meta.json`."""
-    for candidate in (path + '.meta.json', os.path.splitext(path)[0] + '.meta.json'):
-        if os.path.exists(candidate):
-            return candidate
-    return None
-
-
-def _read_table(path):
-    if not os.path.exists(path):
-        raise TableError(f'{path}: no such latency table')
-    # Encodings and ids are strings of digits: read as text, or pandas turns them into numbers.
-    text = {c: str for c in ('arch_id', 'normal_encoding', 'reduce_encoding', 'target', 'setting')}
-    try:
-        df = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[''])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise TableError(f'{path}: unreadable CSV ({str(e).splitlines()[0]})') from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise TableError(f'{path}: missing column(s) {", ".join(missing)}')
-    if df.empty:
-        raise TableError(f'{path}: no rows')
-    return df
-
-
-def _table_description(path, df):
-    """The target description: the table's meta.json, checked against the table's own columns."""
-    meta_file = _meta_path(path)
-    desc = {'target': df['target'].iloc[0], 'setting': df['setting'].iloc[0]}
-    if meta_file is None:
-        return desc
-    try:
-        with open(meta_file) as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise TableError(f'{meta_file}: unreadable ({e})') from None
-    if not isinstance(meta, dict):
-        raise TableError(f'{meta_file}: expected a JSON object')
-    for key in ('target', 'setting'):
-        if key in meta and str(meta[key]) != desc[key]:
-            raise TableError(f'{meta_file}: {key} {meta[key]!r} disagrees with the table\'s {desc[key]!r}')
-    return {**meta, **desc}
-
-
-def load_tables(paths):
-    """Reads and validates latency tables into one DataFrame (target description in `.attrs`).
-
-    Refuses missing columns, NaN or non-positive latencies, malformed encodings, tables of different
-    targets or settings, and one arch_id with two latencies; exact duplicate rows are kept once.
-    """
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    if not paths:
-        raise TableError('no latency table given')
-    frames, description = [], None
-    for path in paths:
-        df = _read_table(path)
-        blank = np.flatnonzero(df[list(REQUIRED_COLUMNS)].isna().any(axis=1).to_numpy())
-        if blank.size:
-            empty = [c for c in REQUIRED_COLUMNS if df[c].iloc[blank].isna().any()]
-            raise TableError(f'{path}: empty {", ".join(empty)} at {rows_text(blank)}')
-        for key in ('target', 'setting'):
-            values = df[key].unique()
-            if len(values) > 1:
-                shown = ', '.join(map(repr, values[:4]))
-                raise TableError(f'{path}: mixed {key} values in one table: {shown}')
-        check_rows(path, df)
-        desc = _table_description(path, df)
-        if description is None:
-            description = desc
-        for key in IDENTITY:
-            if desc.get(key) != description.get(key):
-                raise TableError(f'mixed {key} values across tables: {description.get(key)!r} in {paths[0]} '
-                                 f'vs {desc.get(key)!r} in {path}')
-        df['table'] = path
-        frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    latency = df.groupby('arch_id')['latency_ms'].nunique()
-    conflicting = latency.index[latency > 1]
-    if len(conflicting):
-        rows = np.flatnonzero(df['arch_id'].isin(conflicting).to_numpy())
-        raise TableError(f'arch_id {conflicting[0]!r} (and {len(conflicting) - 1} more) has different '
-                         f'latencies at {rows_text(rows)} (0-based over all tables)')
-    df = df.drop_duplicates('arch_id', ignore_index=True)
-    df.attrs['target_description'] = description
-    df.attrs['tables'] = [portable(p) for p in paths]  # no machine's folders in metadata
-    return df
-
-
-def encodings(df, cells='normal'):
-    """float32 [n, 112] (normal) or [n, 224] (normal then reduce) bits of a table's rows."""
-    if cells not in CELLS:
-        raise LPMError(f'unknown cells {cells!r} (known: {", ".join(CELLS)})')
-    parts = [np.frombuffer(''.join(df[f'{c}_encoding']).encode(), np.uint8)
-             .reshape(len(df), search_space.ENCODING_SIZE) - 48 for c in CELLS[cells]]
-    return np.concatenate(parts, axis=1).astype(np.float32)
-
-
-def reference_median(df):
-    """Median ref_ms of rows: the typical load that normalised labels are expressed at."""
-    return float(np.median(_reference_ms(df)))
-
-
-def _reference_ms(df):
-    if 'ref_ms' not in df.columns:
-        raise TableError('no ref_ms column: the normalised label needs the reference network timed per row')
-    ref = pd.to_numeric(df['ref_ms'], errors='coerce').to_numpy(np.float64)
-    bad = np.flatnonzero(~(ref > 0) | ~np.isfinite(ref))
-    if bad.size:
-        raise TableError(f'ref_ms is empty, non-numeric or non-positive at {rows_text(bad)} (positions in the split)')
-    return ref
-
-
-def normalised_latency(df, ref_median_ms):
-    """latency_ms / ref_ms * ref_median_ms: each row's latency at the reference's typical speed, so a row
-    timed while the machine was loaded (its reference slowed down too) is scaled back."""
-    return df['latency_ms'].to_numpy(np.float64) / _reference_ms(df) * ref_median_ms
-
-
-def data_hash(df, with_reference=False):
-    """SHA-256 of the rows (id, both encodings, latency[, ref_ms]) in arch_id order: names the training data."""
-    h = hashlib.sha256()
-    columns = ['arch_id', 'normal_encoding', 'reduce_encoding', 'latency_ms'] + ['ref_ms'] * with_reference
-    for row in df.sort_values('arch_id')[columns].itertuples(index=False):
-        h.update((','.join(map(str, row[:3])) + ''.join(f',{float(v)!r}' for v in row[3:]) + '\n').encode())
-    return h.hexdigest()
-
-
-# ---- deterministic splits, decided per architecture ----
-
-def _unit_hash(arch_ids, seed, salt):
-    """A uniform number in [0, 1) per arch_id: depends on nothing but (salt, seed, arch_id)."""
-    return np.array([int.from_bytes(hashlib.sha256(f'{salt}:{seed}:{a}'.encode()).digest()[:8], 'big')
-                     for a in arch_ids], np.float64) / 2.0 ** 64
-
-
-def split(df, seed=0, test_fraction=0.2):
-    """(train, test) rows. Each row's side depends only on its arch_id and seed, so adding rows to a
-    table never moves an existing row across the split."""
-    if not 0 < test_fraction < 1:
-        raise LPMError(f'test_fraction must be in (0, 1), got {test_fraction}')
-    test = _unit_hash(df['arch_id'], seed, 'test') < test_fraction
-    return df[~test], df[test]
-
-
-def holdout(df, seed=0, fraction=0.1):
-    """(fit, validation) rows out of training rows, for early stopping; same per-arch_id rule."""
-    val = _unit_hash(df['arch_id'], seed, 'val') < fraction
-    return df[~val], df[val]
-
-
-def first_rows(df, n, seed=0):
-    """The n rows that come first in a per-arch_id hash order: nested as n grows, stable as rows are added."""
-    if n is None or n <= 0 or n >= len(df):
-        return df
-    order = np.argsort(_unit_hash(df['arch_id'], seed, 'order'), kind='stable')
-    return df.iloc[np.sort(order[:n])]
-
-
 # ---- training recipe ----
 
 @dataclasses.dataclass(frozen=True)
-class Recipe:
+class LPMRecipe:
     """How an LPM is built and trained. The defaults are the paper's (section 3.2, Training details)."""
     optimizer: str = 'sgd'
     lr: float = 0.01
@@ -243,7 +81,7 @@ class Recipe:
             raise LPMError('early stopping (patience > 0) needs val_fraction > 0')
 
 
-PAPER_RECIPE = Recipe()
+PAPER_RECIPE = LPMRecipe()
 
 
 def build_regressor(input_size, ensemble=1, weight_decay=0.0, seed=0):
@@ -309,37 +147,6 @@ class _EpochProgress(keras.callbacks.Callback):
         self.bar.update(self.done, finalize=True)  # early stopping ends short of the target
 
 
-class EpochSummaries(keras.callbacks.Callback):
-    """TensorBoard scalars per epoch (logs/train, logs/validation, as Keras lays them out).
-
-    Writes with tf.summary.write and the scalars plugin tag, so the `tensorboard` package (which
-    tf.summary.scalar and keras.callbacks.TensorBoard need) is only needed to view the logs.
-    """
-
-    def __init__(self, log_dir):
-        super().__init__()
-        self.log_dir = log_dir
-        self.meta = summary_pb2.SummaryMetadata()
-        self.meta.plugin_data.plugin_name = 'scalars'
-        self.writers = {}
-
-    def _writer(self, split):
-        if split not in self.writers:
-            self.writers[split] = tf.summary.create_file_writer(os.path.join(self.log_dir, split))
-        return self.writers[split]
-
-    def on_epoch_end(self, epoch, logs=None):
-        for key, value in (logs or {}).items():
-            split, name = ('validation', key[4:]) if key.startswith('val_') else ('train', key)
-            with self._writer(split).as_default():
-                tf.summary.write(f'epoch_{name}', tf.constant(float(value), tf.float32), step=epoch,
-                                 metadata=self.meta)
-
-    def on_train_end(self, logs=None):
-        for writer in self.writers.values():
-            writer.close()
-
-
 class LPM:
     """A trained (or trainable) latency predictor for one target, with its metadata."""
 
@@ -360,7 +167,7 @@ class LPM:
         return self.recipe.cells
 
     # -- target scaling: the regressor works in scaled units, callers always see ms --
-    def _scale(self, ms):
+    def scaled(self, ms):
         y = np.log(ms) if self.scaling['kind'] == 'log' else np.asarray(ms, np.float64)
         return ((y - self.scaling['mean']) / self.scaling['std']).astype(np.float32)
 
@@ -368,7 +175,7 @@ class LPM:
         y = y * self.scaling['std'] + self.scaling['mean']
         return keras.ops.exp(y) if self.scaling['kind'] == 'log' else y
 
-    def _fit_scaling(self, ms):
+    def fit_scaling(self, ms):
         kind = self.recipe.target_scaling
         if kind == 'none':
             self.scaling = {'kind': 'none', 'mean': 0.0, 'std': 1.0}
@@ -392,7 +199,7 @@ class LPM:
         self.label = ({'kind': 'normalised', 'ref_median_ms': reference_median(train_df),
                        'reference': (train_df.attrs.get('target_description') or {}).get('reference')}
                       if r.label == 'normalised' else {'kind': 'latency'})
-        self._fit_scaling(self.label_ms(train_df))
+        self.fit_scaling(self.label_ms(train_df))
         # One graph execution per epoch: Keras's per-step overhead would otherwise dominate this tiny MLP.
         steps = math.ceil(len(train_df) / r.batch_size)
         self.regressor.trainable = True
@@ -417,7 +224,7 @@ class LPM:
 
     def _dataset(self, df, shuffle):
         x = encodings(df, self.cells)
-        y = self._scale(self.label_ms(df))[:, None]
+        y = self.scaled(self.label_ms(df))[:, None]
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
             ds = ds.shuffle(len(df), seed=self.recipe.seed, reshuffle_each_iteration=True)
@@ -495,7 +302,7 @@ class LPM:
             raise LPMMismatchError(f'{model_dir}: format {meta.get("format")!r}, expected {FORMAT!r}')
         _check_signature(model_dir, meta.get('signature'), expected_signature or search_space.signature())
         try:
-            recipe = Recipe(**meta['recipe'])
+            recipe = LPMRecipe(**meta['recipe'])
         except (KeyError, TypeError) as e:
             raise LPMMismatchError(f'{model_dir}: recipe in metadata not understood ({e})') from None
         size = search_space.ENCODING_SIZE * len(CELLS[recipe.cells])

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import stats
 
 from ladnas_tf.bad_input import BadInput
+from ladnas_tf.latency import dataset
 
 
 class MetricsError(BadInput):
@@ -72,8 +73,7 @@ def transfer_metrics(measured, predicted):
 def lpm_transfer(model, df):
     """transfer_metrics of an LPM on another table's rows, raw and with each row's load divided out
     (latency_ms / ref_ms)."""
-    from ladnas_tf.latency import lpm  # the encodings of the cells the model reads
-    predicted = model.predict_ms(lpm.encodings(df, model.cells))
+    predicted = model.predict_ms(dataset.encodings(df, model.cells))
     raw = df['latency_ms'].to_numpy(float)
     return {'raw': transfer_metrics(raw, predicted),
             'ref_normalised': transfer_metrics(raw / df['ref_ms'].to_numpy(float), predicted)}

@@ -1,0 +1,177 @@
+"""One LPM training run: a table split per architecture, an LPM trained on one side, scored on the other,
+and the run directory written (what tools.train_lpm and tools.lpm_sweep produce).
+
+The directory holds lpm.keras and metadata.json (LPM.load reads them), metrics.json (test-split errors,
+sizes, seconds), scatter.png (predicted vs measured on the test split) and logs/ (TensorBoard). It is
+written to `<model_dir>.partial` and moved into place at the end, so a failed run never destroys a model.
+
+metrics.json compares predictions with the measured latency_ms of the test rows (whatever label the LPM
+trained on, so recipes stay comparable). When the table has ref_ms it adds two views that take the
+machine's load out of the test labels: `vs_normalised` (test labels latency_ms / ref_ms * median(training
+ref_ms)) and `quiet` (only the test rows whose ref_ms is within +-5% of that median), plus
+`ref_noise_pct`: how far the reference network's own time strays from its median (mean |ref / median - 1|),
+the error a perfect predictor of the typical latency would still show on raw labels.
+"""
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.framework import summary_pb2
+
+from ladnas_tf.latency import dataset, lpm, metrics, report
+
+METRICS_FILE = 'metrics.json'
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """TensorBoard scalars per epoch (logs/train, logs/validation, as Keras lays them out).
+
+    Writes with tf.summary.write and the scalars plugin tag, so the `tensorboard` package (which
+    tf.summary.scalar and keras.callbacks.TensorBoard need) is only needed to view the logs.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self.meta = summary_pb2.SummaryMetadata()
+        self.meta.plugin_data.plugin_name = 'scalars'
+        self.writers = {}
+
+    def _writer(self, split):
+        if split not in self.writers:
+            self.writers[split] = tf.summary.create_file_writer(os.path.join(self.log_dir, split))
+        return self.writers[split]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            split, name = ('validation', key[4:]) if key.startswith('val_') else ('train', key)
+            with self._writer(split).as_default():
+                tf.summary.write(f'epoch_{name}', tf.constant(float(value), tf.float32), step=epoch,
+                                 metadata=self.meta)
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+
+
+def check_output_dir(path, overwrite):
+    """Refuses to write over a directory that holds something, unless asked to."""
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise FileExistsError(f'{path} already exists and is not empty (pass --overwrite to replace it)')
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f'{path} exists and is not a directory')
+
+
+def test_views(train, test, predicted):
+    """Test metrics with the machine's load taken out (see the module docstring); {} without ref_ms."""
+    if 'ref_ms' not in test.columns:
+        return {}
+    ref_median = dataset.reference_median(train)
+    deviation = test['ref_ms'].to_numpy(float) / ref_median - 1
+    quiet = np.abs(deviation) <= report.QUIET
+    views = {'ref_median_ms': ref_median,
+             'ref_noise_pct': float(100 * np.mean(np.abs(deviation))),
+             'vs_normalised': metrics.regression_metrics(dataset.normalised_latency(test, ref_median), predicted)}
+    if quiet.sum() >= 2:
+        views['quiet'] = metrics.regression_metrics(test['latency_ms'].to_numpy()[quiet], predicted[quiet])
+        views['quiet']['ref_noise_pct'] = float(100 * np.mean(np.abs(deviation[quiet])))
+    return views
+
+
+def score(model, fit, test):
+    """(errors against the measured latency, load views) of the test rows, as metrics.json has them."""
+    predicted = model.predict_ms(dataset.encodings(test, model.cells))
+    return metrics.regression_metrics(test['latency_ms'].to_numpy(), predicted), test_views(fit, test, predicted)
+
+
+def plot_scatter(measured, predicted, path, title, normalised=None):
+    """Predicted against measured latency of the test rows; `normalised` (the load-normalised labels)
+    is drawn over the raw ones when given, so rows timed under load show as the grey points it moves."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if normalised is None:
+        ax.scatter(measured, predicted, s=4, alpha=0.5, label='test architectures')
+    else:
+        ax.scatter(measured, predicted, s=6, c='0.6', alpha=0.6, label='measured latency_ms')
+        ax.scatter(normalised, predicted, s=6, alpha=0.7, label='load-normalised')
+        measured = np.concatenate([measured, normalised])
+    lo, hi = float(min(measured.min(), predicted.min())), float(max(measured.max(), predicted.max()))
+    ax.plot([lo, hi], [lo, hi], 'k-', lw=1, label='y = x')
+    for r in (0.9, 1.1):
+        ax.plot([lo, hi], [lo * r, hi * r], 'k:', lw=1, label='±10%' if r > 1 else None)
+    ax.set(xlabel='measured latency (ms)', ylabel='predicted latency (ms)')
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc='upper left')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def json_safe(d):
+    """d with non-finite floats as None (JSON has no NaN), nested dicts included."""
+    return {k: (json_safe(v) if isinstance(v, dict) else None if isinstance(v, float) and not math.isfinite(v)
+                else v) for k, v in d.items()}
+
+
+def train_and_evaluate(df, recipe, model_dir, split_seed=0, test_fraction=0.2, max_train_rows=0,
+                       overwrite=False, progress=True):
+    """Trains one LPM on df's training split and writes the whole run directory; returns its metrics."""
+    check_output_dir(model_dir, overwrite)
+    fit, val, test = dataset.split_rows(df, split_seed, test_fraction, max_train_rows, recipe.val_fraction)
+    if len(test) == 0 or len(fit) == 0:
+        raise lpm.LPMError(f'{len(df)} rows give {len(fit)} training and {len(test)} test rows: need both')
+    staging = model_dir.rstrip('/') + '.partial'
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        result = _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves nothing behind
+        raise
+    if os.path.isdir(model_dir):
+        shutil.rmtree(model_dir)
+    os.replace(staging, model_dir)
+    return result
+
+
+def _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, progress):
+    logging.info('training on %d rows (%d validation), testing on %d; recipe %s',
+                 len(fit), 0 if val is None else len(val), len(test), recipe)
+    model = lpm.LPM(recipe)
+    start = time.time()
+    model.train(fit, val, callbacks=[EpochSummaries(os.path.join(staging, 'logs'))], progress=progress)
+    seconds = time.time() - start
+    measured, views = score(model, fit, test)
+    result = {**measured,
+              'test_size': len(test), 'train_size': len(fit), 'val_size': 0 if val is None else len(val),
+              'epochs_run': model.metadata['epochs_run'], 'seconds': round(seconds, 2),
+              'target': model.metadata['target'], 'setting': model.metadata['setting'],
+              'split_seed': split_seed, 'test_fraction': test_fraction,
+              'test_sha256': dataset.data_hash(test), 'label': model.label,
+              **views, 'recipe': dataclasses.asdict(recipe)}
+    model.save(staging)
+    with open(os.path.join(staging, METRICS_FILE), 'w') as f:
+        json.dump(json_safe(result), f, indent=2)
+    _plot_result(model, test, result, os.path.join(staging, 'scatter.png'))
+    return result
+
+
+def _plot_result(model, test, result, path):
+    measured = test['latency_ms'].to_numpy()
+    predicted = model.predict_ms(dataset.encodings(test, model.cells))
+    normalised = (dataset.normalised_latency(test, result['ref_median_ms']) if 'vs_normalised' in result
+                  else None)
+    title = f'{result["target"]}: test n={len(test)}, MRE {result["mre_pct"]:.2f}%'
+    if normalised is not None:
+        title += f' (normalised {result["vs_normalised"]["mre_pct"]:.2f}%)'
+    plot_scatter(measured, predicted, path, f'{title}\nKendall tau {result["kendall_tau"]:.3f}', normalised)
