@@ -17,6 +17,7 @@ from hypothesis import given, settings, strategies as st
 
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.latency import adapt, dataset, lpm, metrics
+from ladnas_tf.latency.loss import genotype_encoding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTING = 'cifar-C4-N3-8px-b1-k10'
@@ -258,8 +259,8 @@ def test_calibration_covers_the_predicted_range_and_includes_darts_v2(base):
     assert len(chosen) == 8 and chosen[0] == genotypes.DARTS_V2
     assert len({search_space.genotype_id(g) for g in chosen}) == 8
     rng = np.random.default_rng(0)
-    pool = base.predict_ms(np.stack([adapt._encode(search_space.sample_genotype(rng), 'both') for _ in range(400)]))
-    picked = np.sort(base.predict_ms(np.stack([adapt._encode(g, 'both') for g in chosen])))
+    pool = base.predict_ms(np.stack([genotype_encoding(search_space.sample_genotype(rng), 'both') for _ in range(400)]))
+    picked = np.sort(base.predict_ms(np.stack([genotype_encoding(g, 'both') for g in chosen])))
     low, high = np.quantile(pool, [1 / 8, 7 / 8])
     assert (picked <= low).sum() >= 1 and (picked >= high).sum() >= 1  # both ends of the range
     assert adapt.calibration_genotypes(base, 1) == [genotypes.DARTS_V2]

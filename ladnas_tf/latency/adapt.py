@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.latency import dataset, lpm, metrics
+from ladnas_tf.latency.loss import genotype_encoding
 
 METHODS = ('scale', 'affine_log', 'finetune_last', 'finetune_all', 'scratch')
 MIN_ROWS = {'scale': 1, 'affine_log': 3, 'finetune_last': 5, 'finetune_all': 5, 'scratch': 5}
@@ -296,10 +297,6 @@ def describe(model, base_meta, df, report, base_name, base_dir, tables):
 
 # ---- which architectures to time on a new device ----
 
-def _encode(genotype, cells):
-    return np.concatenate([search_space.encode_cell(getattr(genotype, c)) for c in dataset.CELLS[cells]])
-
-
 def calibration_genotypes(base, n, seed=0, pool=None):
     """n architectures spread over the base's predicted latency range: a pool of random genotypes
     predicted, cut into n equal-count bins, one drawn per bin; DARTS_V2 stands for its own bin."""
@@ -309,10 +306,10 @@ def calibration_genotypes(base, n, seed=0, pool=None):
     pool = pool or max(2000, 50 * n)
     sampled = [search_space.sample_genotype(rng) for _ in range(pool)]
     reference = genotypes.DARTS_V2
-    predicted = base.predict_ms(np.stack([_encode(g, base.cells) for g in sampled]))
+    predicted = base.predict_ms(np.stack([genotype_encoding(g, base.cells) for g in sampled]))
     edges = np.quantile(predicted, np.linspace(0, 1, n + 1)[1:-1])
     bins = np.searchsorted(edges, predicted)
-    ref_bin = int(np.searchsorted(edges, base.predict_ms(_encode(reference, base.cells)[None])[0]))
+    ref_bin = int(np.searchsorted(edges, base.predict_ms(genotype_encoding(reference, base.cells)[None])[0]))
     chosen = [reference]
     for b in range(n):
         members = np.flatnonzero(bins == b)

@@ -153,7 +153,7 @@ def repeatability(profiler, count, seed=0, path=None):
     """Re-times `count` measured architectures (prepared afresh) and returns the relative differences
     |second - first| / first: the noise floor that no latency predictor can beat on this table."""
     import pandas as pd
-    from ladnas_tf.latency.table import _append, read
+    from ladnas_tf.latency.table import append_row, read
     df = read(profiler.table.path)
     rows = df.sample(n=min(count, len(df)), random_state=seed)
     path = path or os.path.splitext(profiler.table.path)[0] + '.repeat.csv'
@@ -168,10 +168,10 @@ def repeatability(profiler, count, seed=0, path=None):
             for job, r, (artifact, _, _) in zip(chunk, rows.iloc[start:].itertuples(),
                                                 pool.map(_prepare, chunk)):
                 stats, reference, _ = profiler.time(artifact)
-                _append(path, REPEAT_COLUMNS,
-                        {'arch_id': r.arch_id, 'first_ms': r.latency_ms, 'second_ms': round(stats.latency_ms, 5),
-                         'first_ref_ms': r.ref_ms, 'second_ref_ms': round(reference.latency_ms, 5),
-                         'measured_at': _now()})
+                append_row(path, REPEAT_COLUMNS,
+                           {'arch_id': r.arch_id, 'first_ms': r.latency_ms, 'second_ms': round(stats.latency_ms, 5),
+                            'first_ref_ms': r.ref_ms, 'second_ref_ms': round(reference.latency_ms, 5),
+                            'measured_at': _now()})
     return repeatability_summary(pd.read_csv(path))
 
 

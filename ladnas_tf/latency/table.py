@@ -98,7 +98,8 @@ def _sidecar(path, suffix):
     return os.path.splitext(path)[0] + suffix
 
 
-def _append(path, columns, row):
+def append_row(path, columns, row):
+    """Appends one row to a CSV file (its header first when the file is new), on disk when this returns."""
     new = not os.path.exists(path)
     with open(path, 'a', newline='') as f:
         writer = csv.DictWriter(f, columns)
@@ -183,5 +184,5 @@ class LatencyTable:
     def append(self, row):
         if row['arch_id'] in self.ids:
             raise TableError(f'{self.path}: architecture {row["arch_id"]} is already measured')
-        _append(self.path, COLUMNS, row)
+        append_row(self.path, COLUMNS, row)
         self.ids.add(row['arch_id'])
