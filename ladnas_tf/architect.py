@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.optim import MomentumSGD  # noqa: F401  (the weight optimizer, shared with train.py)
+from ladnas_tf.settings import option
 
 ORDERS = ('first', 'second')
 
@@ -39,17 +40,18 @@ class SearchConfigError(BadInput):
 
 @dataclasses.dataclass(frozen=True)
 class ArchitectConfig:
-    order: str = 'first'
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    arch_learning_rate: float = 3e-4
-    arch_beta_1: float = 0.5
-    arch_beta_2: float = 0.999
-    arch_weight_decay: float = 1e-3
-    unrolled_radius: float = 0.01   # DARTS's r: eps = r / ||v||
+    """The bi-level optimisation's settings (their help is what tools.search shows)."""
+    order: str = option('first', "First-order, or DARTS's unrolled second-order step.", choices=ORDERS)
+    learning_rate: float = option(0.025, 'Initial weight learning rate (cosine to --learning_rate_min).')
+    learning_rate_min: float = option(0.001, 'Final weight learning rate.')
+    momentum: float = option(0.9, 'Weight SGD momentum.')
+    weight_decay: float = option(3e-4, 'Weight L2 decay (added to the gradients).')
+    grad_clip: float = option(5.0, 'Global-norm clip of the weight gradients (0 = off).')
+    arch_learning_rate: float = option(3e-4, 'Adam learning rate of alpha (and beta).')
+    arch_beta_1: float = option(0.5, "Adam's beta_1 of alpha (and beta).")
+    arch_beta_2: float = option(0.999, "Adam's beta_2 of alpha (and beta).")
+    arch_weight_decay: float = option(1e-3, 'L2 decay of alpha (and beta).')
+    unrolled_radius: float = option(0.01, "DARTS's r of the second-order step: eps = r / ||v||.")
 
     def __post_init__(self):
         if self.order not in ORDERS:

@@ -16,12 +16,12 @@ take seconds). A run killed in any stage and rerun ends with the files of an uni
 import dataclasses
 import json
 import os
-import shutil
 import time
 
-from ladnas_tf import search as search_lib, train as train_lib
+from ladnas_tf import run_dir as run_dir_lib, search as search_lib, train as train_lib
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.run_dir import read_json, write_json
+from ladnas_tf.settings import nested, option
 
 CONFIG_FILE = 'pipeline.json'
 STAGES = ('search', 'train', 'export', 'latency', 'report')
@@ -32,15 +32,23 @@ class PipelineError(BadInput):
     """A pipeline that cannot run as asked; the message is one line naming the problem."""
 
 
+# The training of the quick pipeline: a small network on the digits, minutes on a CPU.
+QUICK_RECIPE = train_lib.Recipe(channels=8, layers=5, image_size=16, epochs=10, batch_size=64, learning_rate=0.05,
+                                auxiliary=False, drop_path_prob=0.1, cutout=4, validation_fraction=0.1)
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    """Everything that shapes a pipeline's outputs. The training reads the search's dataset."""
-    search: search_lib.SearchConfig
-    recipe: train_lib.Recipe
-    calibration_images: int = 256     # training images calibrating the int8 file
-    tflite_eval_limit: int = None     # test images through the interpreter (None: all)
-    latency_runs: int = 50            # timed invoke()s of each file
-    measure_searched: bool = True     # also time the derived genotype at the LPM's setting (search summary)
+    """Everything that shapes a pipeline's outputs. The training reads the search's dataset. The
+    defaults are the quick pipeline (configs/pipeline_quick.cfg)."""
+    search: search_lib.SearchConfig = nested(search_lib.SearchConfig, 'The search.', prefix='search_')
+    recipe: train_lib.Recipe = nested(train_lib.Recipe, 'The training of the derived network.', prefix='',
+                                      default=QUICK_RECIPE)
+    calibration_images: int = option(256, 'Training images calibrating the int8 file.')
+    tflite_eval_limit: int = option(None, 'Test images run through the interpreter (default: all).')
+    latency_runs: int = option(50, 'Timed interpreter runs per file.')
+    measure_searched: bool = option(True, "Also time the derived genotype at the LPM's setting (beside its "
+                                     'prediction).')
 
     def check(self):
         self.search.check()
@@ -52,35 +60,20 @@ class PipelineConfig:
             raise PipelineError(f'tflite_eval_limit must be positive, got {self.tflite_eval_limit}')
 
     def to_json(self):
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        settings = json.loads(json.dumps(dataclasses.asdict(self)))
+        return {**settings, 'search': self.search.to_json()}
 
 
+OUTPUTS = (CONFIG_FILE, 'search', 'train', 'export', 'latency.json', 'report.json', 'report.md')
+# Settings recorded after pipeline directories were first written -> what an older pipeline.json implies.
+ADDED = {f'search.{key}': value for key, value in search_lib.ADDED.items()}
 
 
 def prepare_run_dir(run_dir, config, overwrite=False):
     """Creates run_dir for config, or accepts one of the same config to resume; anything else is
-    refused (one line, nothing touched) unless overwrite, which empties it first."""
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise PipelineError(f'{run_dir} exists and is not a directory')
-    wanted = config.to_json()
-    if os.path.isdir(run_dir) and os.listdir(run_dir):
-        path = os.path.join(run_dir, CONFIG_FILE)
-        saved = read_json(path) if os.path.isfile(path) else None
-        if saved == wanted:
-            return True
-        if not overwrite:
-            if saved is None:
-                raise PipelineError(f'{run_dir} is not empty and holds no {CONFIG_FILE} (pass --overwrite to '
-                                    'replace it, or another --model_dir)')
-            differ = [f'{part}.{k}' for part in ('search', 'recipe') for k in wanted[part]
-                      if saved.get(part, {}).get(k) != wanted[part][k]]
-            differ += [k for k in wanted if k not in ('search', 'recipe') and saved.get(k) != wanted[k]]
-            raise PipelineError(f'{run_dir} holds a pipeline of another configuration (differs in: '
-                                f'{", ".join(differ[:6]) or "format"}); pass --overwrite or another --model_dir')
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    write_json(os.path.join(run_dir, CONFIG_FILE), wanted)
-    return False
+    refused (one line, nothing touched) unless overwrite, which removes our outputs first."""
+    return run_dir_lib.prepare(run_dir, config.to_json(), CONFIG_FILE, OUTPUTS, overwrite, added=ADDED,
+                               what='pipeline', error=PipelineError)
 
 
 # ---- the stages ----

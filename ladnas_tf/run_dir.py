@@ -10,6 +10,7 @@ by their position in a list, and are restored by the checkpoint's name.
 import json
 import os
 import shutil
+import signal
 
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
@@ -123,12 +124,13 @@ def prepare(run_dir, settings, settings_file, outputs, overwrite=False, ignore=(
 
 # ---- checkpoints ----
 
-def named_variables(variables):
-    """{path: variable}: Keras 3 layers held in lists (cells) are not reached by tf.train.Checkpoint,
-    so their variables are checkpointed explicitly, keyed by their unique path."""
+def named_variables(model, variables=None):
+    """{path inside the model: variable} of model.weights (or the given variables of it). Keras 3 layers
+    held in lists (cells) are not reached by tf.train.Checkpoint, so their variables are checkpointed
+    explicitly, keyed by name; the model's own name is left out, as Keras numbers it per process."""
     named = {}
-    for variable in variables:
-        name = getattr(variable, 'path', None) or variable.name
+    for variable in model.weights if variables is None else variables:
+        name = variable.path.split('/', 1)[-1]
         if name in named:
             raise ValueError(f'two variables share the name {name!r}: they cannot be checkpointed by name')
         named[name] = variable
@@ -140,19 +142,24 @@ def checkpoint_manager(checkpoint, run_dir, max_to_keep=2):
     return tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, CHECKPOINTS), max_to_keep=max_to_keep)
 
 
-def restore(checkpoint, manager, name=None, error=RunDirError):
+def restore(checkpoint, manager, name=None, error=RunDirError, fallback=None):
     """Restores the checkpoint called `name` (a path such as .../ckpt-120; None: the latest) into
-    checkpoint; returns its path, or None when there is none. A checkpoint of other variables raises
-    error naming it."""
+    checkpoint; returns its path, or None when there is none. fallback: a checkpoint object of an older
+    layout of the same state, tried when the first does not match. A checkpoint of other variables
+    raises error naming it."""
     path = name or manager.latest_checkpoint
     if path is None:
         return None
-    try:
-        checkpoint.restore(path).assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise error(f'checkpoint {path} is from another configuration ({first[:160]})') from None
-    return path
+    problem = None
+    for candidate in (checkpoint, fallback):
+        if candidate is None:
+            continue
+        try:
+            candidate.restore(path).assert_existing_objects_matched()
+            return path
+        except (ValueError, AssertionError, tf.errors.OpError) as e:
+            problem = problem or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise error(f'checkpoint {path} is from another configuration ({problem[:160]})')
 
 
 # ---- TensorBoard ----
@@ -181,3 +188,23 @@ def write_image(tag, image, step):
     """image: [1, H, W, 3] uint8, as tf.summary.image stores it (width, height, PNG), in the default writer."""
     _, h, w, _ = image.shape
     write_record(tag, tf.stack([tf.as_string(w), tf.as_string(h), tf.image.encode_png(image[0])]), step, 'images')
+
+
+# ---- a kill at an exact step, for proving resume ----
+
+KILL_AT_STEP_ENV = 'LADNAS_TF_KILL_AT_STEP'
+
+
+def kill_at_step(step):
+    """A step_callback that SIGKILLs this very process when the global step reaches `step`: a kill at a
+    chosen point, for proving that a resumed run ends as an uninterrupted one without racing a timer."""
+    def callback(global_step):
+        if global_step >= step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return callback
+
+
+def step_callback_from_env(environ=os.environ):
+    """kill_at_step(N) when the environment sets LADNAS_TF_KILL_AT_STEP=N, else None (the tools pass it on)."""
+    value = environ.get(KILL_AT_STEP_ENV)
+    return kill_at_step(int(value)) if value else None

@@ -22,16 +22,18 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
-from ladnas_tf import architect, objective, search_space, supernet
+from ladnas_tf import architect as architect_lib, objective, run_dir, search_space, supernet
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import errors, lpm as lpm_lib, targets
-from ladnas_tf.run_dir import write_json
+from ladnas_tf.latency import errors, lpm as lpm_lib, registry, targets
+from ladnas_tf.settings import nested, option
+from ladnas_tf.visualize import alpha_image, save_cell_drawing
 
 METHODS = ('darts', 'pcdarts')
 CONFIG_FILE = 'config.json'
-OUTPUTS = (CONFIG_FILE, 'checkpoints', 'tensorboard', 'genotype.json', 'cells', 'summary.json', 'flags.cfg')
+SUMMARY_FILE = 'summary.json'
+OUTPUTS = (CONFIG_FILE, 'checkpoints', 'tensorboard', 'genotype.json', 'cells', SUMMARY_FILE, 'flags.cfg')
+DEFAULT_LPM = 'cpu_tflite_cifar'
 
 
 class SearchError(BadInput):
@@ -40,42 +42,73 @@ class SearchError(BadInput):
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """Every setting that shapes a search's result (a resume must match all of them)."""
-    dataset: str = 'digits'
-    data_dir: str = None
-    method: str = 'darts'
-    order: str = 'first'
-    epochs: int = 50
-    batch_size: int = 64
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    arch_learning_rate: float = 3e-4
-    arch_weight_decay: float = 1e-3
-    channels: int = 16
-    layers: int = 8
-    image_size: int = None
-    partial_channels: int = 4          # PC-DARTS's K (pcdarts only)
-    warmup_epochs: int = 0             # epochs with alpha frozen (PC-DARTS: 15)
-    recompute: bool = False            # re-run each mixed op's forward for its gradient: less memory, slower
-    train_portion: float = 0.5
-    seed: int = 0
-    max_steps_per_epoch: int = None    # cap on steps (and evaluation batches) per epoch
-    final_eval_batches: int = None     # batches of the reported final evaluation (None: the epochs' cap)
-    augment: bool = True               # DARTS's crop + flip (never for the digits)
-    # The latency term of Eq. 3 (lambda_ per ms of the LPM's target) or the FLOPs baseline (eta per MMAC)
-    lambda_: float = 0.0
-    eta: float = 0.0
-    lpm_dir: str = None
-    target_latency_ms: float = None    # adapts lambda_ by dual ascent on LAT(alpha) <= target
-    lat_samples: int = 20              # M sub-networks per LAT(alpha) estimate
-    # What the search believes in place of the LPM (latency/errors.py): none, additive (size: sigma, ms;
-    # the paper's Table 3), multiplicative (sigma, relative), systematic (MRE), predictor (a worse LPM)
-    latency_error: str = 'none'
-    latency_error_size: float = 0.0
-    latency_error_lpm: str = None
+    """Every setting that shapes a search's result (a resume must match all of them). The defaults are
+    the quick search (the built-in digits, a tiny supernet, minutes on a CPU); the paper's settings are
+    configs/search_*.cfg. lpm_dir and latency_error_lpm take a predictor's name or directory and hold
+    the directory."""
+    dataset: str = option('digits', "digits (built in), cifar10, imagenet2012, or an image folder's path.")
+    data_dir: str = option(None, 'tfds data_dir (or the folder of dataset=folder).')
+    method: str = option('darts', 'DARTS, or PC-DARTS (partial channels + edge normalisation).', choices=METHODS)
+    architect: architect_lib.ArchitectConfig = nested(architect_lib.ArchitectConfig,
+                                                      'The bi-level optimisation.', prefix='')
+    epochs: int = option(4, 'Search epochs.')
+    batch_size: int = option(32, 'Global batch size of both halves.')
+    channels: int = option(8, 'Initial channels C of the supernet.')
+    layers: int = option(5, 'Cells of the supernet.')
+    image_size: int = option(None, "Input side (default: the dataset's own; digits 16).")
+    partial_channels: int = option(4, "PC-DARTS's K: 1/K of the channels go through the ops.")
+    warmup_epochs: int = option(0, 'Epochs with alpha frozen (PC-DARTS: 15).')
+    recompute: bool = option(False, "Re-run each mixed op's forward pass for its gradient (gradient "
+                              'checkpointing): ~0.65x the memory above import for ~1.2x the step time.')
+    train_portion: float = option(0.5, 'Share of the training split in the weight half.')
+    seed: int = option(0, 'Seed of initialisation, split, shuffling and augmentation.')
+    max_steps_per_epoch: int = option(None, 'Cap on steps and evaluation batches per epoch.')
+    final_eval_batches: int = option(None, 'Batches of the final, reported supernet evaluation '
+                                      "(default: --max_steps_per_epoch's cap).")
+    augment: bool = option(True, "DARTS's crop + flip on the training batches (never on the digits).")
+    # The latency term of Eq. 3 or the FLOPs baseline, both in units of DARTS_V2's cost.
+    lambda_: float = option(0.1, "Weight of LAT(alpha) in units of DARTS_V2's predicted latency "
+                             '(paper Eq. 3; 0 = plain).')
+    eta: float = option(0.0, "Weight of FLOPs(alpha) in units of DARTS_V2's MACs: the FLOPs-aware "
+                         'baseline (needs --lambda_=0).')
+    lpm_dir: str = option(DEFAULT_LPM, 'The latency predictor of the target: a name (python -m tools.lpms '
+                           'lists them) or an LPM directory (default: the shipped CPU TFLite one; empty: none).',
+                           flag='lpm')
+    target_latency_ms: float = option(None, "Adapt lambda_ (dual ascent) so that the derived genotype's "
+                                       'predicted latency meets this target.')
+    lat_samples: int = option(20, 'M: sub-networks sampled per LAT(alpha) estimate.')
+    # What the search believes in place of the LPM (latency/errors.py).
+    latency_error: str = option('none', 'What the search believes in place of the LPM (summary.json '
+                                 'reports the true prediction).', choices=errors.KINDS)
+    latency_error_size: float = option(
+        0.0, 'additive: sigma (ms) of N(0, sigma) added to LAT(alpha), which does not change d LAT/d alpha '
+        "(the search stays the same); multiplicative: sigma of e in each sampled sub-network's prediction "
+        'x (1 + e), fresh per sample and step; systematic: the MRE (0.1 = 10%) of a fixed '
+        'architecture-dependent error against the LPM.')
+    latency_error_lpm: str = option(None, '--latency_error=predictor: the worse LPM the search reads (a '
+                                     'name or a directory, as --lpm).')
+
+    def __post_init__(self):
+        for name in ('lpm_dir', 'latency_error_lpm'):  # a predictor's name stands for its directory
+            if getattr(self, name):
+                try:
+                    object.__setattr__(self, name, registry.resolve(getattr(self, name)))
+                except registry.RegistryError as e:
+                    raise SearchError(str(e)) from None
+            else:
+                object.__setattr__(self, name, None)
+
+    def to_json(self):
+        """The settings as a flat dict (the architect's beside the others, as config.json holds them)."""
+        settings = dataclasses.asdict(self)
+        return {**settings.pop('architect'), **settings}
+
+    @classmethod
+    def from_json(cls, settings):
+        names = {f.name for f in dataclasses.fields(architect_lib.ArchitectConfig)}
+        inner = {k: v for k, v in settings.items() if k in names}
+        return cls(architect=architect_lib.ArchitectConfig(**inner),
+                   **{k: v for k, v in settings.items() if k not in names})
 
     def latency_error_spec(self):
         return errors.Spec(self.latency_error, self.latency_error_size, self.latency_error_lpm)
@@ -98,10 +131,9 @@ class SearchConfig:
                                          or (self.channels // self.partial_channels) % 2):
             raise SearchError(f'channels {self.channels} must split into partial_channels '
                               f'{self.partial_channels} groups of an even size')
-        if self.recompute and self.order == 'second':
+        if self.recompute and self.architect.order == 'second':
             raise SearchError('recompute supports the first-order search only (the unrolled step '
                               'substitutes the weights, which a recomputed pass would not see)')
-        self.architect_config()  # checks the optimisation settings
         try:
             objective.check(self.lambda_, self.eta, self.lpm_dir, self.target_latency_ms, self.lat_samples,
                             self.latency_error_spec())
@@ -120,14 +152,6 @@ class SearchConfig:
     def k(self):
         return self.partial_channels if self.method == 'pcdarts' else 1
 
-    def architect_config(self):
-        try:
-            return architect.ArchitectConfig(
-                order=self.order, learning_rate=self.learning_rate, learning_rate_min=self.learning_rate_min,
-                momentum=self.momentum, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
-                arch_learning_rate=self.arch_learning_rate, arch_weight_decay=self.arch_weight_decay)
-        except architect.SearchConfigError as e:
-            raise SearchError(str(e)) from None
 
 
 # ---- data ----
@@ -230,6 +254,9 @@ class ArchStream:
 
 # Settings that change only what a finished search reports, never the search: a run can be re-reported with them.
 REPORT_ONLY = ('final_eval_batches',)
+# Settings recorded after run directories were first written -> what an older config.json implies.
+ADDED = {'arch_beta_1': 0.5, 'arch_beta_2': 0.999, 'unrolled_radius': 0.01,
+         'lpm_dir_sha256': run_dir.ANY, 'latency_error_lpm_sha256': run_dir.ANY}
 
 
 def lpm_sha256(lpm_dir):
@@ -245,7 +272,7 @@ def lpm_sha256(lpm_dir):
 
 def run_settings(config):
     """What identifies a search in its run directory: the settings and the content of its LPM(s)."""
-    settings = dataclasses.asdict(config)
+    settings = config.to_json()
     for key in ('lpm_dir', 'latency_error_lpm'):
         if settings.get(key):
             settings[key + '_sha256'] = lpm_sha256(settings[key])
@@ -255,74 +282,17 @@ def run_settings(config):
 def settings_differ(saved, settings):
     """The keys whose values differ between a run directory's config.json and run_settings(config); a
     run directory from before LPM hashes were recorded is judged on the LPM's path alone."""
-    return [k for k in sorted(set(saved) | set(settings))
-            if saved.get(k) != settings.get(k) and k not in REPORT_ONLY
-            and not (k.endswith('_sha256') and k not in saved)]
+    return run_dir.differing_settings(saved, settings, REPORT_ONLY, ADDED)
 
 
 def prepare_run_dir(model_dir, config, overwrite=False):
     """True when model_dir holds a search of this very config to resume; False for a fresh one.
     A directory of anything else is refused unless overwrite, which removes our outputs from it."""
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise SearchError(f'{model_dir} exists and is not a directory')
-    settings = run_settings(config)
-    if os.path.isdir(model_dir) and os.listdir(model_dir):
-        if overwrite:
-            for name in os.listdir(model_dir):
-                path = os.path.join(model_dir, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        else:
-            path = os.path.join(model_dir, CONFIG_FILE)
-            if not os.path.isfile(path):
-                raise SearchError(f'{model_dir} is not empty and holds no {CONFIG_FILE} of a search '
-                                  '(pass --overwrite to replace it, or another --model_dir)')
-            with open(path) as f:
-                saved = json.load(f)
-            differ = settings_differ(saved, settings)
-            if differ:
-                detail = ', '.join(f'{k}: {saved.get(k)!r} -> {settings.get(k)!r}' for k in differ[:4])
-                raise SearchError(f'{model_dir} holds a search with other settings ({detail}); '
-                                  'pass --overwrite or another --model_dir')
-            return True
-    os.makedirs(model_dir, exist_ok=True)
-    write_json(os.path.join(model_dir, CONFIG_FILE), settings)
-    return False
-
+    return run_dir.prepare(model_dir, run_settings(config), CONFIG_FILE, OUTPUTS, overwrite, REPORT_ONLY, ADDED,
+                           what='search', error=SearchError)
 
 
 # ---- summaries ----
-
-def _heatmap(weights):
-    """A [1, H, W, 3] uint8 heatmap of an edges x ops matrix."""
-    try:
-        from ladnas_tf.visualize import alpha_image
-        return alpha_image(weights)
-    except ImportError:  # matplotlib missing: a grey-scale map
-        w = np.asarray(weights, np.float64)
-        grey = np.round(255 * w / max(w.max(), 1e-12)).astype(np.uint8)
-        return np.repeat(np.repeat(grey, 8, 0), 8, 1)[None, :, :, None].repeat(3, -1)
-
-
-# tf.summary.scalar/image/text need the tensorboard package, which only viewing the logs needs: the
-# same records are written with tf.summary.write and the plugins' metadata.
-
-def _write(tag, tensor, step, plugin):
-    meta = summary_pb2.SummaryMetadata()
-    meta.plugin_data.plugin_name = plugin
-    tf.summary.write(tag, tensor, step=step, metadata=meta)
-
-
-def _scalars(writer, step, values):
-    with writer.as_default():
-        for tag, value in values.items():
-            _write(tag, tf.constant(float(value), tf.float32), step, 'scalars')
-
-
-def _image(tag, image, step):
-    """image: [1, H, W, 3] uint8, as tf.summary.image stores it (width, height, PNG)."""
-    _, h, w, _ = image.shape
-    _write(tag, tf.stack([tf.as_string(w), tf.as_string(h), tf.image.encode_png(image[0])]), step, 'images')
-
 
 def log_architecture(writer, model, step):
     """softmax(alpha) (and normalised beta) heatmaps and the genotype as text; returns the genotype."""
@@ -330,37 +300,29 @@ def log_architecture(writer, model, step):
                                                 for t in model.mixing_weights())
     genotype = model.genotype()
     with writer.as_default():
-        _image('alpha/normal', _heatmap(normal), step)
-        _image('alpha/reduce', _heatmap(reduce), step)
+        run_dir.write_image('alpha/normal', alpha_image(normal), step)
+        run_dir.write_image('alpha/reduce', alpha_image(reduce), step)
         if beta_normal is not None:
-            _image('beta/normal_reduce', _heatmap(np.stack([beta_normal, beta_reduce], 1)), step)
-        _write('genotype', tf.constant(str(genotype)), step, 'text')
+            run_dir.write_image('beta/normal_reduce', alpha_image(np.stack([beta_normal, beta_reduce], 1)), step)
+        run_dir.write_record('genotype', tf.constant(str(genotype)), step, 'text')
     writer.flush()
     return genotype
 
 
 def _finished_summary(model_dir, config):
     """The summary of a finished search reported as this config asks (same final_eval_batches), else None."""
-    path = os.path.join(model_dir, 'summary.json')
-    try:
-        with open(path) as f:
-            summary = json.load(f)
-    except (OSError, json.JSONDecodeError):
+    summary = run_dir.read_json_or_none(os.path.join(model_dir, SUMMARY_FILE))
+    if summary is None:
         return None
     same_report = summary.get('final_eval_batches') == config.final_eval_batches
     return summary if same_report and summary.get('epochs') == config.epochs else None
 
 
 def save_outputs(model_dir, genotype, summary):
-    write_json(os.path.join(model_dir, 'genotype.json'), json.loads(genotype.to_json()))
-    try:
-        from ladnas_tf.visualize import save_cell_drawing
-        for name in ('normal', 'reduce'):
-            save_cell_drawing(getattr(genotype, name), os.path.join(model_dir, 'cells', name),
-                              title=f'{name} cell')
-    except ImportError:
-        pass
-    write_json(os.path.join(model_dir, 'summary.json'), summary)
+    run_dir.write_json(os.path.join(model_dir, 'genotype.json'), json.loads(genotype.to_json()))
+    for name in ('normal', 'reduce'):
+        save_cell_drawing(getattr(genotype, name), os.path.join(model_dir, 'cells', name), title=f'{name} cell')
+    run_dir.write_json(os.path.join(model_dir, SUMMARY_FILE), summary)
 
 
 # ---- the search ----
@@ -384,8 +346,8 @@ class Search:
                 recompute=config.recompute)
             self.objective = config.objective()
             arch_loss = arch_loss if arch_loss is not None else self.objective.arch_loss
-            self.architect = architect.Architect(self.model, config.architect_config(), self.steps_per_epoch,
-                                                 config.epochs, arch_loss, self.strategy)
+            self.architect = architect_lib.Architect(self.model, config.architect, self.steps_per_epoch,
+                                                     config.epochs, arch_loss, self.strategy)
         # Loop bookkeeping: plain variables, outside the strategy.
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch')
         self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch_step')
@@ -393,28 +355,23 @@ class Search:
         # loss sum, correct, count, arch loss sum, arch steps of the current epoch; seconds so far
         self.sums = tf.Variable(tf.zeros([5], tf.float64), trainable=False, name='epoch_sums')
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name='seconds')
-        # Every variable by position: tf.train.Checkpoint does not reach the weights of Keras 3 layers
-        # held in lists (the cells), only the model's own.
+        state = dict(weight_optimizer=self.architect.weight_optimizer, arch_optimizer=self.architect.arch_optimizer,
+                     epoch=self.epoch, epoch_step=self.epoch_step, arch_position=self.arch_position,
+                     epoch_sums=self.sums, seconds=self.seconds,
+                     objective=tf.train.Checkpoint(**self.objective.variables()))
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, model_weights=list(self.model.weights), weight_optimizer=self.architect.weight_optimizer,
-            arch_optimizer=self.architect.arch_optimizer, epoch=self.epoch, epoch_step=self.epoch_step,
-            arch_position=self.arch_position, epoch_sums=self.sums, seconds=self.seconds,
-            objective=tf.train.Checkpoint(**self.objective.variables()))
+            model=self.model, model_weights=run_dir.named_variables(self.model), **state)
+        # Checkpoints written before the weights were keyed by name held them by list position.
+        self.positional_checkpoint = tf.train.Checkpoint(
+            model=self.model, model_weights=list(self.model.weights), **state)
 
     @property
     def global_step(self):
         return int(self.architect.weight_optimizer.iterations)
 
     def restore(self, manager):
-        if manager.latest_checkpoint is None:
-            return False
-        try:
-            self.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (ValueError, AssertionError, tf.errors.OpError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SearchError(f'checkpoint {manager.latest_checkpoint} is from another configuration '
-                              f'({first[:160]})') from None
-        return True
+        return run_dir.restore(self.checkpoint, manager, error=SearchError,
+                               fallback=self.positional_checkpoint) is not None
 
     def evaluate(self, limit=None):
         """(loss, top-1 %, images) of the supernet on the architecture half, at most `limit` batches
@@ -429,7 +386,7 @@ class Search:
         count = max(totals[2], 1)
         return totals[0] / count, 100 * totals[1] / count, int(totals[2])
 
-    def run_epoch(self, manager, writer, checkpoint_every, progress, log):
+    def run_epoch(self, manager, writer, checkpoint_every, progress, log, step_callback=None):
         epoch, start_step = int(self.epoch), int(self.epoch_step)
         update_arch = epoch >= self.config.warmup_epochs
         arch_stream = ArchStream(self.data, self.strategy, self.arch_position)
@@ -451,7 +408,7 @@ class Search:
             if update_arch:
                 scalars.update({f'arch/{k[5:]}': v for k, v in logs.items() if k.startswith('arch_')})
                 scalars.update(self.objective.scalars())
-            _scalars(writer, step, scalars)
+            run_dir.write_scalars(writer, step, scalars)
             if bar is not None:
                 s = self.sums.numpy()
                 bar.update(int(self.epoch_step), [('loss', s[0] / max(int(self.epoch_step), 1)),
@@ -461,12 +418,15 @@ class Search:
                 self.seconds.assign_add(time.time() - tic)
                 tic = last_save = time.time()
                 manager.save(checkpoint_number=step)
+            if step_callback is not None:
+                step_callback(step)
         s = self.sums.numpy()
         train_loss, train_acc = s[0] / max(self.steps_per_epoch, 1), 100 * s[1] / max(s[2], 1)
         valid_loss, valid_acc, valid_images = self.evaluate()
         genotype = log_architecture(writer, self.model, self.global_step)
-        _scalars(writer, self.global_step, {'epoch/train_loss': train_loss, 'epoch/train_accuracy': train_acc,
-                                            'epoch/valid_loss': valid_loss, 'epoch/valid_accuracy': valid_acc})
+        run_dir.write_scalars(writer, self.global_step, {
+            'epoch/train_loss': train_loss, 'epoch/train_accuracy': train_acc, 'epoch/valid_loss': valid_loss,
+            'epoch/valid_accuracy': valid_acc})
         log(f'epoch {epoch + 1}/{self.config.epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}%, '
             f'valid loss {valid_loss:.4f} acc {valid_acc:.2f}%{"" if update_arch else " (alpha frozen)"}; '
             f'genotype {genotype}')
@@ -480,12 +440,14 @@ class Search:
 
 
 def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_loss=None,
-           checkpoint_every=300, progress=True, flags_text=None, log=print, measure_latency=True):
+           checkpoint_every=300, progress=True, flags_text=None, log=print, measure_latency=True,
+           step_callback=None):
     """Runs (or resumes, or just reports a finished) search; returns the summary dict.
 
     data: a SearchData (default: load_search_data(config)); arch_loss: an architect.ArchLoss replacing
     the settings' objective; checkpoint_every: seconds between mid-epoch checkpoints (0: only at epoch
-    ends); measure_latency: time the derived network on the latency target for the summary."""
+    ends); measure_latency: time the derived network on the latency target for the summary;
+    step_callback(global_step), when given, runs after every step (and its checkpoint, if any)."""
     config.check()
     data = data if data is not None else load_search_data(config)  # bad data fails before any write
     existed = os.path.isdir(model_dir) and bool(os.listdir(model_dir))
@@ -503,16 +465,16 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
         if not existed:  # a run that fails before its first step leaves nothing behind
             shutil.rmtree(model_dir, ignore_errors=True)
         raise
-    manager = tf.train.CheckpointManager(run.checkpoint, os.path.join(model_dir, 'checkpoints'), max_to_keep=2)
+    manager = run_dir.checkpoint_manager(run.checkpoint, model_dir)
     if run.restore(manager):
         log(f'resumed {model_dir} at epoch {int(run.epoch) + 1}, step {int(run.epoch_step)} of '
             f'{run.steps_per_epoch}')
     elif resume:
         log(f'{model_dir}: settings match but no checkpoint yet; starting over')
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, 'tensorboard'))
+    writer = run_dir.summary_writer(model_dir, 'tensorboard')
     epoch_logs = {}
     while int(run.epoch) < config.epochs:
-        epoch_logs = run.run_epoch(manager, writer, checkpoint_every, progress, log)
+        epoch_logs = run.run_epoch(manager, writer, checkpoint_every, progress, log, step_callback)
     writer.flush()
     # Finished before, or asked to report on more batches than an epoch's check (a sweep compares runs by it).
     if not epoch_logs or config.final_eval_batches:
@@ -521,7 +483,8 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
     genotype = run.model.genotype()
     normal, _, reduce, _ = run.model.mixing_weights()
     summary = {'genotype': str(genotype), 'genotype_json': json.loads(genotype.to_json()),
-               'genotype_id': search_space.genotype_id(genotype), 'method': config.method, 'order': config.order,
+               'genotype_id': search_space.genotype_id(genotype), 'method': config.method,
+               'order': config.architect.order,
                'epochs': config.epochs, 'steps': run.global_step, 'steps_per_epoch': run.steps_per_epoch,
                'final_eval_batches': config.final_eval_batches,
                'supernet_train_accuracy': epoch_logs.get('train_accuracy'),

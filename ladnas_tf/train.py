@@ -20,25 +20,27 @@ number of replicas (each replica sees batch_size / replicas examples; the gradie
 across replicas and divided by the global batch).
 """
 import dataclasses
-import json
 import math
 import os
-import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
-from ladnas_tf import data, network, optim, search_space
+from ladnas_tf import data, network, optim, run_dir, search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.run_dir import write_json
+from ladnas_tf.settings import option
 
 SCHEDULES = ('cosine', 'linear')
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
 RUN_CONFIG = 'run_config.json'
 SUMMARY = 'summary.json'
+HISTORY = 'history.json'
+ELAPSED = 'elapsed.json'
+LOGS = 'logs'
+OUTPUTS = (RUN_CONFIG, run_dir.CHECKPOINTS, LOGS, HISTORY, ELAPSED, 'best.keras', 'final.keras', SUMMARY,
+           'model_float32.tflite', 'model_int8.tflite', 'model_float32.json', 'model_int8.json')
 
 
 class TrainError(BadInput):
@@ -47,27 +49,30 @@ class TrainError(BadInput):
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """Everything that decides the trained weights. batch_size and learning_rate are global."""
-    setting: str = 'cifar'
-    channels: int = 36
-    layers: int = 20
-    image_size: int = None          # None: the dataset's own
-    epochs: int = 600
-    batch_size: int = 96
-    learning_rate: float = 0.025
-    lr_schedule: str = 'cosine'
-    warmup_epochs: int = 0
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    auxiliary: bool = True
-    auxiliary_weight: float = 0.4
-    drop_path_prob: float = 0.2
-    cutout: int = 16
-    label_smoothing: float = 0.0
-    augment: str = 'cifar'          # data.batches's augmentation: 'cifar', 'imagenet' or None
-    validation_fraction: float = 0.0  # held out of train to choose best.keras; 0: no best.keras
-    seed: int = 0
+    """Everything that decides the trained weights. batch_size and learning_rate are global. The
+    defaults are DARTS's CIFAR-10 recipe."""
+    setting: str = option('cifar', 'Network: cifar or imagenet (stem, aux head).', choices=network.SETTINGS)
+    channels: int = option(36, 'Initial channels C.')
+    layers: int = option(20, 'Number of cells.')
+    image_size: int = option(None, "Input side (default: the dataset's own).")
+    epochs: int = option(600, 'Epochs.')
+    batch_size: int = option(96, 'Global batch size (split over the replicas).')
+    learning_rate: float = option(0.025, 'Peak learning rate for the global batch.')
+    lr_schedule: str = option('cosine', 'cosine to 0, or linear decay to 0.', choices=SCHEDULES)
+    warmup_epochs: int = option(0, 'Epochs of linear warm-up.')
+    momentum: float = option(0.9, 'SGD momentum.')
+    weight_decay: float = option(3e-4, 'Coupled L2 weight decay (added to the gradients).')
+    grad_clip: float = option(5.0, 'Global gradient-norm clip (0 = off).')
+    auxiliary: bool = option(True, 'Train with the auxiliary head.')
+    auxiliary_weight: float = option(0.4, 'Weight of the auxiliary loss.')
+    drop_path_prob: float = option(0.2, 'Final drop-path rate, ramped linearly from 0.')
+    cutout: int = option(16, 'Cutout length (0 = off).')
+    label_smoothing: float = option(0.0, 'Label smoothing epsilon.')
+    augment: str = option('cifar', 'Training augmentation: DARTS CIFAR crop+flip, the ImageNet view '
+                           '(random-resized crop 224, flip, colour jitter), or none.', choices=data.AUGMENTATIONS)
+    validation_fraction: float = option(0.0, 'Share of the training split held out to choose best.keras '
+                                         '(0: no best.keras; the test split never chooses).')
+    seed: int = option(0, 'Seed of initialisation, shuffling and augmentation.')
 
     def check(self):
         positive = ('channels', 'layers', 'epochs', 'batch_size')
@@ -242,13 +247,14 @@ class Trainer:
         self.sums = tf.Variable(tf.zeros([2], tf.float64), trainable=False, name='epoch_sums')  # loss, top-1
         self.best_top1 = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name='best_validation_top1')
         self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='best_epoch')
-        # Every variable by position: tf.train.Checkpoint does not reach the variables of Keras 3 layers
-        # held in lists (the cells), only the model's own; `variables`, not `weights`, so that the
-        # drop-path seed generators' states are kept and a resumed run drops the same paths.
-        self.checkpoint = tf.train.Checkpoint(model=self.model, model_variables=list(self.model.variables),
-                                              optimizer=self.optimizer, epoch=self.epoch,
-                                              epoch_step=self.epoch_step, epoch_sums=self.sums,
-                                              best_validation_top1=self.best_top1, best_epoch=self.best_epoch)
+        # `variables`, not `weights`, so that the drop-path seed generators' states are kept and a
+        # resumed run drops the same paths.
+        state = dict(model=self.model, optimizer=self.optimizer, epoch=self.epoch, epoch_step=self.epoch_step,
+                     epoch_sums=self.sums, best_validation_top1=self.best_top1, best_epoch=self.best_epoch)
+        self.checkpoint = tf.train.Checkpoint(
+            model_variables=run_dir.named_variables(self.model, self.model.variables), **state)
+        # Checkpoints written before the variables were keyed by name held them by list position.
+        self.positional_checkpoint = tf.train.Checkpoint(model_variables=list(self.model.variables), **state)
         self._step = tf.function(self._distributed_step)
         self._evaluate = tf.function(self._eval_step)
 
@@ -297,34 +303,8 @@ def run_config(genotype, recipe, dataset_name):
 
 def prepare_run_dir(model_dir, config, overwrite=False):
     """Returns True when model_dir holds a run of this very config to resume; False for a fresh run.
-    Anything else in it is refused unless overwrite, which empties it first."""
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise TrainError(f'{model_dir} exists and is not a directory')
-    if os.path.isdir(model_dir) and os.listdir(model_dir):
-        if overwrite:
-            shutil.rmtree(model_dir)
-        else:
-            path = os.path.join(model_dir, RUN_CONFIG)
-            if not os.path.isfile(path):
-                raise TrainError(f'{model_dir} is not empty and holds no {RUN_CONFIG} '
-                                 f'(pass --overwrite to replace it)')
-            with open(path) as f:
-                saved = json.load(f)
-            if saved != config:
-                differ = _differences(saved, config)
-                raise TrainError(f'{model_dir} holds a run of another genotype or config (differs in: '
-                                 f'{", ".join(differ)}); pass --overwrite or another --model_dir')
-            return True
-    os.makedirs(model_dir, exist_ok=True)
-    write_json(os.path.join(model_dir, RUN_CONFIG), config)
-    return False
-
-
-def _differences(saved, config):
-    differ = [k for k in ('genotype', 'dataset') if saved.get(k) != config.get(k)]
-    old, new = saved.get('recipe', {}), config['recipe']
-    return differ + [k for k in new if old.get(k) != new[k]] or ['format']
-
+    Anything else in it is refused unless overwrite, which removes our outputs first."""
+    return run_dir.prepare(model_dir, config, RUN_CONFIG, OUTPUTS, overwrite, what='training run', error=TrainError)
 
 
 def _save_keras(model, path):
@@ -333,7 +313,6 @@ def _save_keras(model, path):
     os.replace(temp, path)
 
 
-HISTORY = 'history.json'
 # The split each figure of summary.json (and history.json) is measured on.
 SPLIT_OF = {'train_loss': 'train (augmented batches, mean over the epoch)',
             'train_top1': 'train (augmented batches, mean over the epoch)',
@@ -372,23 +351,23 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
                          f'({train_set.num_examples} examples)')
     config = run_config(genotype, recipe, dataset)
     resume = prepare_run_dir(model_dir, config, overwrite)
-    summary_path = os.path.join(model_dir, SUMMARY)
-    if resume and os.path.isfile(summary_path):
+    finished = run_dir.read_json_or_none(os.path.join(model_dir, SUMMARY)) if resume else None
+    if finished is not None:
         log(f'{model_dir} holds a finished run; nothing to do')
-        with open(summary_path) as f:
-            return json.load(f)
+        return finished
 
     steps = train_set.num_examples // recipe.batch_size
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(recipe.seed)
     trainer = Trainer(genotype, recipe, train_set.num_classes, train_set.image_size, steps, strategy)
-    manager = tf.train.CheckpointManager(trainer.checkpoint, os.path.join(model_dir, 'checkpoints'),
-                                         max_to_keep=2)
-    _restore(trainer, manager, log)
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, 'logs'))
-    elapsed_path, history_path = os.path.join(model_dir, 'elapsed.json'), os.path.join(model_dir, HISTORY)
-    elapsed = _read_elapsed(elapsed_path)
-    history = _read_history(history_path)[:int(trainer.epoch)]
+    manager = run_dir.checkpoint_manager(trainer.checkpoint, model_dir)
+    restored = run_dir.restore(trainer.checkpoint, manager, error=TrainError, fallback=trainer.positional_checkpoint)
+    if restored:
+        log(f'resumed from {restored} after epoch {int(trainer.epoch)}, step {int(trainer.epoch_step)} of the next')
+    writer = run_dir.summary_writer(model_dir, LOGS)
+    elapsed_path, history_path = os.path.join(model_dir, ELAPSED), os.path.join(model_dir, HISTORY)
+    elapsed = (run_dir.read_json_or_none(elapsed_path) or {'seconds': 0.0})['seconds']
+    history = (run_dir.read_json_or_none(history_path) or [])[:int(trainer.epoch)]
     start = time.perf_counter()
 
     for epoch in range(int(trainer.epoch), recipe.epochs):
@@ -400,8 +379,8 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
             figures['validation_top1'], figures['validation_top5'] = trainer.evaluate(val_set, recipe.batch_size)
         # Reported only: nothing below reads these two figures to choose or keep a model.
         figures['test_top1'], figures['test_top5'] = trainer.evaluate(test_set, recipe.batch_size)
-        _scalars(writer, epoch + 1, {f'{k.split("_")[0]}/{k.split("_", 1)[1]}': v for k, v in figures.items()
-                                     if k != 'epoch'} | ({'train/lr': lr} if lr is not None else {}))
+        scalars = {f'{k.split("_")[0]}/{k.split("_", 1)[1]}': v for k, v in figures.items() if k != 'epoch'}
+        run_dir.write_scalars(writer, epoch + 1, scalars | ({'train/lr': lr} if lr is not None else {}))
         log(f'epoch {epoch + 1}/{recipe.epochs}: loss {train_loss:.4f} train top-1 {train_top1:.2f}'
             + (f" validation top-1 {figures['validation_top1']:.2f}" if val_set is not None else '')
             + f" test top-1 {figures['test_top1']:.2f} top-5 {figures['test_top5']:.2f}")
@@ -410,12 +389,12 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
             trainer.best_epoch.assign(epoch + 1)
             _save_keras(trainer.model, os.path.join(model_dir, 'best.keras'))
         history.append(figures)
-        write_json(history_path, history)
+        run_dir.write_json(history_path, history)
         trainer.epoch.assign(epoch + 1)
         trainer.epoch_step.assign(0)
         trainer.sums.assign(tf.zeros([2], tf.float64))
         manager.save(checkpoint_number=trainer.global_step)
-        write_json(elapsed_path, {'seconds': elapsed + time.perf_counter() - start})
+        run_dir.write_json(elapsed_path, {'seconds': elapsed + time.perf_counter() - start})
 
     _save_keras(trainer.model, os.path.join(model_dir, 'final.keras'))
     last = history[-1] if len(history) == recipe.epochs else _final_figures(trainer, val_set, test_set, recipe)
@@ -433,7 +412,7 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
         'split_of': SPLIT_OF,
         'examples': {'train': train_set.num_examples, 'validation': val_set.num_examples if val_set else 0,
                      'test': test_set.num_examples},
-        'params': trainer.model.count_params(),
+        'params': trainer.model.count_eval_params(),
         'macs': trainer.model.count_macs(), 'image_size': train_set.image_size,
         'replicas': trainer.replicas, 'global_batch_size': recipe.batch_size,
         'per_replica_batch_size': recipe.batch_size // trainer.replicas,
@@ -441,19 +420,6 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
         'seconds': round(elapsed + time.perf_counter() - start, 2), 'recipe': dataclasses.asdict(recipe)}
     write_summary(model_dir, summary)
     return summary
-
-
-def _restore(trainer, manager, log):
-    if not manager.latest_checkpoint:
-        return
-    try:
-        trainer.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise TrainError(f'checkpoint {manager.latest_checkpoint} does not fit this network: '
-                         f'{first}') from None
-    log(f'resumed from {manager.latest_checkpoint} after epoch {int(trainer.epoch)}, '
-        f'step {int(trainer.epoch_step)} of the next')
 
 
 def _train_epoch(trainer, train_set, epoch, steps, manager, checkpoint_every, step_callback, verbose):
@@ -491,15 +457,8 @@ def _final_figures(trainer, val_set, test_set, recipe):
     return figures
 
 
-def _read_history(path):
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return json.load(f)
-
-
 def write_summary(model_dir, summary):
-    write_json(os.path.join(model_dir, SUMMARY), summary)
+    run_dir.write_json(os.path.join(model_dir, SUMMARY), summary)
 
 
 def training_batches(dataset, recipe, epoch):
@@ -508,26 +467,6 @@ def training_batches(dataset, recipe, epoch):
     return data.batches(dataset, recipe.batch_size, training=True, seed=recipe.seed * 100_003 + epoch,
                         augment=recipe.augment, cutout=recipe.cutout)
 
-
-def _scalars(writer, step, values):
-    """TensorBoard scalars through tf.summary.write with the scalars plugin tag: tf.summary.scalar
-    needs the tensorboard package, which is only needed to view the logs."""
-    meta = summary_pb2.SummaryMetadata()
-    meta.plugin_data.plugin_name = 'scalars'
-    with writer.as_default():
-        for tag, value in values.items():
-            tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=meta)
-    writer.flush()
-
-
-def _read_elapsed(path):
-    if not os.path.isfile(path):
-        return 0.0
-    with open(path) as f:
-        return float(json.load(f)['seconds'])
-
-
-# ---- TFLite ----
 
 def representative_images(dataset, count, image_size, batch_size=32):
     """count normalised training images (un-augmented, in order) for int8 calibration."""
@@ -578,24 +517,3 @@ def export_tflite(model, model_dir, train_set, test_set, calibration_images=256,
         results[name] = {'file': os.path.basename(path), 'file_bytes': summary['file_bytes'],
                          'test_top1': top1}
     return results
-
-
-def kill_at_step(step):
-    """A step_callback that SIGKILLs this very process when the global step reaches `step`: a kill at
-    a chosen point, for proving that a resumed run ends as an uninterrupted one without racing a
-    timer (tools.train and tools.pipeline take it from the environment, KILL_AT_STEP_ENV)."""
-    import signal
-
-    def callback(global_step):
-        if global_step >= step:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return callback
-
-
-KILL_AT_STEP_ENV = 'LADNAS_TF_KILL_AT_STEP'
-
-
-def step_callback_from_env(environ=os.environ):
-    """kill_at_step(N) when the environment sets LADNAS_TF_KILL_AT_STEP=N, else None."""
-    value = environ.get(KILL_AT_STEP_ENV)
-    return kill_at_step(int(value)) if value else None

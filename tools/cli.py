@@ -69,18 +69,27 @@ def run(main):
 
 # ---- flags from a dataclass: the library's config classes carry the defaults and the help ----
 
-def _flag_fields(config_class, prefix):
-    """(flag name, field path, field, type) of every leaf field; a nested dataclass field is flattened
-    with its metadata's 'prefix' (default: its name and '_')."""
+class _Flag(typing.NamedTuple):
+    name: str
+    path: tuple          # field names from the config class down to the leaf
+    field: dataclasses.Field
+    kind: type
+    default: object
+
+
+def _flags_of(config_class, prefix='', defaults=None):
+    """A _Flag per leaf field. A nested dataclass field is flattened, its flags named with its metadata's
+    'prefix' (default: its name and '_') and defaulting to the nested default instance's values."""
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
         kind = _unwrap_optional(hints[field.name])
+        default = _default(field) if defaults is None else getattr(defaults, field.name)
         if dataclasses.is_dataclass(kind):
             inner = prefix + field.metadata.get('prefix', field.name + '_')
-            for name, path, leaf, leaf_kind in _flag_fields(kind, inner):
-                yield name, (field.name,) + path, leaf, leaf_kind
+            for flag in _flags_of(kind, inner, default):
+                yield flag._replace(path=(field.name,) + flag.path)
         else:
-            yield prefix + field.name, (field.name,), field, kind
+            yield _Flag(prefix + field.metadata.get('flag', field.name), (field.name,), field, kind, default)
 
 
 def _unwrap_optional(kind):
@@ -97,57 +106,67 @@ def _default(field):
     return None if field.default is dataclasses.MISSING else field.default
 
 
-def _define(name, field, kind, flag_values):
-    default, help_text = _default(field), field.metadata.get('help', field.name)
+def _none_spelled(field):
+    """Choices that include None are spelled 'none' on the command line."""
+    return None in field.metadata.get('choices', ())
+
+
+def _define(flag, flag_values):
+    field, help_text = flag.field, flag.field.metadata.get('help', flag.field.name)
+    args = (flag.name, flag.default, help_text)
     if 'choices' in field.metadata:
-        choices = [c for c in field.metadata['choices'] if c is not None]
-        flags.DEFINE_enum(name, default, choices, help_text, flag_values=flag_values)
-    elif kind is bool:
-        flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-    elif kind is int:
-        flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-    elif kind is float:
-        flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-    elif kind is str:
-        flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+        choices = ['none' if c is None else c for c in field.metadata['choices']]
+        default = 'none' if flag.default is None and _none_spelled(field) else flag.default
+        flags.DEFINE_enum(flag.name, default, choices, help_text, flag_values=flag_values)
+    elif flag.kind is bool:
+        flags.DEFINE_bool(*args, flag_values=flag_values)
+    elif flag.kind is int:
+        flags.DEFINE_integer(*args, flag_values=flag_values)
+    elif flag.kind is float:
+        flags.DEFINE_float(*args, flag_values=flag_values)
+    elif flag.kind is str:
+        flags.DEFINE_string(*args, flag_values=flag_values)
     else:
-        raise TypeError(f'{name}: no flag type for {kind!r}')
+        raise TypeError(f'{flag.name}: no flag type for {flag.kind!r}')
 
 
 def define_flags(config_class, prefix='', skip=(), flag_values=FLAGS):
-    """Defines an absl flag per field of config_class (a dataclass), named prefix + field name; its type
-    from the annotation (int, float, bool, str, Optional[...]; an enum when the field's metadata has
-    'choices'), its default the field's, its help the metadata's 'help'. skip: flag names left out."""
-    for name, _, field, kind in _flag_fields(config_class, prefix):
-        if name not in skip:
-            _define(name, field, kind, flag_values)
+    """Defines an absl flag per field of config_class (a dataclass): named prefix + the field's name (or
+    its metadata's 'flag'); typed by the annotation (int, float, bool, str, Optional[...]; an enum when
+    the metadata has 'choices'); defaulting to the field's default; helped by the metadata's 'help'.
+    skip: flag names left out."""
+    for flag in _flags_of(config_class, prefix):
+        if flag.name not in skip:
+            _define(flag, flag_values)
 
 
-def flag_names(config_class, prefix='', skip=()):
+def flag_fields(config_class, prefix='', skip=()):
     """{flag name: field path} of define_flags(config_class, prefix, skip)."""
-    return {name: path for name, path, _, _ in _flag_fields(config_class, prefix) if name not in skip}
+    return {flag.name: flag.path for flag in _flags_of(config_class, prefix) if flag.name not in skip}
 
 
 def config_from_flags(config_class, prefix='', skip=(), flag_values=FLAGS, **overrides):
-    """config_class built from the flags define_flags made; skipped fields keep their defaults unless
-    given in overrides (top-level fields by name)."""
+    """config_class built from the flags define_flags made. Skipped flags leave their fields at the
+    default; overrides replace top-level fields (values the tool derives, e.g. a resolved path)."""
     values = {}
-    for name, path, _, _ in _flag_fields(config_class, prefix):
-        if name not in skip:
-            values[path] = flag_values[name].value
+    for flag in _flags_of(config_class, prefix):
+        if flag.name not in skip:
+            value = flag_values[flag.name].value
+            values[flag.path] = None if value == 'none' and _none_spelled(flag.field) else value
     return _build(config_class, values, (), overrides)
 
 
-def _build(config_class, values, path, overrides):
-    kwargs = {}
-    hints = typing.get_type_hints(config_class)
+def _build(config_class, values, path, overrides, base=None):
+    """config_class from the flag values under path; fields without one keep base's (the nested default
+    instance) or the class's default."""
+    hints, kwargs = typing.get_type_hints(config_class), {}
     for field in dataclasses.fields(config_class):
-        kind = _unwrap_optional(hints[field.name])
-        here = path + (field.name,)
-        if not path and field.name in overrides:
+        here, kind = path + (field.name,), _unwrap_optional(hints[field.name])
+        if field.name in overrides:
             kwargs[field.name] = overrides[field.name]
         elif dataclasses.is_dataclass(kind):
-            kwargs[field.name] = _build(kind, values, here, {})
+            inner = _default(field) if base is None else getattr(base, field.name)
+            kwargs[field.name] = _build(kind, values, here, {}, inner)
         elif here in values:
             kwargs[field.name] = values[here]
-    return config_class(**kwargs)
+    return config_class(**kwargs) if base is None else dataclasses.replace(base, **kwargs)

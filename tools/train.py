@@ -14,10 +14,9 @@ over the replicas of --strategy (mirrored: the local devices; multi_worker: the 
 """
 import os
 
-
 from absl import flags, logging
 
-from ladnas_tf import genotypes
+from ladnas_tf import data, genotypes, run_dir, train
 from ladnas_tf.bad_input import BadInput
 from . import cli
 
@@ -25,33 +24,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('genotype', None, 'A published name (DARTS_V2, ...), or a JSON/DARTS-text file.')
 flags.DEFINE_string('dataset', 'digits', "digits, cifar10, imagenet2012, or an image folder's path.")
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (or the folder of dataset=folder).')
-flags.DEFINE_enum('setting', 'cifar', ['cifar', 'imagenet'], 'Network: cifar or imagenet (stem, aux head).')
-flags.DEFINE_integer('channels', 36, 'Initial channels C.')
-flags.DEFINE_integer('layers', 20, 'Number of cells.')
-flags.DEFINE_integer('image_size', None, "Input side (default: the dataset's own).")
-flags.DEFINE_integer('epochs', 600, 'Epochs.')
-flags.DEFINE_integer('batch_size', 96, 'Global batch size (split over the replicas).')
-flags.DEFINE_float('learning_rate', 0.025, 'Peak learning rate for the global batch.')
-flags.DEFINE_enum('lr_schedule', 'cosine', ['cosine', 'linear'], 'cosine to 0, or linear decay to 0.')
-flags.DEFINE_integer('warmup_epochs', 0, 'Epochs of linear warm-up.')
-flags.DEFINE_float('weight_decay', 3e-4, 'Coupled L2 weight decay (added to the gradients).')
-flags.DEFINE_float('momentum', 0.9, 'SGD momentum.')
-flags.DEFINE_float('grad_clip', 5.0, 'Global gradient-norm clip (0 = off).')
-flags.DEFINE_bool('auxiliary', True, 'Train with the auxiliary head.')
-flags.DEFINE_float('auxiliary_weight', 0.4, 'Weight of the auxiliary loss.')
-flags.DEFINE_float('drop_path_prob', 0.2, 'Final drop-path rate, ramped linearly from 0.')
-flags.DEFINE_integer('cutout', 16, 'Cutout length (0 = off).')
-flags.DEFINE_float('label_smoothing', 0.0, 'Label smoothing epsilon.')
-flags.DEFINE_enum('augment', 'cifar', ['cifar', 'imagenet', 'none'], 'Training augmentation: DARTS CIFAR '
-                  'crop+flip, the ImageNet view (random-resized crop 224, flip, colour jitter), or none.')
-flags.DEFINE_float('validation_fraction', 0.0, 'Share of the training split held out to choose best.keras '
-                   '(0: no best.keras; the test split never chooses).')
+cli.define_flags(train.Recipe)  # the recipe's settings: Recipe's fields, defaults and help
 flags.DEFINE_float('checkpoint_every', 600, 'Seconds between mid-epoch checkpoints (0: epoch ends only).')
 flags.DEFINE_bool('deterministic', True, 'TensorFlow op determinism: a resumed run ends as an uninterrupted one.')
-flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy.')
+flags.DEFINE_enum('strategy', 'default', train.STRATEGIES, 'tf.distribute strategy.')
 flags.DEFINE_string('model_dir', None, 'Run directory.')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing run directory.')
-flags.DEFINE_integer('seed', 0, 'Seed of initialisation, shuffling and augmentation.')
 flags.DEFINE_bool('export_tflite', False, 'Also export float32 and int8 (post-training) TFLite files and '
                   'measure their test top-1 through the interpreter.')
 flags.DEFINE_integer('calibration_images', 256, 'Training images calibrating the int8 export.')
@@ -66,16 +44,7 @@ def main(argv):
         if not getattr(FLAGS, name):
             raise BadInput(f'--{name} is required')
     genotype = genotypes.resolve(FLAGS.genotype)
-    # TensorFlow takes seconds to load: bad genotypes are reported before it is needed.
-    from ladnas_tf import data, train
-    recipe = train.Recipe(
-        setting=FLAGS.setting, channels=FLAGS.channels, layers=FLAGS.layers, image_size=FLAGS.image_size,
-        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        lr_schedule=FLAGS.lr_schedule, warmup_epochs=FLAGS.warmup_epochs, momentum=FLAGS.momentum,
-        weight_decay=FLAGS.weight_decay, grad_clip=FLAGS.grad_clip, auxiliary=FLAGS.auxiliary,
-        auxiliary_weight=FLAGS.auxiliary_weight, drop_path_prob=FLAGS.drop_path_prob, cutout=FLAGS.cutout,
-        label_smoothing=FLAGS.label_smoothing, augment=None if FLAGS.augment == 'none' else FLAGS.augment,
-        validation_fraction=FLAGS.validation_fraction, seed=FLAGS.seed)
+    recipe = cli.config_from_flags(train.Recipe)
     recipe.check()
     if FLAGS.deterministic:
         import tensorflow as tf
@@ -83,7 +52,7 @@ def main(argv):
     strategy = train.make_strategy(FLAGS.strategy)
     summary = train.train(genotype, recipe, FLAGS.model_dir, FLAGS.dataset, FLAGS.data_dir, strategy,
                           FLAGS.overwrite, FLAGS.verbose, log=logging.info,
-                          checkpoint_every=FLAGS.checkpoint_every, step_callback=train.step_callback_from_env())
+                          checkpoint_every=FLAGS.checkpoint_every, step_callback=run_dir.step_callback_from_env())
     if FLAGS.export_tflite and 'tflite' not in summary:
         import keras
         model = keras.models.load_model(os.path.join(FLAGS.model_dir, 'final.keras'))
