@@ -13,7 +13,6 @@ ref_ms)) and `quiet` (only the test rows whose ref_ms is within +-5% of that med
 the error a perfect predictor of the typical latency would still show on raw labels.
 """
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -21,40 +20,32 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
-from tensorflow.core.framework import summary_pb2
 
+from ladnas_tf import run_dir
 from ladnas_tf.latency import dataset, lpm, metrics, report
 
 METRICS_FILE = 'metrics.json'
 
 
 class EpochSummaries(keras.callbacks.Callback):
-    """TensorBoard scalars per epoch (logs/train, logs/validation, as Keras lays them out).
-
-    Writes with tf.summary.write and the scalars plugin tag, so the `tensorboard` package (which
-    tf.summary.scalar and keras.callbacks.TensorBoard need) is only needed to view the logs.
-    """
+    """TensorBoard scalars per epoch (logs/train, logs/validation, as Keras lays them out); a split's
+    writer is made when it first has a value, so a run without validation has no validation log."""
 
     def __init__(self, log_dir):
         super().__init__()
         self.log_dir = log_dir
-        self.meta = summary_pb2.SummaryMetadata()
-        self.meta.plugin_data.plugin_name = 'scalars'
         self.writers = {}
 
-    def _writer(self, split):
-        if split not in self.writers:
-            self.writers[split] = tf.summary.create_file_writer(os.path.join(self.log_dir, split))
-        return self.writers[split]
-
     def on_epoch_end(self, epoch, logs=None):
+        by_split = {}
         for key, value in (logs or {}).items():
             split, name = ('validation', key[4:]) if key.startswith('val_') else ('train', key)
-            with self._writer(split).as_default():
-                tf.summary.write(f'epoch_{name}', tf.constant(float(value), tf.float32), step=epoch,
-                                 metadata=self.meta)
+            by_split.setdefault(split, {})[f'epoch_{name}'] = value
+        for split, values in by_split.items():
+            if split not in self.writers:
+                self.writers[split] = run_dir.summary_writer(self.log_dir, split)
+            run_dir.write_scalars(self.writers[split], epoch, values)
 
     def on_train_end(self, logs=None):
         for writer in self.writers.values():
@@ -62,11 +53,12 @@ class EpochSummaries(keras.callbacks.Callback):
 
 
 def check_output_dir(path, overwrite):
-    """Refuses to write over a directory that holds something, unless asked to."""
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise FileExistsError(f'{path} already exists and is not empty (pass --overwrite to replace it)')
+    """Refuses to write over a directory that holds something, unless asked to. An LPM run never resumes
+    (it is minutes long and replaced whole), hence not run_dir.prepare's resume-or-refuse."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f'{path} exists and is not a directory')
+        raise run_dir.RunDirError(f'{path} exists and is not a directory')
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise run_dir.RunDirError(f'{path} already exists and is not empty (pass --overwrite to replace it)')
 
 
 def test_views(train, test, predicted):
@@ -160,8 +152,7 @@ def _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, prog
               'test_sha256': dataset.data_hash(test), 'label': model.label,
               **views, 'recipe': dataclasses.asdict(recipe)}
     model.save(staging)
-    with open(os.path.join(staging, METRICS_FILE), 'w') as f:
-        json.dump(json_safe(result), f, indent=2)
+    run_dir.write_json(os.path.join(staging, METRICS_FILE), json_safe(result))
     _plot_result(model, test, result, os.path.join(staging, 'scatter.png'))
     return result
 
