@@ -416,6 +416,21 @@ def _run(module, argv, capsys, monkeypatch):
     return e.value.code or 0, out, err
 
 
+def test_recipe_flags_round_trip_to_the_recipe():
+    """Every LPMRecipe field is a flag (cells keeps its name --encode_cells), default the paper's."""
+    from absl import flags
+    from tools import cli
+    names = cli.flag_fields(lpm.LPMRecipe)
+    assert names['encode_cells'] == ('cells',) and len(names) == len(dataclasses.fields(lpm.LPMRecipe))
+    values = flags.FlagValues()
+    cli.define_flags(lpm.LPMRecipe, flag_values=values)
+    values(['prog'])
+    assert cli.config_from_flags(lpm.LPMRecipe, flag_values=values) == lpm.PAPER_RECIPE
+    values(['prog', '--encode_cells=both', '--lr=0.5', '--optimizer=adam', '--patience=3', '--val_fraction=0.1'])
+    assert cli.config_from_flags(lpm.LPMRecipe, flag_values=values) == lpm.LPMRecipe(
+        cells='both', lr=0.5, optimizer='adam', patience=3, val_fraction=0.1)
+
+
 def test_cli_trains_and_writes_model_dir(table, tmp_path, capsys, monkeypatch):
     from tools import train_lpm
     model_dir = str(tmp_path / 'model')

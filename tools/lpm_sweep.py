@@ -17,8 +17,8 @@ import pandas as pd
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import dataset, lpm_run
-from . import cli, train_lpm  # the recipe flags
+from ladnas_tf.latency import dataset, lpm, lpm_run
+from . import cli, train_lpm  # noqa: F401 (defines the flags the sweep shares with it)
 
 flags.DEFINE_list('sizes', ['10000', '20000', '40000', '60000', '80000'],
                   "Training-set sizes (the paper's Table 1), or 'all'.")
@@ -105,7 +105,7 @@ def main(argv):
     if FLAGS.max_train_rows:
         raise BadInput('--max_train_rows is set by the sweep: use --sizes')
     lpm_run.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
-    recipe = train_lpm.recipe_from_flags()
+    recipe = cli.config_from_flags(lpm.LPMRecipe)
     df = dataset.load_tables(FLAGS.tables)
     table = sweep(df, recipe, FLAGS.model_dir, FLAGS.sizes, FLAGS.split_seed, FLAGS.test_fraction,
                   FLAGS.overwrite, FLAGS.progress)

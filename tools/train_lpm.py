@@ -14,39 +14,15 @@ from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import dataset, lpm, lpm_run
 from . import cli
 
-R = lpm.PAPER_RECIPE
 flags.DEFINE_list('tables', None, 'Latency table CSV file(s) of one target and setting.')
 flags.DEFINE_string('model_dir', None, 'Output directory of the trained LPM.')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing --model_dir.')
-flags.DEFINE_integer('seed', R.seed, 'Seed of weight initialisation and shuffling.')
 flags.DEFINE_integer('split_seed', 0, 'Seed of the per-arch_id train/test (and validation) split.')
 flags.DEFINE_float('test_fraction', 0.2, 'Share of architectures held out for testing (paper: 20K of 100K).')
 flags.DEFINE_integer('max_train_rows', 0, 'Train on at most this many training rows (0 = all; for sweeps).')
-flags.DEFINE_enum('optimizer', R.optimizer, lpm.OPTIMIZERS, 'Optimizer.')
-flags.DEFINE_float('lr', R.lr, 'Learning rate (fixed).')
-flags.DEFINE_float('momentum', R.momentum, 'SGD momentum.')
-flags.DEFINE_float('weight_decay', R.weight_decay, 'Coupled L2 weight decay (PyTorch convention).')
-flags.DEFINE_integer('batch_size', R.batch_size, 'Batch size.')
-flags.DEFINE_integer('epochs', R.epochs, 'Epochs (maximum, with early stopping).')
-flags.DEFINE_enum('loss', R.loss, lpm.LOSSES, 'Loss on the (scaled) target.')
-flags.DEFINE_enum('target_scaling', R.target_scaling, lpm.TARGET_SCALINGS,
-                  'none: raw ms (paper); standard: (ms - mean) / std; log: standardised log(ms).')
-flags.DEFINE_integer('patience', R.patience, 'Early-stopping patience in epochs (0 = off).')
-flags.DEFINE_float('val_fraction', R.val_fraction, 'Share of training rows held out for early stopping.')
-flags.DEFINE_enum('encode_cells', R.cells, tuple(dataset.CELLS), 'normal: 112 bits (paper); both: 224 bits.')
-flags.DEFINE_integer('ensemble', R.ensemble, 'Independently initialised members averaged in ms.')
-flags.DEFINE_enum('label', R.label, lpm.LABELS, 'latency: measured latency_ms (paper); normalised: '
-                  'latency_ms / ref_ms * median(training ref_ms), the load taken out; predictions stay in ms.')
+cli.define_flags(lpm.LPMRecipe)  # the recipe: LPMRecipe's fields, defaults (the paper's) and help
 flags.DEFINE_bool('progress', True, 'Show an epoch-level progress bar.')
 FLAGS = flags.FLAGS
-
-
-def recipe_from_flags():
-    return lpm.LPMRecipe(optimizer=FLAGS.optimizer, lr=FLAGS.lr, momentum=FLAGS.momentum,
-                         weight_decay=FLAGS.weight_decay, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
-                         loss=FLAGS.loss, target_scaling=FLAGS.target_scaling, patience=FLAGS.patience,
-                         val_fraction=FLAGS.val_fraction, cells=FLAGS.encode_cells, ensemble=FLAGS.ensemble,
-                         label=FLAGS.label, seed=FLAGS.seed)
 
 
 def main(argv):
@@ -55,7 +31,7 @@ def main(argv):
     if not FLAGS.tables or not FLAGS.model_dir:
         raise BadInput('--tables and --model_dir are required')
     lpm_run.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
-    recipe = recipe_from_flags()
+    recipe = cli.config_from_flags(lpm.LPMRecipe)
     df = dataset.load_tables(FLAGS.tables)
     result = lpm_run.train_and_evaluate(df, recipe, FLAGS.model_dir, FLAGS.split_seed, FLAGS.test_fraction,
                                         FLAGS.max_train_rows, FLAGS.overwrite, FLAGS.progress)

@@ -22,6 +22,7 @@ import pandas as pd
 import tensorflow as tf
 
 from ladnas_tf import search_space
+from ladnas_tf.settings import option
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency.dataset import CELLS, data_hash, encodings, normalised_latency, reference_median
 from ladnas_tf.latency.table import IDENTITY
@@ -49,20 +50,23 @@ class LPMMismatchError(LPMError):
 @dataclasses.dataclass(frozen=True)
 class LPMRecipe:
     """How an LPM is built and trained. The defaults are the paper's (section 3.2, Training details)."""
-    optimizer: str = 'sgd'
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-5   # coupled L2 as in PyTorch's SGD: grad += weight_decay * w
-    batch_size: int = 200
-    epochs: int = 1000
-    loss: str = 'mse'
-    target_scaling: str = 'none'  # 'standard': (ms - mean) / std; 'log': the same on log(ms)
-    patience: int = 0             # early stopping on validation loss; 0 = off
-    val_fraction: float = 0.0     # held out of the training rows for early stopping
-    cells: str = 'normal'         # 'both' = normal + reduction cell, 224 bits
-    ensemble: int = 1             # independently initialised members; prediction = their mean (ms)
-    label: str = 'latency'        # 'normalised': latency_ms / ref_ms * median(training ref_ms)
-    seed: int = 0
+    optimizer: str = option('sgd', 'Optimizer.', choices=OPTIMIZERS)
+    lr: float = option(0.01, 'Learning rate (fixed).')
+    momentum: float = option(0.9, 'SGD momentum.')
+    weight_decay: float = option(1e-5, 'Coupled L2 weight decay (PyTorch convention: grad += weight_decay * w).')
+    batch_size: int = option(200, 'Batch size.')
+    epochs: int = option(1000, 'Epochs (maximum, with early stopping).')
+    loss: str = option('mse', 'Loss on the (scaled) target.', choices=LOSSES)
+    target_scaling: str = option('none', 'none: raw ms (paper); standard: (ms - mean) / std; log: standardised '
+                                 'log(ms).', choices=TARGET_SCALINGS)
+    patience: int = option(0, 'Early-stopping patience in epochs on the validation loss (0 = off).')
+    val_fraction: float = option(0.0, 'Share of training rows held out for early stopping.')
+    cells: str = option('normal', 'normal: 112 bits (paper); both: normal + reduction cell, 224 bits.',
+                        choices=tuple(CELLS), flag='encode_cells')
+    ensemble: int = option(1, 'Independently initialised members averaged in ms.')
+    label: str = option('latency', 'latency: measured latency_ms (paper); normalised: latency_ms / ref_ms * '
+                        'median(training ref_ms), the load taken out; predictions stay in ms.', choices=LABELS)
+    seed: int = option(0, 'Seed of weight initialisation and shuffling.')
 
     def __post_init__(self):
         for name, allowed in (('optimizer', OPTIMIZERS), ('loss', LOSSES),
