@@ -1,5 +1,7 @@
 """The timing harness: statistics, the re-measure rule, input checks."""
+import dataclasses
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -25,30 +27,65 @@ def test_time_runs_warms_up_then_times_only_the_call():
     assert seconds == [1] * 5  # the fake clock ticks once per read: start and stop of each run
 
 
-class _Noisy:
-    """A run whose duration is noisy for the first `noisy_attempts` attempts, then steady."""
+class _FakeClock:
+    """Seconds that move only when a fake run says how long it took: timings are exact, no sleeps."""
 
-    def __init__(self, noisy_attempts, runs):
-        self.calls, self.noisy_attempts, self.runs = 0, noisy_attempts, runs
+    def __init__(self):
+        self.now = 0.0
 
     def __call__(self):
-        import time
+        return self.now
+
+
+class _Noisy:
+    """A run taking 2 and 12 ms in turn for the first `noisy_attempts` attempts, then a steady 2 ms."""
+
+    def __init__(self, clock, noisy_attempts, runs):
+        self.clock, self.calls, self.noisy_attempts, self.runs = clock, 0, noisy_attempts, runs
+
+    def __call__(self):
         attempt = self.calls // self.runs
         self.calls += 1
-        time.sleep(0.002 if attempt >= self.noisy_attempts or self.calls % 2 else 0.012)
+        self.clock.now += 0.002 if attempt >= self.noisy_attempts or self.calls % 2 else 0.012
+
+
+def _assert_stats(stats, latency_ms, mean_ms, std_ms, iqr_ms, runs):
+    assert dataclasses.astuple(stats) == pytest.approx(
+        (latency_ms, mean_ms, std_ms, iqr_ms, std_ms / mean_ms, runs), abs=1e-9)
 
 
 def test_remeasures_while_noisy_and_keeps_the_steady_attempt():
-    run = _Noisy(noisy_attempts=1, runs=6)
-    stats, attempts = measure.measure(run, warmup=0, runs=6, max_cv=0.3, max_attempts=3)
-    assert attempts == 2
-    assert stats.cv <= 0.3
+    clock = _FakeClock()
+    run = _Noisy(clock, noisy_attempts=1, runs=6)
+    stats, attempts = measure.measure(run, warmup=0, runs=6, max_cv=0.3, max_attempts=3, clock=clock)
+    assert attempts == 2 and run.calls == 12  # the noisy attempt (CV 0.78), then the steady one
+    _assert_stats(stats, 2.0, 2.0, 0.0, 0.0, 6)
 
 
 def test_gives_up_after_max_attempts_and_returns_the_least_noisy():
-    run = _Noisy(noisy_attempts=10, runs=4)
-    stats, attempts = measure.measure(run, warmup=0, runs=4, max_cv=0.01, max_attempts=2)
-    assert attempts == 2 and stats.cv > 0.01
+    clock = _FakeClock()
+    run = _Noisy(clock, noisy_attempts=10, runs=4)
+    stats, attempts = measure.measure(run, warmup=0, runs=4, max_cv=0.01, max_attempts=2, clock=clock)
+    assert attempts == 2 and run.calls == 8
+    # 2, 12, 2, 12 ms: median and mean 7, sample std sqrt(4 * 25 / 3), quartiles 2 and 12.
+    _assert_stats(stats, 7.0, 7.0, math.sqrt(100 / 3), 10.0, 4)
+
+
+def test_reference_timings_are_the_runs_around_the_architecture():
+    clock = _FakeClock()
+
+    def arch():
+        clock.now += 0.004
+
+    def reference():
+        clock.now += 0.010 if clock.now < 0.025 else 0.014  # the machine slows down while timing
+
+    stats, ref, attempts = measure.measure_with_reference(arch, reference, warmup=1, runs=3, max_attempts=1,
+                                                          reference_runs=2, clock=clock)
+    _assert_stats(stats, 4.0, 4.0, 0.0, 0.0, 3)
+    # Timed before: two 10 ms runs (after an untimed warm-up); after: two 14 ms runs, the slowdown.
+    _assert_stats(ref, 12.0, 12.0, math.sqrt(4 * 4 / 3), 4.0, 4)
+    assert attempts == 1
 
 
 @pytest.mark.parametrize('kwargs', [dict(runs=-1), dict(runs=1), dict(warmup=-2), dict(max_attempts=0)])

@@ -41,12 +41,13 @@ def check_protocol(warmup, runs, max_attempts):
                          f'(got warmup={warmup}, runs={runs}, max_attempts={max_attempts})')
 
 
-def measure(run_once, warmup=5, runs=20, max_cv=0.05, max_attempts=3):
-    """(Stats, attempts): re-measures while the CV exceeds max_cv, keeping the least noisy attempt."""
+def measure(run_once, warmup=5, runs=20, max_cv=0.05, max_attempts=3, clock=time.perf_counter):
+    """(Stats, attempts): re-measures while the CV exceeds max_cv, keeping the least noisy attempt.
+    clock: seconds as a float (a fake one in tests)."""
     check_protocol(warmup, runs, max_attempts)
     best = None
     for attempt in range(1, max_attempts + 1):
-        stats = Stats.of(time_runs(run_once, warmup, runs))
+        stats = Stats.of(time_runs(run_once, warmup, runs, clock))
         if best is None or stats.cv < best.cv:
             best = stats
         if stats.cv <= max_cv:
@@ -55,7 +56,7 @@ def measure(run_once, warmup=5, runs=20, max_cv=0.05, max_attempts=3):
 
 
 def measure_with_reference(run_once, reference, warmup=5, runs=20, max_cv=0.05, max_attempts=3,
-                           reference_runs=5):
+                           reference_runs=5, clock=time.perf_counter):
     """(Stats, reference Stats, attempts): `run_once` measured as by `measure`, each attempt bracketed
     by timed runs of a fixed reference network just before and just after it.
 
@@ -67,9 +68,9 @@ def measure_with_reference(run_once, reference, warmup=5, runs=20, max_cv=0.05, 
         raise ValueError(f'need reference_runs >= 1 (got {reference_runs})')
     best = None
     for attempt in range(1, max_attempts + 1):
-        before = time_runs(reference, 1, reference_runs)
-        stats = Stats.of(time_runs(run_once, warmup, runs))
-        after = time_runs(reference, 0, reference_runs)
+        before = time_runs(reference, 1, reference_runs, clock)
+        stats = Stats.of(time_runs(run_once, warmup, runs, clock))
+        after = time_runs(reference, 0, reference_runs, clock)
         if best is None or stats.cv < best[0].cv:
             best = stats, Stats.of(before + after)
         if stats.cv <= max_cv:
