@@ -79,7 +79,7 @@ def test_pipeline_end_to_end_with_a_kill_in_training(tmp_path):
     assert other.returncode == 1
     lines = other.stderr.strip().splitlines()
     assert len(lines) == 1 and '--overwrite' in lines[0]
-    assert 'another configuration (differs in: recipe.epochs)' in lines[0]
+    assert 'other settings (recipe.epochs: 2 -> 3)' in lines[0]
     assert sorted(os.listdir(killed)) == listing
     assert json.loads((killed / pipeline.CONFIG_FILE).read_text())['recipe']['epochs'] == 2
 

@@ -3,20 +3,18 @@ SIGKILL, and 2 replicas against 1 on the same global batch."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
-from ladnas_tf import search, search_space
+from ladnas_tf import architect, run_dir, search, search_space
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(dataset='memory', epochs=2, batch_size=8, channels=4, layers=3, seed=0, learning_rate=0.05,
-            arch_learning_rate=3e-3)
+            arch_learning_rate=3e-3, lambda_=0.0, lpm_dir=None)
 
 # Learnable tiny data: 3 classes, each a fixed 8x8 pattern plus noise.
 DATA_SNIPPET = '''
@@ -33,7 +31,7 @@ exec(DATA_SNIPPET)
 
 
 def _config(**overrides):
-    return search.SearchConfig(**{**TINY, **overrides})
+    return search.SearchConfig.from_json({**TINY, **overrides})
 
 
 @pytest.fixture(scope='module')
@@ -127,8 +125,9 @@ def test_run_directories_are_never_overwritten_silently(finished, tmp_path):
     with pytest.raises(search.SearchError, match='not empty'):
         search.prepare_run_dir(str(other), _config())
     assert (other / 'notes.txt').read_text() == 'mine'
+    (other / 'summary.json').write_text('{}')
     assert search.prepare_run_dir(str(other), _config(), overwrite=True) is False
-    assert os.listdir(other) == [search.CONFIG_FILE]
+    assert sorted(os.listdir(other)) == [search.CONFIG_FILE, 'notes.txt']  # only our outputs replaced
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(finished, tmp_path):
@@ -143,10 +142,13 @@ def test_a_checkpoint_of_another_configuration_is_refused(finished, tmp_path):
 def test_bad_settings_are_one_line_errors():
     for bad, match in ((dict(method='enas'), 'unknown method'), (dict(channels=0), 'channels'),
                        (dict(method='pcdarts', channels=6, partial_channels=4), 'partial_channels'),
-                       (dict(order='third'), 'unknown order'),
                        (dict(order='second', recompute=True), 'first-order search only')):
         with pytest.raises(search.SearchError, match=match):
             _config(**bad).check()
+    with pytest.raises(architect.SearchConfigError, match='unknown order'):
+        _config(order='third')
+    with pytest.raises(search.SearchError, match='unknown predictor'):
+        _config(lpm_dir='no_such_predictor')
     with pytest.raises(search.SearchError, match='larger than'):
         tiny_data(batch_size=64)
 
@@ -162,42 +164,38 @@ DRIVER = DATA_SNIPPET + textwrap.dedent('''
     import json, sys
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
-    config = search.SearchConfig(**json.loads(sys.argv[2]))
-    summary = search.search(config, sys.argv[1], data=tiny_data(), progress=False, checkpoint_every=1e-9)
+    from ladnas_tf import run_dir
+    config = search.SearchConfig.from_json(json.loads(sys.argv[2]))
+    summary = search.search(config, sys.argv[1], data=tiny_data(), progress=False, checkpoint_every=1e-9,
+                            step_callback=run_dir.step_callback_from_env())
     print(json.dumps(summary))
 ''')
 
 
-def _driver(model_dir, config, **popen):
+def _driver(model_dir, config, kill_at_step=None):
     cmd = [sys.executable, '-c', DRIVER, model_dir, json.dumps(config)]
     env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '2'}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **popen)
+    env.pop(run_dir.KILL_AT_STEP_ENV, None)
+    if kill_at_step is not None:
+        env[run_dir.KILL_AT_STEP_ENV] = str(kill_at_step)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
 def test_killed_and_resumed_ends_as_an_uninterrupted_run(tmp_path):
-    """A real SIGKILL in the middle of the second epoch, then the same command again."""
+    """A real SIGKILL at step 5 (inside the second epoch, after its checkpoint), then the same command again."""
     config = {**TINY, 'epochs': 3, 'method': 'pcdarts', 'partial_channels': 2, 'warmup_epochs': 1}
     straight = _driver(str(tmp_path / 'straight'), config)
-    out, err = straight.communicate(timeout=900)
-    assert straight.returncode == 0, err[-2000:]
-    expected = json.loads(out.strip().splitlines()[-1])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    expected = json.loads(straight.stdout.strip().splitlines()[-1])
 
     killed_dir = str(tmp_path / 'killed')
-    victim = _driver(killed_dir, config)
-    index = os.path.join(killed_dir, 'checkpoints', 'checkpoint')
-    deadline = time.time() + 600
-    while time.time() < deadline and victim.poll() is None:  # wait for a checkpoint inside epoch 2 (steps 4-6)
-        if os.path.exists(index) and any(f'ckpt-{s}' in open(index).read() for s in (4, 5)):
-            break
-        time.sleep(0.05)
-    assert victim.poll() is None, 'the run ended before it could be killed'
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    victim = _driver(killed_dir, config, kill_at_step=5)
+    assert victim.returncode == -9, victim.stderr[-2000:]
+    assert 'ckpt-5' in open(os.path.join(killed_dir, 'checkpoints', 'checkpoint')).read()
     resumed = _driver(killed_dir, config)
-    out, err = resumed.communicate(timeout=900)
-    assert resumed.returncode == 0, err[-2000:]
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    out = resumed.stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result['genotype'] == expected['genotype']
     assert result['steps'] == expected['steps'] == 9

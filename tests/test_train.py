@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ladnas_tf import data, genotypes, train
+from ladnas_tf import data, genotypes, run_dir, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, CLASSES, PER_CLASS = 16, 4, {'train': 16, 'test': 8}
@@ -153,7 +153,7 @@ def test_run_writes_summary_checkpoints_and_models(run):
     assert summary['best_epoch'] is None and summary['validation_top1'] is None
     assert summary['split_of']['test_top1'].startswith('test') and 'chooses nothing' in summary['selection']
     assert [h['epoch'] for h in json.loads(open(os.path.join(model_dir, 'history.json')).read())] == [1, 2]
-    assert final.count_params() == summary['params']
+    assert final.count_eval_params() == summary['params']
     # The last epoch (index 1 of 2) trained at drop-path 0.2 * 1 / 2.
     assert float(final.cells_[0].drop_path_rate.numpy()) == pytest.approx(0.1)
 
@@ -162,23 +162,23 @@ def test_finished_run_is_returned_and_other_config_refused(run, folder):
     model_dir, summary = run
     assert train.train(genotypes.DARTS_V2, TINY, model_dir, folder, verbose=0, log=lambda *_: None) == summary
     other = train.Recipe(**{**TINY.__dict__, 'channels': 8})
-    with pytest.raises(train.TrainError, match=r'another genotype or config \(differs in: channels\)'):
+    with pytest.raises(train.TrainError, match=r'other settings \(recipe.channels: 4 -> 8\)'):
         train.train(genotypes.DARTS_V2, other, model_dir, folder, verbose=0)
-    with pytest.raises(train.TrainError, match='differs in: genotype'):
+    with pytest.raises(train.TrainError, match=r'other settings \(genotype: '):
         train.train(genotypes.DARTS_V1, TINY, model_dir, folder, verbose=0)
     assert os.path.isfile(os.path.join(model_dir, 'final.keras'))  # nothing lost
 
 
 def test_tflite_accuracy_agrees_with_keras(run, folder):
     import keras
-    from ladnas_tf import export
+    from ladnas_tf.graph import convert
     model_dir, summary = run
     model = keras.models.load_model(os.path.join(model_dir, 'final.keras'))
     test_set = data.load(folder, 'test')
     images, labels = (np.concatenate(t) for t in zip(*[(x.numpy(), y.numpy()) for x, y in
                                                         data.batches(test_set, 16, training=False)]))
     keras_top1 = 100 * np.mean(model.predict(images, verbose=0).argmax(-1) == labels)
-    tflite = export.to_tflite(model, SIZE)
+    tflite = convert.keras_to_tflite(model, SIZE)
     assert train.tflite_accuracy(tflite, test_set) == pytest.approx(keras_top1)
     assert keras_top1 == pytest.approx(summary['test_top1'])
     assert train.tflite_accuracy(tflite, test_set, limit=5) == pytest.approx(
@@ -245,7 +245,7 @@ def test_killed_and_resumed_ends_as_an_uninterrupted_run(tmp_path, folder):
                                     ('mid_epoch', '1e-9', 'after epoch 1, step 2')):
         model_dir = tmp_path / name
         args = [*_tiny_flags(folder, model_dir), *common, f'--checkpoint_every={every}']
-        killed = _cli(*args, env={train.KILL_AT_STEP_ENV: '6'})
+        killed = _cli(*args, env={run_dir.KILL_AT_STEP_ENV: '6'})
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
         assert not (model_dir / 'summary.json').exists()
         resumed = _cli(*args)

@@ -19,8 +19,9 @@ from . import cli
 from . import search as search_tool  # the search's flags are the sweep's base settings
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('lambdas', ['0', '0.1', '0.15', '0.2'], 'lambda_ values (1/ms) of the latency-aware runs.')
-flags.DEFINE_list('etas', [], 'eta values (1/MMAC) of FLOPs-aware runs.')
+flags.DEFINE_list('lambdas', ['0', '0.1', '0.15', '0.2'],
+                  "lambda_ values (in units of DARTS_V2's predicted latency) of the latency-aware runs.")
+flags.DEFINE_list('etas', [], "eta values (in units of DARTS_V2's MACs) of FLOPs-aware runs.")
 flags.DEFINE_integer('retime_rounds', 3, 'At the end, time every derived network again, all in alternation, '
                      'this many rounds (0 = off).')
 flags.DEFINE_string('out_dir', 'runs/sweep', 'The sweep directory: one run directory per value, sweep.csv, sweep.png.')
