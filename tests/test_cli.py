@@ -135,3 +135,32 @@ def test_float_flag_values_parse_to_finite_numbers_or_fail_in_one_line(float_fla
         assert math.isfinite(getattr(flags.FLAGS, name))
     finally:
         flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.slow
+def test_the_default_search_has_no_tensorflow_error_lines(tmp_path):
+    """A newcomer's first run (no TF_CPP_MIN_LOG_LEVEL set): TensorFlow's C++ notices, the oneDNN DT_INT32
+    one at the first graph above all, stay off stderr."""
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    done = subprocess.run([sys.executable, '-m', 'tools.search', *DIGITS_SEARCH, '--lat_samples=2',
+                           f'--model_dir={tmp_path / "run"}'], cwd=ROOT, env={**env, 'PYTHONPATH': ROOT},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert 'predicted' in done.stdout  # the shipped predictor was used: the latency-aware default
+    assert 'oneDNN' not in done.stderr and not any(line.startswith('E0000') for line in done.stderr.splitlines())
+
+
+def test_one_command_lists_the_tools_and_runs_one():
+    listing = subprocess.run([sys.executable, '-m', 'tools'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert listing.returncode == 0, listing.stderr
+    commands = {line.split()[0] for line in listing.stdout.splitlines()[3:]}
+    assert commands == {f[:-3] for f in os.listdir(os.path.join(ROOT, 'tools'))
+                        if f.endswith('.py') and f not in ('__init__.py', '__main__.py', 'cli.py')}
+    assert 'search  ' in listing.stdout and 'Differentiable architecture search' in listing.stdout
+    done = subprocess.run([sys.executable, '-m', 'tools', 'lpms', '--json'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert 'cpu_tflite_cifar' in done.stdout
+    unknown = subprocess.run([sys.executable, '-m', 'tools', 'serach'], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: unknown command 'serach'")
