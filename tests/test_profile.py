@@ -1,12 +1,16 @@
 """Profiling end to end at tiny scale: the CLI, a real kill and resume, the GPU path, repeatability."""
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from ladnas_tf import search_space
 from ladnas_tf.latency import measure, profile, table, targets
 
 TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--warmup=1', '--runs=3',
@@ -36,7 +40,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path):
     while _rows(path) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the run and its conversion workers, mid-flight
-    proc.wait()
+    proc.wait(timeout=60)
     killed_at = _rows(path)
     assert killed_at >= 3
     done = _cli(f'--table={path}', f'--count={killed_at + 3}')
@@ -77,15 +81,28 @@ def test_device_harness_times_on_cpu(tmp_path):
     assert target.describe()['target'] == 'cpu_tf'
 
 
+@pytest.mark.slow
 def test_profiler_protocol_and_repeatability_in_process(tmp_path):
     setting = targets.Setting('cifar', 4, 2, 8, 1, 10)
     profiler = profile.Profiler(targets.CpuTFLite(1), setting, str(tmp_path / 'p.csv'), warmup=1, runs=3,
                                 reference_runs=2, workers=1, batch=3)
     assert profiler.run(3, seed=5) == 3
     df = table.read(str(tmp_path / 'p.csv'))
-    assert (df['runs'] == 3).all() and (df['latency_ms'] > 0).all() and (df['setting'] == setting.key).all()
-    assert (df['iqr_ms'] >= 0).all() and (df['attempts'] >= 1).all()
+    stream = [search_space.genotype_id(g) for _, g in itertools.islice(profile.architectures(5), 3)]
+    assert df['arch_id'].tolist() == stream and df['index'].tolist() == [0, 1, 2]  # the seed's stream, in order
+    assert (df['runs'] == 3).all() and (df['setting'] == setting.key).all()
+    assert (df['latency_ms'] > 0).all() and (df['ref_ms'] > 0).all() and (df['attempts'] >= 1).all()
     summary = profile.repeatability(profiler, 2, seed=0)
-    assert summary['pairs'] == 2 and summary['raw_mean_rel_diff'] >= 0
-    assert summary['normalised_mean_rel_diff'] >= 0
+    pairs = pd.read_csv(tmp_path / 'p.repeat.csv')
+    first = df.set_index('arch_id').loc[pairs['arch_id']]
+    assert len(pairs) == 2 and pairs['arch_id'].is_unique
+    # The first timing is the table's row, the second a fresh one of the same architecture.
+    np.testing.assert_allclose(pairs['first_ms'], first['latency_ms'])
+    np.testing.assert_allclose(pairs['first_ref_ms'], first['ref_ms'])
+    assert (pairs['second_ms'] > 0).all() and (pairs['second_ref_ms'] > 0).all()
+    raw = (pairs['second_ms'] - pairs['first_ms']).abs() / pairs['first_ms']
+    assert summary['pairs'] == 2 and summary['raw_mean_rel_diff'] == pytest.approx(raw.mean())
+    assert summary == profile.repeatability_summary(pairs)
+    assert profile.repeatability(profiler, 2, seed=0) == summary  # resumed: no pair re-timed
+    assert len(pd.read_csv(tmp_path / 'p.repeat.csv')) == 2
     assert profiler.run(3, seed=5) == 0  # already complete: nothing re-measured
