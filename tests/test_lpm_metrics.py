@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ladnas_tf.latency import metrics
@@ -76,3 +77,36 @@ def test_an_lpm_is_scored_on_another_table_raw_and_normalised():
     assert result['raw']['scale'] == pytest.approx(2.0) and result['raw']['mre_pct'] == pytest.approx(0.0)
     assert result['ref_normalised']['scale'] == pytest.approx(1.0)
     assert result['raw']['kendall_tau'] == pytest.approx(1.0)
+
+
+def test_shipped_metrics_are_what_the_shipped_model_scores():
+    """metrics.json of the shipped predictor, recomputed: its table (recorded relative to the repository),
+    split as recorded, scored by the shipped model."""
+    import json
+    import os
+
+    from ladnas_tf.latency import dataset, lpm, lpm_run, registry
+
+    path = registry.resolve('cpu_tflite_cifar')
+    model = lpm.LPM.load(path)
+    with open(os.path.join(path, lpm_run.METRICS_FILE)) as f:
+        shipped = json.load(f)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    df = dataset.load_tables([os.path.join(repo, t) for t in model.metadata['data']['tables']])
+    fit, val, test = dataset.split_rows(df, shipped['split_seed'], shipped['test_fraction'],
+                                        val_fraction=model.recipe.val_fraction)
+    assert (len(fit), len(val), len(test)) == (shipped['train_size'], shipped['val_size'], shipped['test_size'])
+    assert dataset.data_hash(test) == shipped['test_sha256']
+    assert dataset.data_hash(pd.concat([fit, val]), with_reference=True) == model.metadata['data']['sha256']
+    measured, views = lpm_run.score(model, fit, test)
+    recomputed = _flat({**measured, **views})
+    assert {'mre_pct', 'kendall_tau', 'vs_normalised.mre_pct', 'quiet.n'} <= recomputed.keys()
+    assert recomputed == pytest.approx({k: _flat(shipped)[k] for k in recomputed}, rel=1e-6, abs=1e-9)
+
+
+def _flat(d, prefix=''):
+    """{'a': {'b': 1}} -> {'a.b': 1}: pytest.approx compares flat dicts only."""
+    out = {}
+    for key, value in d.items():
+        out.update(_flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {f'{prefix}{key}': value})
+    return out
