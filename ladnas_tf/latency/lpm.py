@@ -22,10 +22,10 @@ import pandas as pd
 import tensorflow as tf
 
 from ladnas_tf import search_space
-from ladnas_tf.settings import option
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency.dataset import CELLS, data_hash, encodings, normalised_latency, reference_median
 from ladnas_tf.latency.table import IDENTITY
+from ladnas_tf.settings import option
 
 FORMAT = 'ladnas_tf.lpm/1'
 MODEL_FILE = 'lpm.keras'
