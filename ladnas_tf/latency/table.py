@@ -4,8 +4,8 @@ Beside `name.csv` lies `name.meta.json` (the target and setting the table belong
 Each row carries `ref_ms`, the reference network timed around that row (see profile.py).
 A killed run loses at most the row in flight (a partial last line is cut off on reopening; a header
 cut by a kill during the very first write makes a new table); a restart skips measured architectures;
-a table of another target or setting is refused. Every reader (the profiler resuming, the LPM
-training) validates rows with `check_rows`: finite positive latencies, real cell encodings.
+a table of another target or setting is refused. Every reader (the profiler resuming, dataset.py for
+the LPM) validates rows with `check_rows`: finite positive latencies, real cell encodings.
 """
 import csv
 import json
