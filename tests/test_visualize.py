@@ -1,14 +1,16 @@
-"""Cell drawings (DOT), the alpha heatmap and scatter plots."""
+"""Cell drawings (DOT; PNG by graphviz or matplotlib), the alpha heatmap and scatter plots."""
 import re
 import shutil
 
 import numpy as np
 import pytest
+from matplotlib.text import Annotation
 
 from ladnas_tf import search_space, visualize
 from ladnas_tf.genotypes import DARTS_V2
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+NODES = ('c_{k-2}', 'c_{k-1}', '0', '1', '2', '3', 'c_{k}')
 
 
 def _edges(dot):
@@ -35,12 +37,12 @@ def test_dot_refuses_a_cell_outside_the_space():
         visualize.cell_to_dot(bad)
 
 
-def test_save_without_dot_writes_the_dot_file_only(tmp_path, monkeypatch):
+def test_save_without_dot_draws_the_png_with_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, 'which', lambda name: None)
     written = visualize.save_cell_drawing(DARTS_V2.reduce, str(tmp_path / 'cells' / 'reduce'), 'reduce')
-    assert written == [str(tmp_path / 'cells' / 'reduce.dot')]
+    assert written == [str(tmp_path / 'cells' / f'reduce.{ext}') for ext in ('dot', 'png')]
     assert (tmp_path / 'cells' / 'reduce.dot').read_text() == visualize.cell_to_dot(DARTS_V2.reduce, 'reduce')
-    assert not (tmp_path / 'cells' / 'reduce.png').exists()
+    assert (tmp_path / 'cells' / 'reduce.png').read_bytes()[:8] == PNG_MAGIC
 
 
 def test_save_survives_a_failing_dot(tmp_path, monkeypatch):
@@ -49,7 +51,24 @@ def test_save_survives_a_failing_dot(tmp_path, monkeypatch):
         pytest.skip('no `false` program to stand in for a broken graphviz')
     monkeypatch.setattr(shutil, 'which', lambda name: false)
     written = visualize.save_cell_drawing(DARTS_V2.normal, str(tmp_path / 'normal'))
-    assert written == [str(tmp_path / 'normal.dot')]
+    assert written == [str(tmp_path / 'normal.dot'), str(tmp_path / 'normal.png')]  # the PNG by matplotlib
+    assert (tmp_path / 'normal.png').read_bytes()[:8] == PNG_MAGIC
+    assert not (tmp_path / 'normal.pdf').exists()
+
+
+@pytest.mark.parametrize('cell', [DARTS_V2.normal, DARTS_V2.reduce])
+def test_the_matplotlib_drawing_has_every_node_edge_and_op(cell):
+    ax = visualize.cell_figure(cell, 'a cell').axes[0]
+    nodes = {t.get_position(): t.get_text().strip('$') for t in ax.texts
+             if not isinstance(t, Annotation) and t.get_text().strip('$') in NODES}
+    assert sorted(nodes.values()) == sorted(NODES)
+    arrows = sorted((nodes[a.xyann], nodes[a.xy]) for a in ax.texts if isinstance(a, Annotation))
+    names = {0: 'c_{k-2}', 1: 'c_{k-1}'}
+    assert arrows == sorted([(names.get(i, str(i - 2)), str(k // 2)) for k, (_, i) in enumerate(cell)]
+                            + [(str(n), 'c_{k}') for n in range(4)])
+    labels = [t.get_text() for t in ax.texts if not isinstance(t, Annotation) and t.get_position() not in nodes]
+    assert sorted(labels) == sorted(op for op, _ in cell)
+    assert ax.get_title() == 'a cell'
 
 
 @pytest.mark.skipif(shutil.which('dot') is None, reason='graphviz `dot` is not installed')
