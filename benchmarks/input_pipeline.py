@@ -80,7 +80,7 @@ def train_images_per_s(batch, steps, warmup=2):
     return {'images_per_s': batch * steps / wall, 'images_per_cpu_s': batch * steps / cpu,
             'seconds_per_step': wall / steps,
             'cpu_seconds_per_image': cpu / (batch * steps), 'batch': batch, 'steps': steps,
-            'trace_and_warmup_seconds': first, 'params': trainer.model.count_params(),
+            'trace_and_warmup_seconds': first, 'params': trainer.model.count_eval_params(),
             'macs': trainer.model.count_macs()}
 
 

@@ -1,7 +1,7 @@
 """Profiling throughput: the naive path against ours, side by side in one run, as archs/hour.
 
 naive: build the Keras network, TFLiteConverter.from_keras_model(...).convert(), then time.
-ours:  the constant graph (ladnas_tf.latency.graph) converted by worker processes ahead of
+ours:  the constant graph (ladnas_tf.graph.constant) converted by worker processes ahead of
        serial timing (ladnas_tf.latency.profile.Profiler), conversion never overlapping a timed run;
        ours also times the reference network around every architecture (extra work naive skips).
 Both time with the same protocol (measure.measure) on the same architectures of the same stream.

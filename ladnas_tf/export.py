@@ -1,9 +1,6 @@
-"""TFLite export of evaluation networks (float32 or post-training int8), and the parity check that
-the exported file computes what the Keras model does.
-
-Conversion traces call(training=False) with a static batch-1 signature and freezes the variables
-into constants before the converter sees the graph: from_keras_model is several times slower, and
-a dynamic batch leaves SPACE_TO_BATCH_ND around the dilated convolutions, which a phone would time.
+"""TFLite export of evaluation networks (float32 or post-training int8, converted by
+graph/convert.py), the parity check that the exported file computes what the Keras model does, and
+the written file with its summary.
 """
 import collections
 import importlib.metadata
@@ -17,65 +14,18 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from ladnas_tf import network, search_space
+from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency.graph import quiet_converter
+from ladnas_tf.graph import convert
 
 FLOAT_PARITY_TOLERANCE = 1e-4  # largest |TFLite - Keras| logit over the largest |Keras| logit
-CALIBRATION_BATCHES = 4        # default int8 calibration: a few batches of random images
-CALIBRATION_BATCH_SIZE = 8
 _BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith('_')}
 _TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith('_')}
 
 
 class ExportError(BadInput):
     """An export that must not be written: an existing output, or a float model that lost parity."""
-
-
-def random_images(count, image_size, seed=0):
-    """Standard-normal images: the scale of normalised inputs, for calibration and parity checks."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((count, image_size, image_size, 3)).astype(np.float32)
-
-
-def frozen_function(model, image_size):
-    """call(images, training=False) on one static image, variables folded into constants."""
-    spec = tf.TensorSpec((1, image_size, image_size, 3), tf.float32, name='images')
-    concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
-    return convert_variables_to_constants_v2(concrete)
-
-
-def _calibration_feed(representative, image_size):
-    """The converter's representative_dataset: one image per step from an iterable of batches.
-
-    `representative` is any iterable of image batches (NumPy arrays, tensors, or a tf.data.Dataset,
-    whose (images, labels) elements are accepted too); None means random images."""
-    if representative is None:
-        images = random_images(CALIBRATION_BATCHES * CALIBRATION_BATCH_SIZE, image_size, seed=1)
-        representative = np.split(images, CALIBRATION_BATCHES)
-
-    def feed():
-        for batch in representative:
-            if isinstance(batch, (tuple, list)):
-                batch = batch[0]
-            for image in np.asarray(batch, np.float32):
-                yield [image[None]]
-    return feed
-
-
-def to_tflite(model, image_size, int8=False, representative=None):
-    """The model as a TFLite flatbuffer (bytes); int8 is full-integer post-training quantization
-    calibrated on `representative` (see _calibration_feed), with float32 input and output."""
-    frozen = frozen_function(model, image_size)
-    with quiet_converter():
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-        if int8:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = _calibration_feed(representative, image_size)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        return converter.convert()
 
 
 def run_tflite(tflite_bytes, images, threads=1):
@@ -191,18 +141,18 @@ def export(model, output, int8=False, representative=None, parity_images=8, thre
     check_outputs(output, overwrite)
     image_size = model.image_size
     start, cpu_start = time.perf_counter(), time.process_time()
-    tflite_bytes = to_tflite(model, image_size, int8, representative)
+    tflite_bytes = convert.keras_to_tflite(model, image_size, int8, representative)
     # Wall and CPU time: on a shared machine the CPU time is the one to compare across runs.
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    check = parity(model, tflite_bytes, random_images(parity_images, image_size), threads)
+    check = parity(model, tflite_bytes, convert.random_images(parity_images, image_size), threads)
     if not int8 and check['relative_diff'] > FLOAT_PARITY_TOLERANCE:
         raise ExportError(f"float32 TFLite logits differ from Keras by {check['relative_diff']:.2e} "
                           f'of the logit scale (tolerance {FLOAT_PARITY_TOLERANCE:.0e})')
     summary = {
         'genotype': str(model.genotype), 'genotype_id': search_space.genotype_id(model.genotype),
-        'setting': 'cifar' if isinstance(model, network.NetworkCIFAR) else 'imagenet',
+        'setting': model.setting,
         'channels': model.channels, 'cells': model.num_cells, 'num_classes': model.num_classes,
-        'image_size': image_size, 'int8': int8, 'params': model.count_params(),
+        'image_size': image_size, 'int8': int8, 'params': model.count_eval_params(),
         'macs': model.count_macs(), 'file_bytes': len(tflite_bytes), 'parity': check,
         'tflite_ops': dict(sorted(tflite_op_counts(tflite_bytes).items())),
         'conversion_seconds': round(seconds, 3), 'conversion_cpu_seconds': round(cpu_seconds, 3),

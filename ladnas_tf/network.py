@@ -1,21 +1,21 @@
 """Evaluation networks built from a genotype (DARTS's NetworkCIFAR and NetworkImageNet).
 
-Parameters are counted as the DARTS reference code logs them (trainable weights, so BN scale and
-offset but not its moving statistics; the auxiliary head excluded); multiply-adds count convolutions
-and the classifier only, as the network is defined (see ops.py), the auxiliary head excluded.
+The cell sequence and each cell's nodes come from the genotype walk (graph/walk.py), which the other
+emitters (the MAC count, the profiler's graph, the QAT rebuild) follow too. Parameters are counted as
+the DARTS reference code logs them (trainable weights, so BN scale and offset but not its moving
+statistics; the auxiliary head excluded); multiply-adds are graph/macs.py's, the auxiliary head excluded.
 """
-import math
-
 import keras
 import numpy as np
 from keras import layers
 
 from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.ops import OPS, FactorizedReduce, Identity, ReLUConvBN, apply, batch_norm, conv_layers
+from ladnas_tf.graph import macs, walk
+from ladnas_tf.ops import OPS, FactorizedReduce, Identity, ReLUConvBN, apply, batch_norm, conv_layers, weighted
 
 _PACKAGE = 'ladnas_tf'
-SETTINGS = ('cifar', 'imagenet')
+SETTINGS = walk.SETTINGS
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -31,7 +31,8 @@ class Cell(layers.Layer):
         self.preprocess0 = (FactorizedReduce(filters) if reduction_prev
                             else ReLUConvBN(filters, 1))
         self.preprocess1 = ReLUConvBN(filters, 1)
-        self.edge_ops = [OPS[op](filters, 2 if reduction and i < 2 else 1, True) for op, i in self.cell]
+        self.nodes = walk.nodes(self.cell, reduction)
+        self.edge_ops = [OPS[e.op](filters, e.stride, True) for node in self.nodes for e in node]
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
@@ -48,25 +49,21 @@ class Cell(layers.Layer):
     def call(self, inputs, training=None):
         s0, s1 = inputs
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-        for node in range(search_space.NUM_NODES):
+        for node in self.nodes:
             total = 0
-            for k in (2 * node, 2 * node + 1):
-                h = self.edge_ops[k](states[self.cell[k][1]], training=training)
-                if training and not isinstance(self.edge_ops[k], Identity):
+            for edge in node:
+                op = self.edge_ops[edge.position]
+                h = op(states[edge.source], training=training)
+                if training and not isinstance(op, Identity):
                     h = self._drop_path(h)
                 total = total + h
             states.append(total)
         return keras.ops.concatenate([states[i] for i in search_space.CONCAT], axis=-1)
 
-    def macs(self, shape0, shape1):
-        c = self.filters
-        h, w = shape1[1], shape1[2]
-        node_hw = [(h, w), (h, w)] + [(math.ceil(h / 2), math.ceil(w / 2)) if self.reduction
-                                      else (h, w)] * search_space.NUM_NODES
-        total = self.preprocess0.macs(shape0) + self.preprocess1.macs(shape1)
-        for op, (_, i) in zip(self.edge_ops, self.cell):
-            total += op.macs((None, *node_hw[i], c))
-        return total
+    def weighted_layers(self):
+        """The layers with weights, in the walk's order."""
+        return [layer for op in [self.preprocess0, self.preprocess1, *self.edge_ops]
+                for layer in op.weighted_layers()]
 
     def get_config(self):
         return {**super().get_config(), 'cell': [list(e) for e in self.cell], 'filters': self.filters,
@@ -109,15 +106,9 @@ class _Network(keras.Model):
         self.num_classes, self.auxiliary, self.seed = num_classes, auxiliary, seed
         self.aux_index = 2 * num_cells // 3
         self._make_stem()
-        self.cells_ = []
-        c_curr, reduction_prev = channels, self._stem_reduces()
-        for i in range(num_cells):
-            reduction = i in (num_cells // 3, 2 * num_cells // 3)
-            c_curr *= 2 if reduction else 1
-            cell = genotype.reduce if reduction else genotype.normal
-            self.cells_.append(Cell(cell, c_curr, reduction, reduction_prev,
-                                    seed=None if seed is None else seed + i, name=f'cell_{i}'))
-            reduction_prev = reduction
+        self.cells_ = [Cell(plan.cell(genotype), plan.c, plan.reduction, plan.reduction_prev,
+                            seed=None if seed is None else seed + plan.index, name=f'cell_{plan.index}')
+                       for plan in walk.cell_plans(self.setting, channels, num_cells, image_size)]
         self.global_pool = layers.GlobalAveragePooling2D()
         self.classifier = layers.Dense(num_classes, name='classifier')
         self.aux_head = (AuxiliaryHead(num_classes, self._aux_pool_stride, name='auxiliary_head')
@@ -138,22 +129,22 @@ class _Network(keras.Model):
         logits = self.classifier(self.global_pool(s1))
         return logits if logits_aux is None else (logits, logits_aux)
 
-    def count_params(self):
-        """Trainable parameters without the auxiliary head: the figure DARTS logs."""
+    def count_eval_params(self):
+        """Trainable parameters without the auxiliary head: the figure DARTS logs for an evaluation
+        network (Keras' count_params counts every weight, BN's moving statistics and the head too)."""
         aux = set(id(w) for w in self.aux_head.trainable_weights) if self.aux_head else set()
         return int(sum(np.prod(w.shape) for w in self.trainable_weights if id(w) not in aux))
 
     def count_macs(self):
         """Multiply-adds of one image (convolutions and the classifier; no auxiliary head)."""
-        h, w = self.image_size, self.image_size
-        total, shape0, shape1 = self._stem_macs(h, w)
-        for cell in self.cells_:
-            total += cell.macs(shape0, shape1)
-            h1, w1 = shape1[1:3]
-            if cell.reduction:
-                h1, w1 = math.ceil(h1 / 2), math.ceil(w1 / 2)
-            shape0, shape1 = shape1, (None, h1, w1, cell.filters * search_space.NUM_NODES)
-        return total + shape1[-1] * self.num_classes
+        return macs.network_macs(self.genotype, self.setting, self.channels, self.num_cells, self.num_classes,
+                                 self.image_size)
+
+    def weighted_layers(self):
+        """The layers with weights in the order the genotype walk meets them (stem, cells, classifier;
+        no auxiliary head), so another emitter of the walk can take the weights one for one."""
+        return (weighted(self._stem_layers()) + [layer for cell in self.cells_ for layer in cell.weighted_layers()]
+                + [self.classifier])
 
     def set_drop_path_rate(self, rate):
         for cell in self.cells_:
@@ -166,13 +157,10 @@ class _Network(keras.Model):
                 'name': self.name}
 
 
-def _conv_macs(h, w, k, c_in, c_out, stride):
-    return math.ceil(h / stride) * math.ceil(w / stride) * k * k * c_in * c_out
-
-
 @keras.saving.register_keras_serializable(_PACKAGE)
 class NetworkCIFAR(_Network):
     """DARTS's CIFAR network: a 3x3 conv stem to 3C channels; the auxiliary head sees the 8x8 map."""
+    setting = 'cifar'
     _aux_pool_stride = 3
 
     def __init__(self, genotype, channels=36, num_cells=20, num_classes=10, auxiliary=False,
@@ -181,23 +169,21 @@ class NetworkCIFAR(_Network):
                          **kwargs)
 
     def _make_stem(self):
-        self.stem = [layers.Conv2D(3 * self.channels, 3, padding='same', use_bias=False), batch_norm()]
+        self.stem = [layers.Conv2D(walk.STEM_MULTIPLIER * self.channels, 3, padding='same', use_bias=False),
+                     batch_norm()]
 
-    def _stem_reduces(self):
-        return False
+    def _stem_layers(self):
+        return self.stem
 
     def _stem(self, x, training):
         s = apply(self.stem, x, training)
         return s, s
 
-    def _stem_macs(self, h, w):
-        shape = (None, h, w, 3 * self.channels)
-        return _conv_macs(h, w, 3, 3, 3 * self.channels, 1), shape, shape
-
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class NetworkImageNet(_Network):
     """DARTS's ImageNet mobile network: three stride-2 3x3 convs bring 224x224 down to 28x28."""
+    setting = 'imagenet'
     _aux_pool_stride = 2
 
     def __init__(self, genotype, channels=48, num_cells=14, num_classes=1000, auxiliary=False,
@@ -211,28 +197,18 @@ class NetworkImageNet(_Network):
                       + conv_layers(c, 3, 2) + [batch_norm()])
         self.stem1 = [layers.ReLU()] + conv_layers(c, 3, 2) + [batch_norm()]
 
-    def _stem_reduces(self):
-        return True
+    def _stem_layers(self):
+        return self.stem0 + self.stem1
 
     def _stem(self, x, training):
         s0 = apply(self.stem0, x, training)
         return s0, apply(self.stem1, s0, training)
 
-    def _stem_macs(self, h, w):
-        c, half = self.channels, self.channels // 2
-        h1, w1 = math.ceil(h / 2), math.ceil(w / 2)
-        h2, w2 = math.ceil(h1 / 2), math.ceil(w1 / 2)
-        h3, w3 = math.ceil(h2 / 2), math.ceil(w2 / 2)
-        macs = (_conv_macs(h, w, 3, 3, half, 2) + _conv_macs(h1, w1, 3, half, c, 2)
-                + _conv_macs(h2, w2, 3, c, c, 2))
-        return macs, (None, h2, w2, c), (None, h3, w3, c)
-
 
 def build_network(genotype, setting='cifar', channels=None, num_cells=None, num_classes=None,
                   auxiliary=False, image_size=None, seed=None):
     """A built evaluation network: the paper's defaults per setting, any of them overridable."""
-    if setting not in SETTINGS:
-        raise BadInput(f'unknown setting {setting!r} (known: {", ".join(SETTINGS)})')
+    walk.check_setting(setting)
     cls = NetworkCIFAR if setting == 'cifar' else NetworkImageNet
     defaults = dict(cifar=(36, 20, 10, 32), imagenet=(48, 14, 1000, 224))[setting]
     c, n, k, s = (v if v is not None else d for v, d in

@@ -10,11 +10,9 @@ every window by one pixel. We match PyTorch exactly:
     avg-pool's count_include_pad=False border counts (TF's 'same' avg pool excludes padding too).
     Keras also refuses strides > 1 together with dilation > 1, which this sidesteps.
 
-Each layer reports `macs(input_shape)`, the multiply-adds of its convolutions as the network is
-*defined* (a stride-2 op counts stride-2 outputs), the convention of the DARTS papers.
+Each op lists its weighted_layers() in creation order: the order in which the genotype walk
+(graph/walk.py) meets them, so another emitter of the walk can take trained weights one for one.
 """
-import math
-
 import keras
 from keras import layers
 
@@ -30,8 +28,10 @@ def batch_norm(affine=True, name=None):
                                      center=affine, scale=affine, name=name)
 
 
-def _out(size, stride):
-    return math.ceil(size / stride)
+def weighted(seq):
+    """The layers of `seq` that hold weights, in order."""
+    return [layer for layer in seq
+            if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.BatchNormalization, layers.Dense))]
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -69,7 +69,7 @@ def conv_layers(filters, kernel_size, strides=1, dilation=1, depthwise=False):
 
 
 class _Op(layers.Layer):
-    """A cell operation: config in __init__, math in call, multiply-adds in macs."""
+    """A cell operation: config in __init__, math in call, its weighted layers in weighted_layers."""
 
     def __init__(self, filters, strides=1, affine=True, **kwargs):
         super().__init__(**kwargs)
@@ -78,6 +78,9 @@ class _Op(layers.Layer):
     def build(self, input_shape):
         # Symbolic call: builds the sublayers, so a deserialized op can take its weights.
         self.compute_output_spec(keras.KerasTensor(input_shape))
+
+    def weighted_layers(self):
+        return []
 
     def get_config(self):
         return {**super().get_config(), 'filters': self.filters, 'strides': self.strides,
@@ -96,9 +99,8 @@ class ReLUConvBN(_Op):
     def call(self, x, training=None):
         return apply(self.seq, x, training)
 
-    def macs(self, shape):
-        _, h, w, c = shape
-        return _out(h, self.strides) * _out(w, self.strides) * self.kernel_size ** 2 * c * self.filters
+    def weighted_layers(self):
+        return weighted(self.seq)
 
     def get_config(self):
         return {**super().get_config(), 'kernel_size': self.kernel_size}
@@ -118,9 +120,8 @@ class DilConv(_Op):
     def call(self, x, training=None):
         return apply(self.seq, x, training)
 
-    def macs(self, shape):
-        _, h, w, c = shape
-        return _out(h, self.strides) * _out(w, self.strides) * (self.kernel_size ** 2 * c + c * self.filters)
+    def weighted_layers(self):
+        return weighted(self.seq)
 
     def get_config(self):
         return {**super().get_config(), 'kernel_size': self.kernel_size, 'dilation': self.dilation}
@@ -140,10 +141,8 @@ class SepConv(_Op):
     def call(self, x, training=None):
         return self.second(self.first(x, training=training), training=training)
 
-    def macs(self, shape):
-        _, h, w, _ = shape
-        reduced = (None, _out(h, self.strides), _out(w, self.strides), self.filters)
-        return self.first.macs(shape) + self.second.macs(reduced)
+    def weighted_layers(self):
+        return self.first.weighted_layers() + self.second.weighted_layers()
 
     def get_config(self):
         return {**super().get_config(), 'kernel_size': self.kernel_size}
@@ -168,9 +167,8 @@ class FactorizedReduce(_Op):
         y = keras.ops.concatenate([self.conv_1(x), self.conv_2(x[:, 1:, 1:, :])], axis=-1)
         return self.bn(y, training=training)
 
-    def macs(self, shape):
-        _, h, w, c = shape
-        return _out(h, 2) * _out(w, 2) * c * self.filters
+    def weighted_layers(self):
+        return [self.conv_1, self.conv_2, self.bn]
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -188,9 +186,6 @@ class Pool(_Op):
     def call(self, x, training=None):
         return apply(self.seq, x, training)
 
-    def macs(self, shape):
-        return 0
-
     def get_config(self):
         return {**super().get_config(), 'kind': self.kind}
 
@@ -200,9 +195,6 @@ class Identity(_Op):
     def call(self, x, training=None):
         return x
 
-    def macs(self, shape):
-        return 0
-
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class Zero(_Op):
@@ -210,9 +202,6 @@ class Zero(_Op):
 
     def call(self, x, training=None):
         return keras.ops.zeros_like(x[:, ::self.strides, ::self.strides, :])
-
-    def macs(self, shape):
-        return 0
 
 
 def skip_connect(filters, strides=1, affine=True):
@@ -231,7 +220,3 @@ OPS = {
     'dil_conv_5x5': lambda c, s, a: DilConv(c, 5, s, 2, a),
 }
 
-
-def op_macs(name, channels, height, width, strides=1):
-    """Multiply-adds of one op on a (height, width, channels) input: the FLOPs lookup table's entry."""
-    return OPS[name](channels, strides, True).macs((None, height, width, channels))

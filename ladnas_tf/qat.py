@@ -1,12 +1,14 @@
 """Quantization-aware training (QAT) of a trained evaluation network into an int8 TFLite file.
 
 tensorflow-model-optimization (tfmot) wraps only tf_keras (Keras 2) layers; our networks are Keras 3.
-Rather than a second copy of the network code, the network is rebuilt for tf_keras by the walk that
-also emits the profiler's graph (latency/graph.Walk), through an emitter whose primitives are
+Rather than a second copy of the network code, the network is rebuilt for tf_keras by the genotype
+walk that also builds the Keras network and the profiler's graph (graph/walk.py), through an emitter
+whose primitives are
 standard tf_keras layers (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, pooling, ZeroPadding2D,
 Cropping2D, Add, Concatenate, Dense). The walk meets the weighted layers in the order the Keras
-network creates them, so the trained weights (BN moving statistics included; the auxiliary head is
-not part of inference) are copied across one layer for one layer, kinds and shapes checked.
+network lists them (its weighted_layers), so the trained weights (BN moving statistics included; the
+auxiliary head is not part of inference) are copied across one layer for one layer, kinds and shapes
+checked.
 
 Then: quantize_model (fake quantization of weights and activations), a short fine-tune with the
 run's own augmentation, conversion to a full-integer TFLite file (float input and output, as
@@ -16,14 +18,12 @@ import math
 import time
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from ladnas_tf import data, export, network, ops, train
+from ladnas_tf import data, ops, train
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import graph
+from ladnas_tf.graph import convert, walk
 
 PARITY_TOLERANCE = 1e-4  # largest |tf_keras - Keras| logit over the largest |Keras| logit
 _KINDS = {'Conv2D': 'conv', 'DepthwiseConv2D': 'depthwise', 'BatchNormalization': 'bn', 'Dense': 'dense'}
@@ -57,7 +57,7 @@ class _OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return {}
 
 
-class _TfKerasEmitter(graph.Walk):
+class _TfKerasEmitter(walk.Walk):
     """The walk as a functional tf_keras graph; `weighted` lists the layers with weights in walk order."""
 
     def __init__(self):
@@ -118,27 +118,6 @@ class _TfKerasEmitter(graph.Walk):
         return self._weighted(self.layers.Dense(num_classes), self.layers.GlobalAveragePooling2D()(x))
 
 
-def _setting(model):
-    return 'cifar' if isinstance(model, network.NetworkCIFAR) else 'imagenet'
-
-
-def weighted_layers(model):
-    """The Keras network's layers with weights, depth first in creation order, auxiliary head excluded.
-    (Keras's own _flatten_layers visits sublayers in reverse, hence this walk over `_layers`.)"""
-    found = []
-
-    def visit(layer):
-        if layer is model.aux_head:
-            return
-        if type(layer).__name__ in _KINDS:
-            found.append(layer)
-        for sub in layer._layers:
-            visit(sub)
-    for sub in model._layers:
-        visit(sub)
-    return found
-
-
 def _copy_weights(sources, targets):
     if len(sources) != len(targets):
         raise QATError(f'the Keras network has {len(sources)} weighted layers, its genotype\'s walk '
@@ -157,10 +136,10 @@ def rebuild(model):
     inference, with its trained weights."""
     emitter = _TfKerasEmitter()
     inputs = tf_keras.Input((model.image_size, model.image_size, 3), name='images')
-    logits = emitter.network(inputs, model.genotype, _setting(model), model.channels, model.num_cells,
-                             model.num_classes)
+    logits = emitter.network(inputs, model.genotype, model.setting, model.channels, model.num_cells,
+                             model.num_classes, model.image_size)
     rebuilt = tf_keras.Model(inputs, logits, name='tf_keras_' + model.name)
-    _copy_weights(weighted_layers(model), emitter.weighted)
+    _copy_weights(model.weighted_layers(), emitter.weighted)
     return rebuilt
 
 
@@ -197,23 +176,15 @@ def fine_tune(qmodel, train_set, recipe, epochs, learning_rate, verbose=0, log=p
     return float(loss)
 
 
-def to_tflite(qmodel, representative):
-    """The fine-tuned QAT model as a full-integer TFLite flatbuffer (float input and output): a
-    static batch-1 function, frozen, then converted, as export.py does. The fake-quant ranges learned
-    in training quantize nearly every tensor; `representative` (images, N x H x W x 3) calibrates the
-    few that tfmot leaves in float (the BN after a concatenation), so no op falls back to float."""
+def qat_to_tflite(qmodel, representative):
+    """The fine-tuned QAT model as a full-integer TFLite flatbuffer (float input and output), converted
+    as export.py's int8. The fake-quant ranges learned in training quantize nearly every tensor;
+    `representative` (images, N x H x W x 3) calibrates the few that tfmot leaves in float (the BN
+    after a concatenation), so no op falls back to float."""
     image_size = qmodel.input_shape[1]
     check_representative(representative, image_size)
-    spec = tf.TensorSpec((1, image_size, image_size, 3), tf.float32, name='images')
-    concrete = tf.function(lambda images: qmodel(images, training=False)).get_concrete_function(spec)
-    frozen = convert_variables_to_constants_v2(concrete)
-    with graph.quiet_converter():
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = export._calibration_feed(
-            np.array_split(representative, max(1, len(representative) // 32)), image_size)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        return converter.convert()
+    frozen = convert.frozen_function(lambda images: qmodel(images, training=False), image_size)
+    return convert.concrete_to_tflite(frozen, convert.calibration_feed([representative], image_size))
 
 
 def check_representative(images, image_size):
@@ -246,15 +217,15 @@ def quantization_aware_training(model, train_set, test_set, recipe, epochs=1, le
     """(int8 TFLite bytes, summary) of QAT on a trained Keras evaluation network.
 
     train_set/test_set are data.Datasets; recipe is the run's train.Recipe (batch size, momentum,
-    clipping, augmentation, seed); learning_rate defaults to a hundredth of the recipe's peak rate
-    (measured on CIFAR-10: a tenth cost DARTS_V2 0.6 points). Give it epochs: tfmot's activation
-    ranges start at +-6 and follow the data by an EMA of decay 0.999, so one epoch of ~800 steps
-    still carries 45% of the start (1 epoch: int8 -0.6 points against float32; 4 epochs: +0.15)."""
+    clipping, augmentation, seed); learning_rate defaults to a hundredth of the recipe's peak rate.
+    Give it epochs: tfmot's activation ranges start at +-6 and follow the data by an EMA of decay
+    0.999, so one epoch of ~800 steps still carries 45% of the start (measured effects of both
+    choices: docs/notes_measured.md)."""
     learning_rate = recipe.learning_rate / 100 if learning_rate is None else learning_rate
     check_inputs(model, train_set, test_set, recipe, epochs, learning_rate)
     start = time.perf_counter()
     rebuilt = rebuild(model)
-    diff = parity(model, rebuilt, export.random_images(4, model.image_size))
+    diff = parity(model, rebuilt, convert.random_images(4, model.image_size))
     if diff > PARITY_TOLERANCE:
         raise QATError(f'the tf_keras rebuild differs from the Keras network by {diff:.2e} of the '
                        f'logit scale (tolerance {PARITY_TOLERANCE:.0e})')
@@ -266,7 +237,7 @@ def quantization_aware_training(model, train_set, test_set, recipe, epochs=1, le
     keras_top1 = _keras_top1(qmodel, test_set, recipe.batch_size)
     start = time.perf_counter()
     representative = train.representative_images(train_set, calibration_images, model.image_size)
-    tflite_bytes = to_tflite(qmodel, representative)
+    tflite_bytes = qat_to_tflite(qmodel, representative)
     conversion_seconds = time.perf_counter() - start
     top1 = train.tflite_accuracy(tflite_bytes, test_set, eval_limit)
     summary = {'file_bytes': len(tflite_bytes), 'test_top1': top1, 'qat_keras_test_top1': keras_top1,

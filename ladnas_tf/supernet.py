@@ -31,6 +31,7 @@ from keras import layers
 
 from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
+from ladnas_tf.graph import walk
 from ladnas_tf.ops import BN_EPSILON, BN_MOMENTUM
 
 _PACKAGE = 'ladnas_tf'
@@ -55,7 +56,7 @@ def _replicas():
 _RECOMPUTING = [False]  # set while a cell's forward pass is re-run for its gradient (trace time)
 
 
-def batch_norm(x, moving_mean, moving_var, training, scale=None, offset=None):
+def normalize_batch(x, moving_mean, moving_var, training, scale=None, offset=None):
     """BN over NHWC channels, then `scale` and `offset` (per channel; none for DARTS's non-affine BN).
     In training the batch statistics (synchronised across replicas) normalise, and update the moving
     ones with PyTorch's unbiased variance; otherwise the moving ones are used. Inside a
@@ -254,7 +255,7 @@ class MixedOp(_Weights, layers.Layer):
 
         def norm(y, name, scale):
             n = y.shape[-1]
-            return batch_norm(y, *self.stats[name], training, ones[n] if scale is None else scale, zeros[n])
+            return normalize_batch(y, *self.stats[name], training, ones[n] if scale is None else scale, zeros[n])
 
         # Each op's per-edge weight is folded into its last BN as a per-channel scale.
         scales = tf.unstack(tf.reshape(tf.broadcast_to(tf.transpose(weights)[:, :, None],
@@ -300,7 +301,7 @@ class SearchCell(_Weights, layers.Layer):
         op_channels = channels // partial_channels
         self.mixed = []
         for source in range(search_space.NUM_INPUTS + search_space.NUM_NODES - 1):
-            strides = 2 if reduction and source < search_space.NUM_INPUTS else 1
+            strides = walk.input_stride(source, reduction)
             self.mixed.append(MixedOp(op_channels, len(_targets(source)[0]), strides,
                                       seed=None if seed is None else seed + 101 * (source + 1),
                                       dtype=self.dtype_policy, name=f'mixed_{source}'))
@@ -326,7 +327,7 @@ class SearchCell(_Weights, layers.Layer):
         else:
             y0 = pointwise(r0, self.pre0.value)
         y1 = pointwise(tf.nn.relu(s1), self.pre1.value)
-        return (batch_norm(y0, *self.pre_stats[0], training), batch_norm(y1, *self.pre_stats[1], training))
+        return (normalize_batch(y0, *self.pre_stats[0], training), normalize_batch(y1, *self.pre_stats[1], training))
 
     def call(self, inputs, op_weights, edge_weights=None, training=None):
         states = list(self._preprocess(*inputs, training))
@@ -433,17 +434,13 @@ class Supernet(_Weights, keras.Model):
         self.recompute = recompute
         self.partial_channels, self.edge_normalization = partial_channels, edge_normalization
         self._init_seeds(seed)
-        self.reductions = tuple(i for i in range(layers) if i in (layers // 3, 2 * layers // 3))
-        self.cells_ = []
-        c, reduction_prev = channels, False
-        for i in range(layers):
-            reduction = i in self.reductions
-            c *= 2 if reduction else 1
-            self.cells_.append(SearchCell(c, reduction, reduction_prev, partial_channels,
-                                          seed=None if seed is None else seed + 7919 * (i + 1), recompute=recompute,
-                                          dtype=self.dtype_policy, name=f'cell_{i}'))
-            reduction_prev = reduction
-        self.out_channels = c * search_space.NUM_NODES
+        plans = walk.cell_plans('cifar', channels, layers)  # DARTS searches with the CIFAR stem and cells
+        self.reductions = tuple(plan.index for plan in plans if plan.reduction)
+        self.cells_ = [SearchCell(plan.c, plan.reduction, plan.reduction_prev, partial_channels,
+                                  seed=None if seed is None else seed + 7919 * (plan.index + 1), recompute=recompute,
+                                  dtype=self.dtype_policy, name=f'cell_{plan.index}')
+                       for plan in plans]
+        self.out_channels = plans[-1].c * search_space.NUM_NODES
 
     def build(self, input_shape):
         h, w, c_in = input_shape[1], input_shape[2], input_shape[-1]
@@ -491,7 +488,7 @@ class Supernet(_Weights, keras.Model):
     def call(self, x, training=None):
         normal, beta_normal, reduce, beta_reduce = self.mixing_weights()
         s = tf.nn.conv2d(x, self.stem_kernel.value, 1, 'SAME')
-        s = batch_norm(s, *self.stem_stats, training, self.stem_gamma.value, self.stem_beta.value)
+        s = normalize_batch(s, *self.stem_stats, training, self.stem_gamma.value, self.stem_beta.value)
         s0 = s1 = s
         for cell in self.cells_:
             weights = (reduce, beta_reduce) if cell.reduction else (normal, beta_normal)

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from ladnas_tf import export, network, search_space
+from ladnas_tf.graph import convert
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16
@@ -38,19 +39,19 @@ def model():
 
 @pytest.fixture(scope='module')
 def float_bytes(model):
-    return export.to_tflite(model, SIZE)
+    return convert.keras_to_tflite(model, SIZE)
 
 
 @pytest.fixture(scope='module')
 def int8_bytes(model):
     # The library hook: a tf.data pipeline of (images, labels) batches, as training code has.
-    images = export.random_images(16, SIZE, seed=5)
+    images = convert.random_images(16, SIZE, seed=5)
     data = tf.data.Dataset.from_tensor_slices((images, np.zeros(16, np.int64))).batch(4)
-    return export.to_tflite(model, SIZE, int8=True, representative=data)
+    return convert.keras_to_tflite(model, SIZE, int8=True, representative=data)
 
 
 def test_float32_parity(model, float_bytes):
-    check = export.parity(model, float_bytes, export.random_images(8, SIZE, seed=3))
+    check = export.parity(model, float_bytes, convert.random_images(8, SIZE, seed=3))
     assert check['images'] == 8 and check['logit_scale'] > 0
     assert check['relative_diff'] <= export.FLOAT_PARITY_TOLERANCE
     assert check['top1_agreement'] == 1.0
@@ -64,7 +65,7 @@ def test_float32_graph_is_static_batch_one_and_float(float_bytes):
     assert not ops['SPACE_TO_BATCH_ND'] and not ops['BATCH_TO_SPACE_ND']
     types = export.tflite_tensor_types(float_bytes)
     assert types['FLOAT32'] > 0 and not types['INT8']
-    logits = export.run_tflite(float_bytes, export.random_images(2, SIZE))
+    logits = export.run_tflite(float_bytes, convert.random_images(2, SIZE))
     assert logits.shape == (2, 10)
 
 
@@ -74,20 +75,27 @@ def test_int8_export_has_int8_tensors_and_reports_parity(model, int8_bytes, floa
     ops = export.tflite_op_counts(int8_bytes)
     assert ops['QUANTIZE'] and ops['DEQUANTIZE'] and ops['CONV_2D'] == export.tflite_op_counts(
         float_bytes)['CONV_2D']
-    check = export.parity(model, int8_bytes, export.random_images(8, SIZE, seed=3))
+    check = export.parity(model, int8_bytes, convert.random_images(8, SIZE, seed=3))
     assert np.isfinite(check['max_abs_diff']) and 0 <= check['top1_agreement'] <= 1
     # Calibrated on the inputs' distribution, int8 stays within a fraction of the logit scale.
     assert check['relative_diff'] < 0.1
 
 
 def test_calibration_feed_takes_batches_or_image_label_pairs():
-    images = export.random_images(5, SIZE)
-    feed = export._calibration_feed([images[:3], (images[3:], np.zeros(2))], SIZE)
+    images = convert.random_images(5, SIZE)
+    feed = convert.calibration_feed([images[:3], (images[3:], np.zeros(2))], SIZE)
     steps = [step[0] for step in feed()]
     assert len(steps) == 5 and all(s.shape == (1, SIZE, SIZE, 3) for s in steps)
     np.testing.assert_array_equal(steps[4][0], images[4])
-    default = list(export._calibration_feed(None, SIZE)())
-    assert len(default) == export.CALIBRATION_BATCHES * export.CALIBRATION_BATCH_SIZE
+    default = list(convert.calibration_feed(None, SIZE)())
+    assert len(default) == convert.CALIBRATION_BATCHES * convert.CALIBRATION_BATCH_SIZE
+
+
+def test_calibration_feed_groups_images_into_the_batch_size():
+    images = convert.random_images(7, SIZE)
+    steps = [step[0] for step in convert.calibration_feed([images[:4], images[4:]], SIZE, batch_size=3)()]
+    assert [s.shape[0] for s in steps] == [3, 3]  # the seventh image cannot fill a step
+    np.testing.assert_array_equal(steps[1], images[3:6])
 
 
 # ---- the library's export: files, summary, no overwrite, nothing written on failure ----
@@ -100,7 +108,7 @@ SUMMARY_FIELDS = {'genotype', 'genotype_id', 'setting', 'channels', 'cells', 'nu
 @pytest.fixture
 def reuse_conversion(monkeypatch, float_bytes):
     """Export without converting again: the conversion itself is tested above."""
-    monkeypatch.setattr(export, 'to_tflite', lambda *args, **kwargs: float_bytes)
+    monkeypatch.setattr(convert, 'keras_to_tflite', lambda *args, **kwargs: float_bytes)
 
 
 def test_export_writes_the_model_and_its_summary(model, float_bytes, tmp_path, reuse_conversion):
@@ -113,7 +121,7 @@ def test_export_writes_the_model_and_its_summary(model, float_bytes, tmp_path, r
     assert on_disk['genotype_id'] == search_space.genotype_id(ALL_OPS)
     assert (on_disk['setting'], on_disk['channels'], on_disk['cells'], on_disk['image_size']) == (
         'cifar', 4, 3, SIZE)
-    assert on_disk['params'] == model.count_params() and on_disk['macs'] == model.count_macs()
+    assert on_disk['params'] == model.count_eval_params() and on_disk['macs'] == model.count_macs()
     assert on_disk['file_bytes'] == out.stat().st_size and on_disk['int8'] is False
     assert on_disk['parity']['relative_diff'] <= export.FLOAT_PARITY_TOLERANCE
     assert on_disk['tflite_ops']['CONV_2D'] > 0 and on_disk['conversion_seconds'] >= 0
@@ -172,8 +180,8 @@ BAD_GENOTYPES = {
                                 'input 7 of node 5 is out of range'),
     'none op': (str(ALL_OPS).replace("('max_pool_3x3', 1)", "('none', 1)"), "op 'none' is not allowed"),
     'wrong number of edges': (json.dumps({**V2, 'normal': V2['normal'][:5]}), 'expected 8 edges, got 5'),
-    # Not yet named by the validator (see test_search_space); still one line, nothing written.
-    'not a pair': (json.dumps({**V2, 'normal': [['sep_conv_3x3']] * 8}), ''),
+    'not a pair': (json.dumps({**V2, 'normal': [['sep_conv_3x3']] * 8}),
+                   'normal[0]: expected an (op, input) pair'),
 }
 
 

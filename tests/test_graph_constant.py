@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from ladnas_tf import export, genotypes, network, search_space
-from ladnas_tf.latency import graph
+from ladnas_tf.graph import constant, convert
 
 CIFAR = dict(channels=4, num_cells=3, image_size=16, num_classes=10)
 IMAGENET = dict(channels=8, num_cells=3, image_size=64, num_classes=20)
@@ -22,8 +22,8 @@ def test_timed_model_has_the_ops_of_the_keras_export(name, genotype, setting, kw
     for w in model.weights:
         if w.path.endswith(('beta', 'moving_mean')):
             w.assign(rng.normal(0, 0.1, w.shape))
-    keras_ops = export.tflite_op_counts(export.to_tflite(model, kwargs['image_size']))
-    fast, params, macs = graph.to_tflite(genotype, setting=setting, **kwargs)
+    keras_ops = export.tflite_op_counts(convert.keras_to_tflite(model, kwargs['image_size']))
+    fast, params, macs = constant.genotype_to_tflite(genotype, setting=setting, **kwargs)
     assert export.tflite_op_counts(fast) == keras_ops
-    assert params == model.count_params()
+    assert params == model.count_eval_params()
     assert macs == model.count_macs()

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from ladnas_tf import export, genotypes, network, search_space
-from ladnas_tf.latency import graph, measure, table, targets
+from ladnas_tf.graph import constant, convert
+from ladnas_tf.latency import measure, table, targets
 
 # The tools run as programs: importing them here would define their absl flags a second time.
 
@@ -23,12 +24,12 @@ def test_int8_graph_has_the_ops_of_the_keras_int8_export(int8_file):
     fast, params, macs = int8_file
     model = network.build_network(genotypes.DARTS_V2, 'cifar', 4, 3, 10, image_size=8)
     rng = np.random.default_rng(0)
-    for w in model.weights:  # non-zero BN offsets, as trained (see test_latency_graph)
+    for w in model.weights:  # non-zero BN offsets, as trained (see test_graph_constant)
         if w.path.endswith(('beta', 'moving_mean')):
             w.assign(rng.normal(0, 0.1, w.shape))
-    keras_int8 = export.to_tflite(model, 8, int8=True)
+    keras_int8 = convert.keras_to_tflite(model, 8, int8=True)
     assert export.tflite_op_counts(fast) == export.tflite_op_counts(keras_int8)
-    assert (params, macs) == (model.count_params(), model.count_macs())
+    assert (params, macs) == (model.count_eval_params(), model.count_macs())
     types = export.tflite_tensor_types(fast)
     assert types['INT8'] > 10 * types['FLOAT32']  # float only at the input and output
     assert export.tflite_op_counts(fast)['QUANTIZE'] >= 1
@@ -47,15 +48,15 @@ def test_int8_target_is_a_profiler_choice():
     code = ('from absl import flags; import tools.profile_latency; '
             'flags.FLAGS(["x", "--flagfile=configs/profile_cpu_int8_cifar.cfg"]); '
             'print(flags.FLAGS.target, flags.FLAGS.table)')
-    parsed = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    parsed = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert parsed.returncode == 0, parsed.stderr[-500:]
     assert parsed.stdout.split() == ['cpu_tflite_int8', 'data/cpu_tflite_int8_cifar.csv']
 
 
 def test_wrong_shaped_representative_images_are_one_line():
-    with pytest.raises(graph.GraphError, match=r'N x 8 x 8 x 3.*got shape \(4, 16, 16, 3\)') as e:
-        graph.to_tflite_int8(genotypes.DARTS_V2, representative=np.zeros((4, 16, 16, 3), np.float32),
-                             **TINY.network_kwargs())
+    with pytest.raises(constant.GraphError, match=r'N x 8 x 8 x 3.*got shape \(4, 16, 16, 3\)') as e:
+        constant.genotype_to_tflite_int8(genotypes.DARTS_V2, representative=np.zeros((4, 16, 16, 3), np.float32),
+                                         **TINY.network_kwargs())
     assert '\n' not in str(e.value)
 
 
@@ -70,7 +71,7 @@ def _table(path, latencies, ids, ref=10.0):
 
 def _compare(*paths):
     return subprocess.run([sys.executable, '-m', 'tools.compare_tables',
-                           '--tables=' + ','.join(map(str, paths))], capture_output=True, text=True)
+                           '--tables=' + ','.join(map(str, paths))], capture_output=True, text=True, timeout=120)
 
 
 def test_compare_tables_on_common_architectures(tmp_path):

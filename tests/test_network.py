@@ -1,10 +1,14 @@
-"""Evaluation networks: the published sizes, shapes, the auxiliary head, drop-path, saving."""
+"""Evaluation networks: the published sizes, multiply-adds against the Keras layers, shapes, the
+auxiliary head, drop-path, saving."""
+import math
+
 import keras
 import numpy as np
 import pytest
+from keras import layers
 from scipy import stats
 
-from ladnas_tf import genotypes, network, search_space
+from ladnas_tf import genotypes, network, ops, search_space
 
 # ---- the published sizes (full-size models: ~15 s each to build, so slow) ----
 
@@ -12,27 +16,76 @@ from ladnas_tf import genotypes, network, search_space
 @pytest.mark.slow
 def test_darts_v2_cifar_has_the_published_parameter_count():
     model = network.build_network(genotypes.DARTS_V2, 'cifar', image_size=8)
-    assert model.count_params() == 3_349_342   # DARTS's 3.3M
+    assert model.count_eval_params() == 3_349_342   # DARTS's 3.3M
 
 
 @pytest.mark.slow
 def test_pc_darts_cifar_has_the_published_parameter_count():
     model = network.build_network(genotypes.PC_DARTS, 'cifar', image_size=8)
-    assert round(model.count_params() / 1e6, 1) == 3.6
+    assert round(model.count_eval_params() / 1e6, 1) == 3.6
 
 
 @pytest.mark.slow
 def test_darts_v2_imagenet_has_the_published_parameter_count():
     model = network.build_network(genotypes.DARTS_V2, 'imagenet', image_size=32)
-    assert round(model.count_params() / 1e6, 1) == 4.7
+    assert round(model.count_eval_params() / 1e6, 1) == 4.7
 
 
-def test_darts_v2_imagenet_macs_beside_the_published_574m():
-    # count_macs needs no weights, so the model is not built. DARTS reports 574M multiply-adds;
-    # our counter counts only convolutions and the classifier (no BN, ReLU, pooling, additions), as
-    # the network is defined, and gets 529.9M. The band pins it there and keeps it below 574M.
-    macs = network.NetworkImageNet(genotypes.DARTS_V2).count_macs()
-    assert 520e6 < macs < 540e6
+# ---- multiply-adds: count_macs against the layers the Keras network runs ----
+
+def _sublayers(layer, seen):
+    """Every layer reachable through `layer`'s attributes (lists included), each once."""
+    for value in vars(layer).values():
+        for sub in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(sub, layers.Layer) and id(sub) not in seen:
+                seen.add(id(sub))
+                yield sub
+                yield from _sublayers(sub, seen)
+
+
+def layer_macs(model):
+    """Multiply-adds summed over the convolutions and dense layers that one inference call runs: output
+    positions times kernel size. A conv whose output is then subsampled (a stride-2 dilated conv) counts
+    the positions kept, as the network defines the op."""
+    counts, conv_of, alive = [], {}, []
+
+    def record(layer):
+        call = layer.call
+
+        def recorded(x, *args, **kwargs):
+            y = call(x, *args, **kwargs)
+            if isinstance(layer, ops.Subsample):
+                if id(x) in conv_of:
+                    counts[conv_of[id(x)]][0] = math.prod(y.shape[1:-1])
+            else:
+                conv_of[id(y)] = len(counts)
+                alive.append(y)  # keeps ids unique while the pass runs
+                counts.append([math.prod(y.shape[1:-1]), math.prod(layer.kernel.shape)])
+            return y
+        layer.call = recorded
+    for layer in _sublayers(model, set()):
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense, ops.Subsample)):
+            record(layer)
+    model(np.zeros((1, model.image_size, model.image_size, 3), np.float32), training=False)
+    return sum(positions * kernel for positions, kernel in counts)
+
+
+@pytest.mark.parametrize('genotype,setting,image_size', [
+    (genotypes.DARTS_V2, 'cifar', 8), (genotypes.PC_DARTS, 'cifar', 16),
+    (search_space.sample_genotype(np.random.default_rng(1)), 'cifar', 8),
+    (search_space.sample_genotype(np.random.default_rng(2)), 'imagenet', 32)])
+def test_count_macs_is_the_sum_over_the_keras_layers(genotype, setting, image_size):
+    model = network.build_network(genotype, setting, channels=4, num_cells=3, num_classes=10,
+                                  image_size=image_size)
+    assert model.count_macs() == layer_macs(model)
+
+
+@pytest.mark.slow
+def test_darts_v2_imagenet_macs_are_the_layers_and_below_the_published_574m():
+    # DARTS reports 574M multiply-adds; convolutions and the classifier alone (no BN, ReLU, pooling,
+    # additions) come to less.
+    model = network.build_network(genotypes.DARTS_V2, 'imagenet')
+    assert model.count_macs() == layer_macs(model) < 574e6
 
 
 def test_unknown_setting_is_rejected():
@@ -93,10 +146,19 @@ def test_auxiliary_head_is_built_with_the_network():
     assert size(model.aux_head.weights) > 0
 
 
-def test_count_params_excludes_the_auxiliary_head(cifar):
+def test_count_eval_params_excludes_the_auxiliary_head(cifar):
     aux = size(cifar.aux_head.trainable_weights)
-    assert aux > 0 and cifar.count_params() == size(cifar.trainable_weights) - aux
-    assert cifar.count_macs() > 0
+    assert aux > 0 and cifar.count_eval_params() == size(cifar.trainable_weights) - aux
+    assert cifar.count_params() > cifar.count_eval_params()  # Keras' own count keeps its meaning
+
+
+def test_weighted_layers_are_the_inference_weights(cifar):
+    found = cifar.weighted_layers()
+    assert len(set(map(id, found))) == len(found)
+    rates = [cell.drop_path_rate for cell in cifar.cells_]  # a schedule's state, not a weight of inference
+    expected = size(cifar.weights) - size(cifar.aux_head.weights) - size(rates)
+    assert size([w for layer in found for w in layer.weights]) == expected
+    assert found[0] is cifar.stem[0] and found[-1] is cifar.classifier
 
 
 # ---- drop-path ----
@@ -172,7 +234,7 @@ def test_keras_save_load_round_trip(cifar, tmp_path):
     loaded = keras.saving.load_model(path)
     assert type(loaded) is network.NetworkCIFAR
     assert loaded.genotype == cifar.genotype and search_space.genotype_id(loaded.genotype)
-    assert loaded.count_params() == cifar.count_params()
+    assert loaded.count_eval_params() == cifar.count_eval_params()
     x = batch(2, 32)
     np.testing.assert_array_equal(loaded(x, training=False), cifar(x, training=False))
 

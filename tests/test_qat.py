@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ladnas_tf import data, export, genotypes, network, qat, search_space, train
+from ladnas_tf.graph import convert
 
 TINY = dict(channels=4, num_cells=3, num_classes=10)
 RECIPE = train.Recipe(channels=4, layers=3, image_size=16, epochs=2, batch_size=64, learning_rate=0.1,
@@ -37,9 +38,9 @@ def test_rebuild_gives_the_keras_logits(genotype, setting, image_size, auxiliary
                                                    image_size=image_size, seed=0))
     rebuilt = qat.rebuild(model)
     assert type(rebuilt).__module__.startswith('tf_keras')
-    assert qat.parity(model, rebuilt, export.random_images(3, image_size)) < 1e-5
+    assert qat.parity(model, rebuilt, convert.random_images(3, image_size)) < 1e-5
     # inference only: the rebuild carries exactly the Keras weights without the auxiliary head
-    assert rebuilt.count_params() == model.count_params() + sum(
+    assert rebuilt.count_params() == model.count_eval_params() + sum(
         int(np.prod(w.shape)) for w in model.non_trainable_weights
         if 'moving' in w.path and 'auxiliary' not in w.path)
 
@@ -76,7 +77,7 @@ def run_dir(tmp_path_factory):
 
 def _qat_cli(run_dir, *flags):
     return subprocess.run([sys.executable, '-m', 'tools.qat', f'--model_dir={run_dir}', *flags],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow

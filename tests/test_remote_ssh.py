@@ -13,7 +13,8 @@ from hypothesis import given, strategies as st
 
 import sshd
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.latency import agent, graph, remote, table, targets
+from ladnas_tf.graph import constant
+from ladnas_tf.latency import agent, remote, table, targets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--warmup=1', '--runs=3',
@@ -137,7 +138,7 @@ def test_arbitrary_device_text_never_crashes_the_parser(device):
 @pytest.fixture(scope='module')
 def tiny_models():
     kwargs = dict(setting='cifar', channels=4, num_cells=2, image_size=8)
-    return graph.to_tflite(genotypes.DARTS_V2, **kwargs)[0], graph.to_tflite(genotypes.PC_DARTS, **kwargs)[0]
+    return tuple(constant.genotype_to_tflite(g, **kwargs)[0] for g in (genotypes.DARTS_V2, genotypes.PC_DARTS))
 
 
 def _serve(folder, requests):

@@ -27,7 +27,8 @@ import threading
 import time
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import agent, graph, measure
+from ladnas_tf.graph import constant
+from ladnas_tf.latency import agent, measure
 from ladnas_tf.latency.targets import TargetError
 
 
@@ -218,7 +219,7 @@ class SshTarget:
                 'versions': {**d['versions'], 'python': d['python']}}
 
     def prepare(self, genotype, setting):
-        return graph.to_tflite(genotype, **setting.network_kwargs())
+        return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
 
     def _ensure(self, *files):
         """Sends the files the device lacks; names are SHA-256s."""
@@ -363,7 +364,7 @@ class AdbTarget:
         return self._description
 
     def prepare(self, genotype, setting):
-        return graph.to_tflite(genotype, **setting.network_kwargs())
+        return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
 
     def _ensure(self, data):
         name = _sha256(data)

@@ -10,7 +10,8 @@ import dataclasses
 import re
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import graph, measure
+from ladnas_tf.graph import constant
+from ladnas_tf.latency import measure
 from ladnas_tf.latency.agent import cpu_model
 
 
@@ -87,7 +88,7 @@ class CpuTFLite(LocalTarget):
         self.threads, self.xnnpack = threads, xnnpack
 
     def prepare(self, genotype, setting):
-        return graph.to_tflite(genotype, **setting.network_kwargs())
+        return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
 
     def runner(self, artifact):
         from ladnas_tf.latency import agent
@@ -105,7 +106,7 @@ class CpuTFLiteInt8(CpuTFLite):
     name = 'cpu_tflite_int8'
 
     def prepare(self, genotype, setting):
-        return graph.to_tflite_int8(genotype, **setting.network_kwargs())
+        return constant.genotype_to_tflite_int8(genotype, **setting.network_kwargs())
 
 
 class DeviceTF(LocalTarget):
@@ -124,14 +125,14 @@ class DeviceTF(LocalTarget):
 
     def prepare(self, genotype, setting):
         # The graph must be built in the timing process, on the device: here only params and MACs.
-        _, params, macs = graph.concrete_function(genotype, **setting.network_kwargs())
+        _, params, macs = constant.concrete_function(genotype, **setting.network_kwargs())
         return (genotype, setting), params, macs
 
     def runner(self, artifact):
         import tensorflow as tf
         genotype, setting = artifact
         with tf.device(self.device):
-            fn = graph.concrete_function(genotype, **setting.network_kwargs())[0]
+            fn = constant.concrete_function(genotype, **setting.network_kwargs())[0]
             shape = (setting.batch_size, setting.image_size, setting.image_size, 3)
             x = tf.random.stateless_uniform(shape, (0, 0))
 
