@@ -109,7 +109,7 @@ class _TFGraph(Walk):
                            consts=[_ints([0, 0, pad, pad, pad, pad, 0, 0], (4, 2))])
         valid = stride > 1 and dilation == 1
         c = x.shape[-1]
-        weight = self._weight(k, k, c, 1 if depthwise else filters).transpose(3, 0, 1, 2)
+        weight = np.ascontiguousarray(self._weight(k, k, c, 1 if depthwise else filters).transpose(3, 0, 1, 2))
         if depthwise and dilation > 1:
             y = self._dilated(x, weight, k, dilation)
         else:
@@ -180,7 +180,7 @@ class _TFGraph(Walk):
     def classifier(self, x, num_classes):
         b, c = x.shape[0], x.shape[3]
         mean = self._node('Mean', OPS.MEAN, [x], (b, c), consts=[_ints([1, 2])])
-        weight = self._weight(c, num_classes).T
+        weight = np.ascontiguousarray(self._weight(c, num_classes).T)
         matmul = self._node('MatMul', OPS.FULLY_CONNECTED, [mean], (b, num_classes))
         matmul.consts = [weight, self._weight(num_classes)]
         bias_add = self._node('BiasAdd', None, [matmul], (b, num_classes))
@@ -284,7 +284,7 @@ class _AlignedBuffer(schema.BufferT):
         if self.data is not None:
             builder.StartVector(1, len(self.data), 16)
             builder.head -= len(self.data)
-            builder.Bytes[builder.head:builder.head + len(self.data)] = self.data
+            builder.Bytes[builder.head:builder.head + len(self.data)] = memoryview(self.data)
             data = builder.EndVector()
         schema.BufferStart(builder)
         if data is not None:
@@ -349,12 +349,16 @@ class _Model:
         return len(self.tensors) - 1
 
     def constant(self, array):
-        """Equal constants share one tensor, as the converter's CSE of constants leaves them."""
-        data = np.ascontiguousarray(array).tobytes()
-        key = (array.dtype.str, array.shape, data)
-        if key not in self.shared:
-            self.shared[key] = self.tensor(array.shape, array.dtype, data)
-        return self.shared[key]
+        """Equal constants share one tensor, as the converter's CSE of constants leaves them (arrays
+        with equal ends are compared whole, so the weights are not hashed)."""
+        raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        key = (array.dtype.str, array.shape, raw[:64].tobytes(), raw[-64:].tobytes())
+        twins = self.shared.setdefault(key, [])
+        for index, twin in twins:
+            if np.array_equal(twin, raw):
+                return index
+        twins.append((self.tensor(array.shape, array.dtype, raw), raw))
+        return twins[-1][0]
 
     def metadata(self, name, data):
         entry = schema.MetadataT()
