@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from ladnas_tf import genotypes, search_space
+from ladnas_tf import genotypes, network, search_space
 from ladnas_tf.latency import dataset, errors, loss
 
 
@@ -233,6 +233,29 @@ def test_flops_term_prefers_cheap_ops():
     g_n, _ = tape.gradient(f, [a_n, a_r])
     assert float(f) > 0
     assert (g_n.numpy()[:, 5] > 0).all() and (g_n.numpy()[:, 0] < 0).all()
+
+
+TINY_MACS = dict(channels=4, num_cells=3, image_size=8, num_classes=10)
+
+
+@pytest.fixture(scope='module')
+def tiny_tables():
+    return loss.macs_table(TINY_MACS['channels'], TINY_MACS['image_size'], TINY_MACS['num_cells'])
+
+
+@pytest.fixture(scope='module')
+def shared_macs():
+    """The MACs every genotype's network of this size shares (stem, the cells' preprocessing, the
+    classifier): those of a network whose ops cost nothing (pools only)."""
+    pools = [('max_pool_3x3', 0), ('max_pool_3x3', 1)] * 4
+    return network.build_network(search_space.make_genotype(pools, pools), 'cifar', **TINY_MACS).count_macs()
+
+
+@pytest.mark.parametrize('genotype', [genotypes.DARTS_V2, search_space.sample_genotype(np.random.default_rng(5)),
+                                      search_space.sample_genotype(np.random.default_rng(6))])
+def test_macs_table_summed_for_a_genotype_is_its_networks_op_macs(genotype, tiny_tables, shared_macs):
+    op_macs = network.build_network(genotype, 'cifar', **TINY_MACS).count_macs() - shared_macs
+    assert op_macs > 0 and loss.genotype_macs(genotype, tiny_tables) * 1e6 == pytest.approx(op_macs, abs=1e-6)
 
 
 class _Model:

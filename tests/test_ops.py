@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ladnas_tf import ops
+from ladnas_tf.graph import macs
 from ladnas_tf.search_space import PRIMITIVES
 
 C = 4
@@ -159,19 +160,35 @@ def test_get_config_round_trip(name):
     np.testing.assert_array_equal(clone(x, training=False), y)
 
 
-# ---- multiply-adds ----
+# ---- weighted layers: the order the genotype walk meets them ----
+
+@pytest.mark.parametrize('name,kinds', [
+    ('sep_conv_3x3', ['DepthwiseConv2D', 'Conv2D', 'BatchNormalization'] * 2),
+    ('dil_conv_5x5', ['DepthwiseConv2D', 'Conv2D', 'BatchNormalization']),
+    ('skip_connect', ['Conv2D', 'Conv2D', 'BatchNormalization']),  # stride 2: FactorizedReduce
+    ('max_pool_3x3', []), ('none', [])])
+def test_weighted_layers_in_creation_order(name, kinds):
+    op = ops.OPS[name](C, 2, True)
+    op(images(8), training=False)
+    found = op.weighted_layers()
+    assert [type(layer).__name__ for layer in found] == kinds
+    assert sum(len(layer.weights) for layer in found) == len(op.weights)
+
+
+# ---- multiply-adds (graph/macs.py counts them on the walk) ----
 
 def test_op_macs_by_hand():
     c, h = 16, 8
     # sep_conv_3x3: twice (depthwise 3x3: 9 C, pointwise: C * C per pixel), stride only in the first.
-    assert ops.op_macs('sep_conv_3x3', c, h, h, 1) == 2 * 64 * (9 * 16 + 16 * 16) == 51_200
-    assert ops.op_macs('sep_conv_3x3', c, h, h, 2) == 2 * 16 * (9 * 16 + 16 * 16) == 12_800
-    assert ops.op_macs('sep_conv_5x5', c, h, h, 1) == 2 * 64 * (25 * 16 + 16 * 16)
-    assert ops.op_macs('dil_conv_3x3', c, h, h, 2) == 16 * (9 * 16 + 16 * 16)
+    assert macs.op_macs('sep_conv_3x3', c, h, h, 1) == 2 * 64 * (9 * 16 + 16 * 16) == 51_200
+    assert macs.op_macs('sep_conv_3x3', c, h, h, 2) == 2 * 16 * (9 * 16 + 16 * 16) == 12_800
+    assert macs.op_macs('sep_conv_5x5', c, h, h, 1) == 2 * 64 * (25 * 16 + 16 * 16)
+    assert macs.op_macs('dil_conv_3x3', c, h, h, 2) == 16 * (9 * 16 + 16 * 16)
     # FactorizedReduce: two 1x1 convs C -> C/2 on the 4x4 output grid.
-    assert ops.op_macs('skip_connect', c, h, h, 2) == 2 * 16 * 16 * 8 == 4_096
-    assert ops.op_macs('skip_connect', c, h, h, 1) == 0
+    assert macs.op_macs('skip_connect', c, h, h, 2) == 2 * 16 * 16 * 8 == 4_096
+    assert macs.op_macs('skip_connect', c, h, h, 1) == 0
     for name in ('none', 'max_pool_3x3', 'avg_pool_3x3'):
-        assert ops.op_macs(name, c, h, h, 2) == 0
+        assert macs.op_macs(name, c, h, h, 2) == 0
     # ReLUConvBN 1x1 (a cell's preprocessing), 32 -> 16 channels.
-    assert ops.ReLUConvBN(16).macs((None, 8, 8, 32)) == 64 * 32 * 16
+    counter = macs.MacCounter()
+    assert counter.relu_conv_bn((8, 8, 32), 16) == (8, 8, 16) and counter.macs == 64 * 32 * 16

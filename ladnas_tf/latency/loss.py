@@ -153,9 +153,9 @@ class LatencyTerm:
     lambda_ grows while that exceeds the target and shrinks (never below 0) while it is under, so the
     user states a latency instead of guessing lambda. The term pushes only while that prediction is
     over the target: the plain loss barely pulls latency back up, so a push that outlives the crossing
-    (lambda_ still high) overshoots (measured at a 15 ms target: 11.8 ms). And not on LAT(alpha)
-    itself: sub-networks sampled with uniform inputs are slower than the derived one (the strongest
-    edges), which then lands far under (LAT(alpha) 15.3 ms at a 15 ms target, derived network 9.4 ms)."""
+    (lambda_ still high) would overshoot. And not on LAT(alpha) itself: sub-networks sampled with
+    uniform inputs are slower than the derived one (the strongest edges), which would then land far
+    under the target. Both measured: docs/notes_measured.md."""
 
     def __init__(self, lpm_fn, lambda_=0.1, m=20, seed=0, error=None, target_ms=None, dual_lr=0.05,
                  scale_ms=1.0, cells='normal'):
