@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras import layers
 
 from ladnas_tf import ops, search_space, supernet
+from ladnas_tf.graph import walk
 
 C, E = 4, 2
 
@@ -182,3 +183,10 @@ def test_recompute_gives_the_same_gradients_and_statistics(pc):
     for a, b in zip(stats(plain), stats(again)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert supernet.Supernet.from_config(again.get_config()).recompute
+
+
+def test_cells_follow_the_genotype_walk(model):
+    plans = walk.cell_plans('cifar', 4, 3)
+    assert [(c.channels, c.reduction, c.reduction_prev) for c in model.cells_] == [
+        (p.c, p.reduction, p.reduction_prev) for p in plans]
+    assert model.reductions == (1, 2) and model.out_channels == plans[-1].c * search_space.NUM_NODES
