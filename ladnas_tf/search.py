@@ -90,13 +90,13 @@ class SearchConfig:
 
     def __post_init__(self):
         for name in ('lpm_dir', 'latency_error_lpm'):  # a predictor's name stands for its directory
-            if getattr(self, name):
+            value = getattr(self, name) or None
+            if value and not registry.looks_like_path(value):
                 try:
-                    object.__setattr__(self, name, registry.resolve(getattr(self, name)))
+                    value = registry.resolve(value)
                 except registry.RegistryError as e:
                     raise SearchError(str(e)) from None
-            else:
-                object.__setattr__(self, name, None)
+            object.__setattr__(self, name, value)
 
     def to_json(self):
         """The settings as a flat dict (the architect's beside the others, as config.json holds them)."""
