@@ -7,6 +7,7 @@ that load on the machine falls on both alike. Reported: median wall and CPU time
 gradient, inside a tf.function).
 
     python -m benchmarks.latency_term_cost            (--channels 8 --layers 5 --batch 32 --size 16 --steps 20)
+        [--json=docs/benchmarks/latency_term_cost.json]
 """
 import argparse
 import os
@@ -27,6 +28,7 @@ def main(argv=None):
     parser.add_argument('--steps', type=int, default=20)
     parser.add_argument('--samples', type=int, default=20)
     parser.add_argument('--lpm', default='cpu_tflite_cifar', help='A predictor name or an LPM directory.')
+    parser.add_argument('--json', help='Also write the figures to this JSON file.')
     args = parser.parse_args(argv)
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     import tensorflow as tf
@@ -81,6 +83,14 @@ def main(argv=None):
     print(f'{"ratio":10s}{latency[0] / plain[0]:14.4f}{latency[1] / plain[1]:14.4f}')
     print(f'LAT(alpha) with its gradient alone: {1e3 * np.median(alone):.2f} ms '
           f'= {100 * np.median(alone) / plain[0]:.2f}% of a plain step')
+    if args.json:
+        from benchmarks import save_json
+        step = lambda t: {'step_wall_s': float(t[0]), 'step_cpu_s': float(t[1])}
+        save_json(args.json, {
+            'plain': step(plain), 'latency': step(latency), 'ratio_wall': float(latency[0] / plain[0]),
+            'ratio_cpu': float(latency[1] / plain[1]), 'lat_alpha_alone_ms': float(1e3 * np.median(alone)),
+            'lat_alpha_share_of_plain_step_pct': float(100 * np.median(alone) / plain[0]),
+            'order': 'first'}, {k: v for k, v in vars(args).items() if k != 'json'})
 
 
 if __name__ == '__main__':

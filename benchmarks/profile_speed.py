@@ -6,7 +6,7 @@ ours:  the constant graph (ladnas_tf.graph.constant) converted by worker process
        ours also times the reference network around every architecture (extra work naive skips).
 Both time with the same protocol (measure.measure) on the same architectures of the same stream.
 
-  python -m benchmarks.profile_speed --naive=3 --ours=24
+  python -m benchmarks.profile_speed --naive=3 --ours=24 [--json=docs/benchmarks/profile_speed.json]
 """
 import os
 import tempfile
@@ -20,6 +20,7 @@ from ladnas_tf.latency import measure, profile, targets
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('naive', 3, 'Architectures through the naive path.')
 flags.DEFINE_integer('ours', 24, 'Architectures through the profiler.')
+flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
 
 SETTING = targets.Setting('cifar', 36, 20, 32, 1, 10)
 PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3)
@@ -58,6 +59,14 @@ def main(argv):
     both = min(len(naive_ms), len(ours_ms))
     print('same architectures, median latency naive vs ours (ms): ' +
           ', '.join(f'{a:.2f}/{b:.2f}' for a, b in zip(naive_ms[:both], ours_ms[:both])))
+    if FLAGS.json:
+        from benchmarks import save_json
+        path = lambda n, s: {'archs': n, 'seconds_per_arch': s, 'archs_per_hour': 3600 / s}
+        save_json(FLAGS.json, {
+            'setting': SETTING.key, 'protocol': PROTOCOL, 'naive': path(FLAGS.naive, naive_s),
+            'ours': path(FLAGS.ours, ours_s), 'speed_up': naive_s / ours_s,
+            'median_latency_ms_naive_vs_ours': [[a, b] for a, b in zip(naive_ms[:both], ours_ms[:both])]},
+            {'naive': FLAGS.naive, 'ours': FLAGS.ours})
 
 
 if __name__ == '__main__':

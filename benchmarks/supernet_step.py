@@ -7,7 +7,7 @@ in its own subprocess so that its peak RSS is its own.
 
     taskset -c 0 python -m benchmarks.supernet_step
     (options: --channels 8 --layers 5 --batch 32 --size 32 --steps 5 --threads 1 --method darts|pcdarts
-     --order first|second)
+     --order first|second --json=docs/benchmarks/supernet_step.json)
 
 Wall-clock and CPU (process) time are both reported: on a shared machine the CPU time is the steadier
 figure. Peak RSS is reported whole and above the process's RSS right after importing the framework
@@ -244,6 +244,7 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--method', choices=('darts', 'pcdarts'), default='darts')
     parser.add_argument('--order', choices=('first', 'second'), default='first')
+    parser.add_argument('--json', help='Also write the figures to this JSON file.')
     parser.add_argument('--framework', choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.framework:
@@ -267,6 +268,12 @@ def main(argv=None):
         if framework in results and 'torch' in results:
             ours, pt = results[framework], results['torch']
             print(f'{framework + "/pt":12s}' + ''.join(f'{ours[k] / pt[k]:13.2f}' for k in keys))
+    if args.json:
+        from benchmarks import save_json
+        ratios = {f'{f}/torch': {k: results[f][k] / results['torch'][k] for k in keys}
+                  for f in FRAMEWORKS[:-1] if f in results and 'torch' in results}
+        config = {k: v for k, v in vars(args).items() if k not in ('json', 'framework')}
+        save_json(args.json, {**results, **ratios}, config)
 
 
 if __name__ == '__main__':

@@ -48,6 +48,14 @@ def test_the_shipped_predictor_resolves_by_name(home):
     assert registry.name_of(SHIPPED) == 'cpu_tflite_cifar'
 
 
+def test_the_shipped_predictor_is_package_data_naming_its_table_relative_to_the_repository(home, tmp_path,
+                                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)  # found through the package, not the working folder
+    assert registry.resolve('cpu_tflite_cifar') == SHIPPED
+    tables = json.loads(open(os.path.join(SHIPPED, lpm.METADATA_FILE)).read())['data']['tables']
+    assert tables == ['data/cpu_tflite_cifar.csv'] and os.path.isfile(os.path.join(REPO, tables[0]))
+
+
 def test_a_directory_resolves_to_itself(home, tmp_path, monkeypatch):
     path = save_lpm(tmp_path / 'mine')
     assert registry.resolve(path) == path
