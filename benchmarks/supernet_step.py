@@ -270,10 +270,10 @@ def main(argv=None):
             print(f'{framework + "/pt":12s}' + ''.join(f'{ours[k] / pt[k]:13.2f}' for k in keys))
     if args.json:
         from benchmarks import save_json
-        ratios = {f'{f}/torch': {k: results[f][k] / results['torch'][k] for k in keys}
+        ratios = {f: {k: results[f][k] / results['torch'][k] for k in keys}
                   for f in FRAMEWORKS[:-1] if f in results and 'torch' in results}
         config = {k: v for k, v in vars(args).items() if k not in ('json', 'framework')}
-        save_json(args.json, {**results, **ratios}, config)
+        save_json(args.json, {'frameworks': results, 'over_torch': ratios}, config)
 
 
 if __name__ == '__main__':
