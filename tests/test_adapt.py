@@ -154,6 +154,7 @@ def test_the_base_is_left_unchanged(base, new):
 
 # ---- choosing by cross-validation ----
 
+@pytest.mark.slow
 def test_auto_picks_the_method_with_the_lowest_cv_error(base, new):
     model, report = adapt.adapt(base, new[0].iloc[:25], 'auto')
     cv = report['cv']
@@ -162,6 +163,7 @@ def test_auto_picks_the_method_with_the_lowest_cv_error(base, new):
     assert all(math.isfinite(s['mre_pct']) for s in cv.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('b, expected', [(1.0, 'scale'), (1.6, 'affine_log')])
 def test_auto_finds_the_law_of_an_exact_device(base, new, b, expected):
     x = dataset.encodings(new[0].iloc[:8], 'both')

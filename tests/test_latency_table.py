@@ -165,6 +165,7 @@ def test_a_row_with_any_cell_replaced_is_accepted_only_if_valid(tmp_path, data):
     assert checked['latency_ms'].gt(0).all() and checked['ref_ms'].gt(0).all()
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_byte_of_a_write_leaves_a_table_the_rerun_completes(tmp_path):
     """Cut at every byte offset of the header and of the two rows: reopening keeps what is whole, and
     appending what is missing gives the very file an uninterrupted run writes."""

@@ -71,6 +71,7 @@ def test_profiles_through_adb_and_benchmark_model_with_the_device_described(phon
     assert len(table.read(str(path))) == 3
 
 
+@pytest.mark.slow
 def test_a_missing_device_or_binary_is_one_line(phone, tmp_path):
     env, device = phone
     wrong = _cli(env, f'--table={tmp_path / "a.csv"}', '--count=1', '--adb_serial=R58M000')
