@@ -127,10 +127,14 @@ def prepare(run_dir, settings, settings_file, outputs, overwrite=False, ignore=(
 def named_variables(model, variables=None):
     """{path inside the model: variable} of model.weights (or the given variables of it). Keras 3 layers
     held in lists (cells) are not reached by tf.train.Checkpoint, so their variables are checkpointed
-    explicitly, keyed by name; the model's own name is left out, as Keras numbers it per process."""
+    explicitly, keyed by name; the model's own name is left out, as Keras numbers it per process. Variables
+    outside the model's scope (the drop-path seed generators, also numbered per process) are keyed by their
+    position in the list instead, which the model's fixed build order keeps stable."""
     named = {}
-    for variable in model.weights if variables is None else variables:
-        name = variable.path.split('/', 1)[-1]
+    prefix = model.name + '/'
+    for position, variable in enumerate(model.weights if variables is None else variables):
+        path = variable.path
+        name = path[len(prefix):] if path.startswith(prefix) else f'{position}:{path.rsplit("/", 1)[-1]}'
         if name in named:
             raise ValueError(f'two variables share the name {name!r}: they cannot be checkpointed by name')
         named[name] = variable
