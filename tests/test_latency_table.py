@@ -189,3 +189,27 @@ def test_a_description_that_is_not_an_object_is_one_line(tmp_path):
     (tmp_path / 't.meta.json').write_text('[1, 2]')
     with pytest.raises(table.TableError, match='not a JSON object'):
         table.LatencyTable(str(path), DESCRIPTION)
+
+
+def test_a_converter_table_resumes_with_the_writer_and_notes_from_which_row(tmp_path):
+    """A table from before the writer (no tflite_source: converted, like data/*.meta.json) is resumed by
+    the writer, since both give the same file; the metadata then says from which row it was written."""
+    path = str(tmp_path / 't.csv')
+    rows = list(_rows(3))
+    table.LatencyTable(path, DESCRIPTION).append(rows[0])
+    writer = {**DESCRIPTION, 'tflite_source': 'writer'}
+    resumed = table.LatencyTable(path, writer)
+    resumed.append(rows[1])
+    meta = json.load(open(tmp_path / 't.meta.json'))
+    assert 'tflite_source' not in meta
+    assert meta['tflite_source_changes'] == [{'tflite_source': 'writer', 'from_row': 1}]
+    table.LatencyTable(path, writer).append(rows[2])  # the same source again: nothing noted
+    table.LatencyTable(path, {**DESCRIPTION, 'tflite_source': 'converter'})
+    assert json.load(open(tmp_path / 't.meta.json'))['tflite_source_changes'] == [
+        {'tflite_source': 'writer', 'from_row': 1}, {'tflite_source': 'converter', 'from_row': 3}]
+
+
+def test_a_new_table_records_its_tflite_source(tmp_path):
+    table.LatencyTable(str(tmp_path / 't.csv'), {**DESCRIPTION, 'tflite_source': 'writer'})
+    meta = json.load(open(tmp_path / 't.meta.json'))
+    assert meta['tflite_source'] == 'writer' and 'tflite_source_changes' not in meta

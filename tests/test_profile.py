@@ -1,5 +1,6 @@
 """Profiling end to end at tiny scale: the CLI, a real kill and resume, the GPU path, repeatability."""
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ladnas_tf import search_space
-from ladnas_tf.latency import measure, profile, table, targets
+from ladnas_tf.latency import measure, profile, remote, table, targets
 
 TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--warmup=1', '--runs=3',
         '--workers=1', '--batch=2']
@@ -106,3 +107,50 @@ def test_profiler_protocol_and_repeatability_in_process(tmp_path):
     assert profile.repeatability(profiler, 2, seed=0) == summary  # resumed: no pair re-timed
     assert len(pd.read_csv(tmp_path / 'p.repeat.csv')) == 2
     assert profiler.run(3, seed=5) == 0  # already complete: nothing re-measured
+
+
+WRITTEN, CONVERTED = b'ladnas_tf tflite_writer', b'CONVERSION_METADATA'  # each file's own mark
+
+
+def _profile_artifacts(target, tmp_path, monkeypatch):
+    """(the files the profiler timed, the table's metadata) of a 2-row tiny run."""
+    setting = targets.Setting('cifar', 4, 2, 8, 1, 10)
+    profiler = profile.Profiler(target, setting, str(tmp_path / 'p.csv'), warmup=1, runs=2,
+                                reference_runs=1, workers=1, batch=2)
+    timed, time = [], profiler.time
+    monkeypatch.setattr(profiler, 'time', lambda artifact: timed.append(artifact) or time(artifact))
+    assert profiler.run(2, seed=3) == 2
+    with open(tmp_path / 'p.meta.json') as f:
+        return timed + [profiler._reference], json.load(f)
+
+
+@pytest.mark.slow
+def test_cpu_tflite_rows_are_timed_on_written_files_and_the_metadata_says_so(tmp_path, monkeypatch):
+    files, meta = _profile_artifacts(targets.make_target('cpu_tflite'), tmp_path, monkeypatch)
+    assert len(files) == 3 and all(WRITTEN in f and CONVERTED not in f for f in files)
+    assert meta['tflite_source'] == 'writer'
+    assert len(table.read(str(tmp_path / 'p.csv'))) == 2
+
+
+@pytest.mark.slow
+def test_int8_rows_are_timed_on_converted_files_and_the_metadata_says_so(tmp_path, monkeypatch):
+    files, meta = _profile_artifacts(targets.make_target('cpu_tflite_int8'), tmp_path, monkeypatch)
+    assert len(files) == 3 and all(CONVERTED in f and WRITTEN not in f for f in files)
+    assert meta['tflite_source'] == 'converter'
+
+
+@pytest.mark.parametrize('target, source', [
+    (targets.CpuTFLite(1), 'writer'), (targets.CpuTFLite(1, tflite_source='converter'), 'converter'),
+    (remote.SshTarget('user@board'), 'writer'), (remote.AdbTarget(), 'writer')])
+def test_every_float32_target_prepares_the_file_of_its_source(target, source):
+    """The ssh and adb targets' host side too; params and MACs are the same from either source."""
+    setting = targets.Setting('cifar', 4, 2, 8, 1, 10)
+    data, params, macs = target.prepare(profile.genotypes.DARTS_V2, setting)
+    assert (WRITTEN in data) == (source == 'writer') and target.tflite_source == source
+    other = targets.float_tflite(profile.genotypes.DARTS_V2, setting, 'converter')
+    assert (params, macs) == other[1:]
+
+
+def test_an_unknown_tflite_source_is_one_line():
+    with pytest.raises(targets.TargetError, match="unknown TFLite source 'tf'"):
+        targets.CpuTFLite(1, tflite_source='tf').prepare(profile.genotypes.DARTS_V2, targets.Setting())

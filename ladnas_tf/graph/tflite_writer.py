@@ -25,6 +25,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from ladnas_tf.bad_input import BadInput
+from ladnas_tf.graph.macs import network_macs
 from ladnas_tf.graph.walk import Walk
 
 OPS = schema.BuiltinOperator
@@ -69,6 +70,7 @@ class _TFGraph(Walk):
 
     def __init__(self, draw):
         self.draw, self.nodes, self.counts = draw, [], {}
+        self.params = 0  # as constant.ConstantEmitter counts them (BN's scale and offset included)
 
     def _name(self, base):
         """TensorFlow's unique names in a graph: base, base_1, base_2, ..."""
@@ -82,6 +84,7 @@ class _TFGraph(Walk):
         return node
 
     def _weight(self, *shape):
+        self.params += math.prod(shape)
         w = np.asarray(self.draw(shape), np.float32)
         if w.shape != shape:
             raise WriterError(f'weight {len(self.nodes)} has shape {w.shape}, the network needs {shape}')
@@ -417,6 +420,22 @@ def write_tflite(genotype, setting='cifar', channels=36, num_cells=20, num_class
     faster: for timing, where values do not matter); or float32 arrays in the walk's order and TF
     layout (conv k x k x in x out, depthwise k x k x c x 1, BN scale then offset, classifier
     in x classes then bias)."""
+    walked = (genotype, setting, channels, num_cells, num_classes, image_size)
+    return _write(walked, batch_size, seed, weights)[0]
+
+
+def genotype_to_tflite(genotype, setting='cifar', channels=36, num_cells=20, num_classes=10, image_size=32,
+                       batch_size=1, seed=0):
+    """(file, params, MACs per image) as constant.genotype_to_tflite gives them, for timing: the
+    converter's file with other weight values ('fast'), which latency does not depend on."""
+    walked = (genotype, setting, channels, num_cells, num_classes, image_size)
+    data, params = _write(walked, batch_size, seed, 'fast')
+    return data, params, network_macs(*walked)
+
+
+def _write(walked, batch_size, seed, weights):
+    """(file, params) of the walk's (genotype, setting, channels, num_cells, num_classes, image_size)."""
+    genotype, setting, _, _, _, image_size = walked
     if setting not in ('cifar', 'imagenet'):
         raise WriterError(f"the TFLite writer knows settings 'cifar' and 'imagenet', not {setting!r}")
     rng = np.random.default_rng(seed)
@@ -428,5 +447,5 @@ def write_tflite(genotype, setting='cifar', channels=36, num_cells=20, num_class
         given = iter(weights)
         graph = _TFGraph(lambda shape: next(given))
     x = graph.input(batch_size, image_size)
-    output = graph.network(x, genotype, setting, channels, num_cells, num_classes, image_size)
-    return _serialize(_convert(graph.nodes, x), x, output)
+    output = graph.network(x, *walked)
+    return _serialize(_convert(graph.nodes, x), x, output), graph.params

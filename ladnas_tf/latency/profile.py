@@ -1,13 +1,15 @@
-"""Profiling: sample architectures, convert them ahead in parallel, time them one by one, append rows.
+"""Profiling: sample architectures, make their files ahead in parallel, time them one by one, append rows.
 
-Conversion (CPU-heavy) and timing on this machine never overlap: a batch of architectures is prepared
-by worker processes, then timed serially while the workers sit idle; a device reached over ssh or adb
-times one batch while the host converts the next. Every measurement is
-bracketed by timings of a fixed reference network (DARTS_V2), recorded in the row (`ref_ms`), so drift
-and interference show in the table and `latency_ms / ref_ms` cancels most of them.
+A float32 file is written directly (graph.tflite_writer) where the target allows, else converted; the
+table's metadata says which (`tflite_source`). Making files (CPU-heavy) and timing on this machine never
+overlap: a batch of architectures is prepared by worker processes, then timed serially while the workers
+sit idle; a device reached over ssh or adb times one batch while the host prepares the next. Every
+measurement is bracketed by timings of a fixed reference network (DARTS_V2), recorded in the row
+(`ref_ms`), so drift and interference show in the table and `latency_ms / ref_ms` cancels most of them.
 """
 import datetime
 import json
+import logging
 import multiprocessing
 import os
 
@@ -59,8 +61,9 @@ def _prepare(job):
 def _worker_init(cpus):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     os.sched_setaffinity(0, cpus)  # every core the user allowed, not only the timing core
-    import tensorflow as tf
-    tf.get_logger().setLevel('ERROR')  # the converter logs a warning per model
+    # The converter logs a warning per model; TensorFlow's logger, set without importing TensorFlow,
+    # which a worker writing files directly never needs.
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)
 
 
 class Profiler:

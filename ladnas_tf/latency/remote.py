@@ -1,4 +1,4 @@
-"""Remote targets: the network converted on the host, timed on the device the user deploys to.
+"""Remote targets: the network's file made on the host, timed on the device the user deploys to.
 
 `ssh`: a board or server with Python, numpy and ai-edge-litert. One ssh connection carries the whole
 run: it starts the timing agent (agent.py, copied over that same connection) and then carries model
@@ -7,9 +7,10 @@ files and timing requests to it. The device times with measure.py's protocol, th
 `adb`: an Android phone through the `adb` client and TFLite's `benchmark_model` binary, which the user
 pushes once; its printed statistics are parsed (`parse_benchmark_output`).
 
-Both convert on the host (the conversion workers call `prepare`, which needs no connection: a target
-pickles without it), send each file once (files are named by SHA-256 on the device), and turn a lost
-connection into retries with backoff, then one line. Rows already written stay in the table.
+Both make the float32 file on the host (the workers call `prepare`, which needs no connection: a target
+pickles without it; the file is written directly, or converted with tflite_source='converter'), send
+each file once (files are named by SHA-256 on the device), and turn a lost connection into retries with
+backoff, then one line. Rows already written stay in the table.
 """
 import collections
 import hashlib
@@ -27,9 +28,8 @@ import threading
 import time
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.graph import constant
 from ladnas_tf.latency import agent, measure
-from ladnas_tf.latency.targets import TargetError
+from ladnas_tf.latency.targets import TargetError, float_tflite
 
 
 class TransportError(Exception):
@@ -156,8 +156,8 @@ class SshTarget:
 
     def __init__(self, device, threads=1, xnnpack=True, key_file=None, ssh_config=None, ssh_options=(),
                  python='python3', folder='~/.cache/ladnas_tf_agent', connect_timeout_s=10, retries=3,
-                 backoff_s=2.0, request_timeout_s=600):
-        self.device, self.threads, self.xnnpack = device, threads, xnnpack
+                 backoff_s=2.0, request_timeout_s=600, tflite_source='writer'):
+        self.device, self.threads, self.xnnpack, self.tflite_source = device, threads, xnnpack, tflite_source
         self.destination, self.port = parse_device(device)
         self.key_file, self.ssh_config, self.ssh_options = key_file, ssh_config, tuple(ssh_options)
         self.python, self.folder = python, folder
@@ -215,11 +215,12 @@ class SshTarget:
         d = self._description
         return {'target': self.name, 'device': f'{d["device"]}, {d["cores"]} cores, {d["machine"]}',
                 'machine': d['machine'], 'cores': d['cores'], 'threads': self.threads, 'xnnpack': self.xnnpack,
-                'host': self.device, 'device_python': self.python, 'device_folder': self.folder,
+                'tflite_source': self.tflite_source, 'host': self.device, 'device_python': self.python,
+                'device_folder': self.folder,
                 'versions': {**d['versions'], 'python': d['python']}}
 
     def prepare(self, genotype, setting):
-        return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
+        return float_tflite(genotype, setting, self.tflite_source)
 
     def _ensure(self, *files):
         """Sends the files the device lacks; names are SHA-256s."""
@@ -304,10 +305,11 @@ class AdbTarget:
 
     def __init__(self, serial=None, threads=1, delegate='xnnpack', adb='adb',
                  benchmark_binary='/data/local/tmp/benchmark_model', folder='/data/local/tmp/ladnas_tf',
-                 retries=3, backoff_s=2.0, timeout_s=600):
+                 retries=3, backoff_s=2.0, timeout_s=600, tflite_source='writer'):
         if delegate not in self.DELEGATES:
             raise TargetError(f'unknown delegate {delegate!r} (known: {", ".join(self.DELEGATES)})')
         self.serial, self.threads, self.delegate = serial, threads, delegate
+        self.tflite_source = tflite_source
         self.adb, self.binary, self.folder, self.timeout_s = adb, benchmark_binary, folder, timeout_s
         self.retry = _Retrying(f'adb {serial or "(default device)"}', retries, backoff_s, lambda: None)
         self._present, self._description = set(), None
@@ -356,7 +358,7 @@ class AdbTarget:
             cores = int(possible.split('-')[-1]) + 1 if re.fullmatch(r'\d+(-\d+)?', possible) else None
             self._description = {
                 'target': self.name, 'threads': self.threads, 'xnnpack': self.delegate == 'xnnpack',
-                'delegate': self.delegate, 'cores': cores, 'serial': self.serial,
+                'delegate': self.delegate, 'cores': cores, 'serial': self.serial, 'tflite_source': self.tflite_source,
                 'machine': props['ro.product.cpu.abi'],
                 'device': (f'{props["ro.product.manufacturer"]} {props["ro.product.model"]} '
                            f'({props["ro.board.platform"]}, {props["ro.product.cpu.abi"]}, {cores} cores)'),
@@ -364,7 +366,7 @@ class AdbTarget:
         return self._description
 
     def prepare(self, genotype, setting):
-        return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
+        return float_tflite(genotype, setting, self.tflite_source)
 
     def _ensure(self, data):
         name = _sha256(data)

@@ -21,7 +21,11 @@ COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_en
            'macs', 'latency_ms', 'mean_ms', 'std_ms', 'iqr_ms', 'cv', 'runs', 'attempts', 'ref_ms',
            'ref_cv', 'target', 'setting', 'measured_at')
 # What makes two tables comparable: anything else in the description (versions) may differ.
+# Not `tflite_source` (writer / converter): both give the same file (docs/tflite_writer_equivalence.md),
+# so a table begun with the converter resumes with the writer; the change is noted (_note_source).
 IDENTITY = ('target', 'setting', 'device', 'threads', 'xnnpack', 'delegate')
+# Tables from before the writer have no tflite_source: they were converted.
+OLD_SOURCE = 'converter'
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -143,14 +147,28 @@ class LatencyTable:
         self.meta_path = _sidecar(path, '.meta.json')
         self.ids = set()
         if os.path.exists(path) and self._header_complete():
-            self._check_identity()
+            meta = self._check_identity()
             self.ids = set(read(path)['arch_id'])
+            self._note_source(meta)
         else:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            tmp = self.meta_path + '.tmp'
-            with open(tmp, 'w') as f:
-                json.dump(self.description, f, indent=2, sort_keys=True)
-            os.replace(tmp, self.meta_path)
+            self._write_meta(self.description)
+
+    def _write_meta(self, meta):
+        tmp = self.meta_path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+        os.replace(tmp, self.meta_path)
+
+    def _note_source(self, meta):
+        """A run with another tflite_source than the table's last appends {tflite_source, from_row} to the
+        metadata's `tflite_source_changes`, so every row's source stays known."""
+        source = self.description.get('tflite_source')
+        changes = meta.get('tflite_source_changes', [])
+        last = changes[-1]['tflite_source'] if changes else meta.get('tflite_source', OLD_SOURCE)
+        if source is not None and source != last:
+            changes.append({'tflite_source': source, 'from_row': len(self.ids)})
+            self._write_meta({**meta, 'tflite_source_changes': changes})
 
     def _header_complete(self):
         """False for a file whose header a kill cut short (it is then removed): the table is new."""
@@ -174,6 +192,7 @@ class LatencyTable:
             k = diff[0]
             raise TableError(f'{self.path} was measured with {k}={meta.get(k)!r}, this run has '
                              f'{k}={self.description.get(k)!r}: use another --table')
+        return meta
 
     def __len__(self):
         return len(self.ids)

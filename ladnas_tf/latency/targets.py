@@ -10,7 +10,6 @@ import dataclasses
 import re
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.graph import constant
 from ladnas_tf.latency import measure
 from ladnas_tf.latency.agent import cpu_model
 
@@ -62,6 +61,23 @@ def _installed(package):
         return False
 
 
+# Where a float32 file comes from: the writer makes the converter's file without TensorFlow, in a small
+# fraction of its time (graph.tflite_writer, docs/tflite_writer_equivalence.md); the converter stays as
+# the reference and for what the writer lacks (int8).
+TFLITE_SOURCES = ('writer', 'converter')
+
+
+def float_tflite(genotype, setting, source):
+    """(float32 file, params, MACs per image) of the genotype in the setting, from `source`."""
+    if source not in TFLITE_SOURCES:
+        raise TargetError(f'unknown TFLite source {source!r} (known: {", ".join(TFLITE_SOURCES)})')
+    if source == 'writer':
+        from ladnas_tf.graph import tflite_writer
+        return tflite_writer.genotype_to_tflite(genotype, **setting.network_kwargs())
+    from ladnas_tf.graph import constant  # imports TensorFlow: only where the converter runs
+    return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
+
+
 class LocalTarget:
     """A target timed in this process: the reference network's runner is kept between rows."""
     _reference = (None, None)
@@ -81,14 +97,15 @@ class LocalTarget:
 
 class CpuTFLite(LocalTarget):
     """The network converted to TFLite, run by the ai_edge_litert interpreter with explicit threads;
-    XNNPACK on (the interpreter's default delegate) unless xnnpack=False."""
+    XNNPACK on (the interpreter's default delegate) unless xnnpack=False. The file is written directly
+    unless tflite_source='converter'."""
     name = 'cpu_tflite'
 
-    def __init__(self, threads=1, xnnpack=True):
-        self.threads, self.xnnpack = threads, xnnpack
+    def __init__(self, threads=1, xnnpack=True, tflite_source='writer'):
+        self.threads, self.xnnpack, self.tflite_source = threads, xnnpack, tflite_source
 
     def prepare(self, genotype, setting):
-        return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
+        return float_tflite(genotype, setting, self.tflite_source)
 
     def runner(self, artifact):
         from ladnas_tf.latency import agent
@@ -96,16 +113,20 @@ class CpuTFLite(LocalTarget):
 
     def describe(self):
         return {'target': self.name, 'device': cpu_model(), 'threads': self.threads,
-                'xnnpack': self.xnnpack, 'versions': _versions()}
+                'xnnpack': self.xnnpack, 'tflite_source': self.tflite_source, 'versions': _versions()}
 
 
 class CpuTFLiteInt8(CpuTFLite):
     """cpu_tflite on the network with full-integer post-training quantization (int8 weights and
     activations, float input and output, as a deployed int8 export). Not automatically faster: on
-    x86 only part of an int8 graph may be delegated to XNNPACK."""
+    x86 only part of an int8 graph may be delegated to XNNPACK. Always converted: the writer is float32."""
     name = 'cpu_tflite_int8'
 
+    def __init__(self, threads=1, xnnpack=True):
+        super().__init__(threads, xnnpack, 'converter')
+
     def prepare(self, genotype, setting):
+        from ladnas_tf.graph import constant
         return constant.genotype_to_tflite_int8(genotype, **setting.network_kwargs())
 
 
@@ -125,11 +146,14 @@ class DeviceTF(LocalTarget):
 
     def prepare(self, genotype, setting):
         # The graph must be built in the timing process, on the device: here only params and MACs.
+        from ladnas_tf.graph import constant
         _, params, macs = constant.concrete_function(genotype, **setting.network_kwargs())
         return (genotype, setting), params, macs
 
     def runner(self, artifact):
         import tensorflow as tf
+
+        from ladnas_tf.graph import constant
         genotype, setting = artifact
         with tf.device(self.device):
             fn = constant.concrete_function(genotype, **setting.network_kwargs())[0]
