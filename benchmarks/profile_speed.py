@@ -1,12 +1,16 @@
-"""Profiling throughput: the naive path against ours, side by side in one run, as archs/hour.
+"""Profiling throughput as archs/hour: the naive path, the profiler converting, the profiler writing files.
 
-naive: build the Keras network, TFLiteConverter.from_keras_model(...).convert(), then time.
-ours:  the constant graph (ladnas_tf.graph.constant) converted by worker processes ahead of
-       serial timing (ladnas_tf.latency.profile.Profiler), conversion never overlapping a timed run;
-       ours also times the reference network around every architecture (extra work naive skips).
-Both time with the same protocol (measure.measure) on the same architectures of the same stream.
+naive:     build the Keras network, TFLiteConverter.from_keras_model(...).convert(), then time.
+converter: the constant graph (ladnas_tf.graph.constant) converted by worker processes ahead of serial
+           timing (ladnas_tf.latency.profile.Profiler), conversion never overlapping a timed run; it also
+           times the reference network around every architecture (extra work naive skips).
+writer:    the same profiler with the file written directly (ladnas_tf.graph.tflite_writer).
+All time with the same protocol on the same architectures of the same stream. With --repeatability=K,
+each profiler path then re-times K of its rows as tools.profile_latency --repeatability does
+(profile.repeatability: |second - first| / first), so the faster path is shown to time as steadily.
 
-  python -m benchmarks.profile_speed --naive=3 --ours=24 [--json=docs/benchmarks/profile_speed.json]
+  taskset -c 0 python -m benchmarks.profile_speed --naive=0 --ours=60 --repeatability=30 \
+      --json=docs/benchmarks/profile_speed.json
 """
 import os
 import tempfile
@@ -18,12 +22,14 @@ from ladnas_tf import network
 from ladnas_tf.latency import measure, profile, targets
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('naive', 3, 'Architectures through the naive path.')
-flags.DEFINE_integer('ours', 24, 'Architectures through the profiler.')
+flags.DEFINE_integer('naive', 3, 'Architectures through the naive path (0: skip it).')
+flags.DEFINE_integer('ours', 24, 'Architectures through each profiler path (converter, writer).')
+flags.DEFINE_integer('repeatability', 0, 'Rows of each profiler path re-timed for the repeatability figure.')
 flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
 
 SETTING = targets.Setting('cifar', 36, 20, 32, 1, 10)
 PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3)
+SEED = 123
 
 
 def naive(genotype):
@@ -34,40 +40,72 @@ def naive(genotype):
     return measure.measure(targets.CpuTFLite(1).runner(tflite), **PROTOCOL)[0]
 
 
+def busy_fractions():
+    """Per core, (busy, total) jiffies since boot (/proc/stat): differences give each core's load."""
+    with open('/proc/stat') as f:
+        rows = [line.split() for line in f if line.startswith('cpu') and line[3].isdigit()]
+    return {row[0]: (sum(map(int, row[1:4])) + sum(map(int, row[6:9])), sum(map(int, row[1:9]))) for row in rows}
+
+
+def other_cores_load(before, after):
+    """Load of the cores this process may not use, over the run (0..1 each)."""
+    mine = {f'cpu{c}' for c in os.sched_getaffinity(0)}
+    return {cpu: round((after[cpu][0] - before[cpu][0]) / max(1, after[cpu][1] - before[cpu][1]), 3)
+            for cpu in before if cpu not in mine}
+
+
+def profile_path(source, tmp):
+    """archs, seconds per arch, median latencies and the repeatability summary of one profiler path."""
+    path = os.path.join(tmp, f'{source}.csv')
+    profiler = profile.Profiler(targets.CpuTFLite(1, tflite_source=source), SETTING, path, **PROTOCOL)
+    start = time.time()
+    profiler.run(FLAGS.ours, seed=SEED)  # includes starting the workers
+    seconds = (time.time() - start) / FLAGS.ours
+    out = {'archs': FLAGS.ours, 'seconds_per_arch': seconds, 'archs_per_hour': 3600 / seconds}
+    if FLAGS.repeatability:
+        out['repeatability'] = profile.repeatability(profiler, FLAGS.repeatability, seed=0)
+    import pandas as pd
+    return out, pd.read_csv(path)['latency_ms'].tolist()
+
+
 def main(argv):
     del argv
-    genotypes_ = [g for _, (_, g) in zip(range(max(FLAGS.naive, FLAGS.ours)), profile.architectures(123))]
-    start = time.time()
-    naive_ms = [naive(g).latency_ms for g in genotypes_[:FLAGS.naive]]
-    naive_s = (time.time() - start) / FLAGS.naive
-
-    with tempfile.TemporaryDirectory() as tmp:
-        profiler = profile.Profiler(targets.CpuTFLite(1), SETTING, os.path.join(tmp, 't.csv'),
-                                    **PROTOCOL)
+    load_before = busy_fractions()
+    genotypes_ = [g for _, (_, g) in zip(range(max(FLAGS.naive, 1)), profile.architectures(SEED))]
+    figures, latencies = {'setting': SETTING.key, 'protocol': PROTOCOL}, {}
+    if FLAGS.naive:
         start = time.time()
-        profiler.run(FLAGS.ours, seed=123)  # includes starting the conversion workers
-        ours_s = (time.time() - start) / FLAGS.ours
-        import pandas as pd
-        ours_ms = pd.read_csv(os.path.join(tmp, 't.csv'))['latency_ms'].tolist()
-
-    print(f'setting {SETTING.key}, {os.cpu_count()} cores')
-    print(f'naive (Keras + from_keras_model): {naive_s:7.1f} s/arch  {3600 / naive_s:7.0f} archs/hour  '
-          f'({FLAGS.naive} archs)')
-    print(f'ours  (constant graph, parallel): {ours_s:7.1f} s/arch  {3600 / ours_s:7.0f} archs/hour  '
-          f'({FLAGS.ours} archs)')
-    print(f'speed-up: {naive_s / ours_s:.1f}x')
-    both = min(len(naive_ms), len(ours_ms))
-    print('same architectures, median latency naive vs ours (ms): ' +
-          ', '.join(f'{a:.2f}/{b:.2f}' for a, b in zip(naive_ms[:both], ours_ms[:both])))
+        latencies['naive'] = [naive(g).latency_ms for g in genotypes_[:FLAGS.naive]]
+        seconds = (time.time() - start) / FLAGS.naive
+        figures['naive'] = {'archs': FLAGS.naive, 'seconds_per_arch': seconds, 'archs_per_hour': 3600 / seconds}
+    with tempfile.TemporaryDirectory() as tmp:
+        for source in ('converter', 'writer'):
+            figures[source], latencies[source] = profile_path(source, tmp)
+    figures['writer_over_converter'] = figures['writer']['archs_per_hour'] / figures['converter']['archs_per_hour']
+    figures['median_latency_ms'] = {k: v[:10] for k, v in latencies.items()}
+    figures['other_cores_load'] = other_cores_load(load_before, busy_fractions())
+    report(figures)
     if FLAGS.json:
         from benchmarks import save_json
-        path = lambda n, s: {'archs': n, 'seconds_per_arch': s, 'archs_per_hour': 3600 / s}
-        save_json(FLAGS.json, {
-            'setting': SETTING.key, 'protocol': PROTOCOL, 'naive': path(FLAGS.naive, naive_s),
-            'ours': path(FLAGS.ours, ours_s), 'speed_up': naive_s / ours_s,
-            'median_latency_ms_naive_vs_ours': [[a, b] for a, b in zip(naive_ms[:both], ours_ms[:both])]},
-            {'naive': FLAGS.naive, 'ours': FLAGS.ours})
+        save_json(FLAGS.json, figures, {'naive': FLAGS.naive, 'ours': FLAGS.ours,
+                                        'repeatability': FLAGS.repeatability, 'seed': SEED,
+                                        'cores': sorted(os.sched_getaffinity(0))})
+
+
+def report(figures):
+    print(f'setting {SETTING.key}, {os.cpu_count()} cores, this run on cores {sorted(os.sched_getaffinity(0))}, '
+          f'load of the others {figures["other_cores_load"]}')
+    for name in ('naive', 'converter', 'writer'):
+        if name in figures:
+            f = figures[name]
+            rep = f.get('repeatability')
+            steady = (f'  repeatability median |diff| raw {rep["raw_median_rel_diff"]:.2%}, '
+                      f'normalised {rep["normalised_median_rel_diff"]:.2%} ({rep["pairs"]} pairs)') if rep else ''
+            print(f'{name:9s} {f["seconds_per_arch"]:6.2f} s/arch {f["archs_per_hour"]:7.0f} archs/hour '
+                  f'({f["archs"]} archs){steady}')
+    print(f'writer / converter: {figures["writer_over_converter"]:.1f}x')
 
 
 if __name__ == '__main__':
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     app.run(main)
