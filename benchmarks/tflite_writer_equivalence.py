@@ -2,9 +2,12 @@
 (graph.constant.genotype_to_tflite) on random and published genotypes, both settings:
 identical operator sequences (builtin, version, options, input and output shapes and types, int32
 constants), metadata and outputs on one seeded image (same weights), and the CPU time of writing.
-Writes docs/tflite_writer_equivalence.md and .json.
+With --alternation=N, also N random CIFAR genotypes whose converter file and profiler file
+(tflite_writer.genotype_to_tflite) are timed in turn, to compare their difference with the timing's own
+repeatability. Writes docs/tflite_writer_equivalence.md and .json.
 
   python -m benchmarks.tflite_writer_equivalence --random=200
+  taskset -c 0 python -m benchmarks.tflite_writer_equivalence --nocompare --alternation=20
 """
 import json
 import os
@@ -21,8 +24,12 @@ flags.DEFINE_integer('random', 200, 'Random genotypes per setting (besides the p
 flags.DEFINE_integer('seed', 0, 'Seed of the random genotypes.')
 flags.DEFINE_integer('write_repeats', 20, 'Repeats of the write-time measurement.')
 flags.DEFINE_string('output', 'docs/tflite_writer_equivalence', 'Report path without extension.')
+flags.DEFINE_boolean('compare', True, 'Compare files (else keep the comparison of the existing report).')
+flags.DEFINE_integer('alternation', 0, 'Random CIFAR genotypes whose two files are timed in turn (0: none).')
+flags.DEFINE_integer('rounds', 2, 'Timings of each file per genotype in the alternation.')
 
 SETTINGS = (targets.Setting('cifar', 36, 20, 32, 1, 10), targets.Setting('imagenet', 48, 14, 224, 1, 1000))
+PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3)  # the latency table's
 IGNORED_METADATA = (b'CONVERSION_METADATA',)  # the converter's run (TF version, options, hash); nothing reads it
 
 
@@ -87,15 +94,47 @@ def compare(genotype, setting):
     return difference, float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
 
 
-def write_seconds(genotype, setting, repeats):
-    """Median CPU seconds (time.process_time) of writing one file."""
-    from ladnas_tf.graph import tflite_writer
+def write_seconds(write, genotype, setting, repeats):
+    """Median CPU seconds (time.process_time) of writing one file with `write`."""
     times = []
     for _ in range(repeats):
         start = time.process_time()
-        tflite_writer.write_tflite(genotype, **setting.network_kwargs())
+        write(genotype, **setting.network_kwargs())
         times.append(time.process_time() - start)
     return float(np.median(times))
+
+
+def alternation(count, rounds, seed):
+    """Per random CIFAR genotype, the converter's file and the profiler's written one, each timed `rounds`
+    times with the table's protocol, in turn (C W W C ...: drift falls on both alike); the medians."""
+    from ladnas_tf.graph import constant, tflite_writer
+    from ladnas_tf.latency import measure
+    setting, target = SETTINGS[0], targets.CpuTFLite(1)
+    rng, rows = np.random.default_rng(seed + 1), []
+    for _ in range(count):
+        genotype = search_space.sample_genotype(rng)
+        makers = {'converter': constant.genotype_to_tflite, 'writer': tflite_writer.genotype_to_tflite}
+        runners = {k: target.runner(make(genotype, **setting.network_kwargs())[0]) for k, make in makers.items()}
+        times = {k: [] for k in runners}
+        for r in range(rounds):
+            for k in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+                times[k].append(measure.measure(runners[k], **PROTOCOL)[0].latency_ms)
+        rows.append(dict(genotype=str(genotype), **times))
+    return summarize_alternation(rows, rounds)
+
+
+def summarize_alternation(rows, rounds):
+    """own: |second - first| / first of the same file; cross: |writer - converter| / converter of the
+    timings next to each other; bias: mean writer / mean converter - 1 per genotype."""
+    own = [abs(r[k][i + 1] - r[k][i]) / r[k][i] for r in rows for k in ('converter', 'writer')
+           for i in range(rounds - 1)]
+    cross = [abs(r['writer'][i] - r['converter'][i]) / r['converter'][i] for r in rows for i in range(rounds)]
+    bias = [np.mean(r['writer']) / np.mean(r['converter']) - 1 for r in rows]
+    return dict(genotypes=len(rows), rounds=rounds, protocol=PROTOCOL,
+                own_median_rel_diff=float(np.median(own)), cross_median_rel_diff=float(np.median(cross)),
+                own_p90_rel_diff=float(np.quantile(own, 0.9)), cross_p90_rel_diff=float(np.quantile(cross, 0.9)),
+                bias_mean=float(np.mean(bias)), bias_sem=float(np.std(bias, ddof=1) / np.sqrt(len(bias))),
+                within_repeatability=bool(np.median(cross) <= np.median(own)), rows=rows)
 
 
 def sample(count, seed):
@@ -104,8 +143,8 @@ def sample(count, seed):
     return named + [(f'random_{i}', search_space.sample_genotype(rng)) for i in range(count)]
 
 
-def main(argv):
-    del argv
+def compare_all():
+    from ladnas_tf.graph import tflite_writer
     results = {'random_per_setting': FLAGS.random, 'settings': {}}
     for setting in SETTINGS:
         rows, started = [], time.process_time()
@@ -115,9 +154,25 @@ def main(argv):
         results['settings'][setting.key] = dict(
             architectures=len(rows), identical=sum(not r['difference'] for r in rows),
             max_relative_output=max(r['relative_output'] for r in rows),
-            write_ms=1000 * write_seconds(genotypes.DARTS_V2, setting, FLAGS.write_repeats),
+            write_ms=1000 * write_seconds(tflite_writer.write_tflite, genotypes.DARTS_V2, setting,
+                                          FLAGS.write_repeats),
+            timing_write_ms=1000 * write_seconds(tflite_writer.genotype_to_tflite, genotypes.DARTS_V2, setting,
+                                                 FLAGS.write_repeats),
             cpu_minutes=(time.process_time() - started) / 60,
             differing=[r for r in rows if r['difference']][:20])
+    return results
+
+
+def main(argv):
+    del argv
+    if FLAGS.compare:
+        results = compare_all()
+    else:
+        with open(FLAGS.output + '.json', encoding='utf-8') as f:
+            results = json.load(f)
+    if FLAGS.alternation:
+        results['alternation'] = alternation(FLAGS.alternation, FLAGS.rounds, FLAGS.seed)
+        results['alternation']['cores'] = sorted(os.sched_getaffinity(0))
     with open(FLAGS.output + '.json', 'w', encoding='utf-8') as f:
         json.dump(results, f, indent=1)
     with open(FLAGS.output + '.md', 'w', encoding='utf-8') as f:
@@ -132,20 +187,41 @@ def report(results):
              '(seed 0) per setting, each converted by the TF converter (graph.constant) and written by '
              'graph.tflite_writer with the same seeded weights.', '',
              '| setting | architectures | identical files | max relative output difference | '
-             'write (CPU ms, DARTS_V2, median) | comparison CPU min |', '|---|---|---|---|---|---|']
+             'write, seeded weights (CPU ms) | write, profiler file (CPU ms) | comparison CPU min |',
+             '|---|---|---|---|---|---|---|']
     for key, r in results['settings'].items():
         lines.append(f"| {key} | {r['architectures']} | {r['identical']} | {r['max_relative_output']:.2e} | "
-                     f"{r['write_ms']:.1f} | {r['cpu_minutes']:.1f} |")
+                     f"{r['write_ms']:.1f} | {r['timing_write_ms']:.1f} | {r['cpu_minutes']:.1f} |")
     lines += ['', 'Identical: same operators in the same order with the same builtin, version and options, the '
               'same input and output tensor shapes and types (int32 constants by value), the same metadata '
               '(min_runtime_version; CONVERSION_METADATA, which describes the converter run and is read by '
               'nothing at run time, is left out by the writer) and no signature defs in either. Output '
               'difference: max |converter - writer| / max |converter| on one seeded standard-normal image, '
-              'both run by ai_edge_litert.interpreter (XNNPACK, 1 thread).', '']
+              'both run by ai_edge_litert.interpreter (XNNPACK, 1 thread). Write: median CPU time '
+              '(time.process_time) of DARTS_V2, with the converter\'s seeded weights (write_tflite) and as '
+              'the profiler writes it (genotype_to_tflite: weights drawn at once, values aside the same file).',
+              '']
     for key, r in results['settings'].items():
         for row in r['differing']:
             lines.append(f"- {key} {row['name']}: {row['difference'][:300]}")
+    if 'alternation' in results:
+        lines += alternation_report(results['alternation'])
     return '\n'.join(lines) + '\n'
+
+
+def alternation_report(a):
+    verdict = 'within' if a['within_repeatability'] else 'NOT within'
+    return ['', '## Timed in alternation', '',
+            f"`--nocompare --alternation={a['genotypes']} --rounds={a['rounds']}` on cores {a['cores']}: "
+            f"{a['genotypes']} random CIFAR C=36 20-cell genotypes, the converter's file and the profiler's "
+            f"written file each timed {a['rounds']} times with the table's protocol, in turn (C W W C).", '',
+            '| | median | p90 |', '|---|---|---|',
+            f"| same file timed again: \\|second - first\\| / first | {a['own_median_rel_diff']:.2%} | "
+            f"{a['own_p90_rel_diff']:.2%} |",
+            f"| writer against converter, timed next to each other | {a['cross_median_rel_diff']:.2%} | "
+            f"{a['cross_p90_rel_diff']:.2%} |", '',
+            f"Mean writer / converter - 1 per genotype: {a['bias_mean']:+.2%} +- {a['bias_sem']:.2%} (s.e.m.). "
+            f"The two files' difference is {verdict} the measurement's own repeatability."]
 
 
 if __name__ == '__main__':
