@@ -345,7 +345,7 @@ class _Flat:
 
     def table(self, fields, key=None):
         """A table of (slot, format, value) fields (format b, B, i, I, or R: value is the key of the
-        object referenced); 4-byte fields first, so each is aligned. Returns its position."""
+        object referenced); 4-byte fields first, so each is aligned."""
         fields = sorted(fields, key=lambda f: -_SIZE[f[1]])
         offsets, at = {}, 4
         for slot, fmt, _ in fields:
@@ -363,7 +363,6 @@ class _Flat:
             else:
                 self.data += struct.pack('<' + fmt, value)
         self.align(4)
-        return position
 
     def ints(self, values, key):
         self.align(4)
@@ -475,7 +474,7 @@ def _tensors(flat, tensors, key):
         position += len(part)
     tables['vtable'] = table_at - vtable
     tables['shape'] = shapes - (table_at + 4)
-    tables['buffer'] = np.arange(1, count + 1)
+    tables['buffer'] = np.arange(1, count + 1)  # _Model gives tensor i buffer i + 1
     tables['name'] = names - (table_at + 12)
     tables['type'] = [kind for _, kind in tensors]
     struct.pack_into('<I', flat.data, start - 4, count)
