@@ -92,6 +92,7 @@ def test_extra_terms_add_to_the_architecture_gradient(searcher):
         loss.add_term('l2', lambda m: 0.)
 
 
+@pytest.mark.slow
 def test_a_zero_term_is_exactly_the_plain_search():
     rng = np.random.default_rng(2)
     train, val = _batch(rng, 4), _batch(rng, 4)
@@ -105,6 +106,7 @@ def test_a_zero_term_is_exactly_the_plain_search():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_arch_step_is_adam_with_weight_decay_and_warmup_freezes_alpha(searcher):
     searcher = architect.Architect(searcher.model, searcher.config, 4, 3)  # fresh optimizers: Adam's first step
     rng = np.random.default_rng(3)
@@ -129,6 +131,7 @@ def test_arch_step_is_adam_with_weight_decay_and_warmup_freezes_alpha(searcher):
     assert checked > 0
 
 
+@pytest.mark.slow
 def test_weight_gradients_are_clipped_to_the_global_norm():
     rng = np.random.default_rng(4)
     model = supernet.build_supernet(4, 3, 3, 8, seed=2)

@@ -62,6 +62,7 @@ def test_every_tool_refuses_an_output_path_under_a_file_in_one_line(tool, args, 
 
 @pytest.mark.parametrize('flag', ['--lambda_=nan', '--lambda_=inf', '--target_latency_ms=nan',
                                   '--learning_rate=-inf'])
+@pytest.mark.slow
 def test_non_finite_float_flags_are_refused_before_anything_is_written(flag, tmp_path):
     done = _tool('search', flag, f'--model_dir={tmp_path / "run"}')
     assert flag.split('=')[0] in _one_line(done) and 'finite' in done.stderr
@@ -150,6 +151,7 @@ def test_the_default_search_has_no_tensorflow_error_lines(tmp_path):
     assert 'oneDNN' not in done.stderr and not any(line.startswith('E0000') for line in done.stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_one_command_lists_the_tools_and_runs_one():
     listing = subprocess.run([sys.executable, '-m', 'tools'], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr

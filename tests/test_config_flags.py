@@ -81,6 +81,7 @@ TOOLS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', sorted(TOOLS))
 def test_every_flag_round_trips_to_its_field(tool):
     config_class, skip, aliases = TOOLS[tool]
@@ -92,6 +93,7 @@ def test_every_flag_round_trips_to_its_field(tool):
     assert len(checked) > 15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', ['search', 'train', 'pipeline'])
 def test_the_flag_names_of_the_configs_stay(tool):
     """The names configs/*.cfg and users give keep working (the architect's without a prefix)."""

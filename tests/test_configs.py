@@ -21,6 +21,7 @@ def _configs_by_tool():
     return by_tool
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool,configs', sorted(_configs_by_tool().items()))
 def test_each_config_parses_with_its_tool(tool, configs):
     # One process per tool: the tools define overlapping flag names, so they cannot share FLAGS.

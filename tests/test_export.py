@@ -200,6 +200,7 @@ def assert_one_line_failure(result, message, output):
     assert sorted(os.listdir(output.parent)) in (['d.tflite'], ['bad_genotype.txt', 'd.tflite'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('problem', list(BAD_GENOTYPES))
 def test_cli_rejects_bad_genotypes_in_one_line(problem, tmp_path, existing_output):
     text, message = BAD_GENOTYPES[problem]
@@ -216,10 +217,12 @@ def test_cli_rejects_bad_genotypes_in_one_line(problem, tmp_path, existing_outpu
     (['--genotype=DARTS_V2', '--setting=mobile', '--overwrite'], "unknown setting 'mobile'"),
     (['--genotype=DARTS_V2'], 'exists (pass --overwrite to replace it)'),
 ])
+@pytest.mark.slow
 def test_cli_rejects_bad_flags_in_one_line(flags, message, existing_output):
     assert_one_line_failure(run_cli(*flags, f'--output={existing_output}'), message, existing_output)
 
 
+@pytest.mark.slow
 def test_cli_exports_and_summarises(tmp_path):
     genotype_file = tmp_path / 'all_ops.txt'
     genotype_file.write_text(str(ALL_OPS))     # DARTS's printed form

@@ -74,6 +74,7 @@ def _compare(*paths):
                            '--tables=' + ','.join(map(str, paths))], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_compare_tables_on_common_architectures(tmp_path):
     _table(tmp_path / 'f32.csv', [1.0, 2.0, 3.0, 4.0, 9.0], ['a', 'b', 'c', 'd', 'only_f32'])
     _table(tmp_path / 'same.csv', [2.0, 4.0, 6.0, 8.0, 1.0], ['a', 'b', 'c', 'd', 'only_same'])

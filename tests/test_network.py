@@ -228,6 +228,7 @@ def test_set_drop_path_rate(cifar):
 
 # ---- saving ----
 
+@pytest.mark.slow
 def test_keras_save_load_round_trip(cifar, tmp_path):
     path = tmp_path / 'tiny.keras'
     cifar.save(path)
@@ -242,6 +243,7 @@ def test_keras_save_load_round_trip(cifar, tmp_path):
 @pytest.mark.parametrize('setting,size,fits', [('cifar', 8, True), ('cifar', 12, True), ('cifar', 10, False),
                                                ('cifar', 7, False), ('imagenet', 30, True), ('imagenet', 64, True),
                                                ('imagenet', 25, False), ('imagenet', 36, False)])
+@pytest.mark.slow
 def test_image_sizes_the_reductions_cannot_halve_are_one_line_before_building(setting, size, fits):
     """The rule agrees with what Keras can build at 5 cells (a normal cell after each reduction; with
     fewer cells some genotypes escape an odd size): a size it refuses fails, one it accepts builds."""

@@ -84,6 +84,7 @@ def test_pipeline_end_to_end_with_a_kill_in_training(tmp_path):
     assert json.loads((killed / pipeline.CONFIG_FILE).read_text())['recipe']['epochs'] == 2
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     for flag, message in (('--validation_fraction=1.0', 'validation_fraction must lie in [0, 1)'),
                           ('--dataset=imagenet_folder:' + str(tmp_path / 'missing'), 'does not exist')):

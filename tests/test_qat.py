@@ -107,6 +107,7 @@ def test_qat_cli_writes_an_int8_file_and_its_accuracy(run_dir):
     assert again.stderr.strip().count('\n') == 0
 
 
+@pytest.mark.slow
 def test_qat_cli_on_a_directory_without_a_run_is_one_line(tmp_path):
     result = _qat_cli(tmp_path)
     assert result.returncode == 1 and 'run_config.json does not exist' in result.stderr

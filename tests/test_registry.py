@@ -152,6 +152,7 @@ def _search(*args, home, timeout=600):
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_search_refuses_an_unknown_name_or_another_space_before_writing(home, tmp_path):
     other = save_lpm(tmp_path / 'other_space', signature={**search_space.signature(), 'primitives': ['none']})
     for value, message in (('no_such_lpm', 'unknown predictor'), (other, 'another search space')):
@@ -174,6 +175,7 @@ def test_search_runs_with_an_lpm_of_a_target_this_machine_cannot_time(home, tmp_
     assert latency['target'] == 'far_away_npu' and 'predicted_ms' in latency and 'measured_ms' not in latency
 
 
+@pytest.mark.slow
 def test_search_still_takes_the_deprecated_lpm_dir(home, tmp_path):
     done = _search('--lpm_dir=./nowhere', f'--model_dir={tmp_path / "run"}', home=home)
     assert done.returncode == 1 and '--lpm_dir is deprecated' in done.stderr

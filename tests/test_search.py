@@ -42,6 +42,7 @@ def finished(tmp_path_factory):
     return model_dir, summary, lines
 
 
+@pytest.mark.slow
 def test_a_search_writes_its_outputs(finished):
     model_dir, summary, lines = finished
     genotype = search_space.parse(open(os.path.join(model_dir, 'genotype.json')).read())
@@ -57,6 +58,7 @@ def test_a_search_writes_its_outputs(finished):
     assert sum('genotype Genotype(' in line for line in lines) == 2  # logged every epoch
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_losses_alpha_images_and_genotype(finished):
     import tensorflow as tf
     model_dir = finished[0]
@@ -73,6 +75,7 @@ def _files(model_dir):
             for root, _, names in os.walk(model_dir) for name in names}
 
 
+@pytest.mark.slow
 def test_a_finished_run_run_again_changes_nothing(finished):
     model_dir, summary, _ = finished
     before, lines = _files(model_dir), []
@@ -106,6 +109,7 @@ def test_a_search_failing_before_its_first_step_leaves_no_run_directory(tmp_path
     assert not (tmp_path / 'run').exists()  # the corrected command is not refused for a stale directory
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_re_reported_on_as_many_batches_as_asked(finished):
     model_dir, summary, _ = finished
     again = search.search(_config(final_eval_batches=1), model_dir, data=tiny_data(), progress=False,
@@ -115,6 +119,7 @@ def test_a_finished_run_is_re_reported_on_as_many_batches_as_asked(finished):
         _config(final_eval_batches=0).check()
 
 
+@pytest.mark.slow
 def test_run_directories_are_never_overwritten_silently(finished, tmp_path):
     model_dir = finished[0]
     with pytest.raises(search.SearchError, match=r'other settings \(channels: 4 -> 6\)'):
@@ -130,6 +135,7 @@ def test_run_directories_are_never_overwritten_silently(finished, tmp_path):
     assert sorted(os.listdir(other)) == [search.CONFIG_FILE, 'notes.txt']  # only our outputs replaced
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_configuration_is_refused(finished, tmp_path):
     model_dir = str(tmp_path / 'mixed')
     search.prepare_run_dir(model_dir, _config(layers=4))
@@ -283,6 +289,7 @@ def latency_run(tmp_path_factory):
     return model_dir, summary
 
 
+@pytest.mark.slow
 def test_lambda_zero_is_the_plain_search_bit_for_bit(finished, latency_run):
     plain, latency = _checkpoint_arrays(finished[0]), _checkpoint_arrays(latency_run[0])
     assert plain.keys() == latency.keys() and any('alpha' in n for n in plain)
@@ -291,6 +298,7 @@ def test_lambda_zero_is_the_plain_search_bit_for_bit(finished, latency_run):
     assert latency_run[1]['genotype'] == finished[1]['genotype']
 
 
+@pytest.mark.slow
 def test_latency_run_logs_and_reports_the_latency(latency_run):
     import tensorflow as tf
     model_dir, summary = latency_run
@@ -358,6 +366,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_keeps_what_exists(tmp_path):
     """Unknown flag values, an unreadable dataset and another search's directory: one line each on
     stderr, a non-zero exit, and the directory untouched."""

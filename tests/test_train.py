@@ -169,6 +169,7 @@ def test_finished_run_is_returned_and_other_config_refused(run, folder):
     assert os.path.isfile(os.path.join(model_dir, 'final.keras'))  # nothing lost
 
 
+@pytest.mark.slow
 def test_tflite_accuracy_agrees_with_keras(run, folder):
     import keras
     from ladnas_tf.graph import convert
@@ -192,6 +193,7 @@ def test_tflite_accuracy_agrees_with_keras(run, folder):
 
 # ---- the CLI: one-line errors, resume after a kill ----
 
+@pytest.mark.slow
 def test_cli_invalid_genotype_is_one_line(tmp_path):
     bad = ('{"normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_3x3", 9], '
            '["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 0], ["dil_conv_3x3", 2]], '
@@ -203,6 +205,7 @@ def test_cli_invalid_genotype_is_one_line(tmp_path):
     assert not os.path.exists(tmp_path / 'r')
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_existing_run_dir(tmp_path, folder):
     model_dir = tmp_path / 'r'
     model_dir.mkdir()
@@ -214,6 +217,7 @@ def test_cli_refuses_an_existing_run_dir(tmp_path, folder):
     assert (model_dir / 'notes.txt').read_text() == 'keep me'
 
 
+@pytest.mark.slow
 def test_cli_bad_validation_fraction_is_one_line(tmp_path, folder):
     model_dir = tmp_path / 'r'
     model_dir.mkdir()
@@ -261,6 +265,7 @@ def test_killed_and_resumed_ends_as_an_uninterrupted_run(tmp_path, folder):
 
 # ---- honest model selection ----
 
+@pytest.mark.slow
 def test_the_test_split_chooses_nothing(folder, tmp_path, monkeypatch):
     """Two runs whose test figures are scripted to disagree (best at epoch 1 in one, at epoch 3 in the
     other) write the same best.keras, best epoch and final.keras: no code path reads the test split to
