@@ -293,16 +293,19 @@ def _convert(nodes, root):
 
 class _Fresh:
     """A float32 weight of this shape in TFLite layout, drawn only when the file is written
-    (weights='fast'): a file's fresh weights are one vectorised draw straight into its bytes."""
-    __slots__ = ('shape',)
+    (weights='fast'): a file's fresh weights are one vectorised draw straight into its bytes. folded: a
+    conv's weight with the BN scale after it folded in (its output channels are scaled when drawn)."""
+    __slots__ = ('shape', 'folded')
 
-    def __init__(self, shape):
-        self.shape = tuple(shape)
+    def __init__(self, shape, folded=False):
+        self.shape, self.folded = tuple(shape), folded
 
 
 def _fold(weight, scale):
     """A conv's weight times the BN scale that follows it, per output channel (TFLite layout: first axis)."""
-    return weight if isinstance(weight, _Fresh) else weight * scale.reshape(-1, 1, 1, 1)
+    if isinstance(weight, _Fresh):
+        return _Fresh(weight.shape, folded=True)
+    return weight * scale.reshape(-1, 1, 1, 1)
 
 
 _SIZE = {'b': 1, 'B': 1, 'i': 4, 'I': 4, 'R': 4}
@@ -485,8 +488,7 @@ def _tensors(flat, tensors, key):
 
 def _buffers(flat, data, rng, key):
     """The buffers: an empty table shared by those without data, a table for each other, then their data
-    16-byte aligned, laid out first and written into one allocation; fresh weights come first, filled by
-    one uniform draw of standard deviation 0.1."""
+    16-byte aligned, laid out first and written into one allocation; fresh weights come first (_fresh)."""
     full = sorted((i for i, d in enumerate(data) if d is not None), key=lambda i: not isinstance(data[i], _Fresh))
     sizes = [4 * math.prod(data[i].shape) if isinstance(data[i], _Fresh) else len(data[i]) for i in full]
     vtables = flat.vtable([], 4), flat.vtable([4], 8)
@@ -511,14 +513,33 @@ def _buffers(flat, data, rng, key):
     words[tables // 4 + 1] = np.asarray(lengths) - (tables + 4)
     fresh = sum(isinstance(data[i], _Fresh) for i in full)
     if fresh:
-        weights = words[lengths[0] // 4 + 1:(lengths[fresh - 1] + 4 + sizes[fresh - 1]) // 4].view(np.float32)
-        rng.random(out=weights, dtype=np.float32)
-        weights -= np.float32(0.5)
-        weights *= np.float32(0.1 * math.sqrt(12))
+        _fresh(words.view(np.float32), [(lengths[j] // 4 + 1, data[full[j]]) for j in range(fresh)], rng)
     words[np.asarray(lengths, np.int64) // 4] = sizes  # after the draw, which covered those of fresh weights
     raw = words.view(np.uint8)
     for i, length, size in zip(full[fresh:], lengths[fresh:], sizes[fresh:]):
         raw[length + 4:length + 4 + size] = np.frombuffer(data[i], np.uint8)
+
+
+def _fresh(floats, placed, rng):
+    """Fresh weights, each (index of its first float, _Fresh) in `floats` in order: one uniform draw of
+    standard deviation 0.1 over them all, and the rows of folded ones scaled by a second such draw, as
+    the converter's folded weights are products of two N(0, 0.1) draws (magnitudes as the timed file's)."""
+    start, last = placed[0][0], placed[-1]
+    _uniform(floats[start:last[0] + math.prod(last[1].shape)], rng)
+    folded = [(at, weight.shape) for at, weight in placed if weight.folded]
+    scales = _uniform(np.empty(sum(shape[0] for _, shape in folded), np.float32), rng)
+    row = 0
+    for at, shape in folded:
+        floats[at:at + math.prod(shape)].reshape(shape[0], -1)[...] *= scales[row:row + shape[0], None]
+        row += shape[0]
+
+
+def _uniform(out, rng):
+    """`out` filled with uniform float32 of mean 0 and standard deviation 0.1, in place."""
+    rng.random(out=out, dtype=np.float32)
+    out -= np.float32(0.5)
+    out *= np.float32(0.1 * math.sqrt(12))
+    return out
 
 
 def _operators(flat, ops, index, codes, key):
