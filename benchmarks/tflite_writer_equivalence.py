@@ -214,7 +214,8 @@ def alternation_report(a):
     return ['', '## Timed in alternation', '',
             f"`--nocompare --alternation={a['genotypes']} --rounds={a['rounds']}` on cores {a['cores']}: "
             f"{a['genotypes']} random CIFAR C=36 20-cell genotypes, the converter's file and the profiler's "
-            f"written file each timed {a['rounds']} times with the table's protocol, in turn (C W W C).", '',
+            f"written file each timed {a['rounds']} times with the table's protocol, in turn, which goes first "
+            "alternating (C W W C ...).", '',
             '| | median | p90 |', '|---|---|---|',
             f"| same file timed again: \\|second - first\\| / first | {a['own_median_rel_diff']:.2%} | "
             f"{a['own_p90_rel_diff']:.2%} |",
