@@ -564,16 +564,11 @@ def _operators(flat, ops, index, codes, key):
 
 
 def _serialize(ops, root, output, rng):
-    model = _Model()
-    index = {id(root): model.tensor(root.shape)}
-    for op in ops:  # the converter numbers constants before intermediate tensors
-        op.consts = [model.constant(c) for c in op.consts]
-    for op in ops:
-        index[id(op)] = model.tensor(op.shape)
+    """The file: the Model table, its one SubGraph (tensors, operators), operator codes, metadata, buffers."""
+    model, index = _number(ops, root)
     flat, codes = _Flat(), {}
     k = {name: flat.key() for name in ('model', 'codes', 'subgraphs', 'description', 'buffers', 'metadata',
-                                       'subgraph', 'tensors', 'inputs', 'outputs', 'operators', 'main', 'entry',
-                                       'entry_name')}
+                                       'subgraph', 'tensors', 'inputs', 'outputs', 'operators', 'main')}
     flat.table(((0, 'I', 3), (1, 'R', k['codes']), (2, 'R', k['subgraphs']), (3, 'R', k['description']),
                 (4, 'R', k['buffers']), (6, 'R', k['metadata'])), k['model'])
     flat.vector([k['subgraph']], k['subgraphs'])
@@ -584,18 +579,42 @@ def _serialize(ops, root, output, rng):
     flat.string(b'main', k['main'])
     _tensors(flat, model.tensors, k['tensors'])
     _operators(flat, ops, index, codes, k['operators'])
+    versions = _operator_codes(flat, codes, ops, k['codes'])
+    flat.string(b'ladnas_tf tflite_writer', k['description'])
+    model.data.append(MIN_RUNTIME_VERSION[max(versions)].ljust(16, b'\0'))
+    _metadata(flat, b'min_runtime_version', len(model.data) - 1, k['metadata'])
+    _buffers(flat, model.data, rng, k['buffers'])
+    return flat.finish(k['model'])
+
+
+def _number(ops, root):
+    """(_Model, tensor index by node id): the input, then constants, then intermediate tensors, as the
+    converter numbers them."""
+    model = _Model()
+    index = {id(root): model.tensor(root.shape)}
+    for op in ops:
+        op.consts = [model.constant(c) for c in op.consts]
+    for op in ops:
+        index[id(op)] = model.tensor(op.shape)
+    return model, index
+
+
+def _operator_codes(flat, codes, ops, key):
+    """The operator codes, in the order of first use; returns their versions."""
     code_keys = [flat.key() for _ in codes]
-    flat.vector(code_keys, k['codes'])
+    flat.vector(code_keys, key)
     versions = [_version(kind, ops) for kind in codes]
     for kind, version, code_key in zip(codes, versions, code_keys):
         flat.table(((0, 'b', min(kind, 127)), (2, 'i', version), (3, 'i', kind)), code_key)
-    flat.string(b'ladnas_tf tflite_writer', k['description'])
-    model.data.append(MIN_RUNTIME_VERSION[max(versions)].ljust(16, b'\0'))
-    flat.vector([k['entry']], k['metadata'])
-    flat.table(((0, 'R', k['entry_name']), (1, 'I', len(model.data) - 1)), k['entry'])
-    flat.string(b'min_runtime_version', k['entry_name'])
-    _buffers(flat, model.data, rng, k['buffers'])
-    return flat.finish(k['model'])
+    return versions
+
+
+def _metadata(flat, name, buffer, key):
+    """A metadata vector of one entry: `name` with its data in `buffer`."""
+    entry, entry_name = flat.key(), flat.key()
+    flat.vector([entry], key)
+    flat.table(((0, 'R', entry_name), (1, 'I', buffer)), entry)
+    flat.string(name, entry_name)
 
 
 def _version(kind, ops):
