@@ -385,14 +385,15 @@ class _Flat:
         for k in keys:
             self.ref(k)
 
-    def finish(self, root):
+    def finish(self, root, tail):
+        """The file: these bytes, their uoffsets patched, then `tail` (bytes with no uoffsets to patch)."""
         self.align(4)
         positions = np.asarray(self.refs, np.int64)
         targets = np.asarray([self.where[k] for k in self.ref_keys], np.int64)
         words = np.frombuffer(self.data, np.uint32)
         words[positions // 4] = targets - positions
         words[0] = self.where[root]
-        return bytes(self.data)
+        return b''.join((self.data, tail))
 
 
 def _options(node):
@@ -488,7 +489,8 @@ def _tensors(flat, tensors, key):
 
 def _buffers(flat, data, rng, key):
     """The buffers: an empty table shared by those without data, a table for each other, then their data
-    16-byte aligned, laid out first and written into one allocation; fresh weights come first (_fresh)."""
+    16-byte aligned, fresh weights first (_fresh). Returns that data, which follows flat.data in the
+    file: a zeroed array, so that the file's one copy is the join of the two."""
     full = sorted((i for i, d in enumerate(data) if d is not None), key=lambda i: not isinstance(data[i], _Fresh))
     sizes = [4 * math.prod(data[i].shape) if isinstance(data[i], _Fresh) else len(data[i]) for i in full]
     vtables = flat.vtable([], 4), flat.vtable([4], 8)
@@ -496,28 +498,30 @@ def _buffers(flat, data, rng, key):
     vector = len(flat.data)
     empty = vector + 4 * len(data)
     tables = empty + 4 + 8 * np.arange(len(full))
-    lengths, at = [], int(tables[-1]) + 8 if full else empty + 4
+    start = empty + 4 + 8 * len(full)
+    lengths, at = [], start
     for size in sizes:
         at += -(at + 4) % 16
         lengths.append(at)
         at += 4 + size
-    at += -at % 4
     targets = np.full(len(data), empty, np.int64)
     targets[full] = tables
-    flat.data += bytes(at - vector)
+    flat.data += bytes(start - vector)
     words = np.frombuffer(flat.data, np.int32)
     words[vector // 4 - 1] = len(data)
     words[vector // 4:empty // 4] = targets - (vector + 4 * np.arange(len(data)))
     words[empty // 4] = empty - vtables[0]
     words[tables // 4] = tables - vtables[1]
     words[tables // 4 + 1] = np.asarray(lengths) - (tables + 4)
+    tail = np.zeros(at + -at % 4 - start, np.uint8)
+    lengths = np.asarray(lengths, np.int64) - start  # in the tail from here on
     fresh = sum(isinstance(data[i], _Fresh) for i in full)
     if fresh:
-        _fresh(words.view(np.float32), [(lengths[j] // 4 + 1, data[full[j]]) for j in range(fresh)], rng)
-    words[np.asarray(lengths, np.int64) // 4] = sizes  # after the draw, which covered those of fresh weights
-    raw = words.view(np.uint8)
+        _fresh(tail.view(np.float32), [(lengths[j] // 4 + 1, data[full[j]]) for j in range(fresh)], rng)
+    tail.view(np.int32)[lengths // 4] = sizes  # after the draw, which covered those of fresh weights
     for i, length, size in zip(full[fresh:], lengths[fresh:], sizes[fresh:]):
-        raw[length + 4:length + 4 + size] = np.frombuffer(data[i], np.uint8)
+        tail[length + 4:length + 4 + size] = np.frombuffer(data[i], np.uint8)
+    return tail
 
 
 def _fresh(floats, placed, rng):
@@ -583,8 +587,7 @@ def _serialize(ops, root, output, rng):
     flat.string(b'ladnas_tf tflite_writer', k['description'])
     model.data.append(MIN_RUNTIME_VERSION[max(versions)].ljust(16, b'\0'))
     _metadata(flat, b'min_runtime_version', len(model.data) - 1, k['metadata'])
-    _buffers(flat, model.data, rng, k['buffers'])
-    return flat.finish(k['model'])
+    return flat.finish(k['model'], _buffers(flat, model.data, rng, k['buffers']))
 
 
 def _number(ops, root):
