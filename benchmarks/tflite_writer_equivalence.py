@@ -8,25 +8,32 @@ repeatability. Writes docs/tflite_writer_equivalence.md and .json.
 
   python -m benchmarks.tflite_writer_equivalence --random=200
   taskset -c 0 python -m benchmarks.tflite_writer_equivalence --nocompare --alternation=20
+(argparse, not absl flags: the tests import this module's comparison, and flags defined at import would
+clash with the tools' in the same test process.)
 """
+import argparse
 import json
 import os
 import time
 
 import numpy as np
-from absl import app, flags
 
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.latency import targets
 
-FLAGS = flags.FLAGS
-flags.DEFINE_integer('random', 200, 'Random genotypes per setting (besides the published ones).')
-flags.DEFINE_integer('seed', 0, 'Seed of the random genotypes.')
-flags.DEFINE_integer('write_repeats', 20, 'Repeats of the write-time measurement.')
-flags.DEFINE_string('output', 'docs/tflite_writer_equivalence', 'Report path without extension.')
-flags.DEFINE_boolean('compare', True, 'Compare files (else keep the comparison of the existing report).')
-flags.DEFINE_integer('alternation', 0, 'Random CIFAR genotypes whose two files are timed in turn (0: none).')
-flags.DEFINE_integer('rounds', 2, 'Timings of each file per genotype in the alternation.')
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--random', type=int, default=200, help='Random genotypes per setting (besides the published).')
+    parser.add_argument('--seed', type=int, default=0, help='Seed of the random genotypes.')
+    parser.add_argument('--write_repeats', type=int, default=20, help='Repeats of the write-time measurement.')
+    parser.add_argument('--output', default='docs/tflite_writer_equivalence', help='Report path without extension.')
+    parser.add_argument('--nocompare', dest='compare', action='store_false',
+                        help='Keep the comparison of the existing report (do not compare files again).')
+    parser.add_argument('--alternation', type=int, default=0,
+                        help='Random CIFAR genotypes whose two files are timed in turn (0: none).')
+    parser.add_argument('--rounds', type=int, default=2, help='Timings of each file per genotype in the alternation.')
+    return parser.parse_args(argv)
 
 SETTINGS = (targets.Setting('cifar', 36, 20, 32, 1, 10), targets.Setting('imagenet', 48, 14, 224, 1, 1000))
 PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3)  # the latency table's
@@ -143,39 +150,39 @@ def sample(count, seed):
     return named + [(f'random_{i}', search_space.sample_genotype(rng)) for i in range(count)]
 
 
-def compare_all():
+def compare_all(args):
     from ladnas_tf.graph import tflite_writer
-    results = {'random_per_setting': FLAGS.random, 'settings': {}}
+    results = {'random_per_setting': args.random, 'settings': {}}
     for setting in SETTINGS:
         rows, started = [], time.process_time()
-        for name, genotype in sample(FLAGS.random, FLAGS.seed):
+        for name, genotype in sample(args.random, args.seed):
             difference, relative = compare(genotype, setting)
             rows.append(dict(name=name, genotype=str(genotype), difference=difference, relative_output=relative))
         results['settings'][setting.key] = dict(
             architectures=len(rows), identical=sum(not r['difference'] for r in rows),
             max_relative_output=max(r['relative_output'] for r in rows),
             write_ms=1000 * write_seconds(tflite_writer.write_tflite, genotypes.DARTS_V2, setting,
-                                          FLAGS.write_repeats),
+                                          args.write_repeats),
             timing_write_ms=1000 * write_seconds(tflite_writer.genotype_to_tflite, genotypes.DARTS_V2, setting,
-                                                 FLAGS.write_repeats),
+                                                 args.write_repeats),
             cpu_minutes=(time.process_time() - started) / 60,
             differing=[r for r in rows if r['difference']][:20])
     return results
 
 
-def main(argv):
-    del argv
-    if FLAGS.compare:
-        results = compare_all()
+def main(argv=None):
+    args = parse(argv)
+    if args.compare:
+        results = compare_all(args)
     else:
-        with open(FLAGS.output + '.json', encoding='utf-8') as f:
+        with open(args.output + '.json', encoding='utf-8') as f:
             results = json.load(f)
-    if FLAGS.alternation:
-        results['alternation'] = alternation(FLAGS.alternation, FLAGS.rounds, FLAGS.seed)
+    if args.alternation:
+        results['alternation'] = alternation(args.alternation, args.rounds, args.seed)
         results['alternation']['cores'] = sorted(os.sched_getaffinity(0))
-    with open(FLAGS.output + '.json', 'w', encoding='utf-8') as f:
+    with open(args.output + '.json', 'w', encoding='utf-8') as f:
         json.dump(results, f, indent=1)
-    with open(FLAGS.output + '.md', 'w', encoding='utf-8') as f:
+    with open(args.output + '.md', 'w', encoding='utf-8') as f:
         f.write(report(results))
     print(report(results))
 
@@ -227,4 +234,4 @@ def alternation_report(a):
 
 if __name__ == '__main__':
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    app.run(main)
+    main()
