@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from ladnas_tf import pipeline, train
+from ladnas_tf import pipeline, run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--search_channels=4', '--search_layers=2', '--search_image_size=8', '--search_epochs=1',
@@ -51,7 +51,7 @@ def test_pipeline_end_to_end_with_a_kill_in_training(tmp_path):
     # Killed inside the training stage (epoch 2), then the same command: the search is skipped, the
     # training resumes from its checkpoint, and the run ends with the weights and files of `straight`.
     killed = tmp_path / 'killed'
-    victim = _pipeline(killed, env={train.KILL_AT_STEP_ENV: str(STEPS_PER_EPOCH + 3)})
+    victim = _pipeline(killed, env={run_dir.KILL_AT_STEP_ENV: str(STEPS_PER_EPOCH + 3)})
     assert victim.returncode == -signal.SIGKILL, victim.stderr[-3000:]
     assert (killed / 'search' / 'summary.json').is_file() and not (killed / 'train' / 'summary.json').exists()
     resumed = _pipeline(killed)
