@@ -9,7 +9,7 @@ logged.
 A run directory holds: config.json (the effective settings), checkpoints/ (tf.train.CheckpointManager:
 weights, alpha, beta, both optimizers, the step and the data position), tensorboard/ (losses,
 accuracies, learning rates, softmax(alpha) heatmaps, the genotype as text), genotype.json, cells/
-(DOT drawings of both cells, PNG/PDF when graphviz is installed) and summary.json. A run killed at any
+(DOT drawings of both cells and PNGs, by graphviz or else matplotlib) and summary.json. A run killed at any
 moment and restarted with the same settings resumes at the last checkpoint and, with its seeds,
 replays the same data in the same order: it ends with the same genotype as an uninterrupted run.
 """

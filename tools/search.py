@@ -5,7 +5,7 @@
         --model_dir=runs/search_darts_cifar10
 
 Writes to --model_dir (default runs/search-<time>): config.json and flags.cfg (the effective
-settings), checkpoints/, tensorboard/, genotype.json, cells/ (DOT, and PNG/PDF with graphviz) and
+settings), checkpoints/, tensorboard/, genotype.json, cells/ (DOT, and PNG by graphviz or else matplotlib) and
 summary.json. Killed, the same command resumes where the last checkpoint left it; a directory of
 another search is refused without --overwrite. --batch_size is global: split over the replicas of
 --strategy (mirrored: the local devices; multi_worker: the cluster in TF_CONFIG).
