@@ -3,7 +3,7 @@
 identical operator sequences (builtin, version, options, input and output shapes and types, int32
 constants), metadata and outputs on one seeded image (same weights), and the CPU time of writing.
 With --alternation=N, also N random CIFAR genotypes whose converter file and profiler file
-(tflite_writer.genotype_to_tflite) are timed in turn, to compare their difference with the timing's own
+(tflite_writer.timing_tflite) are timed in turn, to compare their difference with the timing's own
 repeatability. Writes docs/tflite_writer_equivalence.md and .json.
 
   python -m benchmarks.tflite_writer_equivalence --random=200
@@ -120,7 +120,7 @@ def alternation(count, rounds, seed):
     rng, rows = np.random.default_rng(seed + 1), []
     for _ in range(count):
         genotype = search_space.sample_genotype(rng)
-        makers = {'converter': constant.genotype_to_tflite, 'writer': tflite_writer.genotype_to_tflite}
+        makers = {'converter': constant.genotype_to_tflite, 'writer': tflite_writer.timing_tflite}
         runners = {k: target.runner(make(genotype, **setting.network_kwargs())[0]) for k, make in makers.items()}
         times = {k: [] for k in runners}
         for r in range(rounds):
@@ -163,7 +163,7 @@ def compare_all(args):
             max_relative_output=max(r['relative_output'] for r in rows),
             write_ms=1000 * write_seconds(tflite_writer.write_tflite, genotypes.DARTS_V2, setting,
                                           args.write_repeats),
-            timing_write_ms=1000 * write_seconds(tflite_writer.genotype_to_tflite, genotypes.DARTS_V2, setting,
+            timing_write_ms=1000 * write_seconds(tflite_writer.timing_tflite, genotypes.DARTS_V2, setting,
                                                  args.write_repeats),
             cpu_minutes=(time.process_time() - started) / 60,
             differing=[r for r in rows if r['difference']][:20])
@@ -206,7 +206,7 @@ def report(results):
               'difference: max |converter - writer| / max |converter| on one seeded standard-normal image, '
               'both run by ai_edge_litert.interpreter (XNNPACK, 1 thread). Write: median CPU time '
               '(time.process_time) of DARTS_V2, with the converter\'s seeded weights (write_tflite) and as '
-              'the profiler writes it (genotype_to_tflite: weights drawn at once, values aside the same file).',
+              'the profiler writes it (timing_tflite: weights drawn at once, values aside the same file).',
               '']
     for key, r in results['settings'].items():
         for row in r['differing']:

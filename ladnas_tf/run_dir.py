@@ -25,10 +25,10 @@ class RunDirError(BadInput):
     """A run directory that cannot be used as asked; the message is one line naming the problem."""
 
 
-def write_json(path, payload):
+def write_json(path, payload, sort_keys=False):
     temp = path + '.tmp'
     with open(temp, 'w') as f:
-        json.dump(payload, f, indent=2)
+        json.dump(payload, f, indent=2, sort_keys=sort_keys)
         f.write('\n')
     os.replace(temp, path)
 
@@ -67,12 +67,9 @@ def differing_settings(saved, settings, ignore=(), added=None):
     saved, settings, added = flatten(saved), flatten(settings), added or {}
     differ = []
     for key in sorted(set(saved) | set(settings)):
-        if key in ignore:
+        if key in ignore or (key not in saved and added.get(key) is ANY):
             continue
-        old = saved[key] if key in saved else added.get(key, None)
-        if key not in saved and added.get(key, None) is ANY:
-            continue
-        if old != settings.get(key):
+        if saved.get(key, added.get(key)) != settings.get(key):
             differ.append(key)
     return differ
 

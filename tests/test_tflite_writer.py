@@ -70,15 +70,15 @@ def test_refusals_are_one_line(kwargs, words):
 
 @pytest.mark.parametrize('setting', [CIFAR, IMAGENET], ids=['cifar', 'imagenet'])
 def test_timing_files_differ_from_the_converters_only_in_weight_values(setting):
-    """genotype_to_tflite, the profiler's file: fresh weights drawn at once, structure and params as the
+    """timing_tflite, the profiler's file: fresh weights drawn at once, structure and params as the
     converter's (see test_profile.py for the profiler using it); finite outputs."""
     from benchmarks.tflite_writer_equivalence import first_difference, structure
     from ladnas_tf.graph import constant
     kwargs = setting.network_kwargs()
-    fast, params, macs = tflite_writer.genotype_to_tflite(RANDOM[0], **kwargs)
+    fast, params, macs = tflite_writer.timing_tflite(RANDOM[0], **kwargs)
     converted, *counts = constant.genotype_to_tflite(RANDOM[0], **kwargs)
     assert first_difference(structure(converted), structure(fast)) == ''
     assert [params, macs] == counts
-    assert fast != tflite_writer.genotype_to_tflite(RANDOM[0], **kwargs, seed=1)[0]
+    assert fast != tflite_writer.timing_tflite(RANDOM[0], **kwargs, seed=1)[0]
     shape = (setting.batch_size, setting.image_size, setting.image_size, 3)
     assert np.isfinite(run(fast, np.ones(shape, np.float32))).all()

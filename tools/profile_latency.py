@@ -14,7 +14,7 @@ import os
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import profile, report, table, targets
+from ladnas_tf.latency import profile, remote, report, table, targets
 from . import cli
 
 FLAGS = flags.FLAGS
@@ -55,7 +55,7 @@ flags.DEFINE_string('device_python', 'python3', 'ssh: the Python on the device (
 flags.DEFINE_string('device_folder', '~/.cache/ladnas_tf_agent', 'ssh: where the agent and model files live.')
 flags.DEFINE_string('adb_serial', None, 'adb: the device serial (adb devices); default: the only one.')
 flags.DEFINE_string('adb', 'adb', 'adb: the adb client.')
-flags.DEFINE_string('benchmark_binary', '/data/local/tmp/benchmark_model', 'adb: benchmark_model on the device.')
+flags.DEFINE_string('benchmark_binary', remote.AdbTarget.BENCHMARK_BINARY, 'adb: benchmark_model on the device.')
 flags.DEFINE_enum('delegate', 'xnnpack', ['xnnpack', 'gpu', 'none'], 'adb: benchmark_model\'s delegate.')
 flags.DEFINE_integer('retries', 3, 'Reconnections after a dropped connection (remote targets).', lower_bound=0)
 flags.DEFINE_float('backoff_s', 2.0, 'First wait before a reconnection; doubles each time.', lower_bound=0)

@@ -632,16 +632,16 @@ def write_tflite(genotype, setting='cifar', channels=36, num_cells=20, num_class
 
     weights: None, the constant graph's seeded weights (N(0, 0.1) drawn in float64: the converter's
     file exactly); 'fast', uniform float32 of standard deviation 0.1 from the same seed, drawn in one
-    call in TFLite layout, BN not folded in (other values, ~2x faster: for timing, where values do
-    not matter); or float32 arrays in the walk's order and TF
-    layout (conv k x k x in x out, depthwise k x k x c x 1, BN scale then offset, classifier
-    in x classes then bias)."""
+    call in TFLite layout, BN-folded convs scaled by a second draw as the converter's are (other values
+    of the same magnitudes, ~2x faster: for timing, where values do not matter); or float32 arrays in
+    the walk's order and TF layout (conv k x k x in x out, depthwise k x k x c x 1, BN scale then
+    offset, classifier in x classes then bias)."""
     walked = (genotype, setting, channels, num_cells, num_classes, image_size)
     return _write(walked, batch_size, seed, weights)[0]
 
 
-def genotype_to_tflite(genotype, setting='cifar', channels=36, num_cells=20, num_classes=10, image_size=32,
-                       batch_size=1, seed=0):
+def timing_tflite(genotype, setting='cifar', channels=36, num_cells=20, num_classes=10, image_size=32,
+                  batch_size=1, seed=0):
     """(file, params, MACs per image) as constant.genotype_to_tflite gives them, for timing: the
     converter's file with other weight values ('fast'), which latency does not depend on."""
     walked = (genotype, setting, channels, num_cells, num_classes, image_size)

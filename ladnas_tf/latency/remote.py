@@ -302,9 +302,11 @@ class AdbTarget:
     """An Android device through `adb`, timed by TFLite's benchmark_model (pushed once by the user)."""
     name = 'adb'
     DELEGATES = ('xnnpack', 'gpu', 'none')
+    DEVICE_DIR = '/data/local/tmp'  # on the phone: Android's folder that adb may write and execute from
+    BENCHMARK_BINARY = DEVICE_DIR + '/benchmark_model'
 
     def __init__(self, serial=None, threads=1, delegate='xnnpack', adb='adb',
-                 benchmark_binary='/data/local/tmp/benchmark_model', folder='/data/local/tmp/ladnas_tf',
+                 benchmark_binary=BENCHMARK_BINARY, folder=DEVICE_DIR + '/ladnas_tf',
                  retries=3, backoff_s=2.0, timeout_s=600, tflite_source='writer'):
         if delegate not in self.DELEGATES:
             raise TargetError(f'unknown delegate {delegate!r} (known: {", ".join(self.DELEGATES)})')

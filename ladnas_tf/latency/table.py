@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from ladnas_tf import search_space
+from ladnas_tf import run_dir, search_space
 from ladnas_tf.bad_input import BadInput
 
 COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_encoding', 'params',
@@ -155,10 +155,7 @@ class LatencyTable:
             self._write_meta(self.description)
 
     def _write_meta(self, meta):
-        tmp = self.meta_path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-        os.replace(tmp, self.meta_path)
+        run_dir.write_json(self.meta_path, meta, sort_keys=True)
 
     def _note_source(self, meta):
         """A run with another tflite_source than the table's last appends {tflite_source, from_row} to the

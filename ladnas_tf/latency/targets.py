@@ -73,7 +73,7 @@ def float_tflite(genotype, setting, source):
         raise TargetError(f'unknown TFLite source {source!r} (known: {", ".join(TFLITE_SOURCES)})')
     if source == 'writer':
         from ladnas_tf.graph import tflite_writer
-        return tflite_writer.genotype_to_tflite(genotype, **setting.network_kwargs())
+        return tflite_writer.timing_tflite(genotype, **setting.network_kwargs())
     from ladnas_tf.graph import constant  # imports TensorFlow: only where the converter runs
     return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
 
