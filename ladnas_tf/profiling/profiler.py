@@ -17,7 +17,7 @@ import numpy as np
 
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency.table import LatencyTable
+from ladnas_tf.profiling.table import LatencyTable, append_row, read
 
 
 def architectures(seed, shard_index=0, num_shards=1):
@@ -156,7 +156,6 @@ def repeatability(profiler, count, seed=0, path=None):
     """Re-times `count` measured architectures (prepared afresh) and returns the relative differences
     |second - first| / first: the noise floor that no latency predictor can beat on this table."""
     import pandas as pd
-    from ladnas_tf.latency.table import append_row, read
     df = read(profiler.table.path)
     rows = df.sample(n=min(count, len(df)), random_state=seed)
     path = path or os.path.splitext(profiler.table.path)[0] + '.repeat.csv'

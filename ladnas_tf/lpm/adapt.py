@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.latency import dataset, lpm, metrics
-from ladnas_tf.latency.loss import genotype_encoding
+from ladnas_tf.lpm import dataset, metrics, model as lpm
+from ladnas_tf.lpm.dataset import genotype_encoding
 
 METHODS = ('scale', 'affine_log', 'finetune_last', 'finetune_all', 'scratch')
 MIN_ROWS = {'scale': 1, 'affine_log': 3, 'finetune_last': 5, 'finetune_all': 5, 'scratch': 5}

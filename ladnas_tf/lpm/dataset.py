@@ -1,8 +1,8 @@
 """Latency tables as training data: one or more tables read, validated and merged into one frame, their
 cell encodings as bits, load-normalised labels, a hash naming the rows, deterministic splits.
 
-table.py writes a table row by row as it is measured; this module reads finished tables for the LPM
-(lpm.py) and its tools. Splits are decided per architecture (a hash of arch_id and a seed), so adding
+profiling/table.py writes a table row by row as it is measured; this module reads finished tables for the
+LPM (model.py) and its tools, and encodes genotypes as the LPM reads them. Splits are decided per architecture (a hash of arch_id and a seed), so adding
 rows to a table never moves an existing row from one side to the other.
 """
 import hashlib
@@ -14,7 +14,7 @@ import pandas as pd
 
 from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency.table import IDENTITY, TableError, check_rows, portable, rows_text
+from ladnas_tf.profiling.table import IDENTITY, TableError, check_rows, portable, rows_text
 
 REQUIRED_COLUMNS = ('arch_id', 'normal_encoding', 'reduce_encoding', 'latency_ms', 'target', 'setting')
 # The cells an encoding holds, in order: 112 bits (normal) or 224 (normal then reduce).
@@ -116,6 +116,13 @@ def encodings(df, cells='normal'):
     parts = [np.frombuffer(''.join(df[f'{c}_encoding']).encode(), np.uint8)
              .reshape(len(df), search_space.ENCODING_SIZE) - 48 for c in CELLS[cells]]
     return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def genotype_encoding(genotype, cells='normal'):
+    """A discrete genotype's bits as an LPM with `cells` reads them (encodings' layout): [112 * cells]."""
+    if cells not in CELLS:
+        raise BadInput(f'unknown cells {cells!r} (known: {", ".join(CELLS)})')
+    return np.concatenate([search_space.encode_cell(getattr(genotype, c)) for c in CELLS[cells]])
 
 
 def reference_median(df):

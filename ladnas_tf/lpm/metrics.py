@@ -9,7 +9,7 @@ import numpy as np
 from scipy import stats
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import dataset
+from ladnas_tf.lpm import dataset
 
 
 class MetricsError(BadInput):

@@ -23,8 +23,8 @@ import tensorflow as tf
 
 from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency.dataset import CELLS, data_hash, encodings, normalised_latency, reference_median
-from ladnas_tf.latency.table import IDENTITY
+from ladnas_tf.lpm.dataset import CELLS, data_hash, encodings, normalised_latency, reference_median
+from ladnas_tf.profiling.table import IDENTITY
 from ladnas_tf.settings import option
 
 FORMAT = 'ladnas_tf.lpm/1'

@@ -11,7 +11,7 @@ import json
 import os
 import re
 
-from ladnas_tf.latency import lpm
+from ladnas_tf.lpm import model as lpm
 
 SHIPPED_PACKAGE = 'ladnas_tf.predictors'
 HOME_ENV = 'LADNAS_LPM_HOME'

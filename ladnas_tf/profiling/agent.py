@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 try:
-    from ladnas_tf.latency import measure
+    from ladnas_tf.profiling import measure
 except ImportError:  # on the device: measure.py lies beside this file
     import measure
 

@@ -23,7 +23,8 @@ import numpy as np
 from absl import logging
 
 from ladnas_tf import run_dir
-from ladnas_tf.latency import dataset, lpm, metrics, report
+from ladnas_tf.lpm import dataset, metrics, model as lpm
+from ladnas_tf.profiling import report
 
 METRICS_FILE = 'metrics.json'
 
