@@ -17,7 +17,7 @@ CHECK = textwrap.dedent('''
     from absl import flags
     from tools import cli
     from ladnas_tf import pipeline, search, train
-    from ladnas_tf.latency import registry
+    from ladnas_tf.lpm import registry
     tool, config_class, skip, aliases = sys.argv[1], eval(sys.argv[2]), tuple(json.loads(sys.argv[3])), \\
         json.loads(sys.argv[4])
     module = importlib.import_module('tools.' + tool)

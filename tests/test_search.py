@@ -316,10 +316,11 @@ def test_latency_run_logs_and_reports_the_latency(latency_run):
 
 def test_report_times_the_derived_network_on_the_target():
     from ladnas_tf import genotypes, objective
-    from ladnas_tf.latency import targets
-    goal = objective.Objective(lambda_=0.1, lpm_dir=SHIPPED_LPM)
-    goal.setting = targets.Setting('cifar', 4, 3, 8, 1, 10)  # a tiny evaluation network: quick to convert
-    report = goal.report(genotypes.DARTS_V2)
+    from ladnas_tf.graph.setting import Setting
+    from ladnas_tf.lpm import registry
+    goal = objective.Objective(lambda_=0.1, predictor=registry.load(SHIPPED_LPM))
+    goal.setting = Setting('cifar', 4, 3, 8, 1, 10)  # a tiny evaluation network: quick to convert
+    report = search.latency_report(goal, genotypes.DARTS_V2, log=lambda line: None)
     assert report['measured_ms'] > 0 and report['reference_ms'] > 0 and report['params'] > 0
     assert report['measured_vs_reference'] == pytest.approx(report['measured_ms'] / report['reference_ms'])
     assert report['macs'] > 0 and report['lambda_'] == pytest.approx(0.1)
@@ -327,17 +328,17 @@ def test_report_times_the_derived_network_on_the_target():
 
 def test_flops_baseline_is_one_more_term_of_the_same_loss(searcher_model):
     from ladnas_tf import objective
-    from ladnas_tf.latency import loss
+    from ladnas_tf.cost import flops
     goal = _config(eta=1e-3).objective()
     assert goal.latency is None and goal.lpm is None and list(goal.arch_loss.terms) == ['flops']
-    tables = loss.macs_table(36, 32, 20)
-    unit = loss.genotype_macs(objective.REFERENCE, tables)  # DARTS_V2's cell ops: 8 + 8 of the 14 + 14 edges
+    tables = flops.macs_table(36, 32, 20)
+    unit = flops.genotype_macs(objective.REFERENCE, tables)  # DARTS_V2's cell ops: 8 + 8 of the 14 + 14 edges
     assert 0 < unit < float(np.sum(tables[0].max(-1)) + np.sum(tables[1].max(-1)))
-    expected = 1e-3 * loss.flops(searcher_model.alpha_normal, searcher_model.alpha_reduce, tables) / unit
+    expected = 1e-3 * flops.flops(searcher_model.alpha_normal, searcher_model.alpha_reduce, tables) / unit
     assert float(goal.arch_loss.terms['flops'](searcher_model)) == pytest.approx(float(expected))
     assert goal.scalars() == {} and goal.variables() == {}
-    assert goal.report(None, measure=False) == {'setting': 'cifar-C36-N20-32px-b1-k10', 'eta': 1e-3,
-                                                'unit_mmacs': unit, 'target': 'cpu_tflite'}
+    assert goal.report(None) == {'setting': 'cifar-C36-N20-32px-b1-k10', 'eta': 1e-3,
+                                 'unit_mmacs': unit, 'target': 'cpu_tflite'}
     assert objective.Objective().arch_loss.terms == {}  # no LPM, no eta: the plain DARTS loss
 
 

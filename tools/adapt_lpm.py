@@ -7,7 +7,7 @@
 --base is a predictor name (python -m tools.lpms lists them) or an LPM directory; --tables the new
 device's latency table(s) (tools.profile_latency --calibration=N chooses which architectures to time).
 --method=auto (default) cross-validates the methods on the rows and keeps the best (see
-ladnas_tf/latency/adapt.py). Writes an ordinary LPM directory (LPM.load, --lpm of tools.search) with
+ladnas_tf/lpm/adapt.py). Writes an ordinary LPM directory (LPM.load, --lpm of tools.search) with
 metrics.json holding the cross-validated scores; --name writes it to the user folder of named
 predictors (with --model_dir: there, and a copy under the name). Nothing is replaced on error.
 """
@@ -49,7 +49,7 @@ def _finite(value):
 
 def outputs():
     """The directories to write, checked before any work: --model_dir and/or the named one."""
-    from ladnas_tf.latency import registry
+    from ladnas_tf.lpm import registry
     if not FLAGS.model_dir and not FLAGS.name:
         raise BadInput('give --model_dir, --name or both')
     paths = [p for p in (FLAGS.model_dir, FLAGS.name and registry.user_dir(FLAGS.name)) if p]
@@ -82,10 +82,11 @@ def main(argv):
         raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
     if not FLAGS.tables:
         raise BadInput('--tables is required (the new device\'s latency table)')
-    from ladnas_tf.latency import adapt, dataset, lpm, registry, table
+    from ladnas_tf.lpm import adapt, dataset, registry
+    from ladnas_tf.profiling import table
     paths = outputs()
-    base_dir = registry.resolve(FLAGS.base)
-    base = lpm.LPM.load(base_dir)
+    base = registry.load(FLAGS.base)
+    base_dir = base.path
     df = dataset.load_tables(FLAGS.tables)
     model, report = adapt.adapt(base, df, FLAGS.method, seed=FLAGS.seed)
     model.metadata = adapt.describe(model, base.metadata, df, report, registry.name_of(base_dir),

@@ -170,3 +170,22 @@ def _build(config_class, values, path, overrides, base=None):
         elif here in values:
             kwargs[field.name] = values[here]
     return config_class(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
+
+
+# ---- flags from the target kinds' options: each default is defined once, on its kind ----
+
+def define_option_flags(options, flag_values=FLAGS):
+    """An absl flag per profiling.targets.base.Option."""
+    for o in options:
+        define = getattr(flags, f'DEFINE_{o.kind}')
+        default = list(o.default) if o.kind == 'list' else o.default
+        bounds = {} if o.lower_bound is None else {'lower_bound': o.lower_bound}
+        if o.kind == 'enum':
+            define(o.flag, default, list(o.choices), o.help, flag_values=flag_values)
+        else:
+            define(o.flag, default, o.help, flag_values=flag_values, **bounds)
+
+
+def option_values(options, flag_values=FLAGS):
+    """{keyword: flag value} of the options (a target kind's constructor keywords)."""
+    return {o.keyword: flag_values[o.flag].value for o in options}

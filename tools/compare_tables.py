@@ -26,7 +26,7 @@ class CompareError(BadInput):
 
 
 def compare(first, second):
-    """Rank agreement of two latency tables (DataFrames of latency/table.py) on their common arch_ids."""
+    """Rank agreement of two latency tables (DataFrames of profiling/table.py) on their common arch_ids."""
     merged = first.merge(second, on='arch_id', suffixes=('_a', '_b'))
     if len(merged) < 2:
         raise CompareError(f'the tables share {len(merged)} arch_id(s); at least 2 are needed to rank')
@@ -46,7 +46,7 @@ def main(argv):
         raise BadInput(f'unexpected arguments {argv[1:]}')
     if not FLAGS.tables or len(FLAGS.tables) != 2:
         raise BadInput('--tables needs exactly two tables: first,second')
-    from ladnas_tf.latency import table
+    from ladnas_tf.profiling import table
     first, second = (table.read(path) for path in FLAGS.tables)
     result = compare(first, second)
     print(f"{FLAGS.tables[1]} against {FLAGS.tables[0]}: n={result['n']} common architectures")
@@ -56,8 +56,8 @@ def main(argv):
     print(f"  median latency {result['median_ms'][0]:.3f} ms vs {result['median_ms'][1]:.3f} ms; "
           f"median ratio second/first {result['median_ratio']:.3f}")
     if FLAGS.lpm_dir:
-        from ladnas_tf.latency import lpm, metrics, registry
-        transfer = metrics.lpm_transfer(lpm.LPM.load(registry.resolve(FLAGS.lpm_dir)), second)
+        from ladnas_tf.lpm import metrics, registry
+        transfer = metrics.lpm_transfer(registry.load(FLAGS.lpm_dir), second)
         for view, m in transfer.items():
             print(f"  LPM {FLAGS.lpm_dir} on {FLAGS.tables[1]} ({view}, n={m['n']}): Kendall tau "
                   f"{m['kendall_tau']:.3f}, Spearman rho {m['spearman_rho']:.3f}; scaled by {m['scale']:.4g}: "

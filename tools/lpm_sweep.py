@@ -8,7 +8,7 @@ subsets of larger ones. Sizes beyond what the table's training split holds are d
 (the whole training split) is added in their place. Writes one model directory per size
 (`n<size>/`, as tools.train_lpm does), sweep.csv and sweep.png to --model_dir. Takes the recipe
 flags of tools.train_lpm (except --max_train_rows, which the sweep sets). The norm_* columns are
-the errors against load-normalised test labels (tables with ref_ms; see ladnas_tf.latency.lpm_run).
+the errors against load-normalised test labels (tables with ref_ms; see ladnas_tf.lpm.training).
 """
 import os
 import shutil
@@ -17,7 +17,7 @@ import pandas as pd
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import dataset, lpm, lpm_run
+from ladnas_tf.lpm import dataset, model as lpm, training as lpm_run
 from . import cli, train_lpm  # noqa: F401 (defines the flags the sweep shares with it)
 
 flags.DEFINE_list('sizes', ['10000', '20000', '40000', '60000', '80000'],

@@ -83,11 +83,12 @@ def main(argv):
 
 def _latency(tflite_bytes):
     """Median ms of the interpreter's invoke(), as the cpu_tflite profiling target times a network."""
-    from ladnas_tf.latency import measure, targets
-    target = targets.CpuTFLite(FLAGS.threads)
+    from ladnas_tf.profiling import agent, measure
+    from ladnas_tf.profiling.targets import local
+    target = local.CpuTFLite(FLAGS.threads)
     stats, attempts = measure.measure(target.runner(tflite_bytes), warmup=5, runs=FLAGS.latency_runs)
     return {'latency_ms': stats.latency_ms, 'cv': stats.cv, 'runs': stats.runs, 'attempts': attempts,
-            'threads': FLAGS.threads, 'device': targets.cpu_model()}
+            'threads': FLAGS.threads, 'device': agent.cpu_model()}
 
 
 def _read_json(run_dir, name):

@@ -3,7 +3,7 @@
     python -m tools.train_lpm --flagfile=configs/lpm_paper.cfg \
         --tables=data/cpu_tflite_cifar.csv --model_dir=runs/lpm_paper
 
-Writes --model_dir as ladnas_tf.latency.lpm_run describes: the model, metrics.json, scatter.png, logs/.
+Writes --model_dir as ladnas_tf.lpm.training describes: the model, metrics.json, scatter.png, logs/.
 The test split is decided per arch_id (--split_seed), so it is the same for every recipe and table size.
 """
 import json
@@ -11,7 +11,7 @@ import json
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import dataset, lpm, lpm_run
+from ladnas_tf.lpm import dataset, model as lpm, training as lpm_run
 from . import cli
 
 flags.DEFINE_list('tables', None, 'Latency table CSV file(s) of one target and setting.')

@@ -2,8 +2,9 @@
 cell encodings as bits, load-normalised labels, a hash naming the rows, deterministic splits.
 
 profiling/table.py writes a table row by row as it is measured; this module reads finished tables for the
-LPM (model.py) and its tools, and encodes genotypes as the LPM reads them. Splits are decided per architecture (a hash of arch_id and a seed), so adding
-rows to a table never moves an existing row from one side to the other.
+LPM (model.py) and its tools, and encodes genotypes as the LPM reads them. Splits are decided per
+architecture (a hash of arch_id and a seed), so adding rows to a table never moves an existing row from
+one side to the other.
 """
 import hashlib
 import json

@@ -12,6 +12,7 @@ latency_ms / ref_ms * median(ref_ms of the training rows), where ref_ms is the r
 around each row. Either way predictions are in ms; the normalised ones at the table's typical load.
 """
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -23,13 +24,15 @@ import tensorflow as tf
 
 from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.lpm.dataset import CELLS, data_hash, encodings, normalised_latency, reference_median
+from ladnas_tf.lpm.dataset import (CELLS, data_hash, encodings, genotype_encoding, normalised_latency,
+                                   reference_median)
 from ladnas_tf.profiling.table import IDENTITY
 from ladnas_tf.settings import option
 
 FORMAT = 'ladnas_tf.lpm/1'
 MODEL_FILE = 'lpm.keras'
 METADATA_FILE = 'metadata.json'
+METRICS_FILE = 'metrics.json'  # how well it predicts (lpm.training, lpm.adapt write it)
 HIDDEN_UNITS = (256, 64)
 OPTIMIZERS = ('sgd', 'adam')
 LOSSES = ('mse', 'mae', 'huber')
@@ -165,6 +168,17 @@ class LPM:
         self.metadata = metadata or {}
         self.scaling = self.metadata.get('scaling', {'kind': 'none', 'mean': 0.0, 'std': 1.0})
         self.label = self.metadata.get('label', {'kind': 'latency'})
+        self.path = None  # the directory it was loaded from or saved to
+
+    @property
+    def target_description(self):
+        """The device its table was measured on."""
+        return target_description(self.metadata)
+
+    @property
+    def sha256(self):
+        """content_sha256 of its directory (None before it is saved)."""
+        return None if self.path is None else content_sha256(self.path)
 
     @property
     def cells(self):
@@ -266,6 +280,10 @@ class LPM:
                            f'got {x.shape}')
         return keras.ops.mean(self._unscale(self.regressor(x, training=False)), axis=-1)
 
+    def predict_genotypes(self, genotypes):
+        """Predicted latency (ms) [n] of discrete genotypes, encoded as this LPM reads them."""
+        return self.predict_ms(np.stack([genotype_encoding(g, self.cells) for g in genotypes]))
+
     def predict_ms(self, encodings_array, batch_size=65536):
         """Predicted latency (ms) [n] of encodings [n, input_size] (0/1 or relaxed)."""
         x = np.asarray(encodings_array, np.float32)
@@ -282,6 +300,7 @@ class LPM:
         self.regressor.save(os.path.join(model_dir, MODEL_FILE))
         with open(os.path.join(model_dir, METADATA_FILE), 'w') as f:
             json.dump(self.metadata, f, indent=2, sort_keys=True)
+        self.path = model_dir
 
     @classmethod
     def load(cls, model_dir, expected_signature=None, target=None, setting=None):
@@ -290,18 +309,7 @@ class LPM:
         expected_signature defaults to this code's search space; target is a name or a description
         dict (its identifying keys, table.IDENTITY, are compared); setting is compared when given.
         """
-        meta_file = os.path.join(model_dir, METADATA_FILE)
-        if not os.path.isdir(model_dir):
-            what = 'a file' if os.path.exists(model_dir) else 'missing'
-            raise LPMError(f'{model_dir}: not an LPM directory ({what})')
-        try:
-            with open(meta_file) as f:
-                meta = json.load(f)
-        except FileNotFoundError:
-            raise LPMError(f'{model_dir}: no {METADATA_FILE}, not an LPM directory') from None
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, IsADirectoryError) as e:
-            raise LPMError(f'{meta_file}: unreadable ({e.__class__.__name__}: {str(e)[:100]})') from None
-        _check_metadata(meta_file, meta)
+        meta = read_metadata(model_dir)
         if meta.get('format') != FORMAT:
             raise LPMMismatchError(f'{model_dir}: format {meta.get("format")!r}, expected {FORMAT!r}')
         _check_signature(model_dir, meta.get('signature'), expected_signature or search_space.signature())
@@ -323,7 +331,42 @@ class LPM:
         if regressor.input_shape[-1] != size:
             raise LPMMismatchError(f'{model_dir}: model input size {regressor.input_shape[-1]} '
                                    f'!= metadata {size}')
-        return cls(recipe, regressor, meta)
+        loaded = cls(recipe, regressor, meta)
+        loaded.path = model_dir
+        return loaded
+
+
+def content_sha256(model_dir):
+    """SHA-256 of an LPM directory's metadata and model: a resumed search must keep its predictor, and a
+    path alone does not say that the file behind it is the same."""
+    h = hashlib.sha256()
+    for name in (METADATA_FILE, MODEL_FILE):
+        with open(os.path.join(model_dir, name), 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def read_metadata(model_dir):
+    """An LPM directory's metadata.json, checked for the keys every reader needs (no model loaded)."""
+    meta_file = os.path.join(model_dir, METADATA_FILE)
+    if not os.path.isdir(model_dir):
+        what = 'a file' if os.path.exists(model_dir) else 'missing'
+        raise LPMError(f'{model_dir}: not an LPM directory ({what})')
+    try:
+        with open(meta_file) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise LPMError(f'{model_dir}: no {METADATA_FILE}, not an LPM directory') from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, IsADirectoryError) as e:
+        raise LPMError(f'{meta_file}: unreadable ({e.__class__.__name__}: {str(e)[:100]})') from None
+    _check_metadata(meta_file, meta)
+    return meta
+
+
+def target_description(meta):
+    """The device an LPM's table was measured on, from its metadata (older LPMs name the target only)."""
+    return meta.get('target_description') or {'target': meta['target']}
 
 
 # What metadata.json must hold, and of which JSON type, before any of it is believed.

@@ -1,17 +1,18 @@
-"""Named latency predictors: `cpu_tflite_cifar` as well as a directory wherever an LPM is asked for.
+"""Named latency predictors: `cpu_tflite_cifar` as well as a directory wherever an LPM is asked for, and
+the one way from either to a ready predictor (`load`).
 
 Shipped predictors are the package data `ladnas_tf/predictors/<name>/`, so an installed package
 has them wherever it runs from; user predictors are `<LADNAS_LPM_HOME>/<name>/` (default
-`~/.ladnas_tf/lpms`), written there by `tools.adapt_lpm --name` (or `tools.train_lpm --name`). A shipped
-name cannot be taken by a user predictor, so a name means the same model on every machine that has
-the package.
+`~/.ladnas_tf/lpms`), written there by `tools.adapt_lpm --name`. A shipped name cannot be taken by a
+user predictor, so a name means the same model on every machine that has the package.
 """
 import importlib.resources
-import json
 import os
 import re
 
 from ladnas_tf.lpm import model as lpm
+from ladnas_tf.lpm.model import METRICS_FILE
+from ladnas_tf.run_dir import read_json_or_none
 
 SHIPPED_PACKAGE = 'ladnas_tf.predictors'
 HOME_ENV = 'LADNAS_LPM_HOME'
@@ -92,6 +93,18 @@ def resolve(value):
     raise RegistryError(f'unknown predictor {value!r} (known: {names}; or give an LPM directory)')
 
 
+def load(name_or_dir, target=None, setting=None):
+    """The predictor a name or a directory stands for, ready to predict (LPM.predict_genotypes) and to
+    drive a search; refused in one line when it is not one of this search space (or, given, of this
+    target and setting: LPM.load)."""
+    return lpm.LPM.load(resolve(name_or_dir), target=target, setting=setting)
+
+
+def target_description(name_or_dir):
+    """The device a predictor was measured on, from its metadata alone (no model loaded)."""
+    return lpm.target_description(lpm.read_metadata(resolve(name_or_dir)))
+
+
 def user_dir(name):
     """Where a user predictor called `name` lives; refuses the shipped names."""
     check_name(name)
@@ -106,18 +119,10 @@ def name_of(path):
     return next((n for n, d in known().items() if os.path.realpath(d) == absolute), None)
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def describe(name, path, kind):
     """One row of the predictor list: what it predicts, from how much data, how well."""
-    meta = _read_json(os.path.join(path, lpm.METADATA_FILE))
-    scores = _read_json(os.path.join(path, 'metrics.json'))
+    meta = read_json_or_none(os.path.join(path, lpm.METADATA_FILE)) or {}
+    scores = read_json_or_none(os.path.join(path, METRICS_FILE)) or {}
     data = meta.get('data', {})
     rows = data.get('rows', data.get('train_rows', 0) + data.get('val_rows', 0)) or None
     adapted = meta.get('adapted_from') or {}

@@ -26,9 +26,6 @@ from ladnas_tf import run_dir
 from ladnas_tf.lpm import dataset, metrics, model as lpm
 from ladnas_tf.profiling import report
 
-METRICS_FILE = 'metrics.json'
-
-
 class EpochSummaries(keras.callbacks.Callback):
     """TensorBoard scalars per epoch (logs/train, logs/validation, as Keras lays them out); a split's
     writer is made when it first has a value, so a run without validation has no validation log."""
@@ -153,7 +150,7 @@ def _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, prog
               'test_sha256': dataset.data_hash(test), 'label': model.label,
               **views, 'recipe': dataclasses.asdict(recipe)}
     model.save(staging)
-    run_dir.write_json(os.path.join(staging, METRICS_FILE), json_safe(result))
+    run_dir.write_json(os.path.join(staging, lpm.METRICS_FILE), json_safe(result))
     _plot_result(model, test, result, os.path.join(staging, 'scatter.png'))
     return result
 

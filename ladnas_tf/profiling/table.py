@@ -1,7 +1,7 @@
 """The durable latency table: one CSV row per architecture, appended and fsync'ed as measured.
 
 Beside `name.csv` lies `name.meta.json` (the target and setting the table belongs to, written once).
-Each row carries `ref_ms`, the reference network timed around that row (see profile.py).
+Each row carries `ref_ms`, the reference network timed around that row (see profiler.py).
 A killed run loses at most the row in flight (a partial last line is cut off on reopening; a header
 cut by a kill during the very first write makes a new table); a restart skips measured architectures;
 a table of another target or setting is refused. Every reader (the profiler resuming, dataset.py for

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from ladnas_tf.latency import measure
+from ladnas_tf.profiling import measure
 
 
 def test_stats_against_hand_computed_values():
@@ -105,9 +105,9 @@ def test_reference_brackets_every_attempt():
 
 def test_repeatability_summary_normalises_by_the_reference():
     import pandas as pd
-    from ladnas_tf.latency import profile
+    from ladnas_tf.profiling import profiler
     pairs = pd.DataFrame({'first_ms': [10.0, 20.0], 'second_ms': [12.0, 24.0],
                           'first_ref_ms': [5.0, 5.0], 'second_ref_ms': [6.0, 6.0]})
-    s = profile.repeatability_summary(pairs)
+    s = profiler.repeatability_summary(pairs)
     assert s['raw_mean_rel_diff'] == pytest.approx(0.2)
     assert s['normalised_mean_rel_diff'] == pytest.approx(0.0)  # both slowed by the same 20%

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ladnas_tf.latency import metrics
+from ladnas_tf.lpm import metrics
 
 
 def test_errors_by_hand():
@@ -79,20 +79,18 @@ def test_an_lpm_is_scored_on_another_table_raw_and_normalised():
     assert result['raw']['kendall_tau'] == pytest.approx(1.0)
 
 
-def test_shipped_metrics_are_what_the_shipped_model_scores():
+def test_shipped_metrics_are_what_the_shipped_model_scores(repo_root):
     """metrics.json of the shipped predictor, recomputed: its table (recorded relative to the repository),
     split as recorded, scored by the shipped model."""
     import json
     import os
 
-    from ladnas_tf.latency import dataset, lpm, lpm_run, registry
+    from ladnas_tf.lpm import dataset, model as lpm, registry, training as lpm_run
 
-    path = registry.resolve('cpu_tflite_cifar')
-    model = lpm.LPM.load(path)
-    with open(os.path.join(path, lpm_run.METRICS_FILE)) as f:
+    model = registry.load('cpu_tflite_cifar')
+    with open(os.path.join(model.path, lpm.METRICS_FILE)) as f:
         shipped = json.load(f)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    df = dataset.load_tables([os.path.join(repo, t) for t in model.metadata['data']['tables']])
+    df = dataset.load_tables([os.path.join(repo_root, t) for t in model.metadata['data']['tables']])
     fit, val, test = dataset.split_rows(df, shipped['split_seed'], shipped['test_fraction'],
                                         val_fraction=model.recipe.val_fraction)
     assert (len(fit), len(val), len(test)) == (shipped['train_size'], shipped['val_size'], shipped['test_size'])

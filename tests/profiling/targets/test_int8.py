@@ -1,6 +1,4 @@
 """The cpu_tflite_int8 target (full-integer TFLite of the constant graph) and tools.compare_tables."""
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -8,11 +6,13 @@ import pytest
 
 from ladnas_tf import export, genotypes, network, search_space
 from ladnas_tf.graph import constant, convert
-from ladnas_tf.latency import measure, table, targets
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.profiling import measure, table
+from ladnas_tf.profiling.targets import local, registry as targets
 
 # The tools run as programs: importing them here would define their absl flags a second time.
 
-TINY = targets.Setting('cifar', channels=4, num_cells=3, image_size=8, batch_size=1, num_classes=10)
+TINY = Setting('cifar', channels=4, num_cells=3, image_size=8, batch_size=1, num_classes=10)
 
 
 @pytest.fixture(scope='module')
@@ -24,7 +24,7 @@ def test_int8_graph_has_the_ops_of_the_keras_int8_export(int8_file):
     fast, params, macs = int8_file
     model = network.build_network(genotypes.DARTS_V2, 'cifar', 4, 3, 10, image_size=8)
     rng = np.random.default_rng(0)
-    for w in model.weights:  # non-zero BN offsets, as trained (see test_graph_constant)
+    for w in model.weights:  # non-zero BN offsets, as trained (see tests/graph/test_constant.py)
         if w.path.endswith(('beta', 'moving_mean')):
             w.assign(rng.normal(0, 0.1, w.shape))
     keras_int8 = convert.keras_to_tflite(model, 8, int8=True)
@@ -42,13 +42,13 @@ def test_int8_target_times_through_the_interpreter(int8_file):
     assert stats.latency_ms > 0 and stats.runs == 3 and attempts == 1
 
 
-def test_int8_target_is_a_profiler_choice():
-    assert isinstance(targets.make_target('cpu_tflite_int8', threads=2), targets.CpuTFLiteInt8)
-    # The flagfile parses against the tool's own flags (--target is an enum of TARGETS).
+def test_int8_target_is_a_profiler_choice(run_tool):
+    assert isinstance(targets.make_target('cpu_tflite_int8', threads=2), local.CpuTFLiteInt8)
+    # The flagfile parses against the tool's own flags (--target is an enum of the registry's KINDS).
     code = ('from absl import flags; import tools.profile_latency; '
             'flags.FLAGS(["x", "--flagfile=configs/profile_cpu_int8_cifar.cfg"]); '
             'print(flags.FLAGS.target, flags.FLAGS.table)')
-    parsed = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    parsed = run_tool('-c', code, timeout=120)
     assert parsed.returncode == 0, parsed.stderr[-500:]
     assert parsed.stdout.split() == ['cpu_tflite_int8', 'data/cpu_tflite_int8_cifar.csv']
 
@@ -69,27 +69,26 @@ def _table(path, latencies, ids, ref=10.0):
     return table.read(path)
 
 
-def _compare(*paths):
-    return subprocess.run([sys.executable, '-m', 'tools.compare_tables',
-                           '--tables=' + ','.join(map(str, paths))], capture_output=True, text=True, timeout=120)
+def _compare(run_tool, *paths):
+    return run_tool('compare_tables', '--tables=' + ','.join(map(str, paths)), timeout=120)
 
 
 @pytest.mark.slow
-def test_compare_tables_on_common_architectures(tmp_path):
+def test_compare_tables_on_common_architectures(tmp_path, run_tool):
     _table(tmp_path / 'f32.csv', [1.0, 2.0, 3.0, 4.0, 9.0], ['a', 'b', 'c', 'd', 'only_f32'])
     _table(tmp_path / 'same.csv', [2.0, 4.0, 6.0, 8.0, 1.0], ['a', 'b', 'c', 'd', 'only_same'])
     _table(tmp_path / 'swap.csv', [1.0, 3.0, 2.0, 4.0], ['a', 'b', 'c', 'd'])
-    same = _compare(tmp_path / 'f32.csv', tmp_path / 'same.csv')
+    same = _compare(run_tool, tmp_path / 'f32.csv', tmp_path / 'same.csv')
     assert same.returncode == 0, same.stderr
     assert 'n=4 common' in same.stdout and 'Kendall tau 1.000, Spearman rho 1.000' in same.stdout
     assert 'median ratio second/first 2.000' in same.stdout
-    swap = _compare(tmp_path / 'f32.csv', tmp_path / 'swap.csv')
+    swap = _compare(run_tool, tmp_path / 'f32.csv', tmp_path / 'swap.csv')
     assert 'Kendall tau 0.667' in swap.stdout  # 5 of the 6 pairs keep their order: (5 - 1) / 6
 
 
-def test_compare_tables_without_common_architectures_is_one_line(tmp_path):
+def test_compare_tables_without_common_architectures_is_one_line(tmp_path, run_tool):
     _table(tmp_path / 'a.csv', [1.0, 2.0, 3.0], ['a', 'b', 'c'])
     _table(tmp_path / 'x.csv', [3.0, 6.0], ['x', 'y'])
-    bad = _compare(tmp_path / 'a.csv', tmp_path / 'x.csv')
+    bad = _compare(run_tool, tmp_path / 'a.csv', tmp_path / 'x.csv')
     assert bad.returncode == 1 and bad.stderr.strip().count('\n') == 0
     assert 'share 0 arch_id' in bad.stderr

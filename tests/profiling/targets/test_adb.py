@@ -8,10 +8,9 @@ import sys
 import pytest
 from hypothesis import given, strategies as st
 
-from ladnas_tf.latency import remote, table
+from ladnas_tf.profiling import table
+from ladnas_tf.profiling.targets import adb as remote
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STANDINS = os.path.join(ROOT, 'tests', 'standins')
 TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--warmup=1', '--runs=3',
         '--reference_runs=2', '--workers=1', '--batch=2', '--target=adb', '--adb_serial=emulator-5554',
         '--retries=1', '--backoff_s=0.1']
@@ -20,28 +19,27 @@ PROPS = {'ro.product.manufacturer': 'Google', 'ro.product.model': 'Pixel 7', 'ro
 
 
 @pytest.fixture
-def phone(tmp_path):
+def phone(tmp_path, repo_root):
     """An emulated device folder, the stand-ins on PATH with this Python, benchmark_model pushed."""
     bin_dir, device = tmp_path / 'bin', tmp_path / 'device'
     bin_dir.mkdir()
     device.mkdir()
     for name in ('adb', 'benchmark_model'):
-        with open(os.path.join(STANDINS, name)) as f:
+        with open(os.path.join(repo_root, 'tests', 'standins', name)) as f:
             source = f.read().split('\n', 1)[1]
         (bin_dir / name).write_text(f'#!{sys.executable}\n{source}')
         (bin_dir / name).chmod(0o755)
     (device / 'props.json').write_text(json.dumps(PROPS))
     env = {**os.environ, 'PATH': f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', 'FAKE_ADB_ROOT': str(device),
-           'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+           'TF_CPP_MIN_LOG_LEVEL': '3'}
     pushed = subprocess.run(['adb', '-s', 'emulator-5554', 'push', str(bin_dir / 'benchmark_model'),
                              '/data/local/tmp/benchmark_model'], env=env, capture_output=True, text=True, timeout=60)
     assert pushed.returncode == 0, pushed.stderr
     return env, device
 
 
-def _cli(env, *args):
-    return subprocess.run([sys.executable, '-m', 'tools.profile_latency', *TINY, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+def _cli(run_tool, env, *args):
+    return run_tool('profile_latency', *TINY, *args, env=env)
 
 
 def _one_error(err):
@@ -51,10 +49,10 @@ def _one_error(err):
 
 
 @pytest.mark.slow
-def test_profiles_through_adb_and_benchmark_model_with_the_device_described(phone, tmp_path):
+def test_profiles_through_adb_and_benchmark_model_with_the_device_described(phone, tmp_path, run_tool):
     env, device = phone
     path = tmp_path / 'phone.csv'
-    done = _cli(env, f'--table={path}', '--count=2')
+    done = _cli(run_tool, env, f'--table={path}', '--count=2')
     assert done.returncode == 0, done.stderr
     df = table.read(str(path))
     assert len(df) == 2 and df['arch_id'].is_unique
@@ -66,28 +64,29 @@ def test_profiles_through_adb_and_benchmark_model_with_the_device_described(phon
     models = os.listdir(device / 'data' / 'local' / 'tmp' / 'ladnas_tf')
     assert len(models) == 3 and all(m.endswith('.tflite') for m in models)  # 2 + DARTS_V2, no .tmp
 
-    again = _cli(env, f'--table={path}', '--count=3')  # resumes: one more row, nothing re-timed
+    again = _cli(run_tool, env, f'--table={path}', '--count=3')  # resumes: one more row, nothing re-timed
     assert again.returncode == 0, again.stderr
     assert len(table.read(str(path))) == 3
 
 
 @pytest.mark.slow
-def test_a_missing_device_or_binary_is_one_line(phone, tmp_path):
+def test_a_missing_device_or_binary_is_one_line(phone, tmp_path, run_tool):
     env, device = phone
-    wrong = _cli(env, f'--table={tmp_path / "a.csv"}', '--count=1', '--adb_serial=R58M000')
+    wrong = _cli(run_tool, env, f'--table={tmp_path / "a.csv"}', '--count=1', '--adb_serial=R58M000')
     assert wrong.returncode != 0 and "device 'R58M000' not found" in _one_error(wrong.stderr)
-    no_binary = _cli(env, f'--table={tmp_path / "b.csv"}', '--count=1', '--benchmark_binary=/data/local/tmp/bm')
+    no_binary = _cli(run_tool, env, f'--table={tmp_path / "b.csv"}', '--count=1',
+                     '--benchmark_binary=/data/local/tmp/bm')
     assert no_binary.returncode != 0 and 'push TFLite\'s benchmark_model' in _one_error(no_binary.stderr)
     (device / 'offline').write_text('')
-    offline = _cli(env, f'--table={tmp_path / "c.csv"}', '--count=1')
+    offline = _cli(run_tool, env, f'--table={tmp_path / "c.csv"}', '--count=1')
     assert offline.returncode != 0 and 'device offline' in _one_error(offline.stderr)
     assert not any(p.name.endswith('.csv') for p in tmp_path.iterdir())
 
 
 @pytest.mark.slow
-def test_a_failing_gpu_delegate_stops_with_benchmark_models_own_reason(phone, tmp_path):
+def test_a_failing_gpu_delegate_stops_with_benchmark_models_own_reason(phone, tmp_path, run_tool):
     env, _ = phone
-    done = _cli(env, f'--table={tmp_path / "gpu.csv"}', '--count=1', '--delegate=gpu')
+    done = _cli(run_tool, env, f'--table={tmp_path / "gpu.csv"}', '--count=1', '--delegate=gpu')
     assert done.returncode != 0
     assert 'not supported by GPU delegate' in _one_error(done.stderr)
 

@@ -4,7 +4,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -14,19 +13,17 @@ from hypothesis import given, strategies as st
 import sshd
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.graph import constant
-from ladnas_tf.latency import agent, remote, table, targets
+from ladnas_tf.profiling import agent, table
+from ladnas_tf.profiling.targets import base, registry, ssh as remote
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--warmup=1', '--runs=3',
         '--reference_runs=2', '--workers=1', '--batch=1', '--target=ssh']
 needs_sshd = pytest.mark.skipif(not sshd.available() and not os.environ.get('CI'),
                                 reason='no OpenSSH server here (.ci/run installs openssh-server)')
 
 
-def _cli(*args):
-    env = {**os.environ, 'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'}
-    return subprocess.Popen([sys.executable, '-m', 'tools.profile_latency', *TINY, *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+def _cli(run_tool, *args):
+    return run_tool('profile_latency', *TINY, *args, env={'TF_CPP_MIN_LOG_LEVEL': '3'}, popen=True)
 
 
 def _rows(path):
@@ -50,11 +47,11 @@ def server(tmp_path_factory):
 
 @needs_sshd
 @pytest.mark.slow
-def test_server_killed_mid_run_then_the_same_command_completes_the_table(server, tmp_path):
+def test_server_killed_mid_run_then_the_same_command_completes_the_table(server, tmp_path, run_tool):
     path, count = str(tmp_path / 'ssh.csv'), 20  # enough that the kill lands mid-run: files take ms to write
     args = [f'--table={path}', f'--count={count}', f'--device_python={sys.executable}',
             f'--device_folder={tmp_path / "device"}', '--retries=1', '--backoff_s=0.2', *server.flags()]
-    proc = _cli(*args)
+    proc = _cli(run_tool, *args)
     deadline = time.time() + 300
     while _rows(path) < 1 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -67,7 +64,7 @@ def test_server_killed_mid_run_then_the_same_command_completes_the_table(server,
     assert 1 <= kept < count
 
     server.start()
-    again = _cli(*args)
+    again = _cli(run_tool, *args)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     df = table.read(path)
@@ -83,11 +80,11 @@ def test_server_killed_mid_run_then_the_same_command_completes_the_table(server,
 
 @needs_sshd
 @pytest.mark.slow
-def test_calibration_times_darts_v2_and_a_spread_of_the_base_predictors_range(server, tmp_path):
+def test_calibration_times_darts_v2_and_a_spread_of_the_base_predictors_range(server, tmp_path, run_tool):
     """--calibration=N over ssh: DARTS_V2 (also the reference network, so one file serves both) and
     architectures from distinct bins of the shipped predictor's range, at that predictor's setting."""
     path = str(tmp_path / 'calibration.csv')
-    proc = _cli(f'--table={path}', '--calibration=3', '--lpm=cpu_tflite_cifar', '--channels=36', '--cells=20',
+    proc = _cli(run_tool, f'--table={path}', '--calibration=3', '--lpm=cpu_tflite_cifar', '--channels=36', '--cells=20',
                 '--image_size=32', f'--device_python={sys.executable}', f'--device_folder={tmp_path / "device"}',
                 *server.flags())
     out, err = proc.communicate(timeout=600)
@@ -98,9 +95,9 @@ def test_calibration_times_darts_v2_and_a_spread_of_the_base_predictors_range(se
 
 
 @needs_sshd
-def test_a_dead_port_fails_in_one_line_and_writes_nothing(tmp_path):
+def test_a_dead_port_fails_in_one_line_and_writes_nothing(tmp_path, run_tool):
     path = tmp_path / 'dead.csv'
-    proc = _cli(f'--table={path}', '--count=1', f'--device=127.0.0.1:{sshd.free_port()}',
+    proc = _cli(run_tool, f'--table={path}', '--count=1', f'--device=127.0.0.1:{sshd.free_port()}',
                 '--ssh_config=/dev/null', '--connect_timeout_s=5')
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
@@ -110,15 +107,15 @@ def test_a_dead_port_fails_in_one_line_and_writes_nothing(tmp_path):
 
 
 def test_ssh_without_a_device_is_one_clear_error():
-    with pytest.raises(targets.TargetError, match='needs a device'):
-        targets.make_target('ssh')
+    with pytest.raises(base.TargetError, match='needs a device'):
+        registry.make_target('ssh')
 
 
 @given(st.from_regex(r'([a-z_][a-z0-9_-]{0,8}@)?[a-z0-9][a-z0-9.-]{0,20}(:[0-9]{1,5})?', fullmatch=True))
 def test_device_strings_parse_or_fail_with_target_error(device):
     try:
         destination, port = remote.parse_device(device)
-    except targets.TargetError as e:
+    except base.TargetError as e:
         assert 'out of range' in str(e) or 'not user@host' in str(e)
         return
     assert device.startswith(destination)
@@ -129,7 +126,7 @@ def test_device_strings_parse_or_fail_with_target_error(device):
 def test_arbitrary_device_text_never_crashes_the_parser(device):
     try:
         remote.parse_device(device)
-    except targets.TargetError:
+    except base.TargetError:
         pass
 
 

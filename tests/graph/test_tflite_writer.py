@@ -8,7 +8,7 @@ from benchmarks.tflite_writer_equivalence import compare, run
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.graph import tflite_writer
-from ladnas_tf.latency.targets import Setting
+from ladnas_tf.graph.setting import Setting
 
 # ImageNet at 224 px keeps the real map sizes 28, 14 and 7 (odd: dilated convs pad unevenly there).
 CIFAR = Setting('cifar', 8, 3, 16, 1, 10)
@@ -71,7 +71,7 @@ def test_refusals_are_one_line(kwargs, words):
 @pytest.mark.parametrize('setting', [CIFAR, IMAGENET], ids=['cifar', 'imagenet'])
 def test_timing_files_differ_from_the_converters_only_in_weight_values(setting):
     """timing_tflite, the profiler's file: fresh weights drawn at once, structure and params as the
-    converter's (see test_profile.py for the profiler using it); finite outputs."""
+    converter's (see tests/profiling/test_profiler.py for the profiler using it); finite outputs."""
     from benchmarks.tflite_writer_equivalence import first_difference, structure
     from ladnas_tf.graph import constant
     kwargs = setting.network_kwargs()

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ladnas_tf.latency import report
+from ladnas_tf.profiling import report
 
 
 def _table(load=None):

@@ -3,8 +3,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,18 +10,16 @@ import pandas as pd
 import pytest
 
 from ladnas_tf import search_space
-from ladnas_tf.latency import measure, profile, remote, table, targets
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.profiling import measure, profiler as profile, table
+from ladnas_tf.profiling.targets import adb, base, local, registry as targets, ssh
 
 TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--warmup=1', '--runs=3',
         '--workers=1', '--batch=2']
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _cli(*args, **kwargs):
-    env = {**os.environ, 'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'}
-    return subprocess.Popen([sys.executable, '-m', 'tools.profile_latency', *TINY, *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kwargs)
+def _cli(run_tool, *args):
+    return run_tool('profile_latency', *TINY, *args, env={'TF_CPP_MIN_LOG_LEVEL': '3'}, popen=True)
 
 
 def _rows(path):
@@ -34,9 +30,9 @@ def _rows(path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path):
+def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, run_tool):
     path = str(tmp_path / 'lat.csv')
-    proc = _cli(f'--table={path}', '--count=40')
+    proc = _cli(run_tool, f'--table={path}', '--count=40')
     deadline = time.time() + 240
     while _rows(path) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -44,7 +40,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path):
     proc.wait(timeout=60)
     killed_at = _rows(path)
     assert killed_at >= 3
-    done = _cli(f'--table={path}', f'--count={killed_at + 3}')
+    done = _cli(run_tool, f'--table={path}', f'--count={killed_at + 3}')
     out, err = done.communicate(timeout=300)
     assert done.returncode == 0, err
     df = table.read(path)
@@ -55,8 +51,8 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path):
     assert (df['ref_ms'] > 0).all()
 
 
-def test_gpu_target_refuses_cleanly_without_a_gpu(tmp_path):
-    proc = _cli('--target=gpu', f'--table={tmp_path / "g.csv"}', '--count=1')
+def test_gpu_target_refuses_cleanly_without_a_gpu(tmp_path, run_tool):
+    proc = _cli(run_tool, '--target=gpu', f'--table={tmp_path / "g.csv"}', '--count=1')
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     lines = [l for l in err.strip().splitlines() if l.startswith('error:')]
@@ -66,16 +62,16 @@ def test_gpu_target_refuses_cleanly_without_a_gpu(tmp_path):
 
 
 @pytest.mark.parametrize('flag,message', [('--target=tpu', 'cpu_tflite|cpu_tflite_int8|gpu'), ('--runs=-1', 'runs')])
-def test_bad_flags_are_refused(tmp_path, flag, message):
-    proc = _cli(flag, f'--table={tmp_path / "x.csv"}')
+def test_bad_flags_are_refused(tmp_path, flag, message, run_tool):
+    proc = _cli(run_tool, flag, f'--table={tmp_path / "x.csv"}')
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and message in err and 'Traceback' not in err
 
 
 def test_device_harness_times_on_cpu(tmp_path):
     """The GPU target's harness, device-agnostic, run on /CPU:0."""
-    target = targets.DeviceTF('/CPU:0', name='cpu_tf')
-    setting = targets.Setting('cifar', 4, 2, 8, 2, 10)
+    target = local.DeviceTF('/CPU:0', name='cpu_tf')
+    setting = Setting('cifar', 4, 2, 8, 2, 10)
     artifact, params, macs = target.prepare(profile.genotypes.DARTS_V2, setting)
     stats, attempts = measure.measure(target.runner(artifact), warmup=1, runs=3, max_attempts=1)
     assert stats.latency_ms > 0 and stats.runs == 3 and params > 0 and macs > 0
@@ -84,8 +80,8 @@ def test_device_harness_times_on_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_profiler_protocol_and_repeatability_in_process(tmp_path):
-    setting = targets.Setting('cifar', 4, 2, 8, 1, 10)
-    profiler = profile.Profiler(targets.CpuTFLite(1), setting, str(tmp_path / 'p.csv'), warmup=1, runs=3,
+    setting = Setting('cifar', 4, 2, 8, 1, 10)
+    profiler = profile.Profiler(local.CpuTFLite(1), setting, str(tmp_path / 'p.csv'), warmup=1, runs=3,
                                 reference_runs=2, workers=1, batch=3)
     assert profiler.run(3, seed=5) == 3
     df = table.read(str(tmp_path / 'p.csv'))
@@ -114,7 +110,7 @@ WRITTEN, CONVERTED = b'ladnas_tf tflite_writer', b'CONVERSION_METADATA'  # each 
 
 def _profile_artifacts(target, tmp_path, monkeypatch):
     """(the files the profiler timed, the table's metadata) of a 2-row tiny run."""
-    setting = targets.Setting('cifar', 4, 2, 8, 1, 10)
+    setting = Setting('cifar', 4, 2, 8, 1, 10)
     profiler = profile.Profiler(target, setting, str(tmp_path / 'p.csv'), warmup=1, runs=2,
                                 reference_runs=1, workers=1, batch=2)
     timed, time = [], profiler.time
@@ -140,17 +136,17 @@ def test_int8_rows_are_timed_on_converted_files_and_the_metadata_says_so(tmp_pat
 
 
 @pytest.mark.parametrize('target, source', [
-    (targets.CpuTFLite(1), 'writer'), (targets.CpuTFLite(1, tflite_source='converter'), 'converter'),
-    (remote.SshTarget('user@board'), 'writer'), (remote.AdbTarget(), 'writer')])
+    (local.CpuTFLite(1), 'writer'), (local.CpuTFLite(1, tflite_source='converter'), 'converter'),
+    (ssh.SshTarget('user@board'), 'writer'), (adb.AdbTarget(), 'writer')])
 def test_every_float32_target_prepares_the_file_of_its_source(target, source):
     """The ssh and adb targets' host side too; params and MACs are the same from either source."""
-    setting = targets.Setting('cifar', 4, 2, 8, 1, 10)
+    setting = Setting('cifar', 4, 2, 8, 1, 10)
     data, params, macs = target.prepare(profile.genotypes.DARTS_V2, setting)
     assert (WRITTEN in data) == (source == 'writer') and target.tflite_source == source
-    other = targets.float_tflite(profile.genotypes.DARTS_V2, setting, 'converter')
+    other = base.float_tflite(profile.genotypes.DARTS_V2, setting, 'converter')
     assert (params, macs) == other[1:]
 
 
 def test_an_unknown_tflite_source_is_one_line():
-    with pytest.raises(targets.TargetError, match="unknown TFLite source 'tf'"):
-        targets.CpuTFLite(1, tflite_source='tf').prepare(profile.genotypes.DARTS_V2, targets.Setting())
+    with pytest.raises(base.TargetError, match="unknown TFLite source 'tf'"):
+        local.CpuTFLite(1, tflite_source='tf').prepare(profile.genotypes.DARTS_V2, Setting())

@@ -6,22 +6,20 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from ladnas_tf import search_space
-from ladnas_tf.latency import lpm, registry, table, targets
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.lpm import model as lpm, registry
+from ladnas_tf.profiling import table
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar')
 
 
 def save_lpm(path, target='cpu_tflite', cells='both', signature=None, device='board'):
     predictor = lpm.LPM(lpm.LPMRecipe(cells=cells, target_scaling='log'))
-    setting = targets.Setting().key
+    setting = Setting().key
     predictor.metadata = {
         'format': lpm.FORMAT, 'signature': signature or search_space.signature(), 'target': target,
         'setting': setting, 'target_description': {'target': target, 'setting': setting, 'threads': 1,
@@ -34,6 +32,11 @@ def save_lpm(path, target='cpu_tflite', cells='both', signature=None, device='bo
 
 
 @pytest.fixture
+def shipped_dir(repo_root):
+    return os.path.join(repo_root, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar')
+
+
+@pytest.fixture
 def home(tmp_path, monkeypatch):
     folder = tmp_path / 'home'
     monkeypatch.setenv(registry.HOME_ENV, str(folder))
@@ -42,18 +45,18 @@ def home(tmp_path, monkeypatch):
 
 # ---- names and directories ----
 
-def test_the_shipped_predictor_resolves_by_name(home):
-    assert registry.resolve('cpu_tflite_cifar') == SHIPPED
-    assert registry.shipped()['cpu_tflite_cifar'] == SHIPPED
-    assert registry.name_of(SHIPPED) == 'cpu_tflite_cifar'
+def test_the_shipped_predictor_resolves_by_name(home, shipped_dir):
+    assert registry.resolve('cpu_tflite_cifar') == shipped_dir
+    assert registry.shipped()['cpu_tflite_cifar'] == shipped_dir
+    assert registry.name_of(shipped_dir) == 'cpu_tflite_cifar'
 
 
-def test_the_shipped_predictor_is_package_data_naming_its_table_relative_to_the_repository(home, tmp_path,
-                                                                                            monkeypatch):
+def test_the_shipped_predictor_is_package_data_naming_its_table_relative_to_the_repository(
+        home, tmp_path, monkeypatch, shipped_dir, repo_root):
     monkeypatch.chdir(tmp_path)  # found through the package, not the working folder
-    assert registry.resolve('cpu_tflite_cifar') == SHIPPED
-    tables = json.loads(open(os.path.join(SHIPPED, lpm.METADATA_FILE)).read())['data']['tables']
-    assert tables == ['data/cpu_tflite_cifar.csv'] and os.path.isfile(os.path.join(REPO, tables[0]))
+    assert registry.resolve('cpu_tflite_cifar') == shipped_dir
+    tables = json.loads(open(os.path.join(shipped_dir, lpm.METADATA_FILE)).read())['data']['tables']
+    assert tables == ['data/cpu_tflite_cifar.csv'] and os.path.isfile(os.path.join(repo_root, tables[0]))
 
 
 def test_a_directory_resolves_to_itself(home, tmp_path, monkeypatch):
@@ -80,7 +83,7 @@ def test_a_directory_without_metadata_is_refused(home, tmp_path):
         registry.resolve(str(tmp_path / 'empty'))
 
 
-def test_user_predictors_are_listed_and_resolved(home):
+def test_user_predictors_are_listed_and_resolved(home, shipped_dir):
     save_lpm(registry.user_dir('board_b'), device='Cortex-A76')
     assert registry.resolve('board_b') == str(home / 'board_b')
     rows = {r['name']: r for r in registry.list_predictors()}
@@ -88,24 +91,24 @@ def test_user_predictors_are_listed_and_resolved(home):
     assert rows['board_b']['device'] == 'Cortex-A76' and rows['board_b']['table_rows'] == 12
     assert rows['board_b']['adapted_from'] == 'cpu_tflite_cifar (scale, 12 rows)'
     shipped = rows['cpu_tflite_cifar']
-    assert shipped['target'] == 'cpu_tflite' and shipped['setting'] == targets.Setting().key
-    with open(os.path.join(SHIPPED, 'metrics.json')) as f:
+    assert shipped['target'] == 'cpu_tflite' and shipped['setting'] == Setting().key
+    with open(os.path.join(shipped_dir, 'metrics.json')) as f:
         scores = json.load(f)
     assert shipped['mre_pct'] == scores['mre_pct']
     assert shipped['table_rows'] == scores['train_size'] + scores['val_size']
     assert shipped['kendall_tau_normalised'] == scores['vs_normalised']['kendall_tau']
 
 
-def test_a_shipped_name_cannot_be_taken(home):
+def test_a_shipped_name_cannot_be_taken(home, shipped_dir):
     with pytest.raises(registry.RegistryError, match='shipped'):
         registry.user_dir('cpu_tflite_cifar')
     save_lpm(home / 'cpu_tflite_cifar')  # put there by hand: the shipped one still wins
-    assert registry.resolve('cpu_tflite_cifar') == SHIPPED
+    assert registry.resolve('cpu_tflite_cifar') == shipped_dir
     assert [r['kind'] for r in registry.list_predictors() if r['name'] == 'cpu_tflite_cifar'] == ['shipped']
 
 
-def test_paths_are_recorded_without_this_machines_folders(tmp_path):
-    assert table.portable(os.path.join(REPO, 'data', 'cpu_tflite_cifar.csv')) == os.path.join('data',
+def test_paths_are_recorded_without_this_machines_folders(tmp_path, repo_root):
+    assert table.portable(os.path.join(repo_root, 'data', 'cpu_tflite_cifar.csv')) == os.path.join('data',
                                                                                                  'cpu_tflite_cifar.csv')
     assert table.portable(str(tmp_path / 'x' / 'board.csv')) == 'board.csv'
     assert table.portable(str(tmp_path / 'lpm') + '/') == 'lpm'
@@ -146,28 +149,27 @@ def test_an_unregistered_name_fails_in_one_line(name, tmp_path_factory):
 
 # ---- tools.search --lpm ----
 
-def _search(*args, home, timeout=600):
-    env = {**os.environ, registry.HOME_ENV: str(home), 'TF_CPP_MIN_LOG_LEVEL': '2'}
-    return subprocess.run([sys.executable, '-m', 'tools.search', *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+def _search(run_tool, *args, home, timeout=600):
+    return run_tool('search', *args, env={registry.HOME_ENV: str(home), 'TF_CPP_MIN_LOG_LEVEL': '2'},
+                    timeout=timeout)
 
 
 @pytest.mark.slow
-def test_search_refuses_an_unknown_name_or_another_space_before_writing(home, tmp_path):
+def test_search_refuses_an_unknown_name_or_another_space_before_writing(home, tmp_path, run_tool):
     other = save_lpm(tmp_path / 'other_space', signature={**search_space.signature(), 'primitives': ['none']})
     for value, message in (('no_such_lpm', 'unknown predictor'), (other, 'another search space')):
         run = tmp_path / 'run'
-        done = _search(f'--lpm={value}', f'--model_dir={run}', home=home)
+        done = _search(run_tool, f'--lpm={value}', f'--model_dir={run}', home=home)
         assert done.returncode == 1 and message in done.stderr, done.stderr
         assert done.stderr.strip().count('\n') == 0 and not run.exists()
 
 
 @pytest.mark.slow
-def test_search_runs_with_an_lpm_of_a_target_this_machine_cannot_time(home, tmp_path):
+def test_search_runs_with_an_lpm_of_a_target_this_machine_cannot_time(home, tmp_path, run_tool):
     save_lpm(registry.user_dir('far_board'), target='far_away_npu')
     run = tmp_path / 'run'
-    done = _search('--lpm=far_board', f'--model_dir={run}', '--epochs=1', '--max_steps_per_epoch=2', '--channels=4',
-                   '--layers=2', '--batch_size=8', '--progress=false', '--lat_samples=2', home=home)
+    done = _search(run_tool, '--lpm=far_board', f'--model_dir={run}', '--epochs=1', '--max_steps_per_epoch=2',
+                   '--channels=4', '--layers=2', '--batch_size=8', '--progress=false', '--lat_samples=2', home=home)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'not timing the derived network' in done.stderr
     with open(run / 'summary.json') as f:
@@ -176,7 +178,7 @@ def test_search_runs_with_an_lpm_of_a_target_this_machine_cannot_time(home, tmp_
 
 
 @pytest.mark.slow
-def test_search_still_takes_the_deprecated_lpm_dir(home, tmp_path):
-    done = _search('--lpm_dir=./nowhere', f'--model_dir={tmp_path / "run"}', home=home)
+def test_search_still_takes_the_deprecated_lpm_dir(home, tmp_path, run_tool):
+    done = _search(run_tool, '--lpm_dir=./nowhere', f'--model_dir={tmp_path / "run"}', home=home)
     assert done.returncode == 1 and '--lpm_dir is deprecated' in done.stderr
     assert 'error: ./nowhere: no such LPM directory' in done.stderr and not (tmp_path / 'run').exists()

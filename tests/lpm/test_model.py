@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import tensorflow as tf
 
 from ladnas_tf import search_space
-from ladnas_tf.latency import dataset, lpm, metrics
-from ladnas_tf.latency import table as table_lib
+from ladnas_tf.lpm import dataset, metrics, model as lpm
+from ladnas_tf.profiling import table as table_lib
 
 TARGET = {'target': 'synthetic_cpu', 'setting': 'cifar-C4-N3-8px-b1-t1', 'device': 'test', 'threads': 1}
 # A synthetic latency law: per-op costs growing with depth, extra cost for convolutions on
@@ -431,10 +431,10 @@ def test_recipe_flags_round_trip_to_the_recipe():
         cells='both', lr=0.5, optimizer='adam', patience=3, val_fraction=0.1)
 
 
-def test_cli_trains_and_writes_model_dir(table, tmp_path, capsys, monkeypatch):
+def test_cli_trains_and_writes_model_dir(table, tmp_path, capsys, monkeypatch, repo_root):
     from tools import train_lpm
     model_dir = str(tmp_path / 'model')
-    argv = [f'--flagfile={os.path.join(os.path.dirname(__file__), "..", "configs", "lpm_paper.cfg")}',
+    argv = [f'--flagfile={os.path.join(repo_root, "configs", "lpm_paper.cfg")}',
             f'--tables={table}', f'--model_dir={model_dir}', '--epochs=3', '--max_train_rows=400',
             '--noprogress']
     code, out, _ = _run(train_lpm, argv, capsys, monkeypatch)

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from ladnas_tf import genotypes, network, search_space
-from ladnas_tf.latency import dataset, errors, loss
+from ladnas_tf.cost import errors, flops, latency
+from ladnas_tf.lpm import dataset
 
 
 @pytest.fixture(scope='module')
@@ -39,7 +40,7 @@ def _agrees(grad, fd):
 
 
 def test_samples_are_valid_sub_networks(alpha):
-    enc = loss.sample_encodings(alpha, 200, [1, 2]).numpy()
+    enc = latency.sample_encodings(alpha, 200, [1, 2]).numpy()
     for row in enc:
         cell = search_space.decode_cell(row)  # raises on anything but a valid discrete cell
         assert 'none' not in [op for op, _ in cell]
@@ -47,27 +48,27 @@ def test_samples_are_valid_sub_networks(alpha):
 
 def test_sampling_distribution_matches_alpha(alpha):
     m = 20000
-    enc = loss.sample_encodings(alpha, m, [3, 4]).numpy().reshape(m, 14, 8)
+    enc = latency.sample_encodings(alpha, m, [3, 4]).numpy().reshape(m, 14, 8)
     kept = enc.sum(-1).mean(0)
     expected_keep = [2 / j for _, j in search_space.EDGES]
     np.testing.assert_allclose(kept, expected_keep, atol=0.02)
     op_freq = enc.sum(0)[:, 1:] / enc.sum((0, 2))[:, None]
-    np.testing.assert_allclose(op_freq, loss.op_probabilities(alpha).numpy(), atol=0.03)
+    np.testing.assert_allclose(op_freq, latency.op_probabilities(alpha).numpy(), atol=0.03)
 
 
 def test_samples_are_seeded(alpha):
-    a = loss.sample_encodings(alpha, 5, [7, 7])
-    assert np.array_equal(a, loss.sample_encodings(alpha, 5, [7, 7]))
-    assert not np.array_equal(a, loss.sample_encodings(alpha, 5, [7, 8]))
+    a = latency.sample_encodings(alpha, 5, [7, 7])
+    assert np.array_equal(a, latency.sample_encodings(alpha, 5, [7, 7]))
+    assert not np.array_equal(a, latency.sample_encodings(alpha, 5, [7, 8]))
 
 
 def test_gradient_agrees_with_finite_differences_of_the_exact_expectation(alpha):
     w = np.random.default_rng(1).uniform(0, 1, 112)
     lpm = lambda e: tf.linalg.matvec(e, tf.constant(w, e.dtype))
     with tf.GradientTape() as tape:
-        estimate = loss.latency(alpha, lpm, 4000, [5, 6])
+        estimate = latency.latency(alpha, lpm, 4000, [5, 6])
     grad = tape.gradient(estimate, alpha).numpy()
-    exact = lambda a: float(loss.expected_latency_linear(tf.constant(a), w))
+    exact = lambda a: float(latency.expected_latency_linear(tf.constant(a), w))
     fd, = _finite_differences(exact, [alpha.numpy()])
     assert float(estimate) == pytest.approx(exact(alpha.numpy()), rel=0.02)
     assert _agrees(grad, fd)
@@ -77,7 +78,7 @@ def test_gradient_agrees_with_finite_differences_of_the_exact_expectation(alpha)
 # ---- an LPM that reads both cells: normal from alpha_normal, reduction from alpha_reduce ----
 
 def test_both_cell_samples_are_valid_sub_networks_in_each_half(alpha, alpha_reduce):
-    enc = loss.sample_encodings([alpha, alpha_reduce], 100, [1, 2]).numpy()
+    enc = latency.sample_encodings([alpha, alpha_reduce], 100, [1, 2]).numpy()
     assert enc.shape == (100, 2 * search_space.ENCODING_SIZE)
     for row in enc:
         for half in (row[:112], row[112:]):
@@ -88,13 +89,13 @@ def test_both_cell_samples_are_valid_sub_networks_in_each_half(alpha, alpha_redu
 
 def test_both_cell_halves_follow_their_own_alpha(alpha, alpha_reduce):
     m = 20000
-    enc = loss.sample_encodings([alpha, alpha_reduce], m, [3, 4]).numpy().reshape(m, 2, 14, 8)
+    enc = latency.sample_encodings([alpha, alpha_reduce], m, [3, 4]).numpy().reshape(m, 2, 14, 8)
     for half, a in ((0, alpha), (1, alpha_reduce)):
         cells = enc[:, half]
         np.testing.assert_allclose(cells.sum(-1).mean(0), [2 / j for _, j in search_space.EDGES], atol=0.02)
         op_freq = cells.sum(0)[:, 1:] / cells.sum((0, 2))[:, None]
-        np.testing.assert_allclose(op_freq, loss.op_probabilities(a).numpy(), atol=0.03)
-    normal_p, reduce_p = (loss.op_probabilities(a).numpy() for a in (alpha, alpha_reduce))
+        np.testing.assert_allclose(op_freq, latency.op_probabilities(a).numpy(), atol=0.03)
+    normal_p, reduce_p = (latency.op_probabilities(a).numpy() for a in (alpha, alpha_reduce))
     assert np.abs(normal_p - reduce_p).max() > 0.2  # so the check above tells the two alphas apart
     # The cells are drawn independently: which edges the two halves keep is uncorrelated.
     kept = enc.sum(-1)
@@ -102,19 +103,19 @@ def test_both_cell_halves_follow_their_own_alpha(alpha, alpha_reduce):
 
 
 def test_both_cell_samples_are_seeded_and_one_alpha_is_the_normal_draw(alpha, alpha_reduce):
-    a = loss.sample_encodings([alpha, alpha_reduce], 5, [7, 7])
-    assert np.array_equal(a, loss.sample_encodings([alpha, alpha_reduce], 5, [7, 7]))
-    assert not np.array_equal(a, loss.sample_encodings([alpha, alpha_reduce], 5, [7, 8]))
-    assert np.array_equal(loss.sample_encodings([alpha], 5, [7, 7]), loss.sample_encodings(alpha, 5, [7, 7]))
+    a = latency.sample_encodings([alpha, alpha_reduce], 5, [7, 7])
+    assert np.array_equal(a, latency.sample_encodings([alpha, alpha_reduce], 5, [7, 7]))
+    assert not np.array_equal(a, latency.sample_encodings([alpha, alpha_reduce], 5, [7, 8]))
+    assert np.array_equal(latency.sample_encodings([alpha], 5, [7, 7]), latency.sample_encodings(alpha, 5, [7, 7]))
 
 
 def test_both_cell_gradient_agrees_with_finite_differences_of_the_exact_expectation(alpha, alpha_reduce):
     w = np.random.default_rng(2).uniform(0, 1, 224)
     linear = lambda e: tf.linalg.matvec(e, tf.constant(w, e.dtype))
     with tf.GradientTape() as tape:
-        estimate = loss.latency([alpha, alpha_reduce], linear, 4000, [5, 6])
+        estimate = latency.latency([alpha, alpha_reduce], linear, 4000, [5, 6])
     grads = [g.numpy() for g in tape.gradient(estimate, [alpha, alpha_reduce])]
-    exact = lambda a_n, a_r: float(loss.expected_latency_linear([tf.constant(a_n), tf.constant(a_r)], w))
+    exact = lambda a_n, a_r: float(latency.expected_latency_linear([tf.constant(a_n), tf.constant(a_r)], w))
     fds = _finite_differences(exact, [alpha.numpy(), alpha_reduce.numpy()])
     assert float(estimate) == pytest.approx(exact(alpha.numpy(), alpha_reduce.numpy()), rel=0.02)
     assert np.abs(grads[1]).max() > 0  # the reduction cell is constrained too
@@ -128,17 +129,17 @@ def test_genotype_encoding_is_the_lpm_table_layout():
     bits = lambda cell: ''.join(str(int(b)) for b in search_space.encode_cell(cell))
     row = pd.DataFrame({'normal_encoding': [bits(g.normal)], 'reduce_encoding': [bits(g.reduce)]})
     for cells in ('normal', 'both'):
-        np.testing.assert_array_equal(loss.genotype_encoding(g, cells), dataset.encodings(row, cells)[0])
+        np.testing.assert_array_equal(dataset.genotype_encoding(g, cells), dataset.encodings(row, cells)[0])
     with pytest.raises(ValueError, match='unknown cells'):
-        loss.genotype_encoding(g, 'reduce')
+        dataset.genotype_encoding(g, 'reduce')
 
 
 def test_noise_is_added_only_when_asked(alpha):
     lpm = lambda e: tf.reduce_sum(e, -1)
-    clean = loss.latency(alpha, lpm, 10, [1, 1])
+    clean = latency.latency(alpha, lpm, 10, [1, 1])
     assert float(clean) == pytest.approx(8.0)
     additive = errors.ErrorModel(errors.Spec('additive', 0.5), 112)
-    assert float(loss.latency(alpha, lpm, 10, [1, 1], additive)) != pytest.approx(8.0)
+    assert float(latency.latency(alpha, lpm, 10, [1, 1], additive)) != pytest.approx(8.0)
 
 
 # ---- error models: what the search reads in place of the LPM ----
@@ -151,7 +152,7 @@ def _smooth_lpm(e):
 
 def _value_and_gradient(alpha, error, seed=(3, 4)):
     with tf.GradientTape() as tape:
-        value = loss.latency(alpha, _smooth_lpm, 50, list(seed), error)
+        value = latency.latency(alpha, _smooth_lpm, 50, list(seed), error)
     return float(value), tape.gradient(value, alpha).numpy()
 
 
@@ -172,7 +173,7 @@ def test_multiplicative_and_systematic_errors_change_the_gradient(alpha, spec):
 
 
 def test_multiplicative_noise_is_fresh_per_sample_and_step_and_systematic_error_is_fixed(alpha):
-    x = loss.sample_encodings(alpha, 50, [1, 2])
+    x = latency.sample_encodings(alpha, 50, [1, 2])
     mult = errors.ErrorModel(errors.Spec('multiplicative', 0.2), 112)
     ratio = (mult.per_sample(_smooth_lpm, x, [1, 2]) / _smooth_lpm(x)).numpy()
     assert 0.1 < ratio.std() < 0.3 and len(np.unique(ratio)) == 50
@@ -223,13 +224,13 @@ def test_error_specs_parse_from_text():
 
 
 def test_flops_term_prefers_cheap_ops():
-    tables = loss.macs_table(16, 32, 8)
+    tables = flops.macs_table(16, 32, 8)
     assert tables[0][:, 0].sum() == 0  # none is free
     assert (tables[0][:, 5] > tables[0][:, 4]).all()  # 5x5 separable costs more than 3x3
     a_n = tf.Variable(tf.zeros((14, 8), tf.float64))
     a_r = tf.Variable(tf.zeros((14, 8), tf.float64))
     with tf.GradientTape() as tape:
-        f = loss.flops(a_n, a_r, tables)
+        f = flops.flops(a_n, a_r, tables)
     g_n, _ = tape.gradient(f, [a_n, a_r])
     assert float(f) > 0
     assert (g_n.numpy()[:, 5] > 0).all() and (g_n.numpy()[:, 0] < 0).all()
@@ -240,7 +241,7 @@ TINY_MACS = dict(channels=4, num_cells=3, image_size=8, num_classes=10)
 
 @pytest.fixture(scope='module')
 def tiny_tables():
-    return loss.macs_table(TINY_MACS['channels'], TINY_MACS['image_size'], TINY_MACS['num_cells'])
+    return flops.macs_table(TINY_MACS['channels'], TINY_MACS['image_size'], TINY_MACS['num_cells'])
 
 
 @pytest.fixture(scope='module')
@@ -255,7 +256,7 @@ def shared_macs():
                                       search_space.sample_genotype(np.random.default_rng(6))])
 def test_macs_table_summed_for_a_genotype_is_its_networks_op_macs(genotype, tiny_tables, shared_macs):
     op_macs = network.build_network(genotype, 'cifar', **TINY_MACS).count_macs() - shared_macs
-    assert op_macs > 0 and loss.genotype_macs(genotype, tiny_tables) * 1e6 == pytest.approx(op_macs, abs=1e-6)
+    assert op_macs > 0 and flops.genotype_macs(genotype, tiny_tables) * 1e6 == pytest.approx(op_macs, abs=1e-6)
 
 
 class _Model:
@@ -279,7 +280,7 @@ def _costly_reduce_sep5(e):
 
 
 def test_a_both_cell_term_lowers_the_slow_reduction_op():
-    model, term = _Model(), loss.LatencyTerm(_costly_reduce_sep5, lambda_=0.2, m=50, cells='both')
+    model, term = _Model(), latency.LatencyTerm(_costly_reduce_sep5, lambda_=0.2, m=50, cells='both')
     with tf.GradientTape() as tape:
         value = term(model)
     g_n, g_r = (g.numpy() for g in tape.gradient(value, [model.alpha_normal, model.alpha_reduce]))
@@ -287,12 +288,12 @@ def test_a_both_cell_term_lowers_the_slow_reduction_op():
     assert (g_r[:, 5] > 0).all()  # the reduction cell moves away from its slow op
     assert np.abs(g_n).max() < 1e-6  # every normal cell costs the same: no pull on alpha_normal
     with tf.GradientTape() as tape:
-        value = loss.LatencyTerm(_costly_sep5, lambda_=0.2, m=50)(model)
+        value = latency.LatencyTerm(_costly_sep5, lambda_=0.2, m=50)(model)
     assert tape.gradient(value, model.alpha_reduce) is None  # a normal-cell LPM leaves alpha_reduce alone
 
 
 def test_latency_term_lowers_the_slow_ops_weight():
-    model, term = _Model(), loss.LatencyTerm(_costly_sep5, lambda_=0.2, m=50)
+    model, term = _Model(), latency.LatencyTerm(_costly_sep5, lambda_=0.2, m=50)
     with tf.GradientTape() as tape:
         value = term(model)
     grad = tape.gradient(value, model.alpha_normal).numpy()
@@ -303,8 +304,8 @@ def test_latency_term_lowers_the_slow_ops_weight():
 
 def test_target_mode_moves_lambda_the_right_way():
     model = _Model()
-    over = loss.LatencyTerm(_costly_sep5, lambda_=0.1, m=20, target_ms=5.0)    # estimate ~17 ms > 5
-    under = loss.LatencyTerm(_costly_sep5, lambda_=0.1, m=20, target_ms=100.0)
+    over = latency.LatencyTerm(_costly_sep5, lambda_=0.1, m=20, target_ms=5.0)    # estimate ~17 ms > 5
+    under = latency.LatencyTerm(_costly_sep5, lambda_=0.1, m=20, target_ms=100.0)
     for _ in range(3):
         over(model)
         under(model)
@@ -321,13 +322,13 @@ def test_derived_encoding_is_the_genotype_the_search_returns(with_beta):
         beta = tf.constant(rng.uniform(0.1, 1, size=14), tf.float32) if with_beta else None
         cell = supernet.derive_cell(weights.numpy(), None if beta is None else beta.numpy())
         expected = np.asarray(search_space.encode_cell(cell), np.float32).reshape(-1)
-        np.testing.assert_array_equal(loss.derived_encoding(weights, beta).numpy(), expected)
+        np.testing.assert_array_equal(latency.derived_encoding(weights, beta).numpy(), expected)
 
 
 def test_the_target_steers_the_derived_genotype_not_the_sampled_mean():
     model = _Model()
     model.alpha_normal.assign(tf.one_hot([5] * 14, 8) * 3.0)  # sep_conv_5x5 strongest everywhere
-    term = loss.LatencyTerm(_costly_sep5, lambda_=0.1, m=20, target_ms=50.0)
+    term = latency.LatencyTerm(_costly_sep5, lambda_=0.1, m=20, target_ms=50.0)
     term(model)
     assert float(term.derived_ms) == pytest.approx(88.0)  # 8 kept edges x (10 + 1) ms
     assert float(term.lambda_) == pytest.approx(0.1 + 0.05 * (88.0 - 50.0) / 50.0)
@@ -335,7 +336,7 @@ def test_the_target_steers_the_derived_genotype_not_the_sampled_mean():
 
 def test_under_the_target_the_term_stops_pushing():
     model = _Model()  # derived genotype: 8 ms
-    under, over = (loss.LatencyTerm(_costly_sep5, lambda_=0.5, m=20, target_ms=t) for t in (10.0, 6.0))
+    under, over = (latency.LatencyTerm(_costly_sep5, lambda_=0.5, m=20, target_ms=t) for t in (10.0, 6.0))
     with tf.GradientTape(persistent=True) as tape:
         quiet, pushing = under(model), over(model)
     assert float(quiet) == 0.0 and float(under.last_ms) > 0  # LAT(alpha) still estimated and logged
@@ -344,8 +345,8 @@ def test_under_the_target_the_term_stops_pushing():
 
 def test_bad_term_settings_are_refused():
     with pytest.raises(ValueError, match='at least one sample'):
-        loss.LatencyTerm(_costly_sep5, m=0)
+        latency.LatencyTerm(_costly_sep5, m=0)
     with pytest.raises(ValueError, match='target latency must be positive'):
-        loss.LatencyTerm(_costly_sep5, target_ms=-1)
+        latency.LatencyTerm(_costly_sep5, target_ms=-1)
     with pytest.raises(ValueError, match="not 'reduce'"):
-        loss.LatencyTerm(_costly_sep5, cells='reduce')
+        latency.LatencyTerm(_costly_sep5, cells='reduce')

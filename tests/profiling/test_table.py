@@ -5,8 +5,8 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ladnas_tf.latency import profile, table
-from ladnas_tf.latency.measure import Stats
+from ladnas_tf.profiling import profiler as profile, table
+from ladnas_tf.profiling.measure import Stats
 
 DESCRIPTION = {'target': 'cpu_tflite', 'setting': 'cifar-C4-N2-8px-b1-k10', 'device': 'cpu', 'threads': 1,
                'xnnpack': True}
@@ -101,13 +101,13 @@ def test_bad_shard_is_refused():
 
 def test_the_device_names_the_cpu_generation_not_only_its_marketing_name(tmp_path):
     # Two VMs both called 'AMD EPYC' timed the same network at 18.4 and 8.9 ms: their tables must not mix.
-    from ladnas_tf.latency import targets
+    from ladnas_tf.profiling import agent
     info = tmp_path / 'cpuinfo'
     info.write_text('processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 26\nmodel\t\t: 2\n'
                     'flags\t\t: fpu sse avx avx2 avx512f\n\nprocessor\t: 1\nmodel name\t: other\n')
-    assert targets.cpu_model(str(info)) == 'AMD EPYC (family 26 model 2, avx512f)'
+    assert agent.cpu_model(str(info)) == 'AMD EPYC (family 26 model 2, avx512f)'
     info.write_text('processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 23\nmodel\t\t: 49\nflags\t\t: avx avx2\n')
-    assert targets.cpu_model(str(info)) == 'AMD EPYC (family 23 model 49, avx2)'
+    assert agent.cpu_model(str(info)) == 'AMD EPYC (family 23 model 49, avx2)'
 
 
 # ---- hostile tables: what resuming a table accepts is what training on it accepts ----

@@ -6,8 +6,6 @@ convolutions a further 60% dearer (a change a single factor cannot follow)."""
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -16,10 +14,9 @@ import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.latency import adapt, dataset, lpm, metrics
-from ladnas_tf.latency.loss import genotype_encoding
+from ladnas_tf.lpm import adapt, dataset, metrics, model as lpm
+from ladnas_tf.lpm.dataset import genotype_encoding
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTING = 'cifar-C4-N3-8px-b1-k10'
 COST = {'max_pool_3x3': 0.6, 'avg_pool_3x3': 0.7, 'skip_connect': 0.1, 'sep_conv_3x3': 2.0,
         'sep_conv_5x5': 2.8, 'dil_conv_3x3': 1.3, 'dil_conv_5x5': 1.8}
@@ -276,18 +273,16 @@ def _read(path):
     return pd.read_csv(path, dtype={'arch_id': str, 'normal_encoding': str, 'reduce_encoding': str})
 
 
-def _cli(*args, home):
-    env = {**os.environ, 'LADNAS_LPM_HOME': str(home), 'TF_CPP_MIN_LOG_LEVEL': '2'}
-    return subprocess.run([sys.executable, '-m', 'tools.adapt_lpm', *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+def _cli(run_tool, *args, home):
+    return run_tool('adapt_lpm', *args, env={'LADNAS_LPM_HOME': str(home), 'TF_CPP_MIN_LOG_LEVEL': '2'})
 
 
 @pytest.mark.slow
-def test_cli_adapts_registers_and_refuses_without_overwriting(base_dir, tables, tmp_path):
+def test_cli_adapts_registers_and_refuses_without_overwriting(base_dir, tables, tmp_path, run_tool):
     small = tmp_path / 'small.csv'
     write_table(small, _read(tables['new']).iloc[:12], 'device B')
     out, home = tmp_path / 'adapted', tmp_path / 'home'
-    done = _cli(f'--base={base_dir}', f'--tables={small}', f'--model_dir={out}', '--name=board_b', home=home)
+    done = _cli(run_tool, f'--base={base_dir}', f'--tables={small}', f'--model_dir={out}', '--name=board_b', home=home)
     assert done.returncode == 0, done.stderr
     assert 'method ' in done.stdout and 'CV scale' in done.stdout
     for path in (out, home / 'board_b'):
@@ -297,8 +292,7 @@ def test_cli_adapts_registers_and_refuses_without_overwriting(base_dir, tables, 
         assert not os.path.isabs(meta['adapted_from']['dir'])
     with open(out / 'metrics.json') as f:
         assert json.load(f)['scored_by'] == 'cross-validation'
-    listed = subprocess.run([sys.executable, '-m', 'tools.lpms'], cwd=REPO, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, 'LADNAS_LPM_HOME': str(home)})
+    listed = run_tool('lpms', env={'LADNAS_LPM_HOME': str(home)}, timeout=300)
     assert 'board_b' in listed.stdout and 'user' in listed.stdout and 'cpu_tflite_cifar' in listed.stdout
     before = sorted(os.listdir(out)), (out / 'metadata.json').read_text()
     bad = [('--method=finetune_all', f'--tables={tmp_path / "four.csv"}'),  # too few rows
@@ -306,10 +300,10 @@ def test_cli_adapts_registers_and_refuses_without_overwriting(base_dir, tables, 
     write_table(tmp_path / 'four.csv', _read(tables['new']).iloc[:4])
     write_table(tmp_path / 'imagenet.csv', new_device(6, setting='imagenet-C4-N3-8px-b1-k10'))
     for args in bad:
-        failed = _cli(f'--base={base_dir}', *args, f'--model_dir={out}', '--overwrite', home=home)
+        failed = _cli(run_tool, f'--base={base_dir}', *args, f'--model_dir={out}', '--overwrite', home=home)
         assert failed.returncode == 1 and failed.stderr.strip().count('\n') == 0, failed.stderr
         assert failed.stderr.startswith('error: ')
         assert (sorted(os.listdir(out)), (out / 'metadata.json').read_text()) == before
     assert not [p for p in os.listdir(tmp_path) if p.endswith(('.partial', '.staging'))]
-    unknown = _cli('--base=no_such_lpm', f'--tables={small}', f'--model_dir={tmp_path / "x"}', home=home)
+    unknown = _cli(run_tool, '--base=no_such_lpm', f'--tables={small}', f'--model_dir={tmp_path / "x"}', home=home)
     assert unknown.returncode == 1 and 'unknown predictor' in unknown.stderr and not (tmp_path / 'x').exists()
