@@ -22,7 +22,8 @@ from ladnas_tf import run_dir as run_dir_lib, search as search_lib, train as tra
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.lpm import registry
 from ladnas_tf.profiling.targets import registry as targets
-from ladnas_tf.run_dir import read_json, write_json
+from ladnas_tf.profiling import profiler
+from ladnas_tf.run_dir import read_json, write_json, write_text
 from ladnas_tf.settings import nested, option
 
 CONFIG_FILE = 'pipeline.json'
@@ -139,14 +140,11 @@ def run_latency(config, run_dir, exported, searched, log):
     else:
         description = target.describe()
         result.update(target=target.name, threads=description.get('threads', 1), device=description['device'])
-        files = {name: open(os.path.join(run_dir, 'export', entry['file']), 'rb').read()
-                 for name, entry in exported['files'].items()}
-        reference = files.get('float32') or next(iter(files.values()))  # brackets every timing, on the device
-        for name, content in files.items():
-            stats, ref, attempts = target.measure(content, reference, warmup=5, runs=config.latency_runs)
-            result.setdefault('files', {})[name] = {'latency_ms': stats.latency_ms, 'cv': stats.cv,
-                                                    'runs': stats.runs, 'attempts': attempts,
-                                                    'reference_ms': ref.latency_ms}
+        files = {}
+        for name, entry in exported['files'].items():
+            with open(os.path.join(run_dir, 'export', entry['file']), 'rb') as f:
+                files[name] = f.read()
+        result['files'] = profiler.time_files(target, files, runs=config.latency_runs)
     write_json(path, result)
     return result
 
@@ -201,9 +199,7 @@ def report(config, run_dir, searched, trained, exported, latency, seconds):
                      'validation_top1': 'validation split held out of train (chooses best.keras)'},
         'seconds': seconds}
     write_json(os.path.join(run_dir, 'report.json'), payload)
-    with open(os.path.join(run_dir, 'report.md.tmp'), 'w') as f:
-        f.write(_markdown(payload))
-    os.replace(os.path.join(run_dir, 'report.md.tmp'), os.path.join(run_dir, 'report.md'))
+    write_text(os.path.join(run_dir, 'report.md'), _markdown(payload))
     return payload
 
 

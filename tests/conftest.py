@@ -22,16 +22,16 @@ def repo_root():
     return REPO
 
 
-def run_tool(name, *args, env=None, cwd=REPO, timeout=600, popen=False):
-    """`python -m tools.<name> args` from the repository with `env` on top of this process's environment;
-    its CompletedProcess (text), or with popen=True the running Popen (own session: killable as a group).
-    name None runs `python -m tools` (the one command); a name starting with '-' runs `python <name> args`
-    (-c code)."""
+def run_tool(name, *args, env=None, without=(), cwd=REPO, timeout=600, popen=False):
+    """`python -m tools.<name> args` from the repository with `env` on top of this process's environment
+    (less the variables named in `without`); its CompletedProcess (text), or with popen=True the running
+    Popen (own session: killable as a group). name None runs `python -m tools` (the one command); a name
+    starting with '-' runs `python <name> args` (-c code)."""
     if name and name.startswith('-'):
         argv = [sys.executable, name]
     else:
         argv = [sys.executable, '-m', 'tools' + (f'.{name}' if name else '')]
-    full_env = {**os.environ, 'PYTHONPATH': REPO, **(env or {})}
+    full_env = {k: v for k, v in {**os.environ, 'PYTHONPATH': REPO, **(env or {})}.items() if k not in without}
     if popen:
         return subprocess.Popen(argv + list(args), cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -40,7 +40,7 @@ def run_tool(name, *args, env=None, cwd=REPO, timeout=600, popen=False):
 
 @pytest.fixture(name='run_tool', scope='session')
 def run_tool_fixture():
-    """run_tool(name, *args, env=None, cwd=REPO, timeout=600, popen=False): see conftest.run_tool."""
+    """run_tool(name, *args, env=None, without=(), cwd=REPO, timeout=600, popen=False): see conftest.run_tool."""
     return run_tool
 
 

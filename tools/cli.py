@@ -6,7 +6,9 @@ library (bad_input.BadInput: GenotypeError, TableError, LPMError, ...), an OSErr
 it cannot read or decode. Anything else, a plain ValueError included, is a bug and keeps its traceback.
 """
 import dataclasses
+import logging
 import math
+import os
 import sys
 import types
 import typing
@@ -16,6 +18,19 @@ from absl import app, flags
 from ladnas_tf.bad_input import BadInput
 
 FLAGS = flags.FLAGS
+
+
+class _ProjectInfoOnly(logging.Filter):
+    """TensorFlow logs some of its own INFO lines through absl, the logger the tools speak through (every
+    checkpoint: 'Sharding callback duration: N microseconds'): a tool's screen keeps its own INFO lines
+    and everyone's warnings."""
+    _TENSORFLOW = f'{os.sep}tensorflow{os.sep}'
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or self._TENSORFLOW not in record.pathname
+
+
+logging.getLogger('absl').addFilter(_ProjectInfoOnly())
 
 
 def fail(message):

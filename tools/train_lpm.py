@@ -11,7 +11,7 @@ import json
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.lpm import dataset, model as lpm, training as lpm_run
+from ladnas_tf.lpm import dataset, model as lpm, training
 from . import cli
 
 flags.DEFINE_list('tables', None, 'Latency table CSV file(s) of one target and setting.')
@@ -30,10 +30,10 @@ def main(argv):
         raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
     if not FLAGS.tables or not FLAGS.model_dir:
         raise BadInput('--tables and --model_dir are required')
-    lpm_run.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
+    training.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
     recipe = cli.config_from_flags(lpm.LPMRecipe)
     df = dataset.load_tables(FLAGS.tables)
-    result = lpm_run.train_and_evaluate(df, recipe, FLAGS.model_dir, FLAGS.split_seed, FLAGS.test_fraction,
+    result = training.train_and_evaluate(df, recipe, FLAGS.model_dir, FLAGS.split_seed, FLAGS.test_fraction,
                                         FLAGS.max_train_rows, FLAGS.overwrite, FLAGS.progress)
     logging.info('test: MAE %.3f ms, MRE %.2f%%, within 10%% %.3f, tau %.3f (n=%d, %d training rows, %.0f s)',
                  result['mae_ms'], result['mre_pct'], result['share_within_10pct'], result['kendall_tau'],
@@ -42,7 +42,7 @@ def main(argv):
         n = result['vs_normalised']
         logging.info('test vs load-normalised labels: MRE %.2f%%, within 10%% %.3f, tau %.3f',
                      n['mre_pct'], n['share_within_10pct'], n['kendall_tau'])
-    print(json.dumps(lpm_run.json_safe({k: v for k, v in result.items() if k != 'recipe'})))
+    print(json.dumps(training.json_safe({k: v for k, v in result.items() if k != 'recipe'})))
 
 
 if __name__ == '__main__':

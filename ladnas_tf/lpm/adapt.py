@@ -22,14 +22,17 @@ label, expressed at the median ref_ms of the new rows; otherwise the measured la
 """
 import dataclasses
 import math
+import os
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ladnas_tf import genotypes, search_space
-from ladnas_tf.lpm import dataset, metrics, model as lpm
+from ladnas_tf import genotypes, run_dir, search_space
+from ladnas_tf.lpm import dataset, metrics, model as lpm, registry, training
 from ladnas_tf.lpm.dataset import genotype_encoding
+from ladnas_tf.profiling.table import portable
 
 METHODS = ('scale', 'affine_log', 'finetune_last', 'finetune_all', 'scratch')
 MIN_ROWS = {'scale': 1, 'affine_log': 3, 'finetune_last': 5, 'finetune_all': 5, 'scratch': 5}
@@ -293,6 +296,30 @@ def describe(model, base_meta, df, report, base_name, base_dir, tables):
                              'device': base_meta.get('target_description', {}).get('device'),
                              'sha256': base_meta.get('data', {}).get('sha256'), 'method': report['method'],
                              'rows': report['rows'], 'cv': report['cv']}}
+
+
+def adapt_and_save(base_name_or_dir, tables, model_dirs, method='auto', seed=0, overwrite=False):
+    """The whole of tools.adapt_lpm: the base (a name or a directory) adapted on the tables' rows and
+    written, with metrics.json (the cross-validated scores), to each of model_dirs (checked before any
+    work; nothing is replaced on error). Returns (the adapted LPM, its report)."""
+    for path in model_dirs:
+        training.check_output_dir(path, overwrite)
+    base = registry.load(base_name_or_dir)
+    df = dataset.load_tables(tables)
+    model, report = adapt(base, df, method, seed=seed)
+    model.metadata = describe(model, base.metadata, df, report, registry.name_of(base.path), portable(base.path),
+                              [portable(t) for t in tables])
+    best = report['cv'].get(report['method'], {})
+    scores = {'scored_by': 'cross-validation' if best else None, 'method': report['method'],
+              'rows': report['rows'], **best, 'cv': report['cv']}
+    with run_dir.atomic_path(model_dirs[0]) as staging:
+        model.save(staging)
+        run_dir.write_json(os.path.join(staging, lpm.METRICS_FILE), training.json_safe(scores))
+        for path in model_dirs[1:]:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with run_dir.atomic_path(path) as copy:
+                shutil.copytree(staging, copy)
+    return model, report
 
 
 # ---- which architectures to time on a new device ----

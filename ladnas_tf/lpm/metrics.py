@@ -1,4 +1,5 @@
-"""How well an LPM predicts latency (paper Table 1: absolute and relative error), plus ranking quality.
+"""How well an LPM predicts latency (paper Table 1: absolute and relative error), plus ranking quality,
+and how much two latency tables agree (compare_tables).
 
 The search only needs the LPM to order architectures correctly, so rank correlations (Kendall tau,
 Spearman rho) are reported beside the paper's absolute (ms) and relative (%) errors.
@@ -77,3 +78,22 @@ def lpm_transfer(model, df):
     raw = df['latency_ms'].to_numpy(float)
     return {'raw': transfer_metrics(raw, predicted),
             'ref_normalised': transfer_metrics(raw / df['ref_ms'].to_numpy(float), predicted)}
+
+
+def compare_tables(first, second):
+    """Rank agreement of two latency tables (DataFrames of profiling/table.py, e.g. float32 against int8) on
+    the architectures both measured: Kendall tau and Spearman rho of the latencies, the same on latencies
+    divided by each row's reference bracket (ref_ms, which cancels machine drift), and the median
+    per-architecture ratio second / first."""
+    merged = first.merge(second, on='arch_id', suffixes=('_a', '_b'))
+    if len(merged) < 2:
+        raise MetricsError(f'the tables share {len(merged)} arch_id(s); at least 2 are needed to rank')
+    a, b = merged['latency_ms_a'].to_numpy(), merged['latency_ms_b'].to_numpy()
+    a_ref, b_ref = a / merged['ref_ms_a'].to_numpy(), b / merged['ref_ms_b'].to_numpy()
+    return {'n': len(merged),
+            'kendall_tau': float(stats.kendalltau(a, b)[0]),
+            'spearman_rho': float(stats.spearmanr(a, b)[0]),
+            'kendall_tau_ref_normalised': float(stats.kendalltau(a_ref, b_ref)[0]),
+            'spearman_rho_ref_normalised': float(stats.spearmanr(a_ref, b_ref)[0]),
+            'median_ratio': float(np.median(b / a)),
+            'median_ms': (float(np.median(a)), float(np.median(b)))}

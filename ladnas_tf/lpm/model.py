@@ -168,7 +168,7 @@ class LPM:
         self.metadata = metadata or {}
         self.scaling = self.metadata.get('scaling', {'kind': 'none', 'mean': 0.0, 'std': 1.0})
         self.label = self.metadata.get('label', {'kind': 'latency'})
-        self.path = None  # the directory it was loaded from or saved to
+        self.path = None  # the directory it was loaded from
 
     @property
     def target_description(self):
@@ -177,7 +177,7 @@ class LPM:
 
     @property
     def sha256(self):
-        """content_sha256 of its directory (None before it is saved)."""
+        """content_sha256 of the directory it was loaded from (None for one built in memory)."""
         return None if self.path is None else content_sha256(self.path)
 
     @property
@@ -300,7 +300,6 @@ class LPM:
         self.regressor.save(os.path.join(model_dir, MODEL_FILE))
         with open(os.path.join(model_dir, METADATA_FILE), 'w') as f:
             json.dump(self.metadata, f, indent=2, sort_keys=True)
-        self.path = model_dir
 
     @classmethod
     def load(cls, model_dir, expected_signature=None, target=None, setting=None):

@@ -3,7 +3,8 @@ and the run directory written (what tools.train_lpm and tools.lpm_sweep produce)
 
 The directory holds lpm.keras and metadata.json (LPM.load reads them), metrics.json (test-split errors,
 sizes, seconds), scatter.png (predicted vs measured on the test split) and logs/ (TensorBoard). It is
-written to `<model_dir>.partial` and moved into place at the end, so a failed run never destroys a model.
+written to `<model_dir>.partial` and moved into place at the end (run_dir.atomic_path), so a failed run
+never destroys a model. `size_sweep` is the paper's Table 1: one such run per training-set size.
 
 metrics.json compares predictions with the measured latency_ms of the test rows (whatever label the LPM
 trained on, so recipes stay comparable). When the table has ref_ms it adds two views that take the
@@ -20,9 +21,11 @@ import time
 
 import keras
 import numpy as np
+import pandas as pd
 from absl import logging
 
 from ladnas_tf import run_dir
+from ladnas_tf.bad_input import BadInput
 from ladnas_tf.lpm import dataset, metrics, model as lpm
 from ladnas_tf.profiling import report
 
@@ -120,18 +123,9 @@ def train_and_evaluate(df, recipe, model_dir, split_seed=0, test_fraction=0.2, m
     fit, val, test = dataset.split_rows(df, split_seed, test_fraction, max_train_rows, recipe.val_fraction)
     if len(test) == 0 or len(fit) == 0:
         raise lpm.LPMError(f'{len(df)} rows give {len(fit)} training and {len(test)} test rows: need both')
-    staging = model_dir.rstrip('/') + '.partial'
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    try:
-        result = _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, progress)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves nothing behind
-        raise
-    if os.path.isdir(model_dir):
-        shutil.rmtree(model_dir)
-    os.replace(staging, model_dir)
-    return result
+    with run_dir.atomic_path(model_dir) as staging:  # a failed run leaves nothing behind
+        os.makedirs(staging)
+        return _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, progress)
 
 
 def _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, progress):
@@ -164,3 +158,83 @@ def _plot_result(model, test, result, path):
     if normalised is not None:
         title += f' (normalised {result["vs_normalised"]["mre_pct"]:.2f}%)'
     plot_scatter(measured, predicted, path, f'{title}\nKendall tau {result["kendall_tau"]:.3f}', normalised)
+
+
+# ---- the paper's Table 1: test error against the training-set size ----
+
+SWEEP_FILE, SWEEP_FIGURE = 'sweep.csv', 'sweep.png'
+SWEEP_COLUMNS = ('train_rows', 'train_size', 'val_size', 'test_size', 'mae_ms', 'mre_pct', 'rmse_ms',
+                 'share_within_10pct', 'share_within_5pct', 'kendall_tau', 'spearman_rho', 'epochs_run', 'seconds',
+                 'norm_mre_pct', 'norm_share_within_10pct', 'norm_kendall_tau')
+
+
+def resolve_sizes(sizes, available):
+    """Sorted distinct sizes <= available; 'all' (or any size dropped for being too large) -> available."""
+    out = set()
+    for s in sizes:
+        s = str(s).strip().lower()
+        if s == 'all':
+            out.add(available)
+            continue
+        try:
+            n = int(s)
+        except ValueError:
+            raise BadInput(f"--sizes: {s!r} is neither a number nor 'all'") from None
+        if n <= 0:
+            raise BadInput(f'--sizes: {n} is not a positive size')
+        out.add(min(n, available))
+    return sorted(out)
+
+
+def plot_sweep(table, path, title):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.ticker
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(table['train_rows'], table['mre_pct'], 'o-', label='relative error (%)')
+    if table['norm_mre_pct'].notna().any():
+        ax.plot(table['train_rows'], table['norm_mre_pct'], 'o-', color='tab:green',
+                label='relative error vs load-normalised labels (%)')
+    ax.set(xlabel='training architectures', ylabel='mean relative error (%)', title=title)
+    ax.set_xscale('log')
+    ax.set_xticks(table['train_rows'], [str(n) for n in table['train_rows']])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(True, alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(table['train_rows'], table['mae_ms'], 's--', color='tab:orange', label='absolute error (ms)')
+    ax2.set_ylabel('mean absolute error (ms)')
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [l.get_label() for l in lines], loc='upper right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def size_sweep(df, recipe, out_dir, sizes, split_seed=0, test_fraction=0.2, overwrite=False, progress=True):
+    """One run directory per training-set size (`n<size>/`, as train_and_evaluate writes it), all tested on
+    the same split, smaller training sets subsets of larger ones; sweep.csv (rewritten after each size, so
+    a sweep stopped midway keeps what it measured) and sweep.png. Returns the table. The norm_* columns are
+    the errors against load-normalised test labels (tables with ref_ms)."""
+    train, _ = dataset.split(df, split_seed, test_fraction)
+    sizes = resolve_sizes(sizes, len(train))
+    if not sizes:
+        raise BadInput('--sizes: no size to train')
+    check_output_dir(out_dir, overwrite)
+    shutil.rmtree(out_dir, ignore_errors=True)  # --overwrite: no stale sizes from an earlier sweep
+    os.makedirs(out_dir)
+    rows = []
+    for n in sizes:
+        logging.info('sweep: %d training rows', n)
+        result = train_and_evaluate(df, recipe, os.path.join(out_dir, f'n{n}'), split_seed,
+                                    test_fraction, n, overwrite=True, progress=progress)
+        norm = result.get('vs_normalised', {})  # test labels with the load taken out, when the table has ref_ms
+        rows.append({'train_rows': n, **{k: result[k] for k in SWEEP_COLUMNS if k in result and k != 'train_rows'},
+                     **{f'norm_{k}': norm.get(k) for k in ('mre_pct', 'share_within_10pct', 'kendall_tau')}})
+        table = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+        table.to_csv(os.path.join(out_dir, SWEEP_FILE), index=False)
+    target = df.attrs.get('target_description', {}).get('target', '')
+    plot_sweep(table, os.path.join(out_dir, SWEEP_FIGURE),
+               f'LPM error vs training size ({target}, test n={rows[0]["test_size"]})')
+    return table

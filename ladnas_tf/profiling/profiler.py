@@ -152,6 +152,19 @@ def measure_genotype(target, setting, genotype, **protocol):
             'params': int(params), 'macs': int(macs)}
 
 
+def time_files(target, files, runs=20, reference=None, warmup=5):
+    """{name: latency_ms, cv, runs, attempts, reference_ms} of .tflite files ({name: bytes}) timed on a
+    target that runs files, each bracketed by `reference` (default: the 'float32' file, else the first)
+    as a table row is by DARTS_V2: the reference runs on the device too."""
+    reference = reference or files.get('float32') or next(iter(files.values()))
+    out = {}
+    for name, content in files.items():
+        stats, ref, attempts = target.measure(content, reference, warmup=warmup, runs=runs)
+        out[name] = {'latency_ms': stats.latency_ms, 'cv': stats.cv, 'runs': stats.runs, 'attempts': attempts,
+                     'reference_ms': ref.latency_ms}
+    return out
+
+
 def repeatability(profiler, count, seed=0, path=None):
     """Re-times `count` measured architectures (prepared afresh) and returns the relative differences
     |second - first| / first: the noise floor that no latency predictor can beat on this table."""

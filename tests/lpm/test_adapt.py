@@ -31,11 +31,7 @@ def law(genotype, sep_factor=1.0):
     return 6.0 + normal + 0.3 * sum(cost(op) for op, _ in genotype.reduce)
 
 
-def bits(cell):
-    return ''.join(str(int(b)) for b in search_space.encode_cell(cell))
-
-
-def rows(n, seed, target='cpu_a', slowdown=1.0, sep_factor=1.0, setting=SETTING, ref=10.0):
+def rows(latency_table, n, seed, target='cpu_a', slowdown=1.0, sep_factor=1.0, setting=SETTING, ref=10.0):
     """A latency table's rows (the real columns); a third of them timed under 1.2-1.8x load, which
     slows the reference (ref_ms) alike."""
     rng = np.random.default_rng(seed)
@@ -44,33 +40,25 @@ def rows(n, seed, target='cpu_a', slowdown=1.0, sep_factor=1.0, setting=SETTING,
         g = search_space.sample_genotype(rng)
         load = float(rng.uniform(1.2, 1.8)) if rng.random() < 1 / 3 else 1.0
         ms = slowdown * law(g, sep_factor) * float(np.exp(rng.normal(0, 0.01))) * load
-        out.append({'arch_id': search_space.genotype_id(g), 'normal': json.dumps(g.normal),
-                    'reduce': json.dumps(g.reduce), 'normal_encoding': bits(g.normal),
-                    'reduce_encoding': bits(g.reduce), 'params': 1000, 'macs': 10000, 'latency_ms': ms,
-                    'mean_ms': ms, 'std_ms': 0.01, 'iqr_ms': 0.01, 'cv': 0.001,
-                    'ref_ms': ref * slowdown * load * float(np.exp(rng.normal(0, 0.003))),
-                    'target': target, 'setting': setting})
+        out.append(latency_table.row(g, ms, target, setting,
+                                     ref_ms=ref * slowdown * load * float(np.exp(rng.normal(0, 0.003)))))
     return pd.DataFrame(out).drop_duplicates('arch_id')
 
 
-def write_table(path, df, device='test device'):
-    df.to_csv(path, index=False)
-    meta = {'target': df['target'].iloc[0], 'setting': df['setting'].iloc[0], 'device': device, 'threads': 1,
-            'reference': 'DARTS_V2'}
-    with open(os.path.splitext(str(path))[0] + '.meta.json', 'w') as f:
-        json.dump(meta, f)
-    return str(path)
+def write_table(latency_table, path, df, device='test device'):
+    return latency_table.write(path, df, {'target': df['target'].iloc[0], 'setting': df['setting'].iloc[0],
+                                          'device': device, 'threads': 1, 'reference': 'DARTS_V2'})
 
 
-def new_device(n, seed=1, **kw):
-    return rows(n, seed, target='cpu_b', slowdown=2.0, sep_factor=1.6, **kw)
+def new_device(latency_table, n, seed=1, **kw):
+    return rows(latency_table, n, seed, target='cpu_b', slowdown=2.0, sep_factor=1.6, **kw)
 
 
 @pytest.fixture(scope='module')
-def tables(tmp_path_factory):
+def tables(latency_table, tmp_path_factory):
     folder = tmp_path_factory.mktemp('tables')
-    return {'base': write_table(folder / 'base.csv', rows(900, 0), 'device A'),
-            'new': write_table(folder / 'new.csv', new_device(260), 'device B')}
+    return {'base': write_table(latency_table, folder / 'base.csv', rows(latency_table, 900, 0), 'device A'),
+            'new': write_table(latency_table, folder / 'new.csv', new_device(latency_table, 260), 'device B')}
 
 
 @pytest.fixture(scope='module')
@@ -191,9 +179,9 @@ def test_too_few_rows_are_refused(base, new, method):
     assert '\n' not in str(error.value) and isinstance(error.value, lpm.LPMError)
 
 
-def test_a_table_of_another_setting_is_refused(base, tmp_path):
-    rows = new_device(10, setting='imagenet-C4-N3-8px-b1-k10')
-    other = dataset.load_tables([write_table(tmp_path / 'imagenet.csv', rows)])
+def test_a_table_of_another_setting_is_refused(latency_table, base, tmp_path):
+    rows = new_device(latency_table, 10, setting='imagenet-C4-N3-8px-b1-k10')
+    other = dataset.load_tables([write_table(latency_table, tmp_path / 'imagenet.csv', rows)])
     with pytest.raises(adapt.AdaptError, match='setting') as error:
         adapt.adapt(base, other, 'scale')
     assert '\n' not in str(error.value)
@@ -278,9 +266,9 @@ def _cli(run_tool, *args, home):
 
 
 @pytest.mark.slow
-def test_cli_adapts_registers_and_refuses_without_overwriting(base_dir, tables, tmp_path, run_tool):
+def test_cli_adapts_registers_and_refuses_without_overwriting(latency_table, base_dir, tables, tmp_path, run_tool):
     small = tmp_path / 'small.csv'
-    write_table(small, _read(tables['new']).iloc[:12], 'device B')
+    write_table(latency_table, small, _read(tables['new']).iloc[:12], 'device B')
     out, home = tmp_path / 'adapted', tmp_path / 'home'
     done = _cli(run_tool, f'--base={base_dir}', f'--tables={small}', f'--model_dir={out}', '--name=board_b', home=home)
     assert done.returncode == 0, done.stderr
@@ -297,8 +285,9 @@ def test_cli_adapts_registers_and_refuses_without_overwriting(base_dir, tables, 
     before = sorted(os.listdir(out)), (out / 'metadata.json').read_text()
     bad = [('--method=finetune_all', f'--tables={tmp_path / "four.csv"}'),  # too few rows
            ('--method=scale', f'--tables={tmp_path / "imagenet.csv"}')]     # another setting
-    write_table(tmp_path / 'four.csv', _read(tables['new']).iloc[:4])
-    write_table(tmp_path / 'imagenet.csv', new_device(6, setting='imagenet-C4-N3-8px-b1-k10'))
+    write_table(latency_table, tmp_path / 'four.csv', _read(tables['new']).iloc[:4])
+    write_table(latency_table, tmp_path / 'imagenet.csv',
+                new_device(latency_table, 6, setting='imagenet-C4-N3-8px-b1-k10'))
     for args in bad:
         failed = _cli(run_tool, f'--base={base_dir}', *args, f'--model_dir={out}', '--overwrite', home=home)
         assert failed.returncode == 1 and failed.stderr.strip().count('\n') == 0, failed.stderr

@@ -1,11 +1,13 @@
-"""LPM metrics against values computed by hand on tiny arrays."""
+"""LPM metrics against values computed by hand on tiny arrays; two tables compared (tools.compare_tables)."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from ladnas_tf import genotypes
 from ladnas_tf.lpm import metrics
+from ladnas_tf.profiling import table
 
 
 def test_errors_by_hand():
@@ -108,3 +110,37 @@ def _flat(d, prefix=''):
     for key, value in d.items():
         out.update(_flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {f'{prefix}{key}': value})
     return out
+
+
+# ---- two tables compared (tools.compare_tables) ----
+
+def _table(latency_table, path, latencies, ids, ref=10.0):
+    """A table of DARTS_V2's cells (real encodings) under made-up arch_ids and latencies."""
+    rows = [{c: 0 for c in table.COLUMNS} | latency_table.row(genotypes.DARTS_V2, ms, 0, 0, arch_id=i, ref_ms=ref)
+            for i, ms in zip(ids, latencies)]
+    return table.read(latency_table.write(path, pd.DataFrame(rows, columns=table.COLUMNS)))
+
+
+def _compare(run_tool, *paths):
+    return run_tool('compare_tables', '--tables=' + ','.join(map(str, paths)), timeout=120)
+
+
+@pytest.mark.slow
+def test_compare_tables_on_common_architectures(latency_table, tmp_path, run_tool):
+    _table(latency_table, tmp_path / 'f32.csv', [1.0, 2.0, 3.0, 4.0, 9.0], ['a', 'b', 'c', 'd', 'only_f32'])
+    _table(latency_table, tmp_path / 'same.csv', [2.0, 4.0, 6.0, 8.0, 1.0], ['a', 'b', 'c', 'd', 'only_same'])
+    _table(latency_table, tmp_path / 'swap.csv', [1.0, 3.0, 2.0, 4.0], ['a', 'b', 'c', 'd'])
+    same = _compare(run_tool, tmp_path / 'f32.csv', tmp_path / 'same.csv')
+    assert same.returncode == 0, same.stderr
+    assert 'n=4 common' in same.stdout and 'Kendall tau 1.000, Spearman rho 1.000' in same.stdout
+    assert 'median ratio second/first 2.000' in same.stdout
+    swap = _compare(run_tool, tmp_path / 'f32.csv', tmp_path / 'swap.csv')
+    assert 'Kendall tau 0.667' in swap.stdout  # 5 of the 6 pairs keep their order: (5 - 1) / 6
+
+
+def test_compare_tables_without_common_architectures_is_one_line(latency_table, tmp_path, run_tool):
+    _table(latency_table, tmp_path / 'a.csv', [1.0, 2.0, 3.0], ['a', 'b', 'c'])
+    _table(latency_table, tmp_path / 'x.csv', [3.0, 6.0], ['x', 'y'])
+    bad = _compare(run_tool, tmp_path / 'a.csv', tmp_path / 'x.csv')
+    assert bad.returncode == 1 and bad.stderr.strip().count('\n') == 0
+    assert 'share 0 arch_id' in bad.stderr

@@ -39,7 +39,7 @@ def bits(cell):
 REF_MS = 18.0  # the reference network's time on a quiet machine
 
 
-def synthetic_rows(n, seed=0, target=TARGET, loaded=0.0):
+def synthetic_rows(latency_table, n, seed=0, target=TARGET, loaded=0.0):
     """Rows of the synthetic law; a `loaded` share of them timed while the machine was busy: latency
     and ref_ms (the reference timed around the row) both slowed by the same factor, 1.3-2.5x."""
     rng = np.random.default_rng(seed)
@@ -48,25 +48,19 @@ def synthetic_rows(n, seed=0, target=TARGET, loaded=0.0):
         g = search_space.sample_genotype(rng)
         load = float(rng.uniform(1.3, 2.5)) if rng.random() < loaded else 1.0
         ms = synthetic_latency(g) * float(np.exp(rng.normal(0, 0.01))) * load
-        rows.append({'ref_ms': REF_MS * load * float(np.exp(rng.normal(0, 0.005))), 'clean_ms': ms / load,
-                     'arch_id': search_space.genotype_id(g), 'normal': json.dumps(g.normal),
-                     'reduce': json.dumps(g.reduce), 'normal_encoding': bits(g.normal),
-                     'reduce_encoding': bits(g.reduce), 'params': 1000, 'macs': 10000, 'latency_ms': ms,
-                     'mean_ms': ms, 'std_ms': 0.01, 'iqr_ms': 0.01, 'cv': 0.001,
-                     'target': target['target'], 'setting': target['setting']})
+        rows.append(latency_table.row(g, ms, target['target'], target['setting'],
+                                      ref_ms=REF_MS * load * float(np.exp(rng.normal(0, 0.005))), clean_ms=ms / load))
     return pd.DataFrame(rows).drop_duplicates('arch_id')
 
 
-def write_table(path, df, target=TARGET):
-    df.to_csv(path, index=False)
-    with open(os.path.splitext(path)[0] + '.meta.json', 'w') as f:
-        json.dump(target, f)
-    return str(path)
+def write_table(latency_table, path, df, target=TARGET):
+    return latency_table.write(path, df, target)
 
 
 @pytest.fixture(scope='module')
-def table(tmp_path_factory):
-    return write_table(tmp_path_factory.mktemp('tables') / 'synth.csv', synthetic_rows(1500))
+def table(latency_table, tmp_path_factory):
+    return write_table(latency_table, tmp_path_factory.mktemp('tables') / 'synth.csv',
+                       synthetic_rows(latency_table, 1500))
 
 
 @pytest.fixture(scope='module')
@@ -134,10 +128,10 @@ def test_load_tables_reads_encodings_as_bits(data):
     np.testing.assert_array_equal(x[0, 112:], search_space.encode_cell(json.loads(row['reduce'])))
 
 
-def _broken(tmp_path, edit, name='bad.csv', target=TARGET):
-    df = synthetic_rows(8, seed=3)
+def _broken(latency_table, tmp_path, edit, name='bad.csv', target=TARGET):
+    df = synthetic_rows(latency_table, 8, seed=3)
     edit(df)
-    return write_table(tmp_path / name, df, target)
+    return write_table(latency_table, tmp_path / name, df, target)
 
 
 @pytest.mark.parametrize('edit, words', [
@@ -154,8 +148,8 @@ def _broken(tmp_path, edit, name='bad.csv', target=TARGET):
     (lambda d: d.loc.__setitem__((6, 'arch_id'), d.loc[0, 'arch_id']),
      ['arch_id', 'different latencies', '0, 6']),
 ])
-def test_load_tables_refuses_bad_tables(tmp_path, edit, words):
-    path = _broken(tmp_path, edit)
+def test_load_tables_refuses_bad_tables(latency_table, tmp_path, edit, words):
+    path = _broken(latency_table, tmp_path, edit)
     with pytest.raises(table_lib.TableError) as e:
         dataset.load_tables([path])
     message = str(e.value)
@@ -173,33 +167,35 @@ def test_malformed_encoding_reasons():
         '', 'not 112 0/1 characters', 'not 112 0/1 characters', '9 ones instead of 8', 'two ops on one edge']
 
 
-def test_load_tables_refuses_mixed_targets_across_tables(tmp_path):
-    a = write_table(tmp_path / 'a.csv', synthetic_rows(5, seed=1))
+def test_load_tables_refuses_mixed_targets_across_tables(latency_table, tmp_path):
+    a = write_table(latency_table, tmp_path / 'a.csv', synthetic_rows(latency_table, 5, seed=1))
     other = {**TARGET, 'target': 'gpu_p100'}
-    b = write_table(tmp_path / 'b.csv', synthetic_rows(5, seed=2, target=other), other)
+    b = write_table(latency_table, tmp_path / 'b.csv', synthetic_rows(latency_table, 5, seed=2, target=other), other)
     with pytest.raises(table_lib.TableError, match="mixed target values across tables: 'synthetic_cpu'.*'gpu_p"):
         dataset.load_tables([a, b])
-    c = write_table(tmp_path / 'c.csv', synthetic_rows(5, seed=2), {**TARGET, 'threads': 4})
+    c = write_table(latency_table, tmp_path / 'c.csv', synthetic_rows(latency_table, 5, seed=2),
+                    {**TARGET, 'threads': 4})
     with pytest.raises(table_lib.TableError, match='mixed threads values across tables'):
         dataset.load_tables([a, c])
 
 
-def test_load_tables_merges_tables_and_exact_duplicates(tmp_path):
-    rows = synthetic_rows(10, seed=4)
-    a = write_table(tmp_path / 'a.csv', rows.iloc[:6])
-    b = write_table(tmp_path / 'b.csv', rows.iloc[4:])  # rows 4, 5 in both, same latency
+def test_load_tables_merges_tables_and_exact_duplicates(latency_table, tmp_path):
+    rows = synthetic_rows(latency_table, 10, seed=4)
+    a = write_table(latency_table, tmp_path / 'a.csv', rows.iloc[:6])
+    b = write_table(latency_table, tmp_path / 'b.csv', rows.iloc[4:])  # rows 4, 5 in both, same latency
     df = dataset.load_tables([a, b])
     assert sorted(df['arch_id']) == sorted(rows['arch_id'])
 
 
 # ---- split ----
 
-def test_split_is_deterministic_and_stable_when_rows_are_added(tmp_path, data):
+def test_split_is_deterministic_and_stable_when_rows_are_added(latency_table, tmp_path, data):
     df, train, test = data
-    again_train, again_test = dataset.split(dataset.load_tables([write_table(tmp_path / 't.csv', df)]), seed=0)
+    again = dataset.load_tables([write_table(latency_table, tmp_path / 't.csv', df)])
+    again_train, again_test = dataset.split(again, seed=0)
     assert set(again_test['arch_id']) == set(test['arch_id'])
     assert 0.15 < len(test) / len(df) < 0.25
-    grown = pd.concat([synthetic_rows(400, seed=99), df]).sample(frac=1, random_state=1)
+    grown = pd.concat([synthetic_rows(latency_table, 400, seed=99), df]).sample(frac=1, random_state=1)
     grown_train, grown_test = dataset.split(grown, seed=0)
     assert set(test['arch_id']) <= set(grown_test['arch_id'])
     assert set(train['arch_id']) <= set(grown_train['arch_id'])
@@ -335,9 +331,10 @@ def test_load_refuses_non_lpm_directory(tmp_path):
 # ---- load-normalised label ----
 
 @pytest.fixture(scope='module')
-def loaded_data(tmp_path_factory):
+def loaded_data(latency_table, tmp_path_factory):
     """A table with a quarter of its rows timed under load, split as the CLI splits it."""
-    path = write_table(tmp_path_factory.mktemp('tables') / 'loaded.csv', synthetic_rows(1200, seed=5, loaded=0.25))
+    path = write_table(latency_table, tmp_path_factory.mktemp('tables') / 'loaded.csv',
+                       synthetic_rows(latency_table, 1200, seed=5, loaded=0.25))
     df = dataset.load_tables([path])
     return (path, *dataset.split(df, seed=0))
 
@@ -455,9 +452,9 @@ def test_cli_trains_and_writes_model_dir(table, tmp_path, capsys, monkeypatch, r
     assert open(os.path.join(model_dir, 'metadata.json')).read() == before
 
 
-def test_cli_refuses_bad_table_in_one_line(tmp_path, capsys, monkeypatch):
+def test_cli_refuses_bad_table_in_one_line(latency_table, tmp_path, capsys, monkeypatch):
     from tools import train_lpm
-    bad = _broken(tmp_path, lambda d: d.loc.__setitem__((2, 'latency_ms'), float('nan')))
+    bad = _broken(latency_table, tmp_path, lambda d: d.loc.__setitem__((2, 'latency_ms'), float('nan')))
     code, _, err = _run(train_lpm, [f'--tables={bad}', f'--model_dir={tmp_path / "m"}'], capsys, monkeypatch)
     assert code == 1 and 'row 2' in err and err.count('\n') == 1
     assert not os.path.exists(tmp_path / 'm')
@@ -473,7 +470,8 @@ def test_sweep_writes_table_and_plot(table, tmp_path, capsys, monkeypatch):
     n_train = len(dataset.split(dataset.load_tables([table]))[0])
     assert result['train_rows'].tolist() == [150, n_train]
     assert result['test_size'].nunique() == 1 and os.path.exists(os.path.join(out_dir, 'sweep.png'))
-    assert lpm_sweep.resolve_sizes(['all', '50'], 40) == [40]
+    from ladnas_tf.lpm import training
+    assert training.resolve_sizes(['all', '50'], 40) == [40]
 
 
 def test_cli_normalised_label(loaded_data, tmp_path, capsys, monkeypatch):

@@ -2,9 +2,7 @@
 
 The user predictors here are untrained regressors saved with hand-written metadata: what is tested is
 how they are found and refused, not how well they predict."""
-import dataclasses
 import json
-import math
 import os
 
 import pytest
@@ -17,18 +15,14 @@ from ladnas_tf.profiling import table
 
 
 
-def save_lpm(path, target='cpu_tflite', cells='both', signature=None, device='board'):
-    predictor = lpm.LPM(lpm.LPMRecipe(cells=cells, target_scaling='log'))
-    setting = Setting().key
-    predictor.metadata = {
-        'format': lpm.FORMAT, 'signature': signature or search_space.signature(), 'target': target,
-        'setting': setting, 'target_description': {'target': target, 'setting': setting, 'threads': 1,
-                                                   'device': device},
-        'cells': cells, 'input_size': predictor.input_size, 'recipe': dataclasses.asdict(predictor.recipe),
-        'label': {'kind': 'latency'}, 'scaling': {'kind': 'log', 'mean': math.log(15.0), 'std': 0.1},
-        'data': {'rows': 12}, 'adapted_from': {'name': 'cpu_tflite_cifar', 'method': 'scale', 'rows': 12}}
-    predictor.save(str(path))
-    return str(path)
+@pytest.fixture
+def save_lpm(predictors):
+    """A user predictor as tools.adapt_lpm leaves one (12 rows, adapted from the shipped one)."""
+    def save(path, target='cpu_tflite', cells='both', signature=None, device='board'):
+        return predictors.save(path, cells=cells, target=target, signature=signature, device=device,
+                               data={'rows': 12},
+                               adapted_from={'name': 'cpu_tflite_cifar', 'method': 'scale', 'rows': 12})
+    return save
 
 
 @pytest.fixture
@@ -59,7 +53,7 @@ def test_the_shipped_predictor_is_package_data_naming_its_table_relative_to_the_
     assert tables == ['data/cpu_tflite_cifar.csv'] and os.path.isfile(os.path.join(repo_root, tables[0]))
 
 
-def test_a_directory_resolves_to_itself(home, tmp_path, monkeypatch):
+def test_a_directory_resolves_to_itself(home, tmp_path, monkeypatch, save_lpm):
     path = save_lpm(tmp_path / 'mine')
     assert registry.resolve(path) == path
     monkeypatch.chdir(tmp_path)
@@ -83,7 +77,7 @@ def test_a_directory_without_metadata_is_refused(home, tmp_path):
         registry.resolve(str(tmp_path / 'empty'))
 
 
-def test_user_predictors_are_listed_and_resolved(home, shipped_dir):
+def test_user_predictors_are_listed_and_resolved(home, shipped_dir, save_lpm):
     save_lpm(registry.user_dir('board_b'), device='Cortex-A76')
     assert registry.resolve('board_b') == str(home / 'board_b')
     rows = {r['name']: r for r in registry.list_predictors()}
@@ -99,7 +93,7 @@ def test_user_predictors_are_listed_and_resolved(home, shipped_dir):
     assert shipped['kendall_tau_normalised'] == scores['vs_normalised']['kendall_tau']
 
 
-def test_a_shipped_name_cannot_be_taken(home, shipped_dir):
+def test_a_shipped_name_cannot_be_taken(home, shipped_dir, save_lpm):
     with pytest.raises(registry.RegistryError, match='shipped'):
         registry.user_dir('cpu_tflite_cifar')
     save_lpm(home / 'cpu_tflite_cifar')  # put there by hand: the shipped one still wins
@@ -155,7 +149,7 @@ def _search(run_tool, *args, home, timeout=600):
 
 
 @pytest.mark.slow
-def test_search_refuses_an_unknown_name_or_another_space_before_writing(home, tmp_path, run_tool):
+def test_search_refuses_an_unknown_name_or_another_space_before_writing(home, tmp_path, run_tool, save_lpm):
     other = save_lpm(tmp_path / 'other_space', signature={**search_space.signature(), 'primitives': ['none']})
     for value, message in (('no_such_lpm', 'unknown predictor'), (other, 'another search space')):
         run = tmp_path / 'run'
@@ -165,7 +159,7 @@ def test_search_refuses_an_unknown_name_or_another_space_before_writing(home, tm
 
 
 @pytest.mark.slow
-def test_search_runs_with_an_lpm_of_a_target_this_machine_cannot_time(home, tmp_path, run_tool):
+def test_search_runs_with_an_lpm_of_a_target_this_machine_cannot_time(home, tmp_path, run_tool, save_lpm):
     save_lpm(registry.user_dir('far_board'), target='far_away_npu')
     run = tmp_path / 'run'
     done = _search(run_tool, '--lpm=far_board', f'--model_dir={run}', '--epochs=1', '--max_steps_per_epoch=2',

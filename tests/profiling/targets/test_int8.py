@@ -1,13 +1,12 @@
-"""The cpu_tflite_int8 target (full-integer TFLite of the constant graph) and tools.compare_tables."""
+"""The cpu_tflite_int8 target (full-integer TFLite of the constant graph)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from ladnas_tf import export, genotypes, network, search_space
+from ladnas_tf import export, genotypes, network
 from ladnas_tf.graph import constant, convert
 from ladnas_tf.graph.setting import Setting
-from ladnas_tf.profiling import measure, table
+from ladnas_tf.profiling import measure
 from ladnas_tf.profiling.targets import local, registry as targets
 
 # The tools run as programs: importing them here would define their absl flags a second time.
@@ -58,37 +57,3 @@ def test_wrong_shaped_representative_images_are_one_line():
         constant.genotype_to_tflite_int8(genotypes.DARTS_V2, representative=np.zeros((4, 16, 16, 3), np.float32),
                                          **TINY.network_kwargs())
     assert '\n' not in str(e.value)
-
-
-def _table(path, latencies, ids, ref=10.0):
-    bits = ''.join(str(int(b)) for b in search_space.encode_cell(genotypes.DARTS_V2.normal))  # a real cell
-    rows = [{c: 0 for c in table.COLUMNS} | {'arch_id': i, 'latency_ms': ms, 'ref_ms': ref,
-                                             'normal_encoding': bits, 'reduce_encoding': bits}
-            for i, ms in zip(ids, latencies)]
-    pd.DataFrame(rows, columns=table.COLUMNS).to_csv(path, index=False)
-    return table.read(path)
-
-
-def _compare(run_tool, *paths):
-    return run_tool('compare_tables', '--tables=' + ','.join(map(str, paths)), timeout=120)
-
-
-@pytest.mark.slow
-def test_compare_tables_on_common_architectures(tmp_path, run_tool):
-    _table(tmp_path / 'f32.csv', [1.0, 2.0, 3.0, 4.0, 9.0], ['a', 'b', 'c', 'd', 'only_f32'])
-    _table(tmp_path / 'same.csv', [2.0, 4.0, 6.0, 8.0, 1.0], ['a', 'b', 'c', 'd', 'only_same'])
-    _table(tmp_path / 'swap.csv', [1.0, 3.0, 2.0, 4.0], ['a', 'b', 'c', 'd'])
-    same = _compare(run_tool, tmp_path / 'f32.csv', tmp_path / 'same.csv')
-    assert same.returncode == 0, same.stderr
-    assert 'n=4 common' in same.stdout and 'Kendall tau 1.000, Spearman rho 1.000' in same.stdout
-    assert 'median ratio second/first 2.000' in same.stdout
-    swap = _compare(run_tool, tmp_path / 'f32.csv', tmp_path / 'swap.csv')
-    assert 'Kendall tau 0.667' in swap.stdout  # 5 of the 6 pairs keep their order: (5 - 1) / 6
-
-
-def test_compare_tables_without_common_architectures_is_one_line(tmp_path, run_tool):
-    _table(tmp_path / 'a.csv', [1.0, 2.0, 3.0], ['a', 'b', 'c'])
-    _table(tmp_path / 'x.csv', [3.0, 6.0], ['x', 'y'])
-    bad = _compare(run_tool, tmp_path / 'a.csv', tmp_path / 'x.csv')
-    assert bad.returncode == 1 and bad.stderr.strip().count('\n') == 0
-    assert 'share 0 arch_id' in bad.stderr
