@@ -283,6 +283,16 @@ def latency_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_a_search_loads_its_predictor_once(tmp_path, monkeypatch):
+    from ladnas_tf.lpm import model as lpm_lib
+    loads, load = [], lpm_lib.LPM.load.__func__
+    monkeypatch.setattr(lpm_lib.LPM, 'load', classmethod(lambda cls, *a, **k: loads.append(a) or load(cls, *a, **k)))
+    search.search(_config(lpm_dir=SHIPPED_LPM, epochs=1, max_steps_per_epoch=1), str(tmp_path / 'run'),
+                  data=tiny_data(), progress=False, measure_latency=False, log=lambda line: None)
+    assert loads == [(registry.resolve(SHIPPED_LPM),)]
+
+
+@pytest.mark.slow
 def test_lambda_zero_is_the_plain_search_bit_for_bit(finished, latency_run):
     plain, latency = _checkpoint_arrays(finished[0]), _checkpoint_arrays(latency_run[0])
     assert plain.keys() == latency.keys() and any('alpha' in n for n in plain)

@@ -13,8 +13,8 @@ the errors against load-normalised test labels (tables with ref_ms; see ladnas_t
 from absl import flags
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.lpm import dataset, model as lpm, training
-from . import cli, train_lpm  # noqa: F401 (defines the flags the sweep shares with it)
+from ladnas_tf.lpm import training
+from . import cli, train_lpm  # train_lpm defines the flags the sweep shares with it
 
 flags.DEFINE_list('sizes', ['10000', '20000', '40000', '60000', '80000'],
                   "Training-set sizes (the paper's Table 1), or 'all'.")
@@ -22,15 +22,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
-    if not FLAGS.tables or not FLAGS.model_dir:
-        raise BadInput('--tables and --model_dir are required')
     if FLAGS.max_train_rows:
         raise BadInput('--max_train_rows is set by the sweep: use --sizes')
-    training.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
-    recipe = cli.config_from_flags(lpm.LPMRecipe)
-    df = dataset.load_tables(FLAGS.tables)
+    recipe, df = train_lpm.inputs(argv)
     table = training.size_sweep(df, recipe, FLAGS.model_dir, FLAGS.sizes, FLAGS.split_seed, FLAGS.test_fraction,
                                 FLAGS.overwrite, FLAGS.progress)
     print(table.to_string(index=False))

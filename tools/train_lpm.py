@@ -25,14 +25,19 @@ flags.DEFINE_bool('progress', True, 'Show an epoch-level progress bar.')
 FLAGS = flags.FLAGS
 
 
-def main(argv):
+def inputs(argv):
+    """(recipe, table rows) of the flags, --model_dir checked before the tables are read (tools.lpm_sweep's
+    too)."""
     if len(argv) > 1:
         raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
     if not FLAGS.tables or not FLAGS.model_dir:
         raise BadInput('--tables and --model_dir are required')
     training.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
-    recipe = cli.config_from_flags(lpm.LPMRecipe)
-    df = dataset.load_tables(FLAGS.tables)
+    return cli.config_from_flags(lpm.LPMRecipe), dataset.load_tables(FLAGS.tables)
+
+
+def main(argv):
+    recipe, df = inputs(argv)
     result = training.train_and_evaluate(df, recipe, FLAGS.model_dir, FLAGS.split_seed, FLAGS.test_fraction,
                                         FLAGS.max_train_rows, FLAGS.overwrite, FLAGS.progress)
     logging.info('test: MAE %.3f ms, MRE %.2f%%, within 10%% %.3f, tau %.3f (n=%d, %d training rows, %.0f s)',
