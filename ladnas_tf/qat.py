@@ -18,6 +18,7 @@ import math
 import os
 import time
 
+import keras
 import numpy as np
 import tensorflow_model_optimization as tfmot
 import tf_keras
@@ -267,8 +268,6 @@ def quantize_run(model_dir, checkpoint='final', epochs=1, learning_rate=None, da
     writes model_int8_qat.tflite into it and adds "qat" to its summary.json, keeping everything already
     there; with latency_runs, every TFLite file of the run is timed on this CPU (cpu_tflite, as the
     profiler times a table row, bracketed by the run's float32 file when it has one). Returns the summary."""
-    import keras
-
     from ladnas_tf.profiling import agent, profiler
     from ladnas_tf.profiling.targets import local
     config, summary = _run_json(model_dir, train.RUN_CONFIG), _run_json(model_dir, train.SUMMARY)
