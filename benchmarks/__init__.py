@@ -19,7 +19,7 @@ def _versions():
 
 def save_json(path, figures, config):
     """Writes `figures` with what they were measured with: the settings, the machine, the versions, the date."""
-    from ladnas_tf.latency.agent import cpu_model
+    from ladnas_tf.profiling.agent import cpu_model
     record = {**figures, 'config': config, 'machine': {'device': cpu_model(), 'cores': os.cpu_count()},
               'versions': {'python': platform.python_version(), **_versions()}, 'date': time.strftime('%Y-%m-%d')}
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)

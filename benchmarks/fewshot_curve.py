@@ -3,7 +3,7 @@
     taskset -c 0 python -m benchmarks.fewshot_curve --out=docs/fewshot_lpm
 
 For each table, N and draw: a random permutation of the table's rows (seed = draw), its first N rows
-adapt (nested as N grows, as a user adds timings), the rest score. Every method of latency/adapt.py,
+adapt (nested as N grows, as a user adds timings), the rest score. Every method of lpm/adapt.py,
 `auto` (cross-validated on the N rows, scored as the method it picks) and the unadapted base, scored on
 the held-out rows against the measured latency_ms (raw) and against latency_ms / ref_ms x the median
 ref_ms of the N rows (normalised: the machine's load taken out). Writes <out>.csv (one line per table,
@@ -41,14 +41,14 @@ def allowed(ns, rows, min_test):
 
 
 def scores(measured, predicted, prefix):
-    from ladnas_tf.latency import metrics
+    from ladnas_tf.lpm import metrics
     m = metrics.regression_metrics(measured, predicted)
     return {f'{prefix}_{k}': m[k] for k in SCORES}
 
 
 def evaluate(base, df, n, draw, methods):
     """Rows of the CSV for one table, N and draw."""
-    from ladnas_tf.latency import adapt, dataset
+    from ladnas_tf.lpm import adapt, dataset
     order = np.random.default_rng(draw).permutation(len(df))
     rows, test = df.iloc[order[:n]], df.iloc[order[n:]]
     label, y = adapt.new_label(base, rows)
@@ -74,8 +74,8 @@ def evaluate(base, df, n, draw, methods):
 
 
 def run(args):
-    from ladnas_tf.latency import adapt, dataset, lpm, registry
-    base = lpm.LPM.load(registry.resolve(args.base))
+    from ladnas_tf.lpm import adapt, dataset, registry
+    base = registry.load(args.base)
     ns, results = [int(n) for n in args.ns.split(',')], []
     for path in args.tables.split(','):
         df = dataset.load_tables([path])

@@ -102,7 +102,7 @@ def main():
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     sys.path.insert(0, REPO)
-    from ladnas_tf.latency import targets
+    from ladnas_tf.profiling.agent import cpu_model
     with tempfile.TemporaryDirectory() as root:
         mean_bytes = make_jpegs(root, args.jpegs, args.height, args.width)
         pipeline = input_images_per_s(root, args.batch, args.batches)
@@ -115,7 +115,7 @@ def main():
         'input_over_train': pipeline['images_per_s'] / step['images_per_s'],
         # CPU time is the steadier figure on a shared machine (the wall clock counts other tenants' time)
         'input_over_train_cpu': pipeline['images_per_cpu_s'] / step['images_per_cpu_s'],
-        'core': args.core, 'threads': 1, 'device': targets.cpu_model(), 'python': platform.python_version(),
+        'core': args.core, 'threads': 1, 'device': cpu_model(), 'python': platform.python_version(),
         'tensorflow': tf.__version__, 'date': time.strftime('%Y-%m-%d')}
     text = json.dumps(result, indent=2)
     print(text)

@@ -34,10 +34,11 @@ def main(argv=None):
     import tensorflow as tf
     sys.path.insert(0, REPO)
     from ladnas_tf import architect, supernet
-    from ladnas_tf.latency import loss, lpm, registry
+    from ladnas_tf.cost import latency as cost
+    from ladnas_tf.lpm import registry
 
-    predictor = lpm.LPM.load(registry.resolve(args.lpm))
-    term = loss.LatencyTerm(predictor, lambda_=0.1, m=args.samples, cells=predictor.cells)
+    predictor = registry.load(args.lpm)
+    term = cost.LatencyTerm(predictor, lambda_=0.1, m=args.samples, cells=predictor.cells)
     searchers = {}
     for name, terms in (('plain', {}), ('latency', {'latency': term})):
         model = supernet.build_supernet(args.channels, args.layers, 10, args.size, seed=0)

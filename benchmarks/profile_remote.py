@@ -18,7 +18,9 @@ import time
 
 from absl import app, flags
 
-from ladnas_tf.latency import profile, table, targets
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.profiling import agent, profiler as profile, table
+from ladnas_tf.profiling.targets import local, registry as targets
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('chunk', 8, 'Architectures per chunk; each path profiles 2 chunks.', lower_bound=1)
@@ -26,7 +28,7 @@ flags.DEFINE_string('device', None, 'ssh device user@host[:port] (default: a ser
 flags.DEFINE_string('ssh_key', None, 'Identity file for --device.')
 flags.DEFINE_string('out', None, 'Also write the figures to this JSON file.')
 
-SETTING = targets.Setting('cifar', 36, 20, 32, 1, 10)
+SETTING = Setting('cifar', 36, 20, 32, 1, 10)
 PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3, reference_runs=5)
 
 
@@ -54,7 +56,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         ssh, server = _ssh_target(tmp)
         ssh.check_available()
-        profilers = {'local': profile.Profiler(targets.CpuTFLite(1), SETTING, os.path.join(tmp, 'local.csv'),
+        profilers = {'local': profile.Profiler(local.CpuTFLite(1), SETTING, os.path.join(tmp, 'local.csv'),
                                                **PROTOCOL),
                      'ssh': profile.Profiler(ssh, SETTING, os.path.join(tmp, 'ssh.csv'), **PROTOCOL)}
         seconds = {'local': 0.0, 'ssh': 0.0}
@@ -78,7 +80,7 @@ def main(argv):
     result['same_architectures'] = len(merged)
     result['median_latency_ms'] = {'local': float(merged['latency_ms_local'].median()),
                                    'ssh': float(merged['latency_ms_ssh'].median())}
-    result['machine'] = {'device': targets.cpu_model(), 'cores': os.cpu_count(),
+    result['machine'] = {'device': agent.cpu_model(), 'cores': os.cpu_count(),
                          'load_1min_during': [round(x, 2) for x in load],
                          'ssh_device': FLAGS.device or '127.0.0.1 (this machine)'}
     result['setting'], result['protocol'] = SETTING.key, PROTOCOL

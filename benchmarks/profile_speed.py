@@ -2,7 +2,7 @@
 
 naive:     build the Keras network, TFLiteConverter.from_keras_model(...).convert(), then time.
 converter: the constant graph (ladnas_tf.graph.constant) converted by worker processes ahead of serial
-           timing (ladnas_tf.latency.profile.Profiler), conversion never overlapping a timed run; it also
+           timing (ladnas_tf.profiling.profiler.Profiler), conversion never overlapping a timed run; it also
            times the reference network around every architecture (extra work naive skips).
 writer:    the same profiler with the file written directly (ladnas_tf.graph.tflite_writer).
 All time with the same protocol on the same architectures of the same stream. With --repeatability=K,
@@ -19,7 +19,9 @@ import time
 from absl import app, flags
 
 from ladnas_tf import network
-from ladnas_tf.latency import measure, profile, targets
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.profiling import measure, profiler as profile
+from ladnas_tf.profiling.targets import local
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('naive', 3, 'Architectures through the naive path (0: skip it).')
@@ -27,7 +29,7 @@ flags.DEFINE_integer('ours', 24, 'Architectures through each profiler path (conv
 flags.DEFINE_integer('repeatability', 0, 'Rows of each profiler path re-timed for the repeatability figure.')
 flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
 
-SETTING = targets.Setting('cifar', 36, 20, 32, 1, 10)
+SETTING = Setting('cifar', 36, 20, 32, 1, 10)
 PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3)
 SEED = 123
 
@@ -37,7 +39,7 @@ def naive(genotype):
     model = network.build_network(genotype, 'cifar', SETTING.channels, SETTING.num_cells,
                                   SETTING.num_classes, image_size=SETTING.image_size)
     tflite = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    return measure.measure(targets.CpuTFLite(1).runner(tflite), **PROTOCOL)[0]
+    return measure.measure(local.CpuTFLite(1).runner(tflite), **PROTOCOL)[0]
 
 
 def busy_fractions():
@@ -57,7 +59,7 @@ def other_cores_load(before, after):
 def profile_path(source, tmp):
     """archs, seconds per arch, median latencies and the repeatability summary of one profiler path."""
     path = os.path.join(tmp, f'{source}.csv')
-    profiler = profile.Profiler(targets.CpuTFLite(1, tflite_source=source), SETTING, path, **PROTOCOL)
+    profiler = profile.Profiler(local.CpuTFLite(1, tflite_source=source), SETTING, path, **PROTOCOL)
     start = time.time()
     profiler.run(FLAGS.ours, seed=SEED)  # includes starting the workers
     seconds = (time.time() - start) / FLAGS.ours

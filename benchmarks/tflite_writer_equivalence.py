@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.latency import targets
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.profiling.targets import local
 
 
 def parse(argv):
@@ -35,7 +36,7 @@ def parse(argv):
     parser.add_argument('--rounds', type=int, default=2, help='Timings of each file per genotype in the alternation.')
     return parser.parse_args(argv)
 
-SETTINGS = (targets.Setting('cifar', 36, 20, 32, 1, 10), targets.Setting('imagenet', 48, 14, 224, 1, 1000))
+SETTINGS = (Setting('cifar', 36, 20, 32, 1, 10), Setting('imagenet', 48, 14, 224, 1, 1000))
 PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3)  # the latency table's
 IGNORED_METADATA = (b'CONVERSION_METADATA',)  # the converter's run (TF version, options, hash); nothing reads it
 
@@ -115,8 +116,8 @@ def alternation(count, rounds, seed):
     """Per random CIFAR genotype, the converter's file and the profiler's written one, each timed `rounds`
     times with the table's protocol, in turn (C W W C ...: drift falls on both alike); the medians."""
     from ladnas_tf.graph import constant, tflite_writer
-    from ladnas_tf.latency import measure
-    setting, target = SETTINGS[0], targets.CpuTFLite(1)
+    from ladnas_tf.profiling import measure
+    setting, target = SETTINGS[0], local.CpuTFLite(1)
     rng, rows = np.random.default_rng(seed + 1), []
     for _ in range(count):
         genotype = search_space.sample_genotype(rng)

@@ -12,7 +12,7 @@ lambda_ = 0.1 already turned every normal-cell edge into skip_connect, which the
 above 0.2. An LPM with lambda_ = 0 still estimates LAT(alpha) every step (logged), and its term
 adds exactly zero: the search is the plain one bit for bit.
 
-A latency error model (latency/errors.py) replaces the LPM in what the search *optimises* (LAT(alpha),
+A latency error model (cost/errors.py) replaces the LPM in what the search *optimises* (LAT(alpha),
 the unit, the target mode), never in what it *reports*: the derived network's predicted latency is the
 true LPM's, beside the perturbed one's and the error's measured size (MRE, Kendall tau).
 """
@@ -21,7 +21,9 @@ import tensorflow as tf
 
 from ladnas_tf import architect, genotypes
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import errors, loss, lpm as lpm_lib, profile, targets
+from ladnas_tf.cost import errors, flops, latency
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.lpm.dataset import genotype_encoding
 
 
 REFERENCE = genotypes.DARTS_V2  # the unit of both costs (and the profiler's reference network)
@@ -31,13 +33,14 @@ class ObjectiveError(BadInput):
     """Settings of the latency or FLOPs term that cannot work together; one line."""
 
 
-def check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, error=errors.Spec()):
+def check(lambda_, eta, predictor, target_latency_ms, lat_samples, error=errors.Spec()):
+    """predictor: the LPM or its name / directory (only whether there is one counts here)."""
     if lambda_ < 0 or eta < 0:
         raise ObjectiveError(f'lambda_ and eta must not be negative, got {lambda_} and {eta}')
     if eta and (lambda_ or target_latency_ms is not None):
         raise ObjectiveError('the latency term (lambda_ / target_latency_ms) and the FLOPs term (eta) '
                              'cannot be active together')
-    if (lambda_ or target_latency_ms is not None) and not lpm_dir:
+    if (lambda_ or target_latency_ms is not None) and not predictor:
         raise ObjectiveError('a latency-aware search needs an LPM (lpm_dir)')
     if target_latency_ms is not None and target_latency_ms <= 0:
         raise ObjectiveError(f'target_latency_ms must be positive, got {target_latency_ms}')
@@ -47,68 +50,66 @@ def check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, error=errors.Sp
         error.check()
     except errors.ErrorModelError as e:
         raise ObjectiveError(str(e)) from None
-    if error.kind != 'none' and not lpm_dir:
+    if error.kind != 'none' and not predictor:
         raise ObjectiveError(f'a latency error ({error.kind}) perturbs an LPM: it needs lpm_dir and no eta')
 
 
 class Objective:
     """The ArchLoss of a search plus what its terms need checkpointed, logged and reported.
 
-    Build it inside the search's strategy scope: the term's state (lambda_ under dual ascent, the
-    sample counter) is then one value for all replicas, written by the first."""
+    predictor: the LPM the latency term reads (lpm.registry.load); worse_predictor: the worse LPM of
+    error kind `predictor`. Build it inside the search's strategy scope: the term's state (lambda_ under
+    dual ascent, the sample counter) is then one value for all replicas, written by the first."""
 
-    def __init__(self, lambda_=0.0, eta=0.0, lpm_dir=None, target_latency_ms=None, lat_samples=20,
-                 error=errors.Spec(), seed=0, eval_setting=None):
-        check(lambda_, eta, lpm_dir, target_latency_ms, lat_samples, error)
+    def __init__(self, lambda_=0.0, eta=0.0, predictor=None, target_latency_ms=None, lat_samples=20,
+                 error=errors.Spec(), seed=0, eval_setting=None, worse_predictor=None):
+        check(lambda_, eta, predictor, target_latency_ms, lat_samples, error)
         if error.kind != 'none' and eta:
             raise ObjectiveError(f'a latency error ({error.kind}) perturbs the latency term, not the FLOPs term')
-        self.lpm = lpm_lib.LPM.load(lpm_dir) if lpm_dir and not eta else None
-        if self.lpm is not None and self.lpm.cells not in loss.SAMPLED_CELLS:
-            raise ObjectiveError(f'{lpm_dir}: LAT(alpha) samples {" or ".join(loss.SAMPLED_CELLS)} cells; '
-                                 f'this LPM reads {self.lpm.cells!r} encodings')
+        self.lpm = predictor if not eta else None
+        if self.lpm is not None and self.lpm.cells not in latency.SAMPLED_CELLS:
+            raise ObjectiveError(f'{self.lpm.path}: LAT(alpha) samples {" or ".join(latency.SAMPLED_CELLS)} '
+                                 f'cells; this LPM reads {self.lpm.cells!r} encodings')
         # The network whose latency / MACs count: the LPM's own setting, else the paper's CIFAR network.
-        self.setting = (targets.Setting.from_key(self.lpm.metadata['setting']) if self.lpm is not None
-                        else eval_setting or targets.Setting())
+        self.setting = (Setting.from_key(self.lpm.metadata['setting']) if self.lpm is not None
+                        else eval_setting or Setting())
         self.arch_loss = architect.ArchLoss()
         self.latency = self.flops = None
         self.error = None
         if self.lpm is not None:
-            self.error = self._error_model(error, seed)
+            self.error = self._error_model(error, seed, worse_predictor)
             self.reference_ms = self.predicted_ms(REFERENCE)
             self.searched_reference_ms = self.searched_ms(REFERENCE)  # the unit the search divides by
-            self.latency = loss.LatencyTerm(self.lpm, lambda_, lat_samples, seed, self.error, target_latency_ms,
-                                            scale_ms=self.searched_reference_ms, cells=self.lpm.cells)
+            self.latency = latency.LatencyTerm(self.lpm, lambda_, lat_samples, seed, self.error, target_latency_ms,
+                                               scale_ms=self.searched_reference_ms, cells=self.lpm.cells)
             self.arch_loss.add_term('latency', self.latency)
         elif eta:
-            tables = loss.macs_table(self.setting.channels, self.setting.image_size, self.setting.num_cells)
-            self.flops = loss.FlopsTerm(eta, tables, scale=loss.genotype_macs(REFERENCE, tables))
+            tables = flops.macs_table(self.setting.channels, self.setting.image_size, self.setting.num_cells)
+            self.flops = flops.FlopsTerm(eta, tables, scale=flops.genotype_macs(REFERENCE, tables))
             self.arch_loss.add_term('flops', self.flops)
 
-    def _error_model(self, spec, seed):
-        """The ErrorModel of spec around this LPM (None: exact); a worse LPM must read the same
-        cells of the same target and setting."""
+    def _error_model(self, spec, seed, worse):
+        """The ErrorModel of spec around this LPM (None: exact); the worse LPM (loaded for this one's
+        target and setting: lpm.registry.load) must read the same cells."""
         if spec.kind == 'none':
             return None
-        other = None
         if spec.kind == 'predictor':
-            meta = self.lpm.metadata
-            other = lpm_lib.LPM.load(spec.lpm_dir, target=meta['target'], setting=meta['setting'])
-            if other.cells != self.lpm.cells:
-                raise ObjectiveError(f'{spec.lpm_dir}: the worse LPM reads {other.cells!r} cells, the true '
+            if worse is not None and worse.cells != self.lpm.cells:
+                raise ObjectiveError(f'{spec.lpm_dir}: the worse LPM reads {worse.cells!r} cells, the true '
                                      f'one {self.lpm.cells!r}')
-        return errors.ErrorModel(spec, self.lpm.input_size, seed, other)
+        return errors.ErrorModel(spec, self.lpm.input_size, seed, worse)
 
     def searched_ms(self, genotype):
         """What the search believes a discrete genotype's latency is: the error model's deterministic
         part (systematic, predictor; the true LPM for the noise models)."""
         if self.error is None:
             return self.predicted_ms(genotype)
-        code = tf.constant(loss.genotype_encoding(genotype, self.lpm.cells)[None])
+        code = tf.constant(genotype_encoding(genotype, self.lpm.cells)[None])
         return float(np.asarray(self.error.static(self.lpm, code))[0])
 
     def predicted_ms(self, genotype):
         """The LPM's latency (ms) for a discrete genotype, the cells it reads encoded."""
-        return float(self.lpm.predict_ms(loss.genotype_encoding(genotype, self.lpm.cells))[0])
+        return float(self.lpm.predict_genotypes([genotype])[0])
 
     def variables(self):
         return self.latency.variables() if self.latency is not None else {}
@@ -123,10 +124,9 @@ class Objective:
             out['arch/derived_ms'] = float(self.latency.derived_ms.numpy())
         return out
 
-    def report(self, genotype, measure=True):
-        """The derived genotype's predicted latency (LPM, the cells it reads), its measured latency on
-        the LPM's target (the FLOPs baseline: cpu_tflite), timed as the profiler times table rows, its
-        params and MACs in the evaluation network; and the term's final state."""
+    def report(self, genotype):
+        """The derived genotype's predicted latency (LPM, the cells it reads) in the evaluation network,
+        the target it would be timed on (the FLOPs baseline: cpu_tflite), and the term's final state."""
         out = {'setting': self.setting.key, 'target': 'cpu_tflite'}  # the FLOPs baseline's target
         if self.latency is not None:
             out['target'] = self.lpm.metadata['target']  # a board's LPM times on that board
@@ -144,15 +144,8 @@ class Objective:
             out.update({'eta': self.flops.eta, 'unit_mmacs': self.flops.scale})
         else:
             return {}
-        if measure:
-            target = (targets.target_of_lpm(self.lpm.metadata) if self.latency is not None
-                      else targets.make_target('cpu_tflite'))
-            target.check_available()
-            measured = profile.measure_genotype(target, self.setting, genotype)
-            out.update({'measured_ms': measured['latency_ms'], 'measured_cv': measured['cv'],
-                        'reference_ms': measured['ref_ms'],
-                        # load on the machine slows both alike: the ratio is the steadier figure
-                        'measured_vs_reference': measured['latency_ms'] / measured['ref_ms'],
-                        'params': measured['params'],
-                        'macs': measured['macs']})
         return out
+
+    def target_description(self):
+        """What the derived network is timed on: the LPM's device (the FLOPs baseline: cpu_tflite)."""
+        return self.lpm.target_description if self.lpm is not None else {'target': 'cpu_tflite'}

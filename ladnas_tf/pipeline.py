@@ -20,12 +20,14 @@ import time
 
 from ladnas_tf import run_dir as run_dir_lib, search as search_lib, train as train_lib
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.run_dir import read_json, write_json
+from ladnas_tf.lpm import registry
+from ladnas_tf.profiling.targets import registry as targets
+from ladnas_tf.profiling import profiler
+from ladnas_tf.run_dir import read_json, write_json, write_text
 from ladnas_tf.settings import nested, option
 
 CONFIG_FILE = 'pipeline.json'
 STAGES = ('search', 'train', 'export', 'latency', 'report')
-FILE_TARGETS = ('cpu_tflite', 'cpu_tflite_int8', 'ssh', 'adb')  # targets that run a .tflite file as it is
 
 
 class PipelineError(BadInput):
@@ -78,16 +80,10 @@ def prepare_run_dir(run_dir, config, overwrite=False):
 
 # ---- the stages ----
 
-def _can_time(lpm_dir):
+def _latency_target(lpm_dir):
     """(the LPM's target ready to time, or None; why not). cpu_tflite without an LPM."""
-    from ladnas_tf.latency import lpm, targets
-    try:
-        target = (targets.target_of_lpm(lpm.LPM.load(lpm_dir).metadata) if lpm_dir
-                  else targets.make_target('cpu_tflite'))
-        target.check_available()
-        return target, None
-    except targets.TargetError as e:
-        return None, str(e)
+    description = registry.target_description(lpm_dir) if lpm_dir else {'target': 'cpu_tflite'}
+    return targets.reachable(description)
 
 
 def run_search(config, run_dir, log):
@@ -95,11 +91,8 @@ def run_search(config, run_dir, log):
     if os.path.isfile(os.path.join(directory, 'summary.json')):
         log('search: done before, skipped')
         return read_json(os.path.join(directory, 'summary.json'))
-    timeable, why = _can_time(config.search.lpm_dir)
-    if config.measure_searched and timeable is None:
-        log(f'search: the derived network is reported predicted only ({why})')
     return search_lib.search(config.search, directory, progress=False, log=log,
-                             measure_latency=config.measure_searched and timeable is not None)
+                             measure_latency=config.measure_searched)
 
 
 def run_train(config, run_dir, genotype, log, step_callback=None):
@@ -131,15 +124,15 @@ def run_export(config, run_dir, log):
 
 
 def run_latency(config, run_dir, exported, searched, log):
-    """The exported files timed on the LPM's target (as the profiler times a table row, without the
-    reference bracket), beside the LPM's prediction for the genotype at its own setting."""
+    """The exported files timed on the LPM's target as the profiler times a table row (each bracketed by
+    the float32 file, the reference here), beside the LPM's prediction for the genotype at its own setting."""
     path = os.path.join(run_dir, 'latency.json')
     if os.path.isfile(path):
         log('latency: done before, skipped')
         return read_json(path)
-    target, why = _can_time(config.search.lpm_dir)
+    target, why = _latency_target(config.search.lpm_dir)
     result = {'searched': searched.get('latency') or {}}
-    if target is not None and target.name not in FILE_TARGETS:
+    if target is not None and target.name not in targets.FILE_KINDS:
         target, why = None, f'target {target.name} does not run .tflite files'
     if target is None:
         result['files_not_timed'] = why
@@ -147,14 +140,11 @@ def run_latency(config, run_dir, exported, searched, log):
     else:
         description = target.describe()
         result.update(target=target.name, threads=description.get('threads', 1), device=description['device'])
-        files = {name: open(os.path.join(run_dir, 'export', entry['file']), 'rb').read()
-                 for name, entry in exported['files'].items()}
-        reference = files.get('float32') or next(iter(files.values()))  # brackets every timing, on the device
-        for name, content in files.items():
-            stats, ref, attempts = target.measure(content, reference, warmup=5, runs=config.latency_runs)
-            result.setdefault('files', {})[name] = {'latency_ms': stats.latency_ms, 'cv': stats.cv,
-                                                    'runs': stats.runs, 'attempts': attempts,
-                                                    'reference_ms': ref.latency_ms}
+        files = {}
+        for name, entry in exported['files'].items():
+            with open(os.path.join(run_dir, 'export', entry['file']), 'rb') as f:
+                files[name] = f.read()
+        result['files'] = profiler.time_files(target, files, runs=config.latency_runs)
     write_json(path, result)
     return result
 
@@ -209,9 +199,7 @@ def report(config, run_dir, searched, trained, exported, latency, seconds):
                      'validation_top1': 'validation split held out of train (chooses best.keras)'},
         'seconds': seconds}
     write_json(os.path.join(run_dir, 'report.json'), payload)
-    with open(os.path.join(run_dir, 'report.md.tmp'), 'w') as f:
-        f.write(_markdown(payload))
-    os.replace(os.path.join(run_dir, 'report.md.tmp'), os.path.join(run_dir, 'report.md'))
+    write_text(os.path.join(run_dir, 'report.md'), _markdown(payload))
     return payload
 
 

@@ -15,13 +15,15 @@ run's own augmentation, conversion to a full-integer TFLite file (float input an
 export.py's post-training int8) and its top-1 through the TFLite interpreter.
 """
 import math
+import os
 import time
 
+import keras
 import numpy as np
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from ladnas_tf import data, ops, train
+from ladnas_tf import data, ops, run_dir, train
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.graph import convert, walk
 
@@ -248,6 +250,59 @@ def quantization_aware_training(model, train_set, test_set, recipe, epochs=1, le
                'tflite_eval_examples': test_set.num_examples if eval_limit is None
                else min(eval_limit, test_set.num_examples)}
     return tflite_bytes, summary
+
+
+OUTPUT = 'model_int8_qat.tflite'  # beside the run's own files
+
+
+def _run_json(model_dir, name):
+    path = os.path.join(model_dir, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path} does not exist (is {model_dir} a finished tools.train run?)')
+    return run_dir.read_json(path)
+
+
+def quantize_run(model_dir, checkpoint='final', epochs=1, learning_rate=None, data_dir=None, calibration_images=256,
+                 eval_limit=None, latency_runs=50, threads=1, overwrite=False, verbose=0, log=print):
+    """QAT of a finished train.train run directory (its run_config.json and final.keras, or best.keras):
+    writes model_int8_qat.tflite into it and adds "qat" to its summary.json, keeping everything already
+    there; with latency_runs, every TFLite file of the run is timed on this CPU (cpu_tflite, as the
+    profiler times a table row, bracketed by the run's float32 file when it has one). Returns the summary."""
+    from ladnas_tf.profiling import agent, profiler
+    from ladnas_tf.profiling.targets import local
+    config, summary = _run_json(model_dir, train.RUN_CONFIG), _run_json(model_dir, train.SUMMARY)
+    output = os.path.join(model_dir, OUTPUT)
+    if (os.path.exists(output) or 'qat' in summary) and not overwrite:
+        raise FileExistsError(f'{output} or its summary entry exists (pass --overwrite to replace them)')
+    model_path = os.path.join(model_dir, f'{checkpoint}.keras')
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f'{model_path} does not exist (is {model_dir} a finished tools.train run?)')
+    recipe = train.Recipe(**config['recipe'])
+    train_set, test_set = (data.load(config['dataset'], split, data_dir, recipe.image_size)
+                           for split in ('train', 'test'))
+    tflite_bytes, result = quantization_aware_training(
+        keras.models.load_model(model_path), train_set, test_set, recipe, epochs, learning_rate, calibration_images,
+        eval_limit, verbose, log)
+    result = {'file': OUTPUT, 'checkpoint': checkpoint, **result}
+    summary = _run_json(model_dir, train.SUMMARY)  # afresh: keep whatever was added meanwhile
+    todo, reference = {'int8_qat': (tflite_bytes, result)}, None
+    for name, entry in summary.get('tflite', {}).items():  # the run's other TFLite files, timed alike
+        path = os.path.join(model_dir, entry.get('file', ''))
+        if os.path.isfile(path):
+            with open(path, 'rb') as f:
+                content = f.read()
+            reference = content if name == 'float32' else reference
+            if 'cpu_latency' not in entry or overwrite:
+                todo[name] = (content, entry)
+    if latency_runs:
+        timed = profiler.time_files(local.CpuTFLite(threads), {n: c for n, (c, _) in todo.items()},
+                                    runs=latency_runs, reference=reference)
+        for name, (_, entry) in todo.items():
+            entry['cpu_latency'] = {**timed[name], 'threads': threads, 'device': agent.cpu_model()}
+    run_dir.write_bytes(output, tflite_bytes)
+    summary['qat'] = result
+    train.write_summary(model_dir, summary)
+    return summary
 
 
 def _keras_top1(qmodel, test_set, batch_size):

@@ -3,10 +3,11 @@
 A run directory records the settings it was started with in a JSON file. Preparing it again with the
 same settings resumes it; other settings, or a non-empty directory without that file (files of
 something else), are refused with the differing settings named, unless overwrite, which removes only
-the outputs the run itself writes. JSON files are written atomically, so that a kill leaves the old
-file or the new one, never half of either. Checkpoints hold variables by name (their Keras path), not
-by their position in a list, and are restored by the checkpoint's name.
+the outputs the run itself writes. Files and directories are written atomically (atomic_path), so that
+a kill leaves the old file or the new one, never half of either. Checkpoints hold variables by name
+(their Keras path), not by their position in a list, and are restored by the checkpoint's name.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -25,12 +26,42 @@ class RunDirError(BadInput):
     """A run directory that cannot be used as asked; the message is one line naming the problem."""
 
 
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary name beside `path` to write a file or a directory under, moved onto `path` when the block
+    ends without error (an old directory there is replaced whole) and removed otherwise: a kill leaves the
+    old content or the new one, never half of either. The name keeps the extension (Keras saves by it)."""
+    root, ext = os.path.splitext(path.rstrip(os.sep))
+    temp = f'{root}.partial{ext}'
+    _remove(temp)
+    try:
+        yield temp
+        if os.path.isdir(temp) and os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(temp, path)
+    finally:
+        _remove(temp)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def write_bytes(path, payload):
+    with atomic_path(path) as temp, open(temp, 'wb') as f:
+        f.write(payload)
+
+
+def write_text(path, text):
+    with atomic_path(path) as temp, open(temp, 'w') as f:
+        f.write(text)
+
+
 def write_json(path, payload, sort_keys=False):
-    temp = path + '.tmp'
-    with open(temp, 'w') as f:
-        json.dump(payload, f, indent=2, sort_keys=sort_keys)
-        f.write('\n')
-    os.replace(temp, path)
+    write_text(path, json.dumps(payload, indent=2, sort_keys=sort_keys) + '\n')
 
 
 def read_json(path):

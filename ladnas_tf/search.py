@@ -14,7 +14,6 @@ moment and restarted with the same settings resumes at the last checkpoint and, 
 replays the same data in the same order: it ends with the same genotype as an uninterrupted run.
 """
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,11 @@ import tensorflow as tf
 
 from ladnas_tf import architect as architect_lib, objective, run_dir, search_space, supernet
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import errors, lpm as lpm_lib, registry, targets
+from ladnas_tf.cost import errors
+from ladnas_tf.graph.setting import SettingError
+from ladnas_tf.lpm import model as lpm_lib, registry
+from ladnas_tf.profiling import profiler
+from ladnas_tf.profiling.targets import registry as targets
 from ladnas_tf.settings import nested, option
 from ladnas_tf.visualize import alpha_image, save_cell_drawing
 
@@ -77,7 +80,7 @@ class SearchConfig:
     target_latency_ms: float = option(None, "Adapt lambda_ (dual ascent) so that the derived genotype's "
                                        'predicted latency meets this target.')
     lat_samples: int = option(20, 'M: sub-networks sampled per LAT(alpha) estimate.')
-    # What the search believes in place of the LPM (latency/errors.py).
+    # What the search believes in place of the LPM (cost/errors.py).
     latency_error: str = option('none', 'What the search believes in place of the LPM (summary.json '
                                  'reports the true prediction).', choices=errors.KINDS)
     latency_error_size: float = option(
@@ -140,12 +143,29 @@ class SearchConfig:
         except objective.ObjectiveError as e:
             raise SearchError(str(e)) from None
 
-    def objective(self):
-        """The architecture objective these settings ask for (loads the LPM)."""
+    def load_predictors(self):
+        """(the LPM, the worse LPM that latency_error predictor reads), each None when unused: loaded
+        once per run (the worse one for the LPM's target and setting)."""
+        if not self.lpm_dir or self.eta:
+            return None, None
         try:
-            return objective.Objective(self.lambda_, self.eta, self.lpm_dir, self.target_latency_ms,
-                                       self.lat_samples, self.latency_error_spec(), self.seed)
-        except (objective.ObjectiveError, lpm_lib.LPMError, targets.TargetError) as e:
+            predictor = registry.load(self.lpm_dir)
+            worse = (registry.load(self.latency_error_lpm, target=predictor.metadata['target'],
+                                   setting=predictor.metadata['setting'])
+                     if self.latency_error == 'predictor' else None)
+        except lpm_lib.LPMError as e:
+            raise SearchError(str(e)) from None
+        return predictor, worse
+
+    def objective(self, predictors=None):
+        """The architecture objective these settings ask for; predictors: load_predictors()'s pair
+        (default: loaded here)."""
+        predictor, worse = predictors or self.load_predictors()
+        try:
+            return objective.Objective(self.lambda_, self.eta, predictor, self.target_latency_ms,
+                                       self.lat_samples, self.latency_error_spec(), self.seed,
+                                       worse_predictor=worse)
+        except (objective.ObjectiveError, SettingError) as e:
             raise SearchError(str(e)) from None
 
     @property
@@ -259,23 +279,12 @@ ADDED = {'arch_beta_1': 0.5, 'arch_beta_2': 0.999, 'unrolled_radius': 0.01,
          'lpm_dir_sha256': run_dir.ANY, 'latency_error_lpm_sha256': run_dir.ANY}
 
 
-def lpm_sha256(lpm_dir):
-    """SHA-256 of an LPM directory's metadata and model: a resumed search must keep its predictor, and a
-    path alone does not say that the file behind it is the same."""
-    h = hashlib.sha256()
-    for name in (lpm_lib.METADATA_FILE, lpm_lib.MODEL_FILE):
-        with open(os.path.join(lpm_dir, name), 'rb') as f:
-            for chunk in iter(lambda: f.read(1 << 20), b''):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def run_settings(config):
     """What identifies a search in its run directory: the settings and the content of its LPM(s)."""
     settings = config.to_json()
     for key in ('lpm_dir', 'latency_error_lpm'):
         if settings.get(key):
-            settings[key + '_sha256'] = lpm_sha256(settings[key])
+            settings[key + '_sha256'] = lpm_lib.content_sha256(settings[key])
     return settings
 
 
@@ -331,7 +340,7 @@ class Search:
     """A supernet, its Architect, the architecture objective, the loop state and its checkpoint.
     arch_loss: an ArchLoss replacing the one the settings ask for (tests, experiments)."""
 
-    def __init__(self, config, data, strategy=None, arch_loss=None):
+    def __init__(self, config, data, strategy=None, arch_loss=None, predictors=None):
         config.check()
         self.config, self.data = config, data
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -344,7 +353,7 @@ class Search:
                 config.channels, config.layers, data.num_classes, data.image_size, config.k,
                 edge_normalization=config.method == 'pcdarts', seed=config.seed, in_channels=data.channels,
                 recompute=config.recompute)
-            self.objective = config.objective()
+            self.objective = config.objective(predictors)
             arch_loss = arch_loss if arch_loss is not None else self.objective.arch_loss
             self.architect = architect_lib.Architect(self.model, config.architect, self.steps_per_epoch,
                                                      config.epochs, arch_loss, self.strategy)
@@ -439,6 +448,27 @@ class Search:
                 'valid_accuracy': valid_acc, 'valid_images': valid_images}
 
 
+def latency_report(goal, genotype, measure=True, log=print):
+    """The objective's report on the derived genotype (its predicted latency, the term's state) and,
+    when `measure` and this machine can time on the predictor's device, its latency measured there as
+    the profiler times a table row (bracketed by DARTS_V2), with its params and MACs."""
+    report = goal.report(genotype)
+    if not measure or not report:
+        return report
+    target, why = targets.reachable(goal.target_description())
+    if target is None:
+        log(f'not timing the derived network: {why}')
+        return report
+    log(f'timing the derived network ({goal.setting.key}) on the latency target')
+    measured = profiler.measure_genotype(target, goal.setting, genotype)
+    report.update({'measured_ms': measured['latency_ms'], 'measured_cv': measured['cv'],
+                   'reference_ms': measured['ref_ms'],
+                   # load on the machine slows both alike: the ratio is the steadier figure
+                   'measured_vs_reference': measured['latency_ms'] / measured['ref_ms'],
+                   'params': measured['params'], 'macs': measured['macs']})
+    return report
+
+
 def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_loss=None,
            checkpoint_every=300, progress=True, flags_text=None, log=print, measure_latency=True,
            step_callback=None):
@@ -446,10 +476,12 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
 
     data: a SearchData (default: load_search_data(config)); arch_loss: an architect.ArchLoss replacing
     the settings' objective; checkpoint_every: seconds between mid-epoch checkpoints (0: only at epoch
-    ends); measure_latency: time the derived network on the latency target for the summary;
+    ends); measure_latency: time the derived network on the predictor's target for the summary, when
+    this machine can reach it (latency_report);
     step_callback(global_step), when given, runs after every step (and its checkpoint, if any)."""
     config.check()
-    data = data if data is not None else load_search_data(config)  # bad data fails before any write
+    predictors = config.load_predictors()  # a bad predictor fails before any write, as bad data does
+    data = data if data is not None else load_search_data(config)
     existed = os.path.isdir(model_dir) and bool(os.listdir(model_dir))
     resume = prepare_run_dir(model_dir, config, overwrite)
     finished = _finished_summary(model_dir, config) if resume else None
@@ -460,7 +492,7 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
         if flags_text is not None:
             with open(os.path.join(model_dir, 'flags.cfg'), 'w') as f:
                 f.write(flags_text)
-        run = Search(config, data, strategy, arch_loss)
+        run = Search(config, data, strategy, arch_loss, predictors)
     except BaseException:
         if not existed:  # a run that fails before its first step leaves nothing behind
             shutil.rmtree(model_dir, ignore_errors=True)
@@ -495,8 +527,6 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
                'softmax_alpha_normal': np.round(np.asarray(normal), 4).tolist(),
                'softmax_alpha_reduce': np.round(np.asarray(reduce), 4).tolist()}
     if arch_loss is None:
-        if measure_latency and (run.objective.latency is not None or run.objective.flops is not None):
-            log(f'timing the derived network ({run.objective.setting.key}) on the latency target')
-        summary['latency'] = run.objective.report(genotype, measure_latency)
+        summary['latency'] = latency_report(run.objective, genotype, measure_latency, log)
     save_outputs(model_dir, genotype, summary)
     return summary

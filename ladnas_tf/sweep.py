@@ -1,7 +1,7 @@
 """A lambda (and eta) sweep: one search per value from the same base settings, then one table and one
 figure of what each found, on *measured* latency (the paper's Figure 4 and Table 4 analogues).
 
-Optionally per seed, and with latency error models (latency/errors.py) at chosen lambda_ values: how
+Optionally per seed, and with latency error models (cost/errors.py) at chosen lambda_ values: how
 wrong may the predictor be before the latency-aware search stops paying off? errors_table() sets each
 run against the plain search (lambda_ 0) and the FLOPs-aware runs at equal MACs.
 
@@ -134,8 +134,10 @@ def retime(df, out_dir, rounds=3, target_name='cpu_tflite', threads=1, log=print
     once), so that all see the same machine: the sweep's fairest latency comparison. Adds retimed_ms
     (median over rounds) and retimed_ref_ms (the reference's median) to the table."""
     from ladnas_tf import genotypes, search_space
-    from ladnas_tf.latency import measure, targets
-    setting = targets.Setting.from_key(json.load(open(os.path.join(out_dir, df['run'].iloc[0],
+    from ladnas_tf.graph.setting import Setting
+    from ladnas_tf.profiling import measure
+    from ladnas_tf.profiling.targets import registry as targets
+    setting = Setting.from_key(json.load(open(os.path.join(out_dir, df['run'].iloc[0],
                                                                    'summary.json')))['latency']['setting'])
     target = targets.make_target(target_name, threads)
     runners = []

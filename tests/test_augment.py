@@ -3,8 +3,6 @@ determinism per (seed, example), crop statistics against torchvision's documente
 evaluation view, and one-line errors for a folder without the expected layout. JPEGs made here."""
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from scipy import stats
 
 from ladnas_tf import augment, data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = [(60, 40), (50, 90), (64, 64), (80, 120), (33, 47), (100, 75)]  # (h, w): landscape, portrait, square
 
 
@@ -83,7 +80,7 @@ def test_evaluation_view_is_resize_256_centre_crop_224(imagenet):
     np.testing.assert_allclose(view.numpy(), np.clip(full[16:240, 16:240].numpy(), 0, 1), atol=1e-5)
 
 
-def test_folder_without_the_expected_layout_is_one_line(imagenet, tmp_path):
+def test_folder_without_the_expected_layout_is_one_line(imagenet, tmp_path, run_tool):
     os.makedirs(tmp_path / 'only_train' / 'train' / 'a')
     with pytest.raises(data.DataError, match=r'lacks val/ \(expected .*/train/<class>/\*\.JPEG'):
         data.load('imagenet_folder', 'train', str(tmp_path / 'only_train'))
@@ -93,11 +90,10 @@ def test_folder_without_the_expected_layout_is_one_line(imagenet, tmp_path):
         data.load(f'imagenet_folder:{tmp_path / "mismatch"}', 'train')
     with pytest.raises(data.DataError, match='does not exist'):
         data.load('imagenet_folder', 'train', str(tmp_path / 'nowhere'))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
     model_dir = tmp_path / 'run'
-    result = subprocess.run([sys.executable, '-m', 'tools.train', '--genotype=DARTS_V2', f'--model_dir={model_dir}',
-                             f'--dataset=imagenet_folder:{tmp_path / "only_train"}', '--setting=imagenet'],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = run_tool('train', '--genotype=DARTS_V2', f'--model_dir={model_dir}',
+                      f'--dataset=imagenet_folder:{tmp_path / "only_train"}', '--setting=imagenet',
+                      env={'TF_CPP_MIN_LOG_LEVEL': '2'}, timeout=300)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and 'lacks val/' in lines[0]

@@ -3,21 +3,16 @@ tool runs the dataclass's defaults, and a non-default value given on the command
 (and the field's value is what the flag shows). Each tool in its own process: two tools define flags of
 the same names."""
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHECK = textwrap.dedent('''
     import dataclasses, importlib, json, sys
     from absl import flags
     from tools import cli
     from ladnas_tf import pipeline, search, train
-    from ladnas_tf.latency import registry
+    from ladnas_tf.lpm import registry
     tool, config_class, skip, aliases = sys.argv[1], eval(sys.argv[2]), tuple(json.loads(sys.argv[3])), \\
         json.loads(sys.argv[4])
     module = importlib.import_module('tools.' + tool)
@@ -83,11 +78,10 @@ TOOLS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize('tool', sorted(TOOLS))
-def test_every_flag_round_trips_to_its_field(tool):
+def test_every_flag_round_trips_to_its_field(tool, run_tool):
     config_class, skip, aliases = TOOLS[tool]
-    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
-    out = subprocess.run([sys.executable, '-c', CHECK, tool, config_class, json.dumps(skip), json.dumps(aliases)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = run_tool('-c', CHECK, tool, config_class, json.dumps(skip), json.dumps(aliases),
+                   env={'TF_CPP_MIN_LOG_LEVEL': '3'}, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     checked = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(checked) > 15
@@ -95,15 +89,13 @@ def test_every_flag_round_trips_to_its_field(tool):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('tool', ['search', 'train', 'pipeline'])
-def test_the_flag_names_of_the_configs_stay(tool):
+def test_the_flag_names_of_the_configs_stay(tool, run_tool):
     """The names configs/*.cfg and users give keep working (the architect's without a prefix)."""
     names = {'search': ['epochs', 'learning_rate', 'arch_learning_rate', 'arch_weight_decay', 'order', 'lpm',
                         'lambda_', 'latency_error_lpm', 'max_steps_per_epoch'],
              'train': ['setting', 'channels', 'augment', 'validation_fraction', 'lr_schedule', 'seed'],
              'pipeline': ['search_epochs', 'search_batch_size', 'search_channels', 'search_layers', 'lpm',
                           'lambda_', 'method', 'dataset', 'seed', 'channels', 'epochs', 'auxiliary']}[tool]
-    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
     code = f'import tools.{tool} as t; from absl import flags; print([n for n in {names!r} if n not in flags.FLAGS])'
-    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = run_tool('-c', code, env={'TF_CPP_MIN_LOG_LEVEL': '3'}, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == '[]', out.stdout + out.stderr[-2000:]

@@ -1,8 +1,6 @@
 """TFLite export: float32 parity, int8, the written files, and the CLI's handling of bad input."""
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -12,7 +10,6 @@ import tensorflow as tf
 from ladnas_tf import export, network, search_space
 from ladnas_tf.graph import convert
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16
 # Every candidate op, at stride 1 in the normal cell and at stride 2 in the reduction cell.
 ALL_OPS = search_space.make_genotype(
@@ -160,9 +157,8 @@ def test_export_needs_a_tflite_name_in_an_existing_folder(model, tmp_path):
 
 # ---- the CLI ----
 
-def run_cli(*flags):
-    return subprocess.run([sys.executable, '-m', 'tools.export_tflite', *flags], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+def run_cli(run_tool, *flags):
+    return run_tool('export_tflite', *flags, timeout=300)
 
 
 def bad_genotype_file(tmp_path, text):
@@ -202,10 +198,10 @@ def assert_one_line_failure(result, message, output):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('problem', list(BAD_GENOTYPES))
-def test_cli_rejects_bad_genotypes_in_one_line(problem, tmp_path, existing_output):
+def test_cli_rejects_bad_genotypes_in_one_line(run_tool, problem, tmp_path, existing_output):
     text, message = BAD_GENOTYPES[problem]
     # --overwrite: the genotype alone must stop it.
-    result = run_cli(f'--genotype={bad_genotype_file(tmp_path, text)}', f'--output={existing_output}',
+    result = run_cli(run_tool, f'--genotype={bad_genotype_file(tmp_path, text)}', f'--output={existing_output}',
                      '--overwrite')
     assert_one_line_failure(result, message, existing_output)
 
@@ -218,16 +214,16 @@ def test_cli_rejects_bad_genotypes_in_one_line(problem, tmp_path, existing_outpu
     (['--genotype=DARTS_V2'], 'exists (pass --overwrite to replace it)'),
 ])
 @pytest.mark.slow
-def test_cli_rejects_bad_flags_in_one_line(flags, message, existing_output):
-    assert_one_line_failure(run_cli(*flags, f'--output={existing_output}'), message, existing_output)
+def test_cli_rejects_bad_flags_in_one_line(run_tool, flags, message, existing_output):
+    assert_one_line_failure(run_cli(run_tool, *flags, f'--output={existing_output}'), message, existing_output)
 
 
 @pytest.mark.slow
-def test_cli_exports_and_summarises(tmp_path):
+def test_cli_exports_and_summarises(run_tool, tmp_path):
     genotype_file = tmp_path / 'all_ops.txt'
     genotype_file.write_text(str(ALL_OPS))     # DARTS's printed form
     out = tmp_path / 'all_ops.tflite'
-    result = run_cli(f'--genotype={genotype_file}', f'--output={out}', '--channels=4', '--cells=3',
+    result = run_cli(run_tool, f'--genotype={genotype_file}', f'--output={out}', '--channels=4', '--cells=3',
                      f'--image_size={SIZE}', '--parity_images=2')
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / 'all_ops.json').read_text())

@@ -14,7 +14,6 @@ import tomllib
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SEARCH = ['--epochs=1', '--max_steps_per_epoch=2', '--channels=4', '--layers=2', '--lat_samples=2',
                '--measure_latency=false']
 
@@ -30,11 +29,11 @@ def _packages_below(folder, name):
     return sorted(found)
 
 
-def test_pyproject_lists_every_package_of_the_library():
-    with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
+def test_pyproject_lists_every_package_of_the_library(repo_root):
+    with open(os.path.join(repo_root, 'pyproject.toml'), 'rb') as f:
         setuptools = tomllib.load(f)['tool']['setuptools']
     assert setuptools['package-dir'] == {'ladnas_tf.tools': 'tools'}
-    assert sorted(setuptools['packages']) == sorted(_packages_below(os.path.join(REPO, 'ladnas_tf'), 'ladnas_tf')
+    assert sorted(setuptools['packages']) == sorted(_packages_below(os.path.join(repo_root, 'ladnas_tf'), 'ladnas_tf')
                                                     + ['ladnas_tf.tools'])
 
 
@@ -43,10 +42,10 @@ def _env():
     return {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'TF_CPP_MIN_LOG_LEVEL')}
 
 
-def _install(tmp, editable):
+def _install(repo, tmp, editable):
     """A venv in `tmp` with a copy of the repository installed: (venv, the copy, the venv's site-packages)."""
     source, venv = tmp / 'source', tmp / 'venv'
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+    shutil.copytree(repo, source, ignore=shutil.ignore_patterns(
         '.git', '.venv', 'runs', '__pycache__', '.pytest_cache', '.hypothesis', 'build', '*.egg-info'))
     subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True, timeout=120)
     python = venv / 'bin' / 'python'
@@ -67,8 +66,8 @@ def _ladnas(venv, *args, cwd):
 
 
 @pytest.fixture(scope='module')
-def installed(tmp_path_factory):
-    return _install(tmp_path_factory.mktemp('install'), editable=False)
+def installed(repo_root, tmp_path_factory):
+    return _install(repo_root, tmp_path_factory.mktemp('install'), editable=False)
 
 
 @pytest.mark.slow
@@ -106,8 +105,20 @@ def test_ladnas_search_runs_the_default_latency_aware_search_from_any_folder(ins
 
 
 @pytest.mark.slow
-def test_an_editable_install_runs_the_sources_in_place(tmp_path):
-    venv, source, site = _install(tmp_path, editable=True)
+def test_the_python_api_finds_the_shipped_predictor_from_any_folder(installed, tmp_path):
+    """The README's way in: `import ladnas_tf; ladnas_tf.load_predictor('cpu_tflite_cifar')`."""
+    venv, source, site = installed
+    code = ('import ladnas_tf; p = ladnas_tf.load_predictor("cpu_tflite_cifar"); '
+            'print(p.path); print(p.predict_genotypes([ladnas_tf.genotypes.DARTS_V2])[0] > 0)')
+    done = subprocess.run([str(venv / 'bin' / 'python'), '-c', code], cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [os.path.join(site, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar'), 'True']
+
+
+@pytest.mark.slow
+def test_an_editable_install_runs_the_sources_in_place(repo_root, tmp_path):
+    venv, source, site = _install(repo_root, tmp_path, editable=True)
     done = _ladnas(venv, 'lpms', '--json', cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = {row['name']: row for row in json.loads(done.stdout)}

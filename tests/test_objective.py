@@ -2,32 +2,25 @@
 
 The LPMs here are untrained regressors saved with hand-written metadata (log target scaling around
 15 ms, so predictions are positive): what is tested is which bits reach them, not how well they predict."""
-import dataclasses
-import math
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from ladnas_tf import genotypes, objective, search, search_space
-from ladnas_tf.latency import errors, loss, lpm as lpm_lib, targets
-
-
-def _save_lpm(path, cells, seed=0):
-    predictor = lpm_lib.LPM(lpm_lib.LPMRecipe(cells=cells, target_scaling='log', seed=seed))
-    setting = targets.Setting().key
-    predictor.metadata = {
-        'format': lpm_lib.FORMAT, 'signature': search_space.signature(), 'target': 'cpu_tflite',
-        'setting': setting, 'target_description': {'target': 'cpu_tflite', 'setting': setting, 'threads': 1},
-        'cells': cells, 'input_size': predictor.input_size, 'recipe': dataclasses.asdict(predictor.recipe),
-        'label': {'kind': 'latency'}, 'scaling': {'kind': 'log', 'mean': math.log(15.0), 'std': 0.1}}
-    predictor.save(str(path))
-    return str(path)
+from ladnas_tf.cost import errors, flops
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.lpm import dataset, model as lpm_lib, registry
 
 
 @pytest.fixture(scope='module')
-def both_lpm_dir(tmp_path_factory):
-    return _save_lpm(tmp_path_factory.mktemp('lpm') / 'both', 'both')
+def both_lpm(predictors):
+    return predictors.make(cells='both')
+
+
+@pytest.fixture(scope='module')
+def both_lpm_dir(predictors, tmp_path_factory):
+    """The same predictor on disk, for what takes a name or a directory (a search's settings)."""
+    return predictors.save(tmp_path_factory.mktemp('lpm') / 'both', cells='both')
 
 
 class _Model:
@@ -37,8 +30,8 @@ class _Model:
         self.alpha_reduce = tf.Variable(1e-3 * rng.normal(size=(14, 8)), dtype=tf.float32)
 
 
-def test_a_both_cell_lpm_drives_lat_alpha_through_both_alphas(both_lpm_dir):
-    goal = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir)
+def test_a_both_cell_lpm_drives_lat_alpha_through_both_alphas(both_lpm):
+    goal = objective.Objective(lambda_=0.1, predictor=both_lpm)
     assert goal.latency.cells == 'both' and list(goal.arch_loss.terms) == ['latency']
     darts_v2 = np.concatenate([search_space.encode_cell(genotypes.DARTS_V2.normal),
                                search_space.encode_cell(genotypes.DARTS_V2.reduce)])
@@ -51,51 +44,51 @@ def test_a_both_cell_lpm_drives_lat_alpha_through_both_alphas(both_lpm_dir):
     assert np.abs(g_n.numpy()).max() > 0 and np.abs(g_r.numpy()).max() > 0
 
 
-def test_report_predicts_the_genotype_with_both_cells(both_lpm_dir):
-    goal = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir)
+def test_report_predicts_the_genotype_with_both_cells(both_lpm):
+    goal = objective.Objective(lambda_=0.1, predictor=both_lpm)
     g = genotypes.DARTS_V2
-    report = goal.report(g, measure=False)
-    both_bits = loss.genotype_encoding(g, 'both')
+    report = goal.report(g)
+    both_bits = dataset.genotype_encoding(g, 'both')
     assert report['predicted_ms'] == pytest.approx(float(goal.lpm.predict_ms(both_bits)[0]))
     assert report['unit_ms'] == goal.reference_ms and report['target'] == 'cpu_tflite'
     other_reduce = g._replace(reduce=genotypes.PDARTS.reduce)
-    assert goal.report(other_reduce, measure=False)['predicted_ms'] != pytest.approx(report['predicted_ms'])
+    assert goal.report(other_reduce)['predicted_ms'] != pytest.approx(report['predicted_ms'])
 
 
-def test_a_normal_cell_lpm_still_reads_the_normal_cell_only(tmp_path):
-    goal = objective.Objective(lambda_=0.1, lpm_dir=_save_lpm(tmp_path / 'normal', 'normal'))
+def test_a_normal_cell_lpm_still_reads_the_normal_cell_only(predictors):
+    goal = objective.Objective(lambda_=0.1, predictor=predictors.make(cells='normal'))
     assert goal.latency.cells == 'normal'
     g = genotypes.DARTS_V2
     assert goal.reference_ms == pytest.approx(float(goal.lpm.predict_ms(search_space.encode_cell(g.normal))[0]))
     assert goal.predicted_ms(g._replace(reduce=genotypes.PDARTS.reduce)) == goal.predicted_ms(g)
 
 
-def test_an_lpm_of_cells_lat_cannot_sample_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setitem(lpm_lib.CELLS, 'reduce', ('reduce',))  # an LPM kind lpm.py might grow
-    lpm_dir = _save_lpm(tmp_path / 'reduce', 'reduce')
+def test_an_lpm_of_cells_lat_cannot_sample_is_refused(tmp_path, monkeypatch, predictors):
+    monkeypatch.setitem(lpm_lib.CELLS, 'reduce', ('reduce',))  # an LPM kind lpm/model.py might grow
+    lpm_dir = predictors.save(tmp_path / 'reduce', cells='reduce')  # named in the refusal by its directory
     with pytest.raises(objective.ObjectiveError, match="samples normal or both cells") as error:
-        objective.Objective(lambda_=0.1, lpm_dir=lpm_dir)
+        objective.Objective(lambda_=0.1, predictor=registry.load(lpm_dir))
     assert lpm_dir in str(error.value) and "'reduce'" in str(error.value) and '\n' not in str(error.value)
 
 
 def test_the_flops_term_is_untouched():
-    tiny = targets.Setting('cifar', 4, 3, 8, 1, 10)  # MACs tables of a tiny network: quick to count
+    tiny = Setting('cifar', 4, 3, 8, 1, 10)  # MACs tables of a tiny network: quick to count
     goal = objective.Objective(eta=1e-3, eval_setting=tiny)
     assert goal.latency is None and goal.lpm is None and list(goal.arch_loss.terms) == ['flops']
-    tables = loss.macs_table(tiny.channels, tiny.image_size, tiny.num_cells)
+    tables = flops.macs_table(tiny.channels, tiny.image_size, tiny.num_cells)
     model = _Model()
-    expected = 1e-3 * loss.flops(model.alpha_normal, model.alpha_reduce, tables) / loss.genotype_macs(
+    expected = 1e-3 * flops.flops(model.alpha_normal, model.alpha_reduce, tables) / flops.genotype_macs(
         objective.REFERENCE, tables)
     assert float(goal.arch_loss.terms['flops'](model)) == pytest.approx(float(expected))
 
 
 # ---- latency error models: the search reads the perturbed predictor, the report the true one ----
 
-def test_a_systematic_error_steers_the_search_but_not_the_report(both_lpm_dir):
-    exact = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir)
-    goal = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir, error=errors.Spec('systematic', 0.1))
+def test_a_systematic_error_steers_the_search_but_not_the_report(both_lpm):
+    exact = objective.Objective(lambda_=0.1, predictor=both_lpm)
+    goal = objective.Objective(lambda_=0.1, predictor=both_lpm, error=errors.Spec('systematic', 0.1))
     g = genotypes.PDARTS
-    report = goal.report(g, measure=False)
+    report = goal.report(g)
     assert report['predicted_ms'] == pytest.approx(exact.predicted_ms(g))  # the true LPM's
     err = report['latency_error']
     assert err['searched_predicted_ms'] == pytest.approx(goal.searched_ms(g)) != pytest.approx(report['predicted_ms'])
@@ -103,15 +96,17 @@ def test_a_systematic_error_steers_the_search_but_not_the_report(both_lpm_dir):
     assert abs(err['mre'] - 0.1) < 0.02 and -1 <= err['kendall_tau'] <= 1 and err['archs'] > 0
 
 
-def test_a_worse_predictor_replaces_the_lpm_in_the_search(both_lpm_dir, tmp_path):
-    worse = _save_lpm(tmp_path / 'worse', 'both', seed=7)
-    goal = objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir, error=errors.Spec('predictor', 0.0, worse))
-    code = loss.genotype_encoding(genotypes.DARTS_V2, 'both')
-    assert goal.searched_ms(genotypes.DARTS_V2) == pytest.approx(float(lpm_lib.LPM.load(worse).predict_ms(code)[0]))
+def test_a_worse_predictor_replaces_the_lpm_in_the_search(both_lpm, predictors):
+    worse = predictors.make(cells='both', seed=7)
+    goal = objective.Objective(lambda_=0.1, predictor=both_lpm, error=errors.Spec('predictor', 0.0, 'worse'),
+                               worse_predictor=worse)
+    code = dataset.genotype_encoding(genotypes.DARTS_V2, 'both')
+    assert goal.searched_ms(genotypes.DARTS_V2) == pytest.approx(float(worse.predict_ms(code)[0]))
     assert goal.predicted_ms(genotypes.DARTS_V2) == pytest.approx(float(goal.lpm.predict_ms(code)[0]))
-    normal_only = _save_lpm(tmp_path / 'normal', 'normal')
+    normal_only = predictors.make(cells='normal')
     with pytest.raises(objective.ObjectiveError, match="reads 'normal' cells") as error:
-        objective.Objective(lambda_=0.1, lpm_dir=both_lpm_dir, error=errors.Spec('predictor', 0.0, normal_only))
+        objective.Objective(lambda_=0.1, predictor=both_lpm, error=errors.Spec('predictor', 0.0, 'normal'),
+                            worse_predictor=normal_only)
     assert '\n' not in str(error.value)
 
 

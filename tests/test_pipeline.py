@@ -4,15 +4,12 @@ never killed, a finished run re-reported without redoing a stage, and one-line r
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from ladnas_tf import pipeline, run_dir
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--search_channels=4', '--search_layers=2', '--search_image_size=8', '--search_epochs=1',
         '--search_batch_size=16', '--search_max_steps_per_epoch=2', '--nomeasure_searched',
         '--channels=4', '--layers=2', '--image_size=8', '--epochs=2', '--batch_size=64', '--cutout=0',
@@ -20,10 +17,9 @@ TINY = ['--search_channels=4', '--search_layers=2', '--search_image_size=8', '--
 STEPS_PER_EPOCH = int(1437 * 0.9) // 64  # digits train minus the validation tenth, batch 64
 
 
-def _pipeline(model_dir, *extra, env=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {}))
-    return subprocess.run([sys.executable, '-m', 'tools.pipeline', f'--model_dir={model_dir}', *TINY, *extra],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+def _pipeline(run_tool, model_dir, *extra, env=None):
+    return run_tool('pipeline', f'--model_dir={model_dir}', *TINY, *extra,
+                    env={'TF_CPP_MIN_LOG_LEVEL': '2', **(env or {})}, timeout=900)
 
 
 def _weights(model_dir):
@@ -32,9 +28,9 @@ def _weights(model_dir):
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end_with_a_kill_in_training(tmp_path):
+def test_pipeline_end_to_end_with_a_kill_in_training(run_tool, tmp_path):
     straight = tmp_path / 'straight'
-    result = _pipeline(straight)
+    result = _pipeline(run_tool, straight)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((straight / 'report.json').read_text())
     for name in ('model_float32.tflite', 'model_int8.tflite', 'export.json'):
@@ -51,10 +47,10 @@ def test_pipeline_end_to_end_with_a_kill_in_training(tmp_path):
     # Killed inside the training stage (epoch 2), then the same command: the search is skipped, the
     # training resumes from its checkpoint, and the run ends with the weights and files of `straight`.
     killed = tmp_path / 'killed'
-    victim = _pipeline(killed, env={run_dir.KILL_AT_STEP_ENV: str(STEPS_PER_EPOCH + 3)})
+    victim = _pipeline(run_tool, killed, env={run_dir.KILL_AT_STEP_ENV: str(STEPS_PER_EPOCH + 3)})
     assert victim.returncode == -signal.SIGKILL, victim.stderr[-3000:]
     assert (killed / 'search' / 'summary.json').is_file() and not (killed / 'train' / 'summary.json').exists()
-    resumed = _pipeline(killed)
+    resumed = _pipeline(run_tool, killed)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'search: done before, skipped' in resumed.stderr and 'resumed from' in resumed.stderr
     for a, b in zip(_weights(str(killed)), _weights(str(straight))):
@@ -66,7 +62,7 @@ def test_pipeline_end_to_end_with_a_kill_in_training(tmp_path):
 
     # Finished: every stage skipped, the report written again from the stages' outputs.
     before = (killed / 'export' / 'model_int8.tflite').stat().st_mtime_ns
-    rerun = _pipeline(killed)
+    rerun = _pipeline(run_tool, killed)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for stage in ('search', 'export', 'latency'):
         assert f'{stage}: done before, skipped' in rerun.stderr
@@ -75,7 +71,7 @@ def test_pipeline_end_to_end_with_a_kill_in_training(tmp_path):
 
     # Another configuration in the same directory: one line, exit 1, nothing touched.
     listing = sorted(os.listdir(killed))
-    other = _pipeline(killed, '--epochs=3')
+    other = _pipeline(run_tool, killed, '--epochs=3')
     assert other.returncode == 1
     lines = other.stderr.strip().splitlines()
     assert len(lines) == 1 and '--overwrite' in lines[0]
@@ -85,17 +81,17 @@ def test_pipeline_end_to_end_with_a_kill_in_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
+def test_bad_input_is_one_line_and_writes_nothing(run_tool, tmp_path):
     for flag, message in (('--validation_fraction=1.0', 'validation_fraction must lie in [0, 1)'),
                           ('--dataset=imagenet_folder:' + str(tmp_path / 'missing'), 'does not exist')):
         model_dir = tmp_path / 'run'
-        result = _pipeline(model_dir, flag)
+        result = _pipeline(run_tool, model_dir, flag)
         assert result.returncode == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert not (tmp_path / 'run').exists()
     (tmp_path / 'run').mkdir()
     (tmp_path / 'run' / 'notes.txt').write_text('keep me')
-    result = _pipeline(tmp_path / 'run')
+    result = _pipeline(run_tool, tmp_path / 'run')
     assert result.returncode == 1 and 'holds no pipeline.json' in result.stderr
     assert os.listdir(tmp_path / 'run') == ['notes.txt']

@@ -2,8 +2,6 @@
 file by tools.qat, with its interpreter accuracy in the run's summary; bad input is one line."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -75,16 +73,15 @@ def run_dir(tmp_path_factory):
     return path
 
 
-def _qat_cli(run_dir, *flags):
-    return subprocess.run([sys.executable, '-m', 'tools.qat', f'--model_dir={run_dir}', *flags],
-                          capture_output=True, text=True, timeout=900)
+def _qat_cli(run_tool, run_dir, *flags):
+    return run_tool('qat', f'--model_dir={run_dir}', *flags, timeout=900)
 
 
 @pytest.mark.slow
-def test_qat_cli_writes_an_int8_file_and_its_accuracy(run_dir):
+def test_qat_cli_writes_an_int8_file_and_its_accuracy(run_tool, run_dir):
     with open(os.path.join(run_dir, train.SUMMARY)) as f:
         before = json.load(f)
-    result = _qat_cli(run_dir, '--epochs=1', '--latency_runs=3', '--calibration_images=32')
+    result = _qat_cli(run_tool, run_dir, '--epochs=1', '--latency_runs=3', '--calibration_images=32')
     assert result.returncode == 0, result.stderr[-2000:]
     with open(os.path.join(run_dir, train.SUMMARY)) as f:
         after = json.load(f)
@@ -102,13 +99,13 @@ def test_qat_cli_writes_an_int8_file_and_its_accuracy(run_dir):
     assert abs(entry['test_top1'] - entry['qat_keras_test_top1']) <= 5
     assert entry['test_top1'] > 30  # well above chance (10%): the trained weights came across
 
-    again = _qat_cli(run_dir, '--epochs=1')
+    again = _qat_cli(run_tool, run_dir, '--epochs=1')
     assert again.returncode == 1 and 'pass --overwrite' in again.stderr
     assert again.stderr.strip().count('\n') == 0
 
 
 @pytest.mark.slow
-def test_qat_cli_on_a_directory_without_a_run_is_one_line(tmp_path):
-    result = _qat_cli(tmp_path)
+def test_qat_cli_on_a_directory_without_a_run_is_one_line(run_tool, tmp_path):
+    result = _qat_cli(run_tool, tmp_path)
     assert result.returncode == 1 and 'run_config.json does not exist' in result.stderr
     assert result.stderr.strip().count('\n') == 0

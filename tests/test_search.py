@@ -3,16 +3,14 @@ SIGKILL, and 2 replicas against 1 on the same global batch."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
 from ladnas_tf import architect, run_dir, search, search_space
+from ladnas_tf.lpm import registry
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(dataset='memory', epochs=2, batch_size=8, channels=4, layers=3, seed=0, learning_rate=0.05,
             arch_learning_rate=3e-3, lambda_=0.0, lpm_dir=None)
 
@@ -86,9 +84,9 @@ def test_a_finished_run_run_again_changes_nothing(finished):
     assert summary['supernet_valid_images'] == 24  # the whole architecture half (24 examples)
 
 
-def test_a_resumed_search_refuses_an_lpm_replaced_at_the_same_path(tmp_path):
+def test_a_resumed_search_refuses_an_lpm_replaced_at_the_same_path(tmp_path, repo_root):
     lpm_dir = tmp_path / 'lpm'
-    shutil.copytree(os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar'), lpm_dir)
+    shutil.copytree(os.path.join(repo_root, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar'), lpm_dir)
     config = _config(lambda_=0.1, lpm_dir=str(lpm_dir))
     search.prepare_run_dir(str(tmp_path / 'run'), config)
     assert search.prepare_run_dir(str(tmp_path / 'run'), config) is True  # the same predictor: resumes
@@ -99,9 +97,9 @@ def test_a_resumed_search_refuses_an_lpm_replaced_at_the_same_path(tmp_path):
         search.prepare_run_dir(str(tmp_path / 'run'), config)
 
 
-def test_a_search_failing_before_its_first_step_leaves_no_run_directory(tmp_path):
+def test_a_search_failing_before_its_first_step_leaves_no_run_directory(tmp_path, repo_root):
     lpm_dir = tmp_path / 'lpm'
-    shutil.copytree(os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar'), lpm_dir)
+    shutil.copytree(os.path.join(repo_root, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar'), lpm_dir)
     (lpm_dir / 'lpm.keras').write_bytes(b'damaged')
     with pytest.raises(search.SearchError, match='not a readable Keras model'):
         search.search(_config(lambda_=0.1, lpm_dir=str(lpm_dir)), str(tmp_path / 'run'), data=tiny_data(),
@@ -178,28 +176,25 @@ DRIVER = DATA_SNIPPET + textwrap.dedent('''
 ''')
 
 
-def _driver(model_dir, config, kill_at_step=None):
-    cmd = [sys.executable, '-c', DRIVER, model_dir, json.dumps(config)]
-    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '2'}
-    env.pop(run_dir.KILL_AT_STEP_ENV, None)
-    if kill_at_step is not None:
-        env[run_dir.KILL_AT_STEP_ENV] = str(kill_at_step)
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+def _driver(run_tool, model_dir, config, kill_at_step=None):
+    kill = {} if kill_at_step is None else {run_dir.KILL_AT_STEP_ENV: str(kill_at_step)}
+    return run_tool('-c', DRIVER, model_dir, json.dumps(config), env={'TF_CPP_MIN_LOG_LEVEL': '2', **kill},
+                    without=() if kill else (run_dir.KILL_AT_STEP_ENV,), timeout=900)
 
 
 @pytest.mark.slow
-def test_killed_and_resumed_ends_as_an_uninterrupted_run(tmp_path):
+def test_killed_and_resumed_ends_as_an_uninterrupted_run(run_tool, tmp_path):
     """A real SIGKILL at step 5 (inside the second epoch, after its checkpoint), then the same command again."""
     config = {**TINY, 'epochs': 3, 'method': 'pcdarts', 'partial_channels': 2, 'warmup_epochs': 1}
-    straight = _driver(str(tmp_path / 'straight'), config)
+    straight = _driver(run_tool, str(tmp_path / 'straight'), config)
     assert straight.returncode == 0, straight.stderr[-2000:]
     expected = json.loads(straight.stdout.strip().splitlines()[-1])
 
     killed_dir = str(tmp_path / 'killed')
-    victim = _driver(killed_dir, config, kill_at_step=5)
+    victim = _driver(run_tool, killed_dir, config, kill_at_step=5)
     assert victim.returncode == -9, victim.stderr[-2000:]
     assert 'ckpt-5' in open(os.path.join(killed_dir, 'checkpoints', 'checkpoint')).read()
-    resumed = _driver(killed_dir, config)
+    resumed = _driver(run_tool, killed_dir, config)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     out = resumed.stdout
     result = json.loads(out.strip().splitlines()[-1])
@@ -254,10 +249,8 @@ REPLICAS = textwrap.dedent('''
 
 @pytest.mark.slow
 @pytest.mark.parametrize('order', ['first'])  # 'second' passes too, but takes ~6 minutes on one core
-def test_two_replicas_follow_one_on_the_same_global_batch(order):
-    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '2'}
-    out = subprocess.run([sys.executable, '-c', REPLICAS, order], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=900)
+def test_two_replicas_follow_one_on_the_same_global_batch(order, run_tool):
+    out = run_tool('-c', REPLICAS, order, env={'TF_CPP_MIN_LOG_LEVEL': '2'}, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
     one, two = results['one'], results['two']
@@ -271,7 +264,7 @@ def test_two_replicas_follow_one_on_the_same_global_batch(order):
 
 # ---- the latency-aware objective (paper Eq. 3) and the FLOPs baseline in the loop ----
 
-SHIPPED_LPM = os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar')
+SHIPPED_LPM = 'cpu_tflite_cifar'  # a name: SearchConfig and lpm.registry.load take it
 
 
 @pytest.fixture(scope='module')
@@ -287,6 +280,16 @@ def latency_run(tmp_path_factory):
     summary = search.search(_config(lpm_dir=SHIPPED_LPM), model_dir, data=tiny_data(), progress=False,
                             measure_latency=False, log=lambda line: None)
     return model_dir, summary
+
+
+@pytest.mark.slow
+def test_a_search_loads_its_predictor_once(tmp_path, monkeypatch):
+    from ladnas_tf.lpm import model as lpm_lib
+    loads, load = [], lpm_lib.LPM.load.__func__
+    monkeypatch.setattr(lpm_lib.LPM, 'load', classmethod(lambda cls, *a, **k: loads.append(a) or load(cls, *a, **k)))
+    search.search(_config(lpm_dir=SHIPPED_LPM, epochs=1, max_steps_per_epoch=1), str(tmp_path / 'run'),
+                  data=tiny_data(), progress=False, measure_latency=False, log=lambda line: None)
+    assert loads == [(registry.resolve(SHIPPED_LPM),)]
 
 
 @pytest.mark.slow
@@ -316,10 +319,10 @@ def test_latency_run_logs_and_reports_the_latency(latency_run):
 
 def test_report_times_the_derived_network_on_the_target():
     from ladnas_tf import genotypes, objective
-    from ladnas_tf.latency import targets
-    goal = objective.Objective(lambda_=0.1, lpm_dir=SHIPPED_LPM)
-    goal.setting = targets.Setting('cifar', 4, 3, 8, 1, 10)  # a tiny evaluation network: quick to convert
-    report = goal.report(genotypes.DARTS_V2)
+    from ladnas_tf.graph.setting import Setting
+    goal = objective.Objective(lambda_=0.1, predictor=registry.load(SHIPPED_LPM))
+    goal.setting = Setting('cifar', 4, 3, 8, 1, 10)  # a tiny evaluation network: quick to convert
+    report = search.latency_report(goal, genotypes.DARTS_V2, log=lambda line: None)
     assert report['measured_ms'] > 0 and report['reference_ms'] > 0 and report['params'] > 0
     assert report['measured_vs_reference'] == pytest.approx(report['measured_ms'] / report['reference_ms'])
     assert report['macs'] > 0 and report['lambda_'] == pytest.approx(0.1)
@@ -327,17 +330,17 @@ def test_report_times_the_derived_network_on_the_target():
 
 def test_flops_baseline_is_one_more_term_of_the_same_loss(searcher_model):
     from ladnas_tf import objective
-    from ladnas_tf.latency import loss
+    from ladnas_tf.cost import flops
     goal = _config(eta=1e-3).objective()
     assert goal.latency is None and goal.lpm is None and list(goal.arch_loss.terms) == ['flops']
-    tables = loss.macs_table(36, 32, 20)
-    unit = loss.genotype_macs(objective.REFERENCE, tables)  # DARTS_V2's cell ops: 8 + 8 of the 14 + 14 edges
+    tables = flops.macs_table(36, 32, 20)
+    unit = flops.genotype_macs(objective.REFERENCE, tables)  # DARTS_V2's cell ops: 8 + 8 of the 14 + 14 edges
     assert 0 < unit < float(np.sum(tables[0].max(-1)) + np.sum(tables[1].max(-1)))
-    expected = 1e-3 * loss.flops(searcher_model.alpha_normal, searcher_model.alpha_reduce, tables) / unit
+    expected = 1e-3 * flops.flops(searcher_model.alpha_normal, searcher_model.alpha_reduce, tables) / unit
     assert float(goal.arch_loss.terms['flops'](searcher_model)) == pytest.approx(float(expected))
     assert goal.scalars() == {} and goal.variables() == {}
-    assert goal.report(None, measure=False) == {'setting': 'cifar-C36-N20-32px-b1-k10', 'eta': 1e-3,
-                                                'unit_mmacs': unit, 'target': 'cpu_tflite'}
+    assert goal.report(None) == {'setting': 'cifar-C36-N20-32px-b1-k10', 'eta': 1e-3,
+                                 'unit_mmacs': unit, 'target': 'cpu_tflite'}
     assert objective.Objective().arch_loss.terms == {}  # no LPM, no eta: the plain DARTS loss
 
 
@@ -349,7 +352,7 @@ def test_latency_settings_that_cannot_work_are_refused(tmp_path):
         with pytest.raises(search.SearchError, match=match):
             _config(**bad).check()
     other = tmp_path / 'lpm'
-    shutil.copytree(SHIPPED_LPM, other)
+    shutil.copytree(registry.resolve(SHIPPED_LPM), other)
     meta_path = other / 'metadata.json'
     meta = json.loads(meta_path.read_text())
     meta['signature']['primitives'] = meta['signature']['primitives'][:-1]
@@ -360,26 +363,24 @@ def test_latency_settings_that_cannot_work_are_refused(tmp_path):
     assert '\n' not in str(error.value)
 
 
-def _cli(*args):
-    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
-    return subprocess.run([sys.executable, '-m', 'tools.search', *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+def _cli(run_tool, *args):
+    return run_tool('search', *args, env={'TF_CPP_MIN_LOG_LEVEL': '3'}, timeout=300)
 
 
 @pytest.mark.slow
-def test_cli_bad_input_is_one_line_and_keeps_what_exists(tmp_path):
+def test_cli_bad_input_is_one_line_and_keeps_what_exists(run_tool, tmp_path):
     """Unknown flag values, an unreadable dataset and another search's directory: one line each on
     stderr, a non-zero exit, and the directory untouched."""
-    out = _cli('--method=enas')
+    out = _cli(run_tool, '--method=enas')
     assert out.returncode != 0 and 'enas' in out.stderr
-    out = _cli(f'--dataset={tmp_path / "missing"}', f'--model_dir={tmp_path / "run"}')
+    out = _cli(run_tool, f'--dataset={tmp_path / "missing"}', f'--model_dir={tmp_path / "run"}')
     assert out.returncode == 1 and out.stderr.strip().startswith('error:')
     assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()
     mine = tmp_path / 'mine'
     mine.mkdir()
     (mine / 'notes.txt').write_text('keep')
-    out = _cli('--lambda_=0', f'--model_dir={mine}')
+    out = _cli(run_tool, '--lambda_=0', f'--model_dir={mine}')
     assert out.returncode == 1 and 'not empty' in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert os.listdir(mine) == ['notes.txt']
-    out = _cli('--eta=0.001', f'--model_dir={tmp_path / "both"}')  # --lambda_ defaults to 0.1
+    out = _cli(run_tool, '--eta=0.001', f'--model_dir={tmp_path / "both"}')  # --lambda_ defaults to 0.1
     assert out.returncode == 1 and 'cannot be active together' in out.stderr

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ladnas_tf import search, sweep
-from ladnas_tf.latency import errors
+from ladnas_tf.cost import errors
 
 LPM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'ladnas_tf', 'predictors',
                    'cpu_tflite_cifar')

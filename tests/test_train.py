@@ -5,8 +5,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -15,7 +13,6 @@ import tensorflow as tf
 
 from ladnas_tf import data, genotypes, run_dir, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, CLASSES, PER_CLASS = 16, 4, {'train': 16, 'test': 8}
 TINY = train.Recipe(channels=4, layers=3, epochs=2, batch_size=16, learning_rate=0.05, auxiliary=False,
                     drop_path_prob=0.2, cutout=4)
@@ -46,10 +43,8 @@ def run(folder, tmp_path_factory):
     return model_dir, summary
 
 
-def _cli(*args, timeout=300, env=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {}))
-    return subprocess.run([sys.executable, '-m', 'tools.train', *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def _cli(run_tool, *args, timeout=300, env=None):
+    return run_tool('train', *args, env={'TF_CPP_MIN_LOG_LEVEL': '2', **(env or {})}, timeout=timeout)
 
 
 def _tiny_flags(folder, model_dir, epochs=2):
@@ -194,23 +189,23 @@ def test_tflite_accuracy_agrees_with_keras(run, folder):
 # ---- the CLI: one-line errors, resume after a kill ----
 
 @pytest.mark.slow
-def test_cli_invalid_genotype_is_one_line(tmp_path):
+def test_cli_invalid_genotype_is_one_line(run_tool, tmp_path):
     bad = ('{"normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_3x3", 9], '
            '["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 0], ["dil_conv_3x3", 2]], '
            '"reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1], '
            '["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]]}')
-    result = _cli(f'--genotype={bad}', f'--model_dir={tmp_path / "r"}')
+    result = _cli(run_tool, f'--genotype={bad}', f'--model_dir={tmp_path / "r"}')
     assert result.returncode == 1
     assert result.stderr.startswith('error: ') and len(result.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / 'r')
 
 
 @pytest.mark.slow
-def test_cli_refuses_an_existing_run_dir(tmp_path, folder):
+def test_cli_refuses_an_existing_run_dir(run_tool, tmp_path, folder):
     model_dir = tmp_path / 'r'
     model_dir.mkdir()
     (model_dir / 'notes.txt').write_text('keep me')
-    result = _cli(*_tiny_flags(folder, model_dir))
+    result = _cli(run_tool, *_tiny_flags(folder, model_dir))
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and '--overwrite' in lines[0]
@@ -218,12 +213,12 @@ def test_cli_refuses_an_existing_run_dir(tmp_path, folder):
 
 
 @pytest.mark.slow
-def test_cli_bad_validation_fraction_is_one_line(tmp_path, folder):
+def test_cli_bad_validation_fraction_is_one_line(run_tool, tmp_path, folder):
     model_dir = tmp_path / 'r'
     model_dir.mkdir()
     (model_dir / 'notes.txt').write_text('keep me')
     for bad in ('1', '-0.1', '1.5'):
-        result = _cli(*_tiny_flags(folder, model_dir), f'--validation_fraction={bad}', '--overwrite')
+        result = _cli(run_tool, *_tiny_flags(folder, model_dir), f'--validation_fraction={bad}', '--overwrite')
         assert result.returncode == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and 'validation_fraction must lie in [0, 1)' in lines[0]
@@ -236,23 +231,23 @@ def _final_weights(model_dir):
 
 
 @pytest.mark.slow
-def test_killed_and_resumed_ends_as_an_uninterrupted_run(tmp_path, folder):
+def test_killed_and_resumed_ends_as_an_uninterrupted_run(run_tool, tmp_path, folder):
     """tools.train killed (SIGKILL from inside, at a chosen step: no race with a timer) at step 6 of 8,
     then the same command: once resuming at the epoch boundary (step 4), once mid-epoch (a checkpoint
     after every step). Both end with the weights, drop-path draws and figures of a run never killed."""
     common = ['--validation_fraction=0.25', '--drop_path_prob=0.3', '--epochs=2']
     straight = tmp_path / 'straight'
-    assert _cli(*_tiny_flags(folder, straight), *common).returncode == 0
+    assert _cli(run_tool, *_tiny_flags(folder, straight), *common).returncode == 0
     expected = _final_weights(str(straight))
     history = json.loads((straight / 'history.json').read_text())
     for name, every, resumed_at in (('boundary', '0', 'after epoch 1, step 0'),
                                     ('mid_epoch', '1e-9', 'after epoch 1, step 2')):
         model_dir = tmp_path / name
         args = [*_tiny_flags(folder, model_dir), *common, f'--checkpoint_every={every}']
-        killed = _cli(*args, env={run_dir.KILL_AT_STEP_ENV: '6'})
+        killed = _cli(run_tool, *args, env={run_dir.KILL_AT_STEP_ENV: '6'})
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
         assert not (model_dir / 'summary.json').exists()
-        resumed = _cli(*args)
+        resumed = _cli(run_tool, *args)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         assert resumed_at in resumed.stderr
         for a, b in zip(_final_weights(str(model_dir)), expected):
@@ -365,10 +360,8 @@ _REPLICAS = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_two_replicas_match_one_on_the_same_global_batch(folder, tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-    result = subprocess.run([sys.executable, '-c', _REPLICAS, folder, str(tmp_path / 'r')], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+def test_two_replicas_match_one_on_the_same_global_batch(folder, tmp_path, run_tool):
+    result = run_tool('-c', _REPLICAS, folder, str(tmp_path / 'r'), env={'TF_CPP_MIN_LOG_LEVEL': '2'}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out['replicas'] == 2

@@ -1,10 +1,14 @@
 """Command-line programs: `python -m tools.<name>` in a clone, `ladnas <name>` once installed (absl flags;
 flagfiles in configs/).
 
-Importing the package loads TensorFlow once with its C++ start-up lines (the oneDNN notice and absl's
+TensorFlow, when a tool first imports it, loads with its C++ start-up lines (the oneDNN notice and absl's
 pre-initialisation warning, printed whatever TF_CPP_MIN_LOG_LEVEL says) kept off stderr, so that a
-tool's stderr holds its own lines only: a bad input is one line there, as promised."""
+tool's stderr holds its own lines only: a bad input is one line there, as promised. Listing the tools
+(`ladnas --help`) imports no TensorFlow at all."""
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 # 3 keeps TensorFlow's C++ ERROR lines off stderr as well: the default run meets one at its first graph with
 # an int32 Transpose ("oneDNN supports DT_INT32 only on platforms with AVX-512. Falling back to the default
@@ -15,15 +19,39 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 
-def _import_tensorflow_quietly():
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401  (an import error is raised below, after stderr is back)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+class _QuietLoader(importlib.abc.Loader):
+    """TensorFlow's own loader, run with file descriptor 2 on /dev/null: its C++ library prints there."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            self.loader.exec_module(module)  # an import error is raised after stderr is back
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+            module.__spec__.loader = module.__loader__ = self.loader  # the package as if found plainly
 
 
-_import_tensorflow_quietly()
+class _QuietTensorFlow(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` as the other finders do, once, and hands it to _QuietLoader."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != 'tensorflow':
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+if 'tensorflow' not in sys.modules:
+    sys.meta_path.insert(0, _QuietTensorFlow())

@@ -6,7 +6,9 @@ library (bad_input.BadInput: GenotypeError, TableError, LPMError, ...), an OSErr
 it cannot read or decode. Anything else, a plain ValueError included, is a bug and keeps its traceback.
 """
 import dataclasses
+import logging
 import math
+import os
 import sys
 import types
 import typing
@@ -16,6 +18,19 @@ from absl import app, flags
 from ladnas_tf.bad_input import BadInput
 
 FLAGS = flags.FLAGS
+
+
+class _ProjectInfoOnly(logging.Filter):
+    """TensorFlow logs some of its own INFO lines through absl, the logger the tools speak through (every
+    checkpoint: 'Sharding callback duration: N microseconds'): a tool's screen keeps its own INFO lines
+    and everyone's warnings."""
+    _TENSORFLOW = f'{os.sep}tensorflow{os.sep}'
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or self._TENSORFLOW not in record.pathname
+
+
+logging.getLogger('absl').addFilter(_ProjectInfoOnly())
 
 
 def fail(message):
@@ -170,3 +185,22 @@ def _build(config_class, values, path, overrides, base=None):
         elif here in values:
             kwargs[field.name] = values[here]
     return config_class(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
+
+
+# ---- flags from the target kinds' options: each default is defined once, on its kind ----
+
+def define_option_flags(options, flag_values=FLAGS):
+    """An absl flag per profiling.targets.base.Option."""
+    for o in options:
+        define = getattr(flags, f'DEFINE_{o.kind}')
+        default = list(o.default) if o.kind == 'list' else o.default
+        bounds = {} if o.lower_bound is None else {'lower_bound': o.lower_bound}
+        if o.kind == 'enum':
+            define(o.flag, default, list(o.choices), o.help, flag_values=flag_values)
+        else:
+            define(o.flag, default, o.help, flag_values=flag_values, **bounds)
+
+
+def option_values(options, flag_values=FLAGS):
+    """{keyword: flag value} of the options (a target kind's constructor keywords)."""
+    return {o.keyword: flag_values[o.flag].value for o in options}

@@ -6,11 +6,9 @@ Prints n (common arch_ids), Kendall tau and Spearman rho between the two latenci
 latencies divided by each row's reference bracket (ref_ms, which cancels machine drift), and the
 median per-architecture ratio second / first. With --lpm_dir, also scores that LPM on the second
 table's architectures (a predictor trained on one machine, tested on another): rank correlation, and
-relative error after one scale factor (see metrics.transfer_metrics), on raw and on ref-normalised latency.
+relative error after one scale factor (see lpm.metrics.transfer_metrics), on raw and on ref-normalised latency.
 """
-import numpy as np
 from absl import flags
-from scipy import stats
 
 from ladnas_tf.bad_input import BadInput
 from . import cli
@@ -21,34 +19,15 @@ flags.DEFINE_string('lpm_dir', None, "Also score this LPM (a name, see tools.lpm
                     "table's architectures.")
 
 
-class CompareError(BadInput):
-    """Tables that cannot be compared; one line."""
-
-
-def compare(first, second):
-    """Rank agreement of two latency tables (DataFrames of latency/table.py) on their common arch_ids."""
-    merged = first.merge(second, on='arch_id', suffixes=('_a', '_b'))
-    if len(merged) < 2:
-        raise CompareError(f'the tables share {len(merged)} arch_id(s); at least 2 are needed to rank')
-    a, b = merged['latency_ms_a'].to_numpy(), merged['latency_ms_b'].to_numpy()
-    a_ref, b_ref = a / merged['ref_ms_a'].to_numpy(), b / merged['ref_ms_b'].to_numpy()
-    return {'n': len(merged),
-            'kendall_tau': float(stats.kendalltau(a, b)[0]),
-            'spearman_rho': float(stats.spearmanr(a, b)[0]),
-            'kendall_tau_ref_normalised': float(stats.kendalltau(a_ref, b_ref)[0]),
-            'spearman_rho_ref_normalised': float(stats.spearmanr(a_ref, b_ref)[0]),
-            'median_ratio': float(np.median(b / a)),
-            'median_ms': (float(np.median(a)), float(np.median(b)))}
-
-
 def main(argv):
     if len(argv) > 1:
         raise BadInput(f'unexpected arguments {argv[1:]}')
     if not FLAGS.tables or len(FLAGS.tables) != 2:
         raise BadInput('--tables needs exactly two tables: first,second')
-    from ladnas_tf.latency import table
+    from ladnas_tf.lpm import metrics
+    from ladnas_tf.profiling import table
     first, second = (table.read(path) for path in FLAGS.tables)
-    result = compare(first, second)
+    result = metrics.compare_tables(first, second)
     print(f"{FLAGS.tables[1]} against {FLAGS.tables[0]}: n={result['n']} common architectures")
     print(f"  Kendall tau {result['kendall_tau']:.3f}, Spearman rho {result['spearman_rho']:.3f} "
           f"(latency / ref_ms: tau {result['kendall_tau_ref_normalised']:.3f}, "
@@ -56,8 +35,8 @@ def main(argv):
     print(f"  median latency {result['median_ms'][0]:.3f} ms vs {result['median_ms'][1]:.3f} ms; "
           f"median ratio second/first {result['median_ratio']:.3f}")
     if FLAGS.lpm_dir:
-        from ladnas_tf.latency import lpm, metrics, registry
-        transfer = metrics.lpm_transfer(lpm.LPM.load(registry.resolve(FLAGS.lpm_dir)), second)
+        from ladnas_tf.lpm import registry
+        transfer = metrics.lpm_transfer(registry.load(FLAGS.lpm_dir), second)
         for view, m in transfer.items():
             print(f"  LPM {FLAGS.lpm_dir} on {FLAGS.tables[1]} ({view}, n={m['n']}): Kendall tau "
                   f"{m['kendall_tau']:.3f}, Spearman rho {m['spearman_rho']:.3f}; scaled by {m['scale']:.4g}: "

@@ -42,7 +42,7 @@ def table(rows):
 def main(argv):
     if len(argv) > 1:
         raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
-    from ladnas_tf.latency import registry
+    from ladnas_tf.lpm import registry
     rows = registry.list_predictors()
     if FLAGS.json:
         print(json.dumps(rows, indent=2))

@@ -14,11 +14,13 @@ import os
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import profile, remote, report, table, targets
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.profiling import profiler, report, table
+from ladnas_tf.profiling.targets import registry as targets
 from . import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('target', 'cpu_tflite', list(targets.TARGETS), 'Where to time.')
+flags.DEFINE_enum('target', 'cpu_tflite', list(targets.KINDS), 'Where to time.')
 flags.DEFINE_string('table', 'data/cpu_tflite_cifar.csv', 'The latency table (CSV) to create or resume.')
 flags.DEFINE_integer('count', 100, 'Architectures the table should hold when done.', lower_bound=0)
 flags.DEFINE_integer('seed', 0, 'Seed of the stream of random architectures.')
@@ -46,47 +48,24 @@ flags.DEFINE_string('plot', None, 'Also write latency against MACs to this PNG.'
 flags.DEFINE_integer('calibration', 0, 'Instead of the random stream, time this many architectures that '
                      'cover the --lpm predictor\'s latency range (stratified; DARTS_V2 included).', lower_bound=0)
 flags.DEFINE_string('lpm', 'cpu_tflite_cifar', 'Base predictor (name or directory) whose range --calibration covers.')
-# remote targets
-flags.DEFINE_string('device', None, 'ssh: user@host[:port] (or a Host of your ssh config).')
-flags.DEFINE_string('ssh_key', None, 'ssh: identity (private key) file.')
-flags.DEFINE_string('ssh_config', None, 'ssh: config file (default: ssh\'s own, ~/.ssh/config).')
-flags.DEFINE_list('ssh_options', [], 'ssh: extra -o options, e.g. StrictHostKeyChecking=accept-new.')
-flags.DEFINE_string('device_python', 'python3', 'ssh: the Python on the device (with numpy and ai-edge-litert).')
-flags.DEFINE_string('device_folder', '~/.cache/ladnas_tf_agent', 'ssh: where the agent and model files live.')
-flags.DEFINE_string('adb_serial', None, 'adb: the device serial (adb devices); default: the only one.')
-flags.DEFINE_string('adb', 'adb', 'adb: the adb client.')
-flags.DEFINE_string('benchmark_binary', remote.AdbTarget.BENCHMARK_BINARY, 'adb: benchmark_model on the device.')
-flags.DEFINE_enum('delegate', 'xnnpack', ['xnnpack', 'gpu', 'none'], 'adb: benchmark_model\'s delegate.')
-flags.DEFINE_integer('retries', 3, 'Reconnections after a dropped connection (remote targets).', lower_bound=0)
-flags.DEFINE_float('backoff_s', 2.0, 'First wait before a reconnection; doubles each time.', lower_bound=0)
-flags.DEFINE_integer('connect_timeout_s', 10, 'ssh: seconds to wait for the connection.', lower_bound=1)
-
-
-def remote_options():
-    """The make_target options of --target (empty for local targets)."""
-    if FLAGS.target == 'ssh':
-        return dict(device=FLAGS.device, key_file=FLAGS.ssh_key, ssh_config=FLAGS.ssh_config,
-                    ssh_options=FLAGS.ssh_options, python=FLAGS.device_python, folder=FLAGS.device_folder,
-                    connect_timeout_s=FLAGS.connect_timeout_s, retries=FLAGS.retries, backoff_s=FLAGS.backoff_s)
-    if FLAGS.target == 'adb':
-        return dict(serial=FLAGS.adb_serial, adb=FLAGS.adb, benchmark_binary=FLAGS.benchmark_binary,
-                    delegate=FLAGS.delegate, retries=FLAGS.retries, backoff_s=FLAGS.backoff_s)
-    return {}
+# the kinds' options (--device, --ssh_key, --adb_serial, --delegate, --retries, ...), defaults on the kinds
+cli.define_option_flags(targets.options())
 
 
 def calibration_set(setting):
     """--calibration architectures of the base predictor, which must be of this setting."""
-    from ladnas_tf.latency import adapt, lpm, registry
-    base = lpm.LPM.load(registry.resolve(FLAGS.lpm), setting=setting.key)
+    from ladnas_tf.lpm import adapt, registry
+    base = registry.load(FLAGS.lpm, setting=setting.key)
     return adapt.calibration_genotypes(base, FLAGS.calibration, FLAGS.seed)
 
 
 def main(argv):
     del argv
-    setting = targets.Setting(FLAGS.setting, FLAGS.channels, FLAGS.cells, FLAGS.image_size,
-                              FLAGS.batch_size, FLAGS.num_classes)
+    setting = Setting(FLAGS.setting, FLAGS.channels, FLAGS.cells, FLAGS.image_size, FLAGS.batch_size,
+                      FLAGS.num_classes)
     chosen = calibration_set(setting) if FLAGS.calibration else None
-    target = targets.make_target(FLAGS.target, FLAGS.threads, **remote_options())
+    target = targets.make_target(FLAGS.target, FLAGS.threads,
+                                 **cli.option_values(targets.target_class(FLAGS.target).OPTIONS))
     target.check_available()
     allowed = os.sched_getaffinity(0)  # what the user gave this process (taskset): the workers keep to it
     if FLAGS.timing_cpu >= 0:
@@ -94,26 +73,26 @@ def main(argv):
             raise BadInput(f'--timing_cpu={FLAGS.timing_cpu}: this process may run on cores '
                              f'{",".join(map(str, sorted(allowed)))} only')
         os.sched_setaffinity(0, {FLAGS.timing_cpu})
-    profiler = profile.Profiler(target, setting, FLAGS.table, FLAGS.warmup, FLAGS.runs, FLAGS.max_cv,
-                                FLAGS.max_attempts, FLAGS.reference_runs, FLAGS.workers, FLAGS.batch,
-                                worker_cpus=allowed)
+    timer = profiler.Profiler(target, setting, FLAGS.table, FLAGS.warmup, FLAGS.runs, FLAGS.max_cv,
+                              FLAGS.max_attempts, FLAGS.reference_runs, FLAGS.workers, FLAGS.batch,
+                              worker_cpus=allowed)
     if FLAGS.repeatability:
-        summary = profile.repeatability(profiler, FLAGS.repeatability, FLAGS.seed)
+        summary = profiler.repeatability(timer, FLAGS.repeatability, FLAGS.seed)
         print(f'repeatability over {summary["pairs"]} re-timed architectures:')
         for kind in ('raw', 'normalised'):
             print(f'  {kind:10s} relative difference: mean {100 * summary[f"{kind}_mean_rel_diff"]:.2f}%, '
                   f'median {100 * summary[f"{kind}_median_rel_diff"]:.2f}%, '
                   f'90th percentile {100 * summary[f"{kind}_p90_rel_diff"]:.2f}%')
         return
-    logging.info('table %s holds %d rows; measuring up to %d', FLAGS.table, len(profiler.table), FLAGS.count)
+    logging.info('table %s holds %d rows; measuring up to %d', FLAGS.table, len(timer.table), FLAGS.count)
 
     def progress(done, todo, stats):
         logging.info('[%d/%d] %.3f ms (cv %.3f)', done, todo, stats.latency_ms, stats.cv)
     if chosen is not None:
-        added = profiler.run_genotypes(chosen, progress)
+        added = timer.run_genotypes(chosen, progress)
     else:
-        added = profiler.run(FLAGS.count, FLAGS.seed, FLAGS.shard_index, FLAGS.num_shards, progress)
-    print(f'added {added} rows; {FLAGS.table} holds {len(profiler.table)}')
+        added = timer.run(FLAGS.count, FLAGS.seed, FLAGS.shard_index, FLAGS.num_shards, progress)
+    print(f'added {added} rows; {FLAGS.table} holds {len(timer.table)}')
     if FLAGS.plot:
         spread = report.plot_latency_vs_macs(table.read(FLAGS.table), FLAGS.plot, setting.key)
         print(f'wrote {FLAGS.plot}; at equal MACs the fastest is {100 * spread["min_vs_max"]:.1f}% below '

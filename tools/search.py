@@ -37,33 +37,13 @@ flags.DEFINE_bool('progress', True, 'A progress bar per epoch.')
 
 
 def lpm_from_flags():
-    """The LPM directory --lpm (or the deprecated --lpm_dir) names, None for none; resolved and loaded
-    once here, so a bad name or an LPM of another search space fails before anything is written."""
+    """The predictor --lpm (or the deprecated --lpm_dir) names, None for none. search.search loads it
+    once, so a bad name or an LPM of another search space fails before anything is written."""
     value = FLAGS.lpm
     if FLAGS.lpm_dir is not None:
         logging.warning('--lpm_dir is deprecated: use --lpm (a name or a directory)')
         value = FLAGS.lpm_dir
-    if not value:
-        return None
-    from ladnas_tf.latency import lpm, registry
-    path = registry.resolve(value)
-    lpm.LPM.load(path)
-    return path
-
-
-def can_time(lpm_dir, log=logging.info):
-    """Whether this machine can time on the LPM's target (an LPM made on an ssh board or a phone names a
-    target this machine may not reach): the search still runs, only the final measurement is skipped."""
-    if not lpm_dir:
-        return True
-    from ladnas_tf.latency import lpm, targets
-    meta = lpm.LPM.load(lpm_dir).metadata
-    try:
-        targets.target_of_lpm(meta).check_available()
-    except targets.TargetError as e:
-        log(f'not timing the derived network: {e}')
-        return False
-    return True
+    return value or None
 
 
 def config_from_flags():
@@ -95,7 +75,7 @@ def main(argv):
     strategy = train.make_strategy(FLAGS.strategy)
     summary = search.search(config, model_dir, FLAGS.overwrite, strategy, checkpoint_every=FLAGS.checkpoint_every,
                             progress=FLAGS.progress, flags_text=FLAGS.flags_into_string(), log=logging.info,
-                            measure_latency=FLAGS.measure_latency and can_time(None if config.eta else config.lpm_dir),
+                            measure_latency=FLAGS.measure_latency,
                             step_callback=run_dir.step_callback_from_env())
     train_acc = summary['supernet_train_accuracy']
     print(f"genotype: {summary['genotype']}")

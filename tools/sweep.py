@@ -54,8 +54,8 @@ def main(argv):
     eta_seeds = None if FLAGS.eta_seeds is None else _numbers('eta_seeds', int)
     import tensorflow as tf
     from ladnas_tf import sweep
-    from ladnas_tf.latency import errors
-    from ladnas_tf.latency import registry
+    from ladnas_tf.cost import errors
+    from ladnas_tf.lpm import registry
     latency_errors = [errors.parse(text) for text in FLAGS.latency_errors]
     latency_errors = [dataclasses.replace(e, lpm_dir=registry.resolve(e.lpm_dir)) if e.lpm_dir else e
                       for e in latency_errors]  # predictor:NAME as --lpm takes it

@@ -3,7 +3,7 @@
     python -m tools.train_lpm --flagfile=configs/lpm_paper.cfg \
         --tables=data/cpu_tflite_cifar.csv --model_dir=runs/lpm_paper
 
-Writes --model_dir as ladnas_tf.latency.lpm_run describes: the model, metrics.json, scatter.png, logs/.
+Writes --model_dir as ladnas_tf.lpm.training describes: the model, metrics.json, scatter.png, logs/.
 The test split is decided per arch_id (--split_seed), so it is the same for every recipe and table size.
 """
 import json
@@ -11,7 +11,7 @@ import json
 from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.latency import dataset, lpm, lpm_run
+from ladnas_tf.lpm import dataset, model as lpm, training
 from . import cli
 
 flags.DEFINE_list('tables', None, 'Latency table CSV file(s) of one target and setting.')
@@ -25,15 +25,20 @@ flags.DEFINE_bool('progress', True, 'Show an epoch-level progress bar.')
 FLAGS = flags.FLAGS
 
 
-def main(argv):
+def inputs(argv):
+    """(recipe, table rows) of the flags, --model_dir checked before the tables are read (tools.lpm_sweep's
+    too)."""
     if len(argv) > 1:
         raise BadInput(f'unexpected arguments: {" ".join(argv[1:])}')
     if not FLAGS.tables or not FLAGS.model_dir:
         raise BadInput('--tables and --model_dir are required')
-    lpm_run.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
-    recipe = cli.config_from_flags(lpm.LPMRecipe)
-    df = dataset.load_tables(FLAGS.tables)
-    result = lpm_run.train_and_evaluate(df, recipe, FLAGS.model_dir, FLAGS.split_seed, FLAGS.test_fraction,
+    training.check_output_dir(FLAGS.model_dir, FLAGS.overwrite)
+    return cli.config_from_flags(lpm.LPMRecipe), dataset.load_tables(FLAGS.tables)
+
+
+def main(argv):
+    recipe, df = inputs(argv)
+    result = training.train_and_evaluate(df, recipe, FLAGS.model_dir, FLAGS.split_seed, FLAGS.test_fraction,
                                         FLAGS.max_train_rows, FLAGS.overwrite, FLAGS.progress)
     logging.info('test: MAE %.3f ms, MRE %.2f%%, within 10%% %.3f, tau %.3f (n=%d, %d training rows, %.0f s)',
                  result['mae_ms'], result['mre_pct'], result['share_within_10pct'], result['kendall_tau'],
@@ -42,7 +47,7 @@ def main(argv):
         n = result['vs_normalised']
         logging.info('test vs load-normalised labels: MRE %.2f%%, within 10%% %.3f, tau %.3f',
                      n['mre_pct'], n['share_within_10pct'], n['kendall_tau'])
-    print(json.dumps(lpm_run.json_safe({k: v for k, v in result.items() if k != 'recipe'})))
+    print(json.dumps(training.json_safe({k: v for k, v in result.items() if k != 'recipe'})))
 
 
 if __name__ == '__main__':

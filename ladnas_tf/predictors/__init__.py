@@ -1,2 +1,2 @@
 """The shipped latency predictors, one LPM directory per name (package data, found by
-ladnas_tf.latency.registry through importlib.resources)."""
+ladnas_tf.lpm.registry through importlib.resources)."""

@@ -1,0 +1,145 @@
+"""Named latency predictors: `cpu_tflite_cifar` as well as a directory wherever an LPM is asked for, and
+the one way from either to a ready predictor (`load`).
+
+Shipped predictors are the package data `ladnas_tf/predictors/<name>/`, so an installed package
+has them wherever it runs from; user predictors are `<LADNAS_LPM_HOME>/<name>/` (default
+`~/.ladnas_tf/lpms`), written there by `tools.adapt_lpm --name`. A shipped name cannot be taken by a
+user predictor, so a name means the same model on every machine that has the package.
+"""
+import importlib.resources
+import os
+import re
+
+from ladnas_tf.lpm import model as lpm
+from ladnas_tf.lpm.model import METRICS_FILE
+from ladnas_tf.run_dir import read_json_or_none
+
+SHIPPED_PACKAGE = 'ladnas_tf.predictors'
+HOME_ENV = 'LADNAS_LPM_HOME'
+# Lowercase letters, digits, '_', '-', '.': safe as a folder name on every OS, never a path.
+NAME_PATTERN = re.compile(r'[a-z0-9][a-z0-9_.-]{0,63}')
+
+
+class RegistryError(lpm.LPMError):
+    """An unknown or malformed predictor name, or a directory that is not an LPM; one line."""
+
+
+def user_home():
+    return os.path.expanduser(os.environ.get(HOME_ENV) or os.path.join('~', '.ladnas_tf', 'lpms'))
+
+
+def check_name(name):
+    """`name` if it can name a predictor, else RegistryError."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name.endswith('.'):
+        raise RegistryError(f'{name!r} is not a predictor name (lowercase letters, digits, _ - . ; at most 64, '
+                            'starting with a letter or digit)')
+    return name
+
+
+def _is_lpm_dir(path):
+    return os.path.isfile(os.path.join(path, lpm.METADATA_FILE))
+
+
+def shipped_dir():
+    """The folder of the shipped predictors. Keras loads a model from a file path, so the package must
+    lie on disk (a pip install or a clone does; a zipped package is not supported)."""
+    return str(importlib.resources.files(SHIPPED_PACKAGE))
+
+
+def shipped():
+    """{name: directory} of the shipped predictors (ladnas_tf/predictors/<name>/)."""
+    folder = shipped_dir()
+    return {entry: os.path.join(folder, entry) for entry in sorted(os.listdir(folder))
+            if NAME_PATTERN.fullmatch(entry) and _is_lpm_dir(os.path.join(folder, entry))}
+
+
+def user():
+    """{name: directory} of the predictors in the user folder (shipped names excluded)."""
+    home, taken = user_home(), shipped()
+    if not os.path.isdir(home):
+        return {}
+    return {entry: os.path.join(home, entry) for entry in sorted(os.listdir(home))
+            if NAME_PATTERN.fullmatch(entry) and entry not in taken and _is_lpm_dir(os.path.join(home, entry))}
+
+
+def known():
+    return {**user(), **shipped()}
+
+
+def looks_like_path(value):
+    """A value with a path separator, or starting with '.' or '~', is a directory, never a name."""
+    return os.sep in value or '/' in value or value.startswith(('.', '~'))
+
+
+def resolve(value):
+    """The LPM directory a name or a directory stands for; RegistryError in one line otherwise.
+
+    A bare word is looked up as a name first and then as a directory relative to the working folder."""
+    if not value:
+        raise RegistryError('no predictor given (a name such as cpu_tflite_cifar, or an LPM directory)')
+    value = str(value)
+    if not looks_like_path(value):
+        found = known().get(value)
+        if found:
+            return found
+    path = os.path.expanduser(value)
+    if _is_lpm_dir(path):
+        return path
+    if os.path.isdir(path) and looks_like_path(value):
+        raise RegistryError(f'{value}: no {lpm.METADATA_FILE}, not an LPM directory')
+    if looks_like_path(value):
+        raise RegistryError(f'{value}: no such LPM directory')
+    names = ', '.join(known()) or 'none'
+    raise RegistryError(f'unknown predictor {value!r} (known: {names}; or give an LPM directory)')
+
+
+def load(name_or_dir, target=None, setting=None):
+    """The predictor a name or a directory stands for, ready to predict (LPM.predict_genotypes) and to
+    drive a search; refused in one line when it is not one of this search space (or, given, of this
+    target and setting: LPM.load)."""
+    return lpm.LPM.load(resolve(name_or_dir), target=target, setting=setting)
+
+
+def target_description(name_or_dir):
+    """The device a predictor was measured on, from its metadata alone (no model loaded)."""
+    return lpm.target_description(lpm.read_metadata(resolve(name_or_dir)))
+
+
+def user_dir(name):
+    """Where a user predictor called `name` lives; refuses the shipped names."""
+    check_name(name)
+    if name in shipped():
+        raise RegistryError(f'{name!r} is a shipped predictor; choose another name')
+    return os.path.join(user_home(), name)
+
+
+def name_of(path):
+    """The registered name of an LPM directory, or None."""
+    absolute = os.path.realpath(path)
+    return next((n for n, d in known().items() if os.path.realpath(d) == absolute), None)
+
+
+def describe(name, path, kind):
+    """One row of the predictor list: what it predicts, from how much data, how well."""
+    meta = read_json_or_none(os.path.join(path, lpm.METADATA_FILE)) or {}
+    scores = read_json_or_none(os.path.join(path, METRICS_FILE)) or {}
+    data = meta.get('data', {})
+    rows = data.get('rows', data.get('train_rows', 0) + data.get('val_rows', 0)) or None
+    adapted = meta.get('adapted_from') or {}
+    return {'name': name, 'kind': kind, 'target': meta.get('target'), 'setting': meta.get('setting'),
+            'device': meta.get('target_description', {}).get('device'), 'cells': meta.get('cells'),
+            'label': meta.get('label', {}).get('kind'), 'table_rows': rows,
+            'mre_pct': scores.get('mre_pct'), 'kendall_tau': scores.get('kendall_tau'),
+            # a load-normalised LPM is best judged against load-normalised test labels (train_lpm's view)
+            'mre_pct_normalised': scores.get('vs_normalised', {}).get('mre_pct'),
+            'kendall_tau_normalised': scores.get('vs_normalised', {}).get('kendall_tau'),
+            'scored_by': scores.get('scored_by', 'test split' if scores else None),
+            'adapted_from': (f'{adapted.get("name") or adapted.get("dir")} ({adapted.get("method")}, '
+                             f'{adapted.get("rows")} rows)') if adapted else None,
+            'path': path}
+
+
+def list_predictors():
+    """Rows (dicts) of every shipped and user predictor, shipped first."""
+    return ([describe(n, d, 'shipped') for n, d in shipped().items()]
+            + [describe(n, d, 'user') for n, d in user().items()])

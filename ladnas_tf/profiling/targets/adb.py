@@ -1,0 +1,193 @@
+"""The `adb` target: an Android phone through the `adb` client and TFLite's `benchmark_model` binary,
+which the user pushes once; its printed statistics are parsed (`parse_benchmark_output`).
+
+The float32 file is made on the host, sent once (named by SHA-256 on the device), and a failing adb
+command becomes retries with backoff, then one line. Rows already written stay in the table.
+"""
+import math
+import re
+import shlex
+import subprocess
+import tempfile
+
+from ladnas_tf.bad_input import BadInput
+from ladnas_tf.profiling import measure
+from ladnas_tf.profiling.targets.base import (RETRY_OPTIONS, FileTarget, Option, Retrying, TargetError,
+                                              TransportError, option_values, sha256)
+
+class BenchmarkOutputError(BadInput):
+    """benchmark_model printed no timing statistics (it failed, or its format is unknown)."""
+
+
+_NUMBER = r'(-?[0-9.]+(?:[eE][-+]?\d+)?)'
+
+
+def parse_benchmark_output(text):
+    """Timing statistics (microseconds) of TFLite's benchmark_model output.
+
+    Releases print the timed runs' statistics as a `count=N first=.. curr=.. min=.. max=.. avg=.. std=..`
+    line (newer ones add `p5=.. median=.. p95=..`; older ones prefix `Timings (microseconds):`) after the
+    warm-up's line of the same form, and a summary `Inference timings in us: Init: .., First inference:
+    .., Warmup (avg): .., Inference (avg): ..`. The last count line is the timed runs'; without one,
+    the summary's average stands alone. Returns {count, avg, std, min, max, median?, ...}."""
+    stats = None
+    for line in text.splitlines():
+        if 'count=' in line and 'avg=' in line:
+            fields = dict(re.findall(r'(\w+)=' + _NUMBER, line))
+            stats = {k: float(v) for k, v in fields.items()}
+    if stats is None:
+        match = re.search(r'Inference(?: timings in us:.*?Inference)? \(avg\):\s*' + _NUMBER, text)
+        if match is None:
+            match = re.search(r'Average inference timings in us:.*?(?:Inference|no stats):\s*' + _NUMBER, text)
+        if match is None:
+            last = next((l.strip() for l in reversed(text.splitlines()) if l.strip()), 'no output')
+            raise BenchmarkOutputError(f'benchmark_model printed no timings (last line: {last[:200]!r})')
+        stats = {'avg': float(match.group(1))}
+    if not stats.get('avg', 0) > 0:
+        raise BenchmarkOutputError(f'benchmark_model printed a non-positive average ({stats.get("avg")})')
+    return stats
+
+
+def stats_of_benchmark(parsed):
+    """measure.Stats (ms) from benchmark_model's statistics: the label is its median when printed, else
+    its mean (older releases print no percentiles); the IQR is unknown (NaN) without percentiles."""
+    avg, std = parsed['avg'] / 1e3, parsed.get('std', math.nan) / 1e3
+    median = parsed.get('median', parsed['avg']) / 1e3
+    iqr = (parsed['p75'] - parsed['p25']) / 1e3 if {'p25', 'p75'} <= set(parsed) else math.nan
+    return measure.Stats(median, avg, std, iqr, std / avg if math.isfinite(std) else math.nan,
+                         int(parsed.get('count', 0)))
+
+
+def _pooled(a, b):
+    """One Stats of two equal-protocol reference runs (before and after a row)."""
+    n = a.runs + b.runs or 2
+    mean = (a.mean_ms * (a.runs or 1) + b.mean_ms * (b.runs or 1)) / ((a.runs or 1) + (b.runs or 1))
+    var = ((a.std_ms ** 2 + (a.mean_ms - mean) ** 2) + (b.std_ms ** 2 + (b.mean_ms - mean) ** 2)) / 2
+    std = math.sqrt(var) if math.isfinite(var) else math.nan
+    return measure.Stats((a.latency_ms + b.latency_ms) / 2, mean, std, math.nan, std / mean, n)
+
+
+class AdbTarget(FileTarget):
+    """An Android device through `adb`, timed by TFLite's benchmark_model (pushed once by the user)."""
+    name = 'adb'
+    DELEGATES = ('xnnpack', 'gpu', 'none')
+    DEVICE_DIR = '/data/local/tmp'  # on the phone: Android's folder that adb may write and execute from
+    OPTIONS = (
+        Option('serial', 'adb_serial', None, 'adb: the device serial (adb devices); default: the only one.'),
+        Option('adb', 'adb', 'adb', 'adb: the adb client.'),
+        Option('benchmark_binary', 'benchmark_binary', DEVICE_DIR + '/benchmark_model',
+               'adb: benchmark_model on the device.'),
+        Option('delegate', 'delegate', 'xnnpack', 'adb: benchmark_model\'s delegate.', 'enum', DELEGATES),
+        *RETRY_OPTIONS)
+
+    def __init__(self, serial=None, threads=1, folder=DEVICE_DIR + '/ladnas_tf', timeout_s=600,
+                 tflite_source='writer', **options):
+        o = option_values(self.OPTIONS, {**options, 'serial': serial}, self.name)
+        if o['delegate'] not in self.DELEGATES:
+            raise TargetError(f'unknown delegate {o["delegate"]!r} (known: {", ".join(self.DELEGATES)})')
+        self.serial, self.threads, self.delegate = serial, threads, o['delegate']
+        self.tflite_source = tflite_source
+        self.adb, self.binary, self.folder, self.timeout_s = o['adb'], o['benchmark_binary'], folder, timeout_s
+        self.retry = Retrying(f'adb {serial or "(default device)"}', o['retries'], o['backoff_s'], lambda: None)
+        self._present, self._description = set(), None
+
+    @classmethod
+    def from_description(cls, description):
+        """Reached again at the recorded serial with the recorded delegate."""
+        delegate = description.get('delegate')
+        return cls(description.get('serial'), description.get('threads', 1),
+                   **({'delegate': delegate} if delegate else {}))
+
+    def __getstate__(self):
+        return {**self.__dict__, 'retry': None}
+
+    overlaps_conversion = True  # a phone is never the host (an emulator on it would be: use ssh then)
+
+    def _run(self, *args, timeout_s=60):
+        argv = [self.adb] + (['-s', self.serial] if self.serial else []) + list(args)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+        except FileNotFoundError:
+            raise TargetError(f'no adb client {self.adb!r} on PATH (install Android platform-tools)') from None
+        except subprocess.TimeoutExpired:
+            raise TransportError(f'adb {args[0]} gave no answer within {timeout_s} s') from None
+        if done.returncode != 0:
+            why = (done.stderr.strip() or done.stdout.strip() or f'exit status {done.returncode}').splitlines()
+            raise TransportError(why[-1])
+        return done.stdout
+
+    def shell(self, command, timeout_s=60):
+        return self.retry(lambda: self._run('shell', command, timeout_s=timeout_s))
+
+    def check_available(self):
+        try:
+            state = self._run('get-state', timeout_s=15).strip()
+        except TransportError as e:
+            raise TargetError(f'no adb device {self.serial or ""}: {e}'.replace('  ', ' ')) from None
+        if state != 'device':
+            raise TargetError(f'adb device {self.serial or ""} is {state!r}, not ready')
+        if self._run('shell', f'test -x {shlex.quote(self.binary)} && echo yes || echo no').strip() != 'yes':
+            raise TargetError(f'{self.binary} is not an executable on the device: push TFLite\'s '
+                              f'benchmark_model there first (adb push benchmark_model {self.binary})')
+        self._run('shell', f'mkdir -p {self.folder}')  # once, where the model files go
+
+    def describe(self):
+        if self._description is None:
+            keys = ('ro.product.manufacturer', 'ro.product.model', 'ro.board.platform', 'ro.product.cpu.abi',
+                    'ro.build.version.release')
+            out = self.shell('; '.join(f'echo "$(getprop {k})"' for k in keys)
+                             + '; cat /sys/devices/system/cpu/possible').splitlines()
+            props = dict(zip(keys, (l.strip() for l in out)))
+            possible = out[len(keys)].strip() if len(out) > len(keys) else ''
+            cores = int(possible.split('-')[-1]) + 1 if re.fullmatch(r'\d+(-\d+)?', possible) else None
+            self._description = {
+                'target': self.name, 'threads': self.threads, 'xnnpack': self.delegate == 'xnnpack',
+                'delegate': self.delegate, 'cores': cores, 'serial': self.serial, 'tflite_source': self.tflite_source,
+                'machine': props['ro.product.cpu.abi'],
+                'device': (f'{props["ro.product.manufacturer"]} {props["ro.product.model"]} '
+                           f'({props["ro.board.platform"]}, {props["ro.product.cpu.abi"]}, {cores} cores)'),
+                'versions': {'android': props['ro.build.version.release'], 'benchmark_model': self.binary}}
+        return self._description
+
+    def _ensure(self, data):
+        name = sha256(data)
+        remote = f'{self.folder}/{name}.tflite'
+        if name not in self._present:
+            if self.shell(f'test -f {remote} && echo yes || echo no').strip() != 'yes':
+                with tempfile.NamedTemporaryFile(suffix='.tflite') as f:
+                    f.write(data)
+                    f.flush()
+                    self.retry(lambda: self._run('push', f.name, remote + '.tmp', timeout_s=self.timeout_s))
+                    self.shell(f'mv {remote}.tmp {remote}')  # a dropped push never leaves a file under the name
+            self._present.add(name)
+        return remote
+
+    def benchmark(self, remote, warmup, runs):
+        flags = [f'--graph={remote}', f'--num_threads={self.threads}', f'--warmup_runs={warmup}',
+                 '--warmup_min_secs=0', f'--num_runs={runs}', '--min_secs=0',
+                 f'--use_xnnpack={str(self.delegate == "xnnpack").lower()}',
+                 f'--use_gpu={str(self.delegate == "gpu").lower()}']
+        # The exit status is echoed, so that a failing benchmark (a delegate that cannot take the graph)
+        # is told apart from a failing connection, which adb reports by its own exit status.
+        out = self.shell(' '.join([self.binary, *flags, '2>&1; echo "exit status $?"']), timeout_s=self.timeout_s)
+        status = out.rstrip().rsplit('\n', 1)[-1]
+        if status != 'exit status 0':
+            lines = [l.strip() for l in out.splitlines()[:-1] if l.strip()] or ['no output']
+            why = next((l for l in lines if 'ERROR' in l), lines[-1])  # its first error says most
+            raise BenchmarkOutputError(f'benchmark_model failed on {remote} ({status}): {why[:200]}')
+        return stats_of_benchmark(parse_benchmark_output(out))
+
+    def measure(self, artifact, reference, warmup=5, runs=20, max_cv=0.05, max_attempts=3, reference_runs=5):
+        """measure.measure_with_reference's protocol, each timing a benchmark_model process."""
+        measure.check_protocol(warmup, runs, max_attempts)
+        model, ref = self._ensure(artifact), self._ensure(reference)
+        best = None
+        for attempt in range(1, max_attempts + 1):
+            before = self.benchmark(ref, 1, reference_runs)
+            stats = self.benchmark(model, warmup, runs)
+            after = self.benchmark(ref, 1, reference_runs)
+            if best is None or stats.cv < best[0].cv:
+                best = stats, _pooled(before, after)
+            if stats.cv <= max_cv:
+                break
+        return best[0], best[1], attempt

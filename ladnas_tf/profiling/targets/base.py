@@ -1,0 +1,130 @@
+"""What every target is: `prepare` (genotype -> picklable artifact, params, MACs; may run in a worker
+process, ahead of timing) and `measure` (artifact and the reference network's artifact -> Stats of both,
+by measure.py's protocol, the same for every target), with `check_available` failing in seconds on a
+device this machine cannot reach and `describe` naming the device for a table's metadata.
+
+A kind's `OPTIONS` are its settings that the tools expose as flags: each default is defined there only.
+"""
+import abc
+import dataclasses
+import hashlib
+import time
+
+from ladnas_tf.bad_input import BadInput
+
+
+class TargetError(BadInput):
+    """An unknown target, or one this machine cannot run."""
+
+
+class TransportError(Exception):
+    """The connection to the device failed; worth retrying."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A setting of a target kind: its keyword, the tools' flag for it, its one default and help."""
+    keyword: str
+    flag: str
+    default: object
+    help: str
+    kind: str = 'string'  # string, list, enum, integer or float (absl's DEFINE_<kind>)
+    choices: tuple = ()
+    lower_bound: float = None
+
+
+# The retry policy every remote kind takes.
+RETRY_OPTIONS = (
+    Option('retries', 'retries', 3, 'Reconnections after a dropped connection (remote targets).', 'integer',
+           lower_bound=0),
+    Option('backoff_s', 'backoff_s', 2.0, 'First wait before a reconnection; doubles each time.', 'float',
+           lower_bound=0),
+)
+
+
+def option_values(options, given, what):
+    """{keyword: value} of `options`, a given value replacing its default; refuses unknown keywords."""
+    known = {o.keyword: o.default for o in options}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TargetError(f'{what} takes no option {", ".join(unknown)} (known: {", ".join(known) or "none"})')
+    return {**known, **given}
+
+
+def sha256(data):
+    """A file's name on a device: its SHA-256, so a file already there is never sent again."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class Retrying:
+    """Calls `fn` again after a transport failure, with exponential backoff, then gives up in one line."""
+
+    def __init__(self, what, retries, backoff_s, on_failure):
+        self.what, self.retries, self.backoff_s, self.on_failure = what, retries, backoff_s, on_failure
+
+    def __call__(self, fn):
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except TransportError as e:
+                self.on_failure()
+                if attempt == self.retries:
+                    raise TargetError(f'{self.what}: connection lost ({e}) and {self.retries} retries failed; '
+                                      'finished rows are kept: rerun the same command to resume') from None
+                time.sleep(self.backoff_s * 2 ** attempt)
+
+
+class Target(abc.ABC):
+    """One kind of device to time on (see the module docstring)."""
+    name = None
+    OPTIONS = ()
+    overlaps_conversion = False  # True when timing does not compete with making files on this machine
+
+    @classmethod
+    def from_description(cls, description):
+        """The target a table (or an LPM trained on it) was measured on, from its recorded description."""
+        return cls(description.get('threads', 1))
+
+    def check_available(self):
+        """Fails (TargetError, one line) when this machine cannot time on the target."""
+
+    @abc.abstractmethod
+    def describe(self):
+        """The device as a table's metadata records it: target, device, threads, versions, ..."""
+
+    @abc.abstractmethod
+    def prepare(self, genotype, setting):
+        """(artifact, params, MACs per image) of the genotype in the setting."""
+
+    @abc.abstractmethod
+    def measure(self, artifact, reference, **protocol):
+        """(Stats, reference Stats, attempts) of an artifact bracketed by the reference's."""
+
+    def close(self):
+        """Releases a connection, if the target holds one."""
+
+
+# Where a float32 file comes from: the writer makes the converter's file without TensorFlow, in a small
+# fraction of its time (graph.tflite_writer, docs/tflite_writer_equivalence.md); the converter stays as
+# the reference and for what the writer lacks (int8).
+TFLITE_SOURCES = ('writer', 'converter')
+
+
+def float_tflite(genotype, setting, source):
+    """(float32 file, params, MACs per image) of the genotype in the setting, from `source`."""
+    if source not in TFLITE_SOURCES:
+        raise TargetError(f'unknown TFLite source {source!r} (known: {", ".join(TFLITE_SOURCES)})')
+    if source == 'writer':
+        from ladnas_tf.graph import tflite_writer
+        return tflite_writer.timing_tflite(genotype, **setting.network_kwargs())
+    from ladnas_tf.graph import constant  # imports TensorFlow: only where the converter runs
+    return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
+
+
+class FileTarget(Target):
+    """A target that times the network's float32 TFLite file (written directly unless
+    tflite_source='converter')."""
+    tflite_source = 'writer'
+
+    def prepare(self, genotype, setting):
+        return float_tflite(genotype, setting, self.tflite_source)

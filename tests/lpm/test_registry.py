@@ -1,0 +1,178 @@
+"""Named predictors: names and directories resolved, listed, refused in one line; tools.search --lpm.
+
+The user predictors here are untrained regressors saved with hand-written metadata: what is tested is
+how they are found and refused, not how well they predict."""
+import json
+import os
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ladnas_tf import search_space
+from ladnas_tf.graph.setting import Setting
+from ladnas_tf.lpm import model as lpm, registry
+from ladnas_tf.profiling import table
+
+
+
+@pytest.fixture
+def save_lpm(predictors):
+    """A user predictor as tools.adapt_lpm leaves one (12 rows, adapted from the shipped one)."""
+    def save(path, target='cpu_tflite', cells='both', signature=None, device='board'):
+        return predictors.save(path, cells=cells, target=target, signature=signature, device=device,
+                               data={'rows': 12},
+                               adapted_from={'name': 'cpu_tflite_cifar', 'method': 'scale', 'rows': 12})
+    return save
+
+
+@pytest.fixture
+def shipped_dir(repo_root):
+    return os.path.join(repo_root, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar')
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    folder = tmp_path / 'home'
+    monkeypatch.setenv(registry.HOME_ENV, str(folder))
+    return folder
+
+
+# ---- names and directories ----
+
+def test_the_shipped_predictor_resolves_by_name(home, shipped_dir):
+    assert registry.resolve('cpu_tflite_cifar') == shipped_dir
+    assert registry.shipped()['cpu_tflite_cifar'] == shipped_dir
+    assert registry.name_of(shipped_dir) == 'cpu_tflite_cifar'
+
+
+def test_the_shipped_predictor_is_package_data_naming_its_table_relative_to_the_repository(
+        home, tmp_path, monkeypatch, shipped_dir, repo_root):
+    monkeypatch.chdir(tmp_path)  # found through the package, not the working folder
+    assert registry.resolve('cpu_tflite_cifar') == shipped_dir
+    tables = json.loads(open(os.path.join(shipped_dir, lpm.METADATA_FILE)).read())['data']['tables']
+    assert tables == ['data/cpu_tflite_cifar.csv'] and os.path.isfile(os.path.join(repo_root, tables[0]))
+
+
+def test_a_directory_resolves_to_itself(home, tmp_path, monkeypatch, save_lpm):
+    path = save_lpm(tmp_path / 'mine')
+    assert registry.resolve(path) == path
+    monkeypatch.chdir(tmp_path)
+    assert registry.resolve('./mine') == './mine'
+    assert registry.resolve('mine') == 'mine'  # a bare word that is no name, but a directory here
+
+
+@pytest.mark.parametrize('value, message', [('no_such_lpm', 'unknown predictor'), ('./nowhere', 'no such LPM'),
+                                            ('', 'no predictor given')])
+def test_unknown_names_and_paths_fail_in_one_line(home, value, message):
+    with pytest.raises(registry.RegistryError, match=message) as error:
+        registry.resolve(value)
+    assert '\n' not in str(error.value) and isinstance(error.value, lpm.LPMError)
+    if message == 'unknown predictor':
+        assert 'cpu_tflite_cifar' in str(error.value)  # the known names are listed
+
+
+def test_a_directory_without_metadata_is_refused(home, tmp_path):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(registry.RegistryError, match='not an LPM directory'):
+        registry.resolve(str(tmp_path / 'empty'))
+
+
+def test_user_predictors_are_listed_and_resolved(home, shipped_dir, save_lpm):
+    save_lpm(registry.user_dir('board_b'), device='Cortex-A76')
+    assert registry.resolve('board_b') == str(home / 'board_b')
+    rows = {r['name']: r for r in registry.list_predictors()}
+    assert rows['cpu_tflite_cifar']['kind'] == 'shipped' and rows['board_b']['kind'] == 'user'
+    assert rows['board_b']['device'] == 'Cortex-A76' and rows['board_b']['table_rows'] == 12
+    assert rows['board_b']['adapted_from'] == 'cpu_tflite_cifar (scale, 12 rows)'
+    shipped = rows['cpu_tflite_cifar']
+    assert shipped['target'] == 'cpu_tflite' and shipped['setting'] == Setting().key
+    with open(os.path.join(shipped_dir, 'metrics.json')) as f:
+        scores = json.load(f)
+    assert shipped['mre_pct'] == scores['mre_pct']
+    assert shipped['table_rows'] == scores['train_size'] + scores['val_size']
+    assert shipped['kendall_tau_normalised'] == scores['vs_normalised']['kendall_tau']
+
+
+def test_a_shipped_name_cannot_be_taken(home, shipped_dir, save_lpm):
+    with pytest.raises(registry.RegistryError, match='shipped'):
+        registry.user_dir('cpu_tflite_cifar')
+    save_lpm(home / 'cpu_tflite_cifar')  # put there by hand: the shipped one still wins
+    assert registry.resolve('cpu_tflite_cifar') == shipped_dir
+    assert [r['kind'] for r in registry.list_predictors() if r['name'] == 'cpu_tflite_cifar'] == ['shipped']
+
+
+def test_paths_are_recorded_without_this_machines_folders(tmp_path, repo_root):
+    assert table.portable(os.path.join(repo_root, 'data', 'cpu_tflite_cifar.csv')) == os.path.join('data',
+                                                                                                 'cpu_tflite_cifar.csv')
+    assert table.portable(str(tmp_path / 'x' / 'board.csv')) == 'board.csv'
+    assert table.portable(str(tmp_path / 'lpm') + '/') == 'lpm'
+
+
+NAMES = st.from_regex(registry.NAME_PATTERN, fullmatch=True).filter(lambda n: not n.endswith('.'))
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=NAMES)
+def test_every_valid_name_is_a_name_and_never_a_path(name):
+    assert registry.check_name(name) == name
+    assert not registry.looks_like_path(name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=80))
+def test_names_are_exactly_the_pattern(text):
+    valid = bool(registry.NAME_PATTERN.fullmatch(text)) and not text.endswith('.')
+    if valid:
+        assert registry.check_name(text) == text
+    else:
+        with pytest.raises(registry.RegistryError) as error:
+            registry.check_name(text)
+        assert '\n' not in str(error.value)
+
+
+@settings(max_examples=30, deadline=None)
+@given(name=NAMES.filter(lambda n: n != 'cpu_tflite_cifar'))
+def test_an_unregistered_name_fails_in_one_line(name, tmp_path_factory):
+    os.environ[registry.HOME_ENV] = str(tmp_path_factory.mktemp('empty_home'))
+    try:
+        with pytest.raises(registry.RegistryError, match='unknown predictor'):
+            registry.resolve(name)
+    finally:
+        del os.environ[registry.HOME_ENV]
+
+
+# ---- tools.search --lpm ----
+
+def _search(run_tool, *args, home, timeout=600):
+    return run_tool('search', *args, env={registry.HOME_ENV: str(home), 'TF_CPP_MIN_LOG_LEVEL': '2'},
+                    timeout=timeout)
+
+
+@pytest.mark.slow
+def test_search_refuses_an_unknown_name_or_another_space_before_writing(home, tmp_path, run_tool, save_lpm):
+    other = save_lpm(tmp_path / 'other_space', signature={**search_space.signature(), 'primitives': ['none']})
+    for value, message in (('no_such_lpm', 'unknown predictor'), (other, 'another search space')):
+        run = tmp_path / 'run'
+        done = _search(run_tool, f'--lpm={value}', f'--model_dir={run}', home=home)
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+        assert done.stderr.strip().count('\n') == 0 and not run.exists()
+
+
+@pytest.mark.slow
+def test_search_runs_with_an_lpm_of_a_target_this_machine_cannot_time(home, tmp_path, run_tool, save_lpm):
+    save_lpm(registry.user_dir('far_board'), target='far_away_npu')
+    run = tmp_path / 'run'
+    done = _search(run_tool, '--lpm=far_board', f'--model_dir={run}', '--epochs=1', '--max_steps_per_epoch=2',
+                   '--channels=4', '--layers=2', '--batch_size=8', '--progress=false', '--lat_samples=2', home=home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'not timing the derived network' in done.stderr
+    with open(run / 'summary.json') as f:
+        latency = json.load(f)['latency']
+    assert latency['target'] == 'far_away_npu' and 'predicted_ms' in latency and 'measured_ms' not in latency
+
+
+@pytest.mark.slow
+def test_search_still_takes_the_deprecated_lpm_dir(home, tmp_path, run_tool):
+    done = _search(run_tool, '--lpm_dir=./nowhere', f'--model_dir={tmp_path / "run"}', home=home)
+    assert done.returncode == 1 and '--lpm_dir is deprecated' in done.stderr
+    assert 'error: ./nowhere: no such LPM directory' in done.stderr and not (tmp_path / 'run').exists()
