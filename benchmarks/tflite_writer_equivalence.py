@@ -38,6 +38,9 @@ def parse(argv):
     parser.add_argument('--format', default='float32', choices=FORMATS,
                         help='Numeric format of the files compared: float32, or int8 (full-integer).')
     parser.add_argument('--settings', default='cifar,imagenet', help='Which of the settings to compare.')
+    parser.add_argument('--merge', default=None,
+                        help='Comma-separated JSON reports of the same format (e.g. one per setting, run side '
+                             'by side) to combine into --output instead of comparing.')
     parser.add_argument('--output', default=None,
                         help='Report path without extension (default: docs/tflite_writer_equivalence, '
                              'docs/tflite_int8_writer_equivalence for int8).')
@@ -234,8 +237,25 @@ def provenance(argv):
                 versions={'python': platform.python_version(), **targets._versions()})
 
 
-def compare_all(args, save=lambda results: None):
-    """The comparison of every setting; `save(results)` is called as it goes (every 10 genotypes)."""
+def merge(paths):
+    """One report of several runs' JSONs (each setting keeps the provenance of the run that compared it)."""
+    results = None
+    for path in paths:
+        with open(path, encoding='utf-8') as f:
+            part = json.load(f)
+        for r in part['settings'].values():
+            r.setdefault('provenance', part.get('provenance'))
+        if results is None:
+            results = part
+        else:
+            results['settings'].update(part['settings'])
+    results['provenance'] = {**results.get('provenance', {}), 'merged': paths}
+    return results
+
+
+def compare_all(args, save=lambda results: None, started_by=None):
+    """The comparison of every setting; `save(results)` is called as it goes (every 10 genotypes).
+    started_by: the provenance recorded with each setting."""
     write = makers(args.format)['writer']
     results = {'format': args.format, 'random_per_setting': args.random, 'random_seeds': [args.seed],
                'settings': {}}
@@ -250,7 +270,7 @@ def compare_all(args, save=lambda results: None):
                 architectures=len(rows), identical=sum(not r['difference'] for r in rows),
                 max_relative_output=max(r['relative_output'] for r in rows),
                 cpu_minutes=(time.process_time() - started) / 60,
-                differing=[r for r in rows if r['difference']][:20])
+                differing=[r for r in rows if r['difference']][:20], provenance=started_by)
             if len(rows) % 10 == 0:
                 save(results)
         if args.format == 'int8':
@@ -274,8 +294,10 @@ def main(argv=None):
     def save(results):
         with open(args.output + '.json', 'w', encoding='utf-8') as f:
             json.dump(results, f, indent=1)
-    if args.compare:
-        results = compare_all(args, save)
+    if args.merge:
+        results = merge(args.merge.split(','))
+    elif args.compare:
+        results = compare_all(args, save, provenance(argv))
         results['provenance'] = provenance(argv)
     else:
         with open(args.output + '.json', encoding='utf-8') as f:
