@@ -3,6 +3,7 @@
   python -m tools.profile_latency --flagfile=configs/profile_cpu_cifar.cfg --count=3000
   python -m tools.profile_latency --target=ssh --device=pi@board --table=data/pi.csv --calibration=20
   python -m tools.profile_latency --target=adb --adb_serial=R58M --table=data/phone.csv --calibration=20
+  python -m tools.profile_latency --target=ssh --device=pi@board --numeric_format=int8 --table=data/pi_int8.csv
 
 ssh: the device needs Python 3 with numpy and ai-edge-litert (`pip install ai-edge-litert`); adb: TFLite's
 benchmark_model pushed once (`adb push benchmark_model /data/local/tmp/`). --calibration=N times N
@@ -46,6 +47,9 @@ flags.DEFINE_string('plot', None, 'Also write latency against MACs to this PNG.'
 flags.DEFINE_integer('calibration', 0, 'Instead of the random stream, time this many architectures that '
                      'cover the --lpm predictor\'s latency range (stratified; DARTS_V2 included).', lower_bound=0)
 flags.DEFINE_string('lpm', 'cpu_tflite_cifar', 'Base predictor (name or directory) whose range --calibration covers.')
+flags.DEFINE_enum('numeric_format', None, list(targets.NUMERIC_FORMATS),
+                  'The file timed: float32 or full-integer int8. ssh / adb: float32 unless given; cpu targets '
+                  'have theirs (cpu_tflite float32, cpu_tflite_int8 int8), which this may only repeat.')
 # remote targets
 flags.DEFINE_string('device', None, 'ssh: user@host[:port] (or a Host of your ssh config).')
 flags.DEFINE_string('ssh_key', None, 'ssh: identity (private key) file.')
@@ -64,13 +68,20 @@ flags.DEFINE_integer('connect_timeout_s', 10, 'ssh: seconds to wait for the conn
 
 def remote_options():
     """The make_target options of --target (empty for local targets)."""
+    numeric = FLAGS.numeric_format or 'float32'
+    if FLAGS.target not in targets.REMOTE and FLAGS.numeric_format:
+        own = targets.make_target(FLAGS.target).numeric_format if FLAGS.target.startswith('cpu') else None
+        if FLAGS.numeric_format != own:
+            raise BadInput(f'--numeric_format={FLAGS.numeric_format} does not apply to --target={FLAGS.target} '
+                           '(int8 on this CPU: --target=cpu_tflite_int8; on a device: --target=ssh or adb)')
     if FLAGS.target == 'ssh':
-        return dict(device=FLAGS.device, key_file=FLAGS.ssh_key, ssh_config=FLAGS.ssh_config,
+        return dict(numeric_format=numeric, device=FLAGS.device, key_file=FLAGS.ssh_key, ssh_config=FLAGS.ssh_config,
                     ssh_options=FLAGS.ssh_options, python=FLAGS.device_python, folder=FLAGS.device_folder,
                     connect_timeout_s=FLAGS.connect_timeout_s, retries=FLAGS.retries, backoff_s=FLAGS.backoff_s)
     if FLAGS.target == 'adb':
-        return dict(serial=FLAGS.adb_serial, adb=FLAGS.adb, benchmark_binary=FLAGS.benchmark_binary,
-                    delegate=FLAGS.delegate, retries=FLAGS.retries, backoff_s=FLAGS.backoff_s)
+        return dict(numeric_format=numeric, serial=FLAGS.adb_serial, adb=FLAGS.adb,
+                    benchmark_binary=FLAGS.benchmark_binary, delegate=FLAGS.delegate, retries=FLAGS.retries,
+                    backoff_s=FLAGS.backoff_s)
     return {}
 
 

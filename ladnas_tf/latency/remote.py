@@ -7,8 +7,9 @@ files and timing requests to it. The device times with measure.py's protocol, th
 `adb`: an Android phone through the `adb` client and TFLite's `benchmark_model` binary, which the user
 pushes once; its printed statistics are parsed (`parse_benchmark_output`).
 
-Both make the float32 file on the host (the workers call `prepare`, which needs no connection: a target
-pickles without it; the file is written directly, or converted with tflite_source='converter'), send
+Both make the file on the host, float32 or with numeric_format='int8' full-integer int8 (the workers
+call `prepare`, which needs no connection: a target pickles without it; the file is written directly,
+or converted with tflite_source='converter'), send
 each file once (files are named by SHA-256 on the device), and turn a lost connection into retries with
 backoff, then one line. Rows already written stay in the table.
 """
@@ -29,7 +30,7 @@ import time
 
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.latency import agent, measure
-from ladnas_tf.latency.targets import TargetError, float_tflite
+from ladnas_tf.latency.targets import NUMERIC_FORMATS, TargetError, float_tflite
 
 
 class TransportError(Exception):
@@ -150,14 +151,22 @@ def parse_device(device):
     return match.group(1), port and int(port)
 
 
+def _checked_format(numeric_format):
+    if numeric_format not in NUMERIC_FORMATS:
+        raise TargetError(f'unknown numeric format {numeric_format!r} (known: {", ".join(NUMERIC_FORMATS)})')
+    return numeric_format
+
+
 class SshTarget:
-    """cpu_tflite's float32 file, timed by the agent on an ssh host with that host's Python."""
+    """cpu_tflite's file (float32, or int8: cpu_tflite_int8's), timed by the agent on an ssh host with
+    that host's Python."""
     name = 'ssh'
 
     def __init__(self, device, threads=1, xnnpack=True, key_file=None, ssh_config=None, ssh_options=(),
                  python='python3', folder='~/.cache/ladnas_tf_agent', connect_timeout_s=10, retries=3,
-                 backoff_s=2.0, request_timeout_s=600, tflite_source='writer'):
+                 backoff_s=2.0, request_timeout_s=600, tflite_source='writer', numeric_format='float32'):
         self.device, self.threads, self.xnnpack, self.tflite_source = device, threads, xnnpack, tflite_source
+        self.numeric_format = _checked_format(numeric_format)
         self.destination, self.port = parse_device(device)
         self.key_file, self.ssh_config, self.ssh_options = key_file, ssh_config, tuple(ssh_options)
         self.python, self.folder = python, folder
@@ -215,12 +224,13 @@ class SshTarget:
         d = self._description
         return {'target': self.name, 'device': f'{d["device"]}, {d["cores"]} cores, {d["machine"]}',
                 'machine': d['machine'], 'cores': d['cores'], 'threads': self.threads, 'xnnpack': self.xnnpack,
-                'tflite_source': self.tflite_source, 'host': self.device, 'device_python': self.python,
+                'tflite_source': self.tflite_source, 'numeric_format': self.numeric_format,
+                'host': self.device, 'device_python': self.python,
                 'device_folder': self.folder,
                 'versions': {**d['versions'], 'python': d['python']}}
 
     def prepare(self, genotype, setting):
-        return float_tflite(genotype, setting, self.tflite_source)
+        return float_tflite(genotype, setting, self.tflite_source, self.numeric_format)
 
     def _ensure(self, *files):
         """Sends the files the device lacks; names are SHA-256s."""
@@ -307,7 +317,8 @@ class AdbTarget:
 
     def __init__(self, serial=None, threads=1, delegate='xnnpack', adb='adb',
                  benchmark_binary=BENCHMARK_BINARY, folder=DEVICE_DIR + '/ladnas_tf',
-                 retries=3, backoff_s=2.0, timeout_s=600, tflite_source='writer'):
+                 retries=3, backoff_s=2.0, timeout_s=600, tflite_source='writer', numeric_format='float32'):
+        self.numeric_format = _checked_format(numeric_format)
         if delegate not in self.DELEGATES:
             raise TargetError(f'unknown delegate {delegate!r} (known: {", ".join(self.DELEGATES)})')
         self.serial, self.threads, self.delegate = serial, threads, delegate
@@ -361,6 +372,7 @@ class AdbTarget:
             self._description = {
                 'target': self.name, 'threads': self.threads, 'xnnpack': self.delegate == 'xnnpack',
                 'delegate': self.delegate, 'cores': cores, 'serial': self.serial, 'tflite_source': self.tflite_source,
+                'numeric_format': self.numeric_format,
                 'machine': props['ro.product.cpu.abi'],
                 'device': (f'{props["ro.product.manufacturer"]} {props["ro.product.model"]} '
                            f'({props["ro.board.platform"]}, {props["ro.product.cpu.abi"]}, {cores} cores)'),
@@ -368,7 +380,7 @@ class AdbTarget:
         return self._description
 
     def prepare(self, genotype, setting):
-        return float_tflite(genotype, setting, self.tflite_source)
+        return float_tflite(genotype, setting, self.tflite_source, self.numeric_format)
 
     def _ensure(self, data):
         name = _sha256(data)

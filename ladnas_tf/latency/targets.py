@@ -61,21 +61,37 @@ def _installed(package):
         return False
 
 
-# Where a float32 file comes from: the writer makes the converter's file without TensorFlow, in a small
-# fraction of its time (graph.tflite_writer, docs/tflite_writer_equivalence.md); the converter stays as
-# the reference and for what the writer lacks (int8).
+# Where a file comes from: the writers make the converter's file without TensorFlow, in a small fraction
+# of its time (graph.tflite_writer, docs/tflite_writer_equivalence.md; int8: graph.tflite_int8_writer,
+# the converter's structure with uncalibrated values, docs/tflite_int8_writer_equivalence.md); the
+# converter stays as the reference.
 TFLITE_SOURCES = ('writer', 'converter')
+# The file's numeric format: float32, or full-integer int8 (int8 weights and activations, float32 input
+# and output). A table's description records it (numeric_format); tables of two formats never mix.
+NUMERIC_FORMATS = ('float32', 'int8')
 
 
-def float_tflite(genotype, setting, source):
-    """(float32 file, params, MACs per image) of the genotype in the setting, from `source`."""
+def float_tflite(genotype, setting, source, numeric_format='float32'):
+    """(file, params, MACs per image) of the genotype in the setting, from `source`, float32 or int8."""
     if source not in TFLITE_SOURCES:
         raise TargetError(f'unknown TFLite source {source!r} (known: {", ".join(TFLITE_SOURCES)})')
+    if numeric_format not in NUMERIC_FORMATS:
+        raise TargetError(f'unknown numeric format {numeric_format!r} (known: {", ".join(NUMERIC_FORMATS)})')
+    int8 = numeric_format == 'int8'
     if source == 'writer':
-        from ladnas_tf.graph import tflite_writer
-        return tflite_writer.timing_tflite(genotype, **setting.network_kwargs())
+        from ladnas_tf.graph import tflite_int8_writer, tflite_writer
+        write = tflite_int8_writer.timing_tflite_int8 if int8 else tflite_writer.timing_tflite
+        return write(genotype, **setting.network_kwargs())
     from ladnas_tf.graph import constant  # imports TensorFlow: only where the converter runs
-    return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
+    convert = constant.genotype_to_tflite_int8 if int8 else constant.genotype_to_tflite
+    return convert(genotype, **setting.network_kwargs())
+
+
+def numeric_format(description):
+    """A table's (or an LPM's target's) numeric format; descriptions from before it was recorded were
+    int8 only for the cpu_tflite_int8 target."""
+    return description.get('numeric_format') or ('int8' if description.get('target') == 'cpu_tflite_int8'
+                                                 else 'float32')
 
 
 class LocalTarget:
@@ -100,12 +116,13 @@ class CpuTFLite(LocalTarget):
     XNNPACK on (the interpreter's default delegate) unless xnnpack=False. The file is written directly
     unless tflite_source='converter'."""
     name = 'cpu_tflite'
+    numeric_format = 'float32'
 
     def __init__(self, threads=1, xnnpack=True, tflite_source='writer'):
         self.threads, self.xnnpack, self.tflite_source = threads, xnnpack, tflite_source
 
     def prepare(self, genotype, setting):
-        return float_tflite(genotype, setting, self.tflite_source)
+        return float_tflite(genotype, setting, self.tflite_source, self.numeric_format)
 
     def runner(self, artifact):
         from ladnas_tf.latency import agent
@@ -113,21 +130,17 @@ class CpuTFLite(LocalTarget):
 
     def describe(self):
         return {'target': self.name, 'device': cpu_model(), 'threads': self.threads,
-                'xnnpack': self.xnnpack, 'tflite_source': self.tflite_source, 'versions': _versions()}
+                'xnnpack': self.xnnpack, 'tflite_source': self.tflite_source,
+                'numeric_format': self.numeric_format, 'versions': _versions()}
 
 
 class CpuTFLiteInt8(CpuTFLite):
     """cpu_tflite on the network with full-integer post-training quantization (int8 weights and
     activations, float input and output, as a deployed int8 export). Not automatically faster: on
-    x86 only part of an int8 graph may be delegated to XNNPACK. Always converted: the writer is float32."""
+    x86 only part of an int8 graph may be delegated to XNNPACK. The file is written directly
+    (graph.tflite_int8_writer) unless tflite_source='converter' (calibrated on random images)."""
     name = 'cpu_tflite_int8'
-
-    def __init__(self, threads=1, xnnpack=True):
-        super().__init__(threads, xnnpack, 'converter')
-
-    def prepare(self, genotype, setting):
-        from ladnas_tf.graph import constant
-        return constant.genotype_to_tflite_int8(genotype, **setting.network_kwargs())
+    numeric_format = 'int8'
 
 
 class DeviceTF(LocalTarget):
@@ -213,10 +226,11 @@ def target_of(description):
     if name == 'ssh':
         return make_target(name, threads, device=description.get('host'),
                            python=description.get('device_python', 'python3'),
-                           folder=description.get('device_folder', '~/.cache/ladnas_tf_agent'))
+                           folder=description.get('device_folder', '~/.cache/ladnas_tf_agent'),
+                           numeric_format=numeric_format(description))
     if name == 'adb':
         return make_target(name, threads, serial=description.get('serial'),
-                           delegate=description.get('delegate', 'xnnpack'))
+                           delegate=description.get('delegate', 'xnnpack'), numeric_format=numeric_format(description))
     return make_target(name, threads)
 
 
