@@ -249,7 +249,8 @@ def merge(paths):
             results = part
         else:
             results['settings'].update(part['settings'])
-    results['provenance'] = {**results.get('provenance', {}), 'merged': paths}
+    first = next(iter(results['settings'].values()))
+    results['provenance'] = {**(results.get('provenance') or first.get('provenance') or {}), 'merged': paths}
     return results
 
 
@@ -360,7 +361,8 @@ def int8_report(results):
              'write (CPU ms) | convert (CPU ms) | comparison CPU min |', '|---|---|---|---|---|---|---|']
     for key, r in results['settings'].items():
         runs = 'all' if r['max_relative_output'] == 0 else 'NOT all'
-        lines.append(f"| {key} | {r['architectures']} | {r['identical']} | {runs} | "
+        lines.append(f"| {key} | {r['architectures']} of {len(genotypes.NAMED) + results['random_per_setting']} | "
+                     f"{r['identical']} | {runs} | "
                      f"{r.get('write_ms', float('nan')):.1f} | {r.get('convert_ms', float('nan')):.0f} | "
                      f"{r['cpu_minutes']:.1f} |")
     lines += ['', INT8_STRUCTURE, '',
