@@ -71,7 +71,8 @@ INT8_STRUCTURE = (
     'their activation inputs have their output\'s scale and zero point (all: no requantization inside '
     'them); the same metadata (min_runtime_version; CONVERSION_METADATA left out, as for float32) and no '
     'signature defs. Values (scales and zero points of activations, weights, biases) are not compared: '
-    'latency does not depend on them.')
+    'the writer draws them as the converter distributes them (latency depends on their distribution a '
+    'little, not on the values).')
 
 
 def structure(model_bytes):
