@@ -5,12 +5,16 @@ converter: the constant graph (ladnas_tf.graph.constant) converted by worker pro
            timing (ladnas_tf.profiling.profiler.Profiler), conversion never overlapping a timed run; it also
            times the reference network around every architecture (extra work naive skips).
 writer:    the same profiler with the file written directly (ladnas_tf.graph.tflite_writer).
+--target=cpu_tflite_int8 compares the two profiler paths on full-integer int8 files (converter with
+calibration against ladnas_tf.graph.tflite_int8_writer); naive, a float32 path, is then left out.
 All time with the same protocol on the same architectures of the same stream. With --repeatability=K,
 each profiler path then re-times K of its rows as tools.profile_latency --repeatability does
 (profile.repeatability: |second - first| / first), so the faster path is shown to time as steadily.
 
   taskset -c 0 python -m benchmarks.profile_speed --naive=0 --ours=60 --repeatability=30 \
       --json=docs/benchmarks/profile_speed.json
+  taskset -c 0 python -m benchmarks.profile_speed --target=cpu_tflite_int8 --ours=60 --repeatability=30 \
+      --json=docs/benchmarks/profile_speed_int8.json
 """
 import os
 import tempfile
@@ -28,6 +32,8 @@ flags.DEFINE_integer('naive', 3, 'Architectures through the naive path (0: skip 
 flags.DEFINE_integer('ours', 24, 'Architectures through each profiler path (converter, writer).')
 flags.DEFINE_integer('repeatability', 0, 'Rows of each profiler path re-timed for the repeatability figure.')
 flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
+flags.DEFINE_enum('target', 'cpu_tflite', ['cpu_tflite', 'cpu_tflite_int8'],
+                  'The files timed: float32, or full-integer int8 (then no naive path).')
 
 SETTING = Setting('cifar', 36, 20, 32, 1, 10)
 PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3)
@@ -59,7 +65,9 @@ def other_cores_load(before, after):
 def profile_path(source, tmp):
     """archs, seconds per arch, median latencies and the repeatability summary of one profiler path."""
     path = os.path.join(tmp, f'{source}.csv')
-    profiler = profile.Profiler(local.CpuTFLite(1, tflite_source=source), SETTING, path, **PROTOCOL)
+    kind = local.CpuTFLiteInt8 if FLAGS.target == 'cpu_tflite_int8' else local.CpuTFLite
+    target = kind(1, tflite_source=source)
+    profiler = profile.Profiler(target, SETTING, path, **PROTOCOL)
     start = time.time()
     profiler.run(FLAGS.ours, seed=SEED)  # includes starting the workers
     seconds = (time.time() - start) / FLAGS.ours
@@ -74,8 +82,8 @@ def main(argv):
     del argv
     load_before = busy_fractions()
     genotypes_ = [g for _, (_, g) in zip(range(max(FLAGS.naive, 1)), profile.architectures(SEED))]
-    figures, latencies = {'setting': SETTING.key, 'protocol': PROTOCOL}, {}
-    if FLAGS.naive:
+    figures, latencies = {'setting': SETTING.key, 'target': FLAGS.target, 'protocol': PROTOCOL}, {}
+    if FLAGS.naive and FLAGS.target == 'cpu_tflite':
         start = time.time()
         latencies['naive'] = [naive(g).latency_ms for g in genotypes_[:FLAGS.naive]]
         seconds = (time.time() - start) / FLAGS.naive
@@ -89,13 +97,15 @@ def main(argv):
     report(figures)
     if FLAGS.json:
         from benchmarks import save_json
-        save_json(FLAGS.json, figures, {'naive': FLAGS.naive, 'ours': FLAGS.ours,
+        save_json(FLAGS.json, figures, {'target': FLAGS.target, 'naive': figures.get('naive', {}).get('archs', 0),
+                                        'ours': FLAGS.ours,
                                         'repeatability': FLAGS.repeatability, 'seed': SEED,
                                         'cores': sorted(os.sched_getaffinity(0))})
 
 
 def report(figures):
-    print(f'setting {SETTING.key}, {os.cpu_count()} cores, this run on cores {sorted(os.sched_getaffinity(0))}, '
+    print(f'target {figures["target"]}, setting {SETTING.key}, {os.cpu_count()} cores, '
+          f'this run on cores {sorted(os.sched_getaffinity(0))}, '
           f'load of the others {figures["other_cores_load"]}')
     for name in ('naive', 'converter', 'writer'):
         if name in figures:

@@ -6,14 +6,22 @@ With --alternation=N, also N random CIFAR genotypes whose converter file and pro
 (tflite_writer.timing_tflite) are timed in turn, to compare their difference with the timing's own
 repeatability. Writes docs/tflite_writer_equivalence.md and .json.
 
+--format=int8: graph.tflite_int8_writer's timing file against the converter's full-integer file
+(constant.genotype_to_tflite_int8): the same structure (see INT8_STRUCTURE), values aside; the written
+file must run. Writes docs/tflite_int8_writer_equivalence.md and .json (as it goes, every 10 genotypes).
+
   python -m benchmarks.tflite_writer_equivalence --random=200
   taskset -c 0 python -m benchmarks.tflite_writer_equivalence --nocompare --alternation=20
+  taskset -c 0 python -m benchmarks.tflite_writer_equivalence --format=int8 --random=200
 (argparse, not absl flags: the tests import this module's comparison, and flags defined at import would
 clash with the tools' in the same test process.)
 """
 import argparse
 import json
 import os
+import platform
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -28,37 +36,83 @@ def parse(argv):
     parser.add_argument('--random', type=int, default=200, help='Random genotypes per setting (besides the published).')
     parser.add_argument('--seed', type=int, default=0, help='Seed of the random genotypes.')
     parser.add_argument('--write_repeats', type=int, default=20, help='Repeats of the write-time measurement.')
-    parser.add_argument('--output', default='docs/tflite_writer_equivalence', help='Report path without extension.')
+    parser.add_argument('--format', default='float32', choices=FORMATS,
+                        help='Numeric format of the files compared: float32, or int8 (full-integer).')
+    parser.add_argument('--settings', default='cifar,imagenet', help='Which of the settings to compare.')
+    parser.add_argument('--merge', default=None,
+                        help='Comma-separated JSON reports of the same format (e.g. one per setting, run side '
+                             'by side) to combine into --output instead of comparing.')
+    parser.add_argument('--output', default=None,
+                        help='Report path without extension (default: docs/tflite_writer_equivalence, '
+                             'docs/tflite_int8_writer_equivalence for int8).')
     parser.add_argument('--nocompare', dest='compare', action='store_false',
                         help='Keep the comparison of the existing report (do not compare files again).')
     parser.add_argument('--alternation', type=int, default=0,
                         help='Random CIFAR genotypes whose two files are timed in turn (0: none).')
     parser.add_argument('--rounds', type=int, default=2, help='Timings of each file per genotype in the alternation.')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.output is None:
+        args.output = 'docs/tflite_writer_equivalence' if args.format == 'float32' else \
+            'docs/tflite_int8_writer_equivalence'
+    return args
 
+
+FORMATS = ('float32', 'int8')
 SETTINGS = (Setting('cifar', 36, 20, 32, 1, 10), Setting('imagenet', 48, 14, 224, 1, 1000))
 PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3)  # the latency table's
 IGNORED_METADATA = (b'CONVERSION_METADATA',)  # the converter's run (TF version, options, hash); nothing reads it
 
 
+INT8_STRUCTURE = (
+    'Same structure: the same operators in the same order with the same builtin, version and options; '
+    'the same input and output tensor shapes and types; int32 constants without quantization (shapes, '
+    'slices, paddings, axes) by value; per tensor the same quantization layout (number of scales and of '
+    'zero points, quantized dimension; per-channel constants symmetric, zero points 0); for the ops that '
+    'keep a scale (pools, slices, PAD, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND, CONCATENATION), which of '
+    'their activation inputs have their output\'s scale and zero point (all: no requantization inside '
+    'them); the same metadata (min_runtime_version; CONVERSION_METADATA left out, as for float32) and no '
+    'signature defs. Values (scales and zero points of activations, weights, biases) are not compared: '
+    'the writer draws them as the converter distributes them (latency depends on their distribution a '
+    'little, not on the values).')
+
+
 def structure(model_bytes):
-    """Everything of a file the interpreter acts on, tensor indices and names aside."""
+    """Everything of a file the interpreter acts on, tensor indices, names and quantized values aside
+    (for int8 files: INT8_STRUCTURE)."""
     from ai_edge_litert import schema_py_generated as schema
+
+    from ladnas_tf.graph.tflite_int8_writer import SAME_SCALE  # the ops that keep their input's scale
     model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
     graph = model.subgraphs[0]
 
+    def quantization(t, constant):
+        q = t.quantization
+        if q is None or q.scale is None:
+            return None
+        zeros = not np.any(q.zeroPoint) if constant and len(q.scale) > 1 else None  # symmetric per channel
+        return len(q.scale), len(q.zeroPoint), int(q.quantizedDimension), zeros
+
+    def params(i):
+        q = graph.tensors[i].quantization
+        return None if q is None or q.scale is None else (q.scale.tobytes(), q.zeroPoint.tobytes())
+
     def tensor(i):
         t, data = graph.tensors[i], model.buffers[graph.tensors[i].buffer].data
-        ints = None if data is None or t.type != schema.TensorType.INT32 else np.asarray(data).tobytes()
-        return tuple(int(n) for n in t.shape), int(t.type), ints, getattr(t.quantization, 'scale', None)
+        constant = data is not None
+        layout = quantization(t, constant)
+        ints = None if not constant or t.type != schema.TensorType.INT32 or layout else np.asarray(data).tobytes()
+        return tuple(int(n) for n in t.shape), int(t.type), ints, layout
 
     ops = []
     for op in graph.operators:
         code = model.operatorCodes[op.opcodeIndex]
         options = op.builtinOptions
+        out = params(op.outputs[0])
+        same = tuple(params(i) == out for i in op.inputs if model.buffers[graph.tensors[i].buffer].data is None) \
+            if out and code.builtinCode in SAME_SCALE else ()
         ops.append((int(code.builtinCode), int(code.version), int(op.builtinOptionsType),
                     sorted(vars(options).items()) if options else None,
-                    [tensor(i) for i in op.inputs], [tensor(i) for i in op.outputs]))
+                    [tensor(i) for i in op.inputs], [tensor(i) for i in op.outputs], same))
     metadata = sorted((m.name, bytes(model.buffers[m.buffer].data)) for m in model.metadata or []
                       if m.name not in IGNORED_METADATA)
     return dict(version=model.version, ops=ops, metadata=metadata, signatures=len(model.signatureDefs or []),
@@ -89,15 +143,22 @@ def run(model_bytes, image):
     return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
 
 
-def compare(genotype, setting):
-    """(difference ('' if none), max |output difference| / max |output|) of writer and converter."""
-    from ladnas_tf.graph import constant, tflite_writer
+def compare(genotype, setting, numeric='float32'):
+    """(difference ('' if none), max |output difference| / max |output|) of writer and converter; for
+    int8 (values differ by design), the relative output is that of the written file being finite:
+    0.0 if its logits are all finite, else inf."""
+    from ladnas_tf.graph import constant, tflite_int8_writer, tflite_writer
     kwargs = setting.network_kwargs()
+    shape = (setting.batch_size, setting.image_size, setting.image_size, 3)
+    image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    if numeric == 'int8':
+        converted = constant.genotype_to_tflite_int8(genotype, **kwargs)[0]
+        written = tflite_int8_writer.timing_tflite_int8(genotype, **kwargs)[0]
+        difference = first_difference(structure(converted), structure(written))
+        return difference, 0.0 if np.isfinite(run(written, image)).all() else float('inf')
     converted = constant.genotype_to_tflite(genotype, **kwargs)[0]
     written = tflite_writer.write_tflite(genotype, **kwargs)
     difference = first_difference(structure(converted), structure(written))
-    shape = (setting.batch_size, setting.image_size, setting.image_size, 3)
-    image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     a, b = run(converted, image), run(written, image)
     return difference, float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
 
@@ -112,17 +173,25 @@ def write_seconds(write, genotype, setting, repeats):
     return float(np.median(times))
 
 
-def alternation(count, rounds, seed):
+def makers(numeric):
+    """{'converter': ..., 'writer': ...}: genotype, **setting -> (file, params, MACs) of the format."""
+    from ladnas_tf.graph import constant, tflite_int8_writer, tflite_writer
+    if numeric == 'int8':
+        return {'converter': constant.genotype_to_tflite_int8, 'writer': tflite_int8_writer.timing_tflite_int8}
+    return {'converter': constant.genotype_to_tflite, 'writer': tflite_writer.timing_tflite}
+
+
+def alternation(count, rounds, seed, numeric='float32'):
     """Per random CIFAR genotype, the converter's file and the profiler's written one, each timed `rounds`
     times with the table's protocol, in turn (C W W C ...: drift falls on both alike); the medians."""
-    from ladnas_tf.graph import constant, tflite_writer
     from ladnas_tf.profiling import measure
-    setting, target = SETTINGS[0], local.CpuTFLite(1)
+    setting = SETTINGS[0]
+    target = local.CpuTFLiteInt8(1) if numeric == 'int8' else local.CpuTFLite(1)
     rng, rows = np.random.default_rng(seed + 1), []
     for _ in range(count):
         genotype = search_space.sample_genotype(rng)
-        makers = {'converter': constant.genotype_to_tflite, 'writer': tflite_writer.timing_tflite}
-        runners = {k: target.runner(make(genotype, **setting.network_kwargs())[0]) for k, make in makers.items()}
+        runners = {k: target.runner(make(genotype, **setting.network_kwargs())[0])
+                   for k, make in makers(numeric).items()}
         times = {k: [] for k in runners}
         for r in range(rounds):
             for k in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
@@ -151,44 +220,104 @@ def sample(count, seed):
     return named + [(f'random_{i}', search_space.sample_genotype(rng)) for i in range(count)]
 
 
-def compare_all(args):
-    from ladnas_tf.graph import tflite_writer
-    results = {'random_per_setting': args.random, 'settings': {}}
+def provenance(argv):
+    """What the JSON was made with: the command, the commit, the date, the machine, the versions."""
+    from ladnas_tf.profiling.agent import cpu_model
+
+    def git(*command):
+        try:
+            return subprocess.run(['git', *command], capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    commit = git('rev-parse', 'HEAD')
+    dirty = bool(git('status', '--porcelain', '--untracked-files=no'))
+    return dict(command='python -m benchmarks.tflite_writer_equivalence ' + ' '.join(argv),
+                git_commit=commit and commit + (' (uncommitted changes)' if dirty else ''),
+                date=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
+                machine={'device': cpu_model(), 'cores': os.cpu_count(),
+                         'affinity': sorted(os.sched_getaffinity(0))},
+                versions={'python': platform.python_version(), **local._versions()})
+
+
+def merge(paths):
+    """One report of several runs' JSONs (each setting keeps the provenance of the run that compared it)."""
+    results = None
+    for path in paths:
+        with open(path, encoding='utf-8') as f:
+            part = json.load(f)
+        for r in part['settings'].values():
+            r.setdefault('provenance', part.get('provenance'))
+        if results is None:
+            results = part
+        else:
+            results['settings'].update(part['settings'])
+    first = next(iter(results['settings'].values()))
+    results['provenance'] = {**(results.get('provenance') or first.get('provenance') or {}), 'merged': paths}
+    return results
+
+
+def compare_all(args, save=lambda results: None, started_by=None):
+    """The comparison of every setting; `save(results)` is called as it goes (every 10 genotypes).
+    started_by: the provenance recorded with each setting."""
+    write = makers(args.format)['writer']
+    results = {'format': args.format, 'random_per_setting': args.random, 'random_seeds': [args.seed],
+               'settings': {}}
     for setting in SETTINGS:
+        if setting.setting not in args.settings.split(','):
+            continue
         rows, started = [], time.process_time()
         for name, genotype in sample(args.random, args.seed):
-            difference, relative = compare(genotype, setting)
+            difference, relative = compare(genotype, setting, args.format)
             rows.append(dict(name=name, genotype=str(genotype), difference=difference, relative_output=relative))
-        results['settings'][setting.key] = dict(
-            architectures=len(rows), identical=sum(not r['difference'] for r in rows),
-            max_relative_output=max(r['relative_output'] for r in rows),
-            write_ms=1000 * write_seconds(tflite_writer.write_tflite, genotypes.DARTS_V2, setting,
-                                          args.write_repeats),
-            timing_write_ms=1000 * write_seconds(tflite_writer.timing_tflite, genotypes.DARTS_V2, setting,
-                                                 args.write_repeats),
-            cpu_minutes=(time.process_time() - started) / 60,
-            differing=[r for r in rows if r['difference']][:20])
+            summary = results['settings'][setting.key] = dict(
+                architectures=len(rows), identical=sum(not r['difference'] for r in rows),
+                max_relative_output=max(r['relative_output'] for r in rows),
+                cpu_minutes=(time.process_time() - started) / 60,
+                differing=[r for r in rows if r['difference']][:20], provenance=started_by)
+            if len(rows) % 10 == 0:
+                save(results)
+        if args.format == 'int8':
+            summary['write_ms'] = 1000 * write_seconds(write, genotypes.DARTS_V2, setting, args.write_repeats)
+            summary['convert_ms'] = 1000 * write_seconds(makers('int8')['converter'], genotypes.DARTS_V2, setting,
+                                                         max(1, args.write_repeats // 5))
+        else:
+            from ladnas_tf.graph import tflite_writer
+            summary['write_ms'] = 1000 * write_seconds(tflite_writer.write_tflite, genotypes.DARTS_V2, setting,
+                                                       args.write_repeats)
+            summary['timing_write_ms'] = 1000 * write_seconds(write, genotypes.DARTS_V2, setting,
+                                                              args.write_repeats)
+        save(results)
     return results
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
-    if args.compare:
-        results = compare_all(args)
+
+    def save(results):
+        with open(args.output + '.json', 'w', encoding='utf-8') as f:
+            json.dump(results, f, indent=1)
+    if args.merge:
+        results = merge(args.merge.split(','))
+    elif args.compare:
+        results = compare_all(args, save, provenance(argv))
+        results['provenance'] = provenance(argv)
     else:
         with open(args.output + '.json', encoding='utf-8') as f:
             results = json.load(f)
     if args.alternation:
-        results['alternation'] = alternation(args.alternation, args.rounds, args.seed)
+        results['alternation'] = alternation(args.alternation, args.rounds, args.seed, args.format)
         results['alternation']['cores'] = sorted(os.sched_getaffinity(0))
-    with open(args.output + '.json', 'w', encoding='utf-8') as f:
-        json.dump(results, f, indent=1)
+        results['alternation']['provenance'] = provenance(argv)
+    save(results)
     with open(args.output + '.md', 'w', encoding='utf-8') as f:
         f.write(report(results))
     print(report(results))
 
 
 def report(results):
+    if results.get('format', 'float32') == 'int8':
+        return int8_report(results)
     lines = ['# The TFLite writer against the converter', '',
              f'`python -m benchmarks.tflite_writer_equivalence --random={results["random_per_setting"]}`: '
              f'the {len(genotypes.NAMED)} published genotypes and {results["random_per_setting"]} random ones '
@@ -209,9 +338,39 @@ def report(results):
               '(time.process_time) of DARTS_V2, with the converter\'s seeded weights (write_tflite) and as '
               'the profiler writes it (timing_tflite: weights drawn at once, values aside the same file).',
               '']
+    lines += _differing(results)
+    if 'alternation' in results:
+        lines += alternation_report(results['alternation'])
+    return '\n'.join(lines) + '\n'
+
+
+def _differing(results):
+    return [f"- {key} {row['name']}: {row['difference'][:300]}" for key, r in results['settings'].items()
+            for row in r['differing']]
+
+
+def int8_report(results):
+    p = results.get('provenance', {})
+    lines = ['# The int8 TFLite writer against the converter', '',
+             f"`{p.get('command', 'python -m benchmarks.tflite_writer_equivalence --format=int8')}` "
+             f"(commit {p.get('git_commit')}, {p.get('date')}, {p.get('machine', {}).get('device')}): "
+             f'the {len(genotypes.NAMED)} published genotypes and {results["random_per_setting"]} random ones '
+             f"(seed {results['random_seeds'][0]}) per setting, each converted by the TF converter with "
+             'full-integer post-training quantization (graph.constant.genotype_to_tflite_int8: int8 weights '
+             'and activations, float32 input and output, calibrated on 4 seeded random images) and written by '
+             'graph.tflite_int8_writer.timing_tflite_int8 (the profiler\'s int8 file).', '',
+             '| setting | architectures | same structure | written file runs (finite logits) | '
+             'write (CPU ms) | convert (CPU ms) | comparison CPU min |', '|---|---|---|---|---|---|---|']
     for key, r in results['settings'].items():
-        for row in r['differing']:
-            lines.append(f"- {key} {row['name']}: {row['difference'][:300]}")
+        runs = 'all' if r['max_relative_output'] == 0 else 'NOT all'
+        lines.append(f"| {key} | {r['architectures']} of {len(genotypes.NAMED) + results['random_per_setting']} | "
+                     f"{r['identical']} | {runs} | "
+                     f"{r.get('write_ms', float('nan')):.1f} | {r.get('convert_ms', float('nan')):.0f} | "
+                     f"{r['cpu_minutes']:.1f} |")
+    lines += ['', INT8_STRUCTURE, '',
+              'Write / convert: median CPU time (time.process_time) of DARTS_V2\'s int8 file, written (20 '
+              'times) and converted with calibration (4 times), in the process that ran the comparison.', '']
+    lines += _differing(results)
     if 'alternation' in results:
         lines += alternation_report(results['alternation'])
     return '\n'.join(lines) + '\n'

@@ -3,6 +3,7 @@
   python -m tools.profile_latency --flagfile=configs/profile_cpu_cifar.cfg --count=3000
   python -m tools.profile_latency --target=ssh --device=pi@board --table=data/pi.csv --calibration=20
   python -m tools.profile_latency --target=adb --adb_serial=R58M --table=data/phone.csv --calibration=20
+  python -m tools.profile_latency --target=ssh --device=pi@board --numeric_format=int8 --table=data/pi_int8.csv
 
 ssh: the device needs Python 3 with numpy and ai-edge-litert (`pip install ai-edge-litert`); adb: TFLite's
 benchmark_model pushed once (`adb push benchmark_model /data/local/tmp/`). --calibration=N times N
@@ -66,6 +67,10 @@ def main(argv):
     chosen = calibration_set(setting) if FLAGS.calibration else None
     target = targets.make_target(FLAGS.target, FLAGS.threads,
                                  **cli.option_values(targets.target_class(FLAGS.target).OPTIONS))
+    own = getattr(target, 'numeric_format', 'float32')
+    if FLAGS['numeric_format'].present and FLAGS.numeric_format != own:  # the cpu kinds have their own
+        raise BadInput(f'--numeric_format={FLAGS.numeric_format} does not apply to --target={FLAGS.target} '
+                       f'(it times {own} files; int8 here: --target=cpu_tflite_int8)')
     target.check_available()
     allowed = os.sched_getaffinity(0)  # what the user gave this process (taskset): the workers keep to it
     if FLAGS.timing_cpu >= 0:

@@ -422,6 +422,10 @@ def _options(node):
     return {OPS.PAD: types.PadOptions, OPS.MEAN: types.ReducerOptions}.get(kind, types.NONE), ()
 
 
+TENSOR_TYPES = {np.dtype(np.float32): schema.TensorType.FLOAT32, np.dtype(np.int32): schema.TensorType.INT32,
+                np.dtype(np.int8): schema.TensorType.INT8}
+
+
 class _Model:
     """Tensors and buffers of the file being assembled: buffer 0 empty, one buffer per tensor.
 
@@ -429,11 +433,12 @@ class _Model:
 
     def __init__(self):
         self.tensors, self.data, self.shared = [], [None], {}
+        self.quantization = []  # per tensor: None, or (scales, zero points, quantized dimension) for int8
 
-    def tensor(self, shape, dtype=np.float32, data=None):
-        kind = schema.TensorType.INT32 if dtype == np.int32 else schema.TensorType.FLOAT32
-        self.tensors.append((shape, kind))
+    def tensor(self, shape, dtype=np.float32, data=None, quantization=None):
+        self.tensors.append((shape, TENSOR_TYPES[np.dtype(dtype)]))
         self.data.append(data)
+        self.quantization.append(quantization)
         return len(self.tensors) - 1
 
     def constant(self, array):
@@ -451,24 +456,36 @@ class _Model:
         return twins[-1][0]
 
 
-# A tensor table: shape (slot 0), type (1), buffer (2), name (3) at these offsets of its 20 bytes.
+# A tensor table: shape (slot 0), type (1), buffer (2), name (3) at these offsets of its 20 bytes; an int8
+# file's tables have 24, quantization (slot 4) at 16 (unset in the vtable of tensors without it).
 TENSOR = np.dtype([('vtable', '<i4'), ('shape', '<u4'), ('buffer', '<u4'), ('name', '<u4'), ('type', 'u1'),
                    ('pad', 'V3')])
 TENSOR_FIELDS = ([4, 16, 8, 12], TENSOR.itemsize)
+QUANTIZED_TENSOR = np.dtype([('vtable', '<i4'), ('shape', '<u4'), ('buffer', '<u4'), ('name', '<u4'),
+                             ('quantization', '<u4'), ('type', 'u1'), ('pad', 'V3')])
+QUANTIZED_TENSOR_FIELDS = ([4, 20, 8, 12, 16], [4, 20, 8, 12]), QUANTIZED_TENSOR.itemsize
 
 
-def _tensors(flat, tensors, key):
-    """The subgraph's tensors: a vector, its tables in one numpy record array, then shapes and names."""
-    vtable = flat.vtable(*TENSOR_FIELDS)
+def _tensors(flat, tensors, key, quantization=None):
+    """The subgraph's tensors: a vector, its tables in one numpy record array, then shapes and names
+    (then, given `quantization`, per tensor None or (scales, zero points, quantized dimension), their
+    QuantizationParameters tables)."""
+    if quantization is None:
+        layout, vtable = TENSOR, flat.vtable(*TENSOR_FIELDS)
+    else:
+        (with_q, without_q), size = QUANTIZED_TENSOR_FIELDS
+        layout = QUANTIZED_TENSOR
+        quantized = np.asarray([q is not None for q in quantization])
+        vtable = np.where(quantized, flat.vtable(with_q, size), flat.vtable(without_q, size))
     flat.vector([], key)  # its length and offsets, patched below
     count = len(tensors)
     start = len(flat.data)
     flat.data += bytes(4 * count)
-    tables = np.zeros(count, TENSOR)
+    tables = np.zeros(count, layout)
     at = start + 4 * count
-    table_at = at + np.arange(count) * TENSOR.itemsize
+    table_at = at + np.arange(count) * layout.itemsize
     parts, shapes, names = [], np.empty(count, np.int64), np.empty(count, np.int64)
-    position = at + count * TENSOR.itemsize
+    position = at + count * layout.itemsize
     for i, (shape, _) in enumerate(tensors):
         name = b't%d' % i
         shapes[i], names[i] = position, position + 4 + 4 * len(shape)
@@ -485,6 +502,30 @@ def _tensors(flat, tensors, key):
     flat.data[start:at] = (table_at - (start + 4 * np.arange(count))).astype('<u4').tobytes()
     flat.data += tables.tobytes()
     flat.data += b''.join(parts)
+    if quantization is not None:
+        _quantization(flat, quantization, table_at + 16)
+
+
+def _quantization(flat, quantization, fields):
+    """QuantizationParameters tables (scale, zero_point, quantized_dimension), equal ones shared, for the
+    tensors whose quantization field is at `fields` (positions in flat.data)."""
+    tables = {}
+    for q, field in zip(quantization, fields):
+        if q is None:
+            continue
+        scales, zero_points, dimension = q
+        table = tables.get((scales.tobytes(), zero_points.tobytes(), dimension))
+        if table is None:
+            table = tables[scales.tobytes(), zero_points.tobytes(), dimension] = flat.key()
+            scale_key, zero_key = flat.key(), flat.key()
+            flat.table(((2, 'R', scale_key), (3, 'R', zero_key), (6, 'i', dimension)), table)
+            flat.place(scale_key)
+            flat.data += struct.pack('<I', len(scales)) + scales.astype('<f4').tobytes()
+            flat.align(8, extra=4)  # int64 zero points: the elements 8-byte aligned
+            flat.place(zero_key)
+            flat.data += struct.pack('<I', len(zero_points)) + zero_points.astype('<i8').tobytes()
+        flat.refs.append(int(field))
+        flat.ref_keys.append(table)
 
 
 def _buffers(flat, data, rng, key):
@@ -568,8 +609,18 @@ def _operators(flat, ops, index, codes, key):
 
 
 def _serialize(ops, root, output, rng):
-    """The file: the Model table, its one SubGraph (tensors, operators), operator codes, metadata, buffers."""
+    """The float32 file of the converted operators."""
     model, index = _number(ops, root)
+    return _lay_out(ops, root, output, model, index, rng, _version, _min_runtime_version)
+
+
+def _min_runtime_version(versions):
+    return MIN_RUNTIME_VERSION[max(versions.values())]
+
+
+def _lay_out(ops, root, output, model, index, rng, version, runtime, quantized=False):
+    """The file: the Model table, its one SubGraph (tensors, operators), operator codes, metadata, buffers.
+    version(kind, ops): an operator code's version; runtime({kind: version}): min_runtime_version."""
     flat, codes = _Flat(), {}
     k = {name: flat.key() for name in ('model', 'codes', 'subgraphs', 'description', 'buffers', 'metadata',
                                        'subgraph', 'tensors', 'inputs', 'outputs', 'operators', 'main')}
@@ -581,11 +632,11 @@ def _serialize(ops, root, output, rng):
     flat.ints([index[id(root)]], k['inputs'])
     flat.ints([index[id(output.resolved())]], k['outputs'])
     flat.string(b'main', k['main'])
-    _tensors(flat, model.tensors, k['tensors'])
+    _tensors(flat, model.tensors, k['tensors'], model.quantization if quantized else None)
     _operators(flat, ops, index, codes, k['operators'])
-    versions = _operator_codes(flat, codes, ops, k['codes'])
+    versions = _operator_codes(flat, codes, ops, k['codes'], version)
     flat.string(b'ladnas_tf tflite_writer', k['description'])
-    model.data.append(MIN_RUNTIME_VERSION[max(versions)].ljust(16, b'\0'))
+    model.data.append(runtime(versions).ljust(16, b'\0'))
     _metadata(flat, b'min_runtime_version', len(model.data) - 1, k['metadata'])
     return flat.finish(k['model'], _buffers(flat, model.data, rng, k['buffers']))
 
@@ -602,13 +653,13 @@ def _number(ops, root):
     return model, index
 
 
-def _operator_codes(flat, codes, ops, key):
-    """The operator codes, in the order of first use; returns their versions."""
+def _operator_codes(flat, codes, ops, key, version):
+    """The operator codes, in the order of first use; returns {kind: version}."""
     code_keys = [flat.key() for _ in codes]
     flat.vector(code_keys, key)
-    versions = [_version(kind, ops) for kind in codes]
-    for kind, version, code_key in zip(codes, versions, code_keys):
-        flat.table(((0, 'b', min(kind, 127)), (2, 'i', version), (3, 'i', kind)), code_key)
+    versions = {kind: version(kind, ops) for kind in codes}
+    for kind, code_key in zip(codes, code_keys):
+        flat.table(((0, 'b', min(kind, 127)), (2, 'i', versions[kind]), (3, 'i', kind)), code_key)
     return versions
 
 

@@ -189,6 +189,10 @@ class LatencyTable:
             k = diff[0]
             raise TableError(f'{self.path} was measured with {k}={meta.get(k)!r}, this run has '
                              f'{k}={self.description.get(k)!r}: use another --table')
+        from ladnas_tf.profiling.targets.base import numeric_format  # float32 and int8 rows never share a table
+        if numeric_format(meta) != numeric_format(self.description):
+            raise TableError(f'{self.path} holds {numeric_format(meta)} latencies, this run times '
+                             f'{numeric_format(self.description)} files: use another --table')
         return meta
 
     def __len__(self):

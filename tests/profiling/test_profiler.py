@@ -129,22 +129,44 @@ def test_cpu_tflite_rows_are_timed_on_written_files_and_the_metadata_says_so(tmp
 
 
 @pytest.mark.slow
-def test_int8_rows_are_timed_on_converted_files_and_the_metadata_says_so(tmp_path, monkeypatch):
-    files, meta = _profile_artifacts(targets.make_target('cpu_tflite_int8'), tmp_path, monkeypatch)
-    assert len(files) == 3 and all(CONVERTED in f and WRITTEN not in f for f in files)
-    assert meta['tflite_source'] == 'converter'
+@pytest.mark.parametrize('source, mark', [('writer', WRITTEN), ('converter', CONVERTED)])
+def test_int8_rows_are_timed_on_files_of_their_source_and_the_metadata_says_so(tmp_path, monkeypatch, source, mark):
+    target = local.CpuTFLiteInt8(1, tflite_source=source)
+    files, meta = _profile_artifacts(target, tmp_path, monkeypatch)
+    assert len(files) == 3 and all(mark in f for f in files)
+    assert meta['tflite_source'] == source and meta['numeric_format'] == 'int8'
 
 
-@pytest.mark.parametrize('target, source', [
-    (local.CpuTFLite(1), 'writer'), (local.CpuTFLite(1, tflite_source='converter'), 'converter'),
-    (ssh.SshTarget('user@board'), 'writer'), (adb.AdbTarget(), 'writer')])
-def test_every_float32_target_prepares_the_file_of_its_source(target, source):
+def _is_int8(data):
+    from ai_edge_litert import schema_py_generated as schema
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    return model.operatorCodes[0].builtinCode == schema.BuiltinOperator.QUANTIZE
+
+
+@pytest.mark.parametrize('target, source, numeric', [
+    (local.CpuTFLite(1), 'writer', 'float32'), (local.CpuTFLite(1, tflite_source='converter'), 'converter',
+                                                  'float32'),
+    (ssh.SshTarget('user@board'), 'writer', 'float32'), (adb.AdbTarget(), 'writer', 'float32'),
+    (local.CpuTFLiteInt8(1), 'writer', 'int8'), (local.CpuTFLiteInt8(1, tflite_source='converter'), 'converter',
+                                                   'int8'),
+    (ssh.SshTarget('user@board', numeric_format='int8'), 'writer', 'int8'),
+    (adb.AdbTarget(numeric_format='int8'), 'writer', 'int8')])
+def test_every_target_prepares_the_file_of_its_source_and_format(target, source, numeric):
     """The ssh and adb targets' host side too; params and MACs are the same from either source."""
     setting = Setting('cifar', 4, 2, 8, 1, 10)
     data, params, macs = target.prepare(profile.genotypes.DARTS_V2, setting)
     assert (WRITTEN in data) == (source == 'writer') and target.tflite_source == source
-    other = base.float_tflite(profile.genotypes.DARTS_V2, setting, 'converter')
+    assert _is_int8(data) == (numeric == 'int8') and target.numeric_format == numeric
+    other = base.tflite_file(profile.genotypes.DARTS_V2, setting, 'converter')
     assert (params, macs) == other[1:]
+
+
+def test_a_remote_target_records_its_numeric_format_and_is_found_again_with_it():
+    description = {'target': 'adb', 'serial': 'R58M', 'numeric_format': 'int8'}
+    assert targets.target_of(description).numeric_format == 'int8'
+    assert targets.target_of({'target': 'adb', 'serial': 'R58M'}).numeric_format == 'float32'
+    with pytest.raises(targets.TargetError, match="unknown numeric format 'int4'"):
+        ssh.SshTarget("user@board", numeric_format="int4")
 
 
 def test_an_unknown_tflite_source_is_one_line():

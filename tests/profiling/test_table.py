@@ -213,3 +213,14 @@ def test_a_new_table_records_its_tflite_source(tmp_path):
     table.LatencyTable(str(tmp_path / 't.csv'), {**DESCRIPTION, 'tflite_source': 'writer'})
     meta = json.load(open(tmp_path / 't.meta.json'))
     assert meta['tflite_source'] == 'writer' and 'tflite_source_changes' not in meta
+
+
+def test_float32_and_int8_rows_never_share_a_table(tmp_path):
+    """A remote target's table names its numeric format; one from before (no numeric_format) is float32."""
+    path = str(tmp_path / 't.csv')
+    adb = {**DESCRIPTION, 'target': 'adb'}
+    table.LatencyTable(path, adb).append(next(_rows(1)))
+    table.LatencyTable(path, {**adb, 'numeric_format': 'float32'})  # the same format, now recorded
+    with pytest.raises(table.TableError, match='holds float32 latencies, this run times int8') as error:
+        table.LatencyTable(path, {**adb, 'numeric_format': 'int8'})
+    assert '\n' not in str(error.value)

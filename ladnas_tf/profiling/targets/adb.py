@@ -12,8 +12,9 @@ import tempfile
 
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.profiling import measure
-from ladnas_tf.profiling.targets.base import (RETRY_OPTIONS, FileTarget, Option, Retrying, TargetError,
-                                              TransportError, option_values, sha256)
+from ladnas_tf.profiling.targets.base import (FORMAT_OPTION, NUMERIC_FORMATS, RETRY_OPTIONS, FileTarget, Option,
+                                              Retrying, TargetError, TransportError, checked, numeric_format,
+                                              option_values, sha256)
 
 class BenchmarkOutputError(BadInput):
     """benchmark_model printed no timing statistics (it failed, or its format is unknown)."""
@@ -78,15 +79,14 @@ class AdbTarget(FileTarget):
         Option('benchmark_binary', 'benchmark_binary', DEVICE_DIR + '/benchmark_model',
                'adb: benchmark_model on the device.'),
         Option('delegate', 'delegate', 'xnnpack', 'adb: benchmark_model\'s delegate.', 'enum', DELEGATES),
-        *RETRY_OPTIONS)
+        FORMAT_OPTION, *RETRY_OPTIONS)
 
     def __init__(self, serial=None, threads=1, folder=DEVICE_DIR + '/ladnas_tf', timeout_s=600,
                  tflite_source='writer', **options):
         o = option_values(self.OPTIONS, {**options, 'serial': serial}, self.name)
-        if o['delegate'] not in self.DELEGATES:
-            raise TargetError(f'unknown delegate {o["delegate"]!r} (known: {", ".join(self.DELEGATES)})')
-        self.serial, self.threads, self.delegate = serial, threads, o['delegate']
+        self.serial, self.threads, self.delegate = serial, threads, checked(o['delegate'], self.DELEGATES, 'delegate')
         self.tflite_source = tflite_source
+        self.numeric_format = checked(o['numeric_format'], NUMERIC_FORMATS, 'numeric format')
         self.adb, self.binary, self.folder, self.timeout_s = o['adb'], o['benchmark_binary'], folder, timeout_s
         self.retry = Retrying(f'adb {serial or "(default device)"}', o['retries'], o['backoff_s'], lambda: None)
         self._present, self._description = set(), None
@@ -96,7 +96,7 @@ class AdbTarget(FileTarget):
         """Reached again at the recorded serial with the recorded delegate."""
         delegate = description.get('delegate')
         return cls(description.get('serial'), description.get('threads', 1),
-                   **({'delegate': delegate} if delegate else {}))
+                   numeric_format=numeric_format(description), **({'delegate': delegate} if delegate else {}))
 
     def __getstate__(self):
         return {**self.__dict__, 'retry': None}
@@ -143,6 +143,7 @@ class AdbTarget(FileTarget):
             self._description = {
                 'target': self.name, 'threads': self.threads, 'xnnpack': self.delegate == 'xnnpack',
                 'delegate': self.delegate, 'cores': cores, 'serial': self.serial, 'tflite_source': self.tflite_source,
+                'numeric_format': self.numeric_format,
                 'machine': props['ro.product.cpu.abi'],
                 'device': (f'{props["ro.product.manufacturer"]} {props["ro.product.model"]} '
                            f'({props["ro.board.platform"]}, {props["ro.product.cpu.abi"]}, {cores} cores)'),

@@ -104,27 +104,52 @@ class Target(abc.ABC):
         """Releases a connection, if the target holds one."""
 
 
-# Where a float32 file comes from: the writer makes the converter's file without TensorFlow, in a small
-# fraction of its time (graph.tflite_writer, docs/tflite_writer_equivalence.md); the converter stays as
-# the reference and for what the writer lacks (int8).
+# Where a file comes from: the writers make the converter's file without TensorFlow, in a small fraction
+# of its time (graph.tflite_writer, docs/tflite_writer_equivalence.md; int8: graph.tflite_int8_writer,
+# the converter's structure with uncalibrated values, docs/tflite_int8_writer_equivalence.md); the
+# converter stays as the reference.
 TFLITE_SOURCES = ('writer', 'converter')
+# The file's numeric format: float32, or full-integer int8 (int8 weights and activations, float32 input
+# and output). A table's description records it (numeric_format); tables of two formats never mix.
+NUMERIC_FORMATS = ('float32', 'int8')
 
 
-def float_tflite(genotype, setting, source):
-    """(float32 file, params, MACs per image) of the genotype in the setting, from `source`."""
-    if source not in TFLITE_SOURCES:
-        raise TargetError(f'unknown TFLite source {source!r} (known: {", ".join(TFLITE_SOURCES)})')
-    if source == 'writer':
-        from ladnas_tf.graph import tflite_writer
-        return tflite_writer.timing_tflite(genotype, **setting.network_kwargs())
+# The file format a remote kind times (the tools' --numeric_format).
+FORMAT_OPTION = Option('numeric_format', 'numeric_format', 'float32',
+                       'ssh / adb: the file timed: float32, or full-integer int8.', 'enum', NUMERIC_FORMATS)
+
+
+def checked(value, known, what):
+    """`value` if it is one of `known`, else a one-line TargetError naming both."""
+    if value not in known:
+        raise TargetError(f'unknown {what} {value!r} (known: {", ".join(known)})')
+    return value
+
+
+def numeric_format(description):
+    """A table's (or an LPM's target's) numeric format; descriptions from before it was recorded were
+    int8 only for the cpu_tflite_int8 target."""
+    return description.get('numeric_format') or ('int8' if description.get('target') == 'cpu_tflite_int8'
+                                                 else 'float32')
+
+
+def tflite_file(genotype, setting, source, numeric_format='float32'):
+    """(file, params, MACs per image) of the genotype in the setting, from `source`, float32 or int8."""
+    int8 = checked(numeric_format, NUMERIC_FORMATS, 'numeric format') == 'int8'
+    if checked(source, TFLITE_SOURCES, 'TFLite source') == 'writer':
+        from ladnas_tf.graph import tflite_int8_writer, tflite_writer
+        write = tflite_int8_writer.timing_tflite_int8 if int8 else tflite_writer.timing_tflite
+        return write(genotype, **setting.network_kwargs())
     from ladnas_tf.graph import constant  # imports TensorFlow: only where the converter runs
-    return constant.genotype_to_tflite(genotype, **setting.network_kwargs())
+    convert = constant.genotype_to_tflite_int8 if int8 else constant.genotype_to_tflite
+    return convert(genotype, **setting.network_kwargs())
 
 
 class FileTarget(Target):
-    """A target that times the network's float32 TFLite file (written directly unless
+    """A target that times the network's TFLite file, float32 or int8 (written directly unless
     tflite_source='converter')."""
     tflite_source = 'writer'
+    numeric_format = 'float32'
 
     def prepare(self, genotype, setting):
-        return float_tflite(genotype, setting, self.tflite_source)
+        return tflite_file(genotype, setting, self.tflite_source, self.numeric_format)

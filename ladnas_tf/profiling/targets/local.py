@@ -45,21 +45,17 @@ class CpuTFLite(FileTarget, LocalTarget):
 
     def describe(self):
         return {'target': self.name, 'device': agent.cpu_model(), 'threads': self.threads,
-                'xnnpack': self.xnnpack, 'tflite_source': self.tflite_source, 'versions': _versions()}
+                'xnnpack': self.xnnpack, 'tflite_source': self.tflite_source,
+                'numeric_format': self.numeric_format, 'versions': _versions()}
 
 
 class CpuTFLiteInt8(CpuTFLite):
     """cpu_tflite on the network with full-integer post-training quantization (int8 weights and
     activations, float input and output, as a deployed int8 export). Not automatically faster: on
-    x86 only part of an int8 graph may be delegated to XNNPACK. Always converted: the writer is float32."""
+    x86 only part of an int8 graph may be delegated to XNNPACK. The file is written directly
+    (graph.tflite_int8_writer) unless tflite_source='converter' (calibrated on random images)."""
     name = 'cpu_tflite_int8'
-
-    def __init__(self, threads=1, xnnpack=True):
-        super().__init__(threads, xnnpack, 'converter')
-
-    def prepare(self, genotype, setting):
-        from ladnas_tf.graph import constant
-        return constant.genotype_to_tflite_int8(genotype, **setting.network_kwargs())
+    numeric_format = 'int8'
 
 
 class DeviceTF(LocalTarget):

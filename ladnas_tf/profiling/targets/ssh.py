@@ -20,8 +20,9 @@ import threading
 import time
 
 from ladnas_tf.profiling import agent, measure
-from ladnas_tf.profiling.targets.base import (RETRY_OPTIONS, FileTarget, Option, Retrying, TargetError,
-                                              TransportError, option_values, sha256)
+from ladnas_tf.profiling.targets.base import (FORMAT_OPTION, NUMERIC_FORMATS, RETRY_OPTIONS, FileTarget, Option,
+                                              Retrying, TargetError, TransportError, checked, numeric_format,
+                                              option_values, sha256)
 
 BOOTSTRAP = (
     'import json, os, sys\n'
@@ -114,7 +115,8 @@ def parse_device(device):
 
 
 class SshTarget(FileTarget):
-    """cpu_tflite's float32 file, timed by the agent on an ssh host with that host's Python."""
+    """cpu_tflite's file (float32, or int8: cpu_tflite_int8's), timed by the agent on an ssh host with
+    that host's Python."""
     name = 'ssh'
     OPTIONS = (
         Option('device', 'device', None, 'ssh: user@host[:port] (or a Host of your ssh config).'),
@@ -126,7 +128,7 @@ class SshTarget(FileTarget):
         Option('folder', 'device_folder', '~/.cache/ladnas_tf_agent', 'ssh: where the agent and model files live.'),
         Option('connect_timeout_s', 'connect_timeout_s', 10, 'ssh: seconds to wait for the connection.', 'integer',
                lower_bound=1),
-        *RETRY_OPTIONS)
+        FORMAT_OPTION, *RETRY_OPTIONS)
 
     def __init__(self, device=None, threads=1, xnnpack=True, request_timeout_s=600, tflite_source='writer',
                  **options):
@@ -134,6 +136,7 @@ class SshTarget(FileTarget):
             raise TargetError("target 'ssh' needs a device: user@host[:port] (--device)")
         o = option_values(self.OPTIONS, {**options, 'device': device}, self.name)
         self.device, self.threads, self.xnnpack, self.tflite_source = device, threads, xnnpack, tflite_source
+        self.numeric_format = checked(o['numeric_format'], NUMERIC_FORMATS, 'numeric format')
         self.destination, self.port = parse_device(device)
         self.key_file, self.ssh_config, self.ssh_options = o['key_file'], o['ssh_config'], tuple(o['ssh_options'])
         self.python, self.folder = o['python'], o['folder']
@@ -144,7 +147,8 @@ class SshTarget(FileTarget):
     @classmethod
     def from_description(cls, description):
         """Reached again at the recorded host with its recorded Python and folder, the user's ssh defaults."""
-        recorded = {'python': description.get('device_python'), 'folder': description.get('device_folder')}
+        recorded = {'python': description.get('device_python'), 'folder': description.get('device_folder'),
+                    'numeric_format': numeric_format(description)}
         return cls(description.get('host'), description.get('threads', 1),
                    **{k: v for k, v in recorded.items() if v is not None})
 
@@ -198,8 +202,8 @@ class SshTarget(FileTarget):
         d = self._description
         return {'target': self.name, 'device': f'{d["device"]}, {d["cores"]} cores, {d["machine"]}',
                 'machine': d['machine'], 'cores': d['cores'], 'threads': self.threads, 'xnnpack': self.xnnpack,
-                'tflite_source': self.tflite_source, 'host': self.device, 'device_python': self.python,
-                'device_folder': self.folder,
+                'tflite_source': self.tflite_source, 'numeric_format': self.numeric_format, 'host': self.device,
+                'device_python': self.python, 'device_folder': self.folder,
                 'versions': {**d['versions'], 'python': d['python']}}
 
     def _ensure(self, *files):
