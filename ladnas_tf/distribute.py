@@ -130,3 +130,26 @@ def any_worker(strategy, flag):
         return bool(flag)
     votes = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
     return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
+
+
+def split_batch(strategy, batch):
+    """One global batch (a tuple of tensors, the same on every worker) as the strategy's distributed
+    value: replica r of R gets the r-th of R contiguous shares. Every worker reads the whole global
+    batch (as tf.data's DATA auto-sharding does), so N replicas see exactly the batch one process sees."""
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return batch
+    size = int(batch[0].shape[0]) // replicas
+
+    def share(context):
+        start = context.replica_id_in_sync_group * size
+        return tuple(t[start:start + size] for t in batch)
+    return strategy.experimental_distribute_values_from_function(share)
+
+
+def split_batches(strategy, dataset):
+    """The global batches of a dataset as distributed values (split_batch). A plain iterator per worker,
+    not strategy.experimental_distribute_dataset: under MultiWorkerMirroredStrategy that one's
+    MultiDeviceIterator hangs in its destructor when a loop stops early (seen with TensorFlow 2.21)."""
+    for batch in dataset:
+        yield split_batch(strategy, batch)

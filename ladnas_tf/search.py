@@ -235,7 +235,7 @@ class ArchStream:
     def _open(self):
         epoch, step = (int(v) for v in self.position.numpy())
         ds = self.data.batches('arch', epoch).skip(step)
-        self._iterator = iter(self.strategy.experimental_distribute_dataset(ds))
+        self._iterator = distribute.split_batches(self.strategy, ds)
 
     def next(self):
         if self._iterator is None:
@@ -379,7 +379,7 @@ class Search:
         (None: the epochs' cap)."""
         totals = np.zeros(3)
         limit = limit or self.config.max_steps_per_epoch
-        for i, batch in enumerate(self.strategy.experimental_distribute_dataset(self.data.evaluation())):
+        for i, batch in enumerate(distribute.split_batches(self.strategy, self.data.evaluation())):
             if limit is not None and i >= limit:
                 break
             logs = self.architect.evaluate(batch)
@@ -398,7 +398,7 @@ class Search:
             bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=['loss', 'acc', 'arch_loss', 'lr'])
             bar.update(start_step)
         last_save, tic = time.time(), time.time()
-        for batch in self.strategy.experimental_distribute_dataset(ds):
+        for batch in distribute.split_batches(self.strategy, ds):
             lr = self.architect.learning_rate
             logs = self.architect.step(batch, arch_stream.next() if update_arch else None, update_arch)
             self.sums.assign_add([logs['loss'], logs['correct'], logs['count'], logs.get('arch_loss', 0.0),

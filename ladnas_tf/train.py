@@ -439,7 +439,7 @@ def _train_epoch(trainer, train_set, epoch, steps, manager, checkpoint_every, st
     done = int(trainer.epoch_step)
     batches = training_batches(train_set, recipe, epoch).skip(done)
     if trainer.replicas > 1:
-        batches = trainer.strategy.experimental_distribute_dataset(batches)
+        batches = distribute.split_batches(trainer.strategy, batches)
     bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=['loss', 'top1'])
     last_save = time.time()
     for images, labels in batches:

@@ -11,6 +11,7 @@ Over several machines: the same command on each with --num_workers=N --worker_in
 names of the plan's runs) runs that machine's share; then on one machine, with every share's sweep
 directory at hand, the same command with --merge_from=DIR,... (the others' directories; none when all
 wrote to one shared --out_dir) writes the table and figure of the whole sweep. No finished point runs twice.
+"""
 
 import dataclasses
 import math
