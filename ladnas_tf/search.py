@@ -367,7 +367,7 @@ class Search:
 
     @property
     def global_step(self):
-        return int(self.architect.weight_optimizer.iterations)
+        return int(self.architect.weight_optimizer.iterations.numpy())  # .numpy(): a MirroredVariable too
 
     def restore(self, path):
         """Restores the checkpoint at path (.../ckpt-N); True when one was restored."""
