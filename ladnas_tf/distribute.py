@@ -132,6 +132,12 @@ def any_worker(strategy, flag):
     return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
 
 
+def barrier(strategy):
+    """Waits until every worker gets here: the others stay until the chief has written the outputs, so
+    that no worker's exit looks like a failure to the ones still working."""
+    any_worker(strategy, True)
+
+
 def split_batch(strategy, batch):
     """One global batch (a tuple of tensors, the same on every worker) as the strategy's distributed
     value: replica r of R gets the r-th of R contiguous shares. Every worker reads the whole global

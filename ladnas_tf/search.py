@@ -513,4 +513,5 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
         summary['latency'] = run.objective.report(genotype, measure_latency and chief)
     if chief:
         save_outputs(model_dir, genotype, summary)
+    distribute.barrier(strategy)
     return summary

@@ -429,6 +429,7 @@ def _train(trainer, genotype, dataset, model_dir, out_dir, chief, resume, train_
         'seconds': round(elapsed + time.perf_counter() - start, 2), 'recipe': dataclasses.asdict(recipe)}
     if chief:
         write_summary(model_dir, summary)
+    distribute.barrier(trainer.strategy)
     return summary
 
 
