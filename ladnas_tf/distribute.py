@@ -13,6 +13,7 @@ All workers restore from the chief's checkpoints, so the run directory must be o
 sees (one machine, or a shared file system such as NFS).
 """
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -112,11 +113,16 @@ def task_name(strategy):
 @contextlib.contextmanager
 def write_dir(run_dir, strategy):
     """The directory this process writes checkpoints to: the run directory on the chief; elsewhere a
-    fresh temporary directory of this worker's own, outside the run directory, removed on the way out."""
+    temporary directory of this worker's own, outside the run directory, removed on the way out. Its
+    name is fixed by the run directory and the task, so that a worker restarted after a kill first
+    removes what the killed one left."""
     if is_chief(strategy):
         yield run_dir
         return
-    temp = tempfile.mkdtemp(prefix=f'ladnas_tf-{task_name(strategy)}-')
+    digest = hashlib.sha256(os.path.realpath(run_dir).encode()).hexdigest()[:12]
+    temp = os.path.join(tempfile.gettempdir(), f'ladnas_tf-{task_name(strategy)}-{digest}')
+    shutil.rmtree(temp, ignore_errors=True)
+    os.makedirs(temp)
     try:
         yield temp
     finally:
