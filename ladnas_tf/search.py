@@ -476,6 +476,9 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
             shutil.rmtree(model_dir, ignore_errors=True)
         raise
     with distribute.write_dir(model_dir, strategy) as out_dir:
+        if not chief:
+            log(f'{distribute.task_name(strategy)}: the chief writes {model_dir}; checkpoints of this worker go '
+                f'to {out_dir} (removed at the end)')
         manager = run_dir.checkpoint_manager(run.checkpoint, out_dir)
         # Every worker restores the chief's checkpoint (none after the chief's --overwrite).
         latest = tf.train.latest_checkpoint(os.path.join(model_dir, run_dir.CHECKPOINTS)) if resume else None

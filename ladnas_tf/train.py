@@ -364,6 +364,9 @@ def _train(trainer, genotype, dataset, model_dir, out_dir, chief, resume, train_
     """train()'s loop. out_dir: where this process writes checkpoints and models (the run directory on
     the chief, a temporary one elsewhere); every worker restores the chief's checkpoint."""
     recipe = trainer.recipe
+    if not chief:
+        log(f'{distribute.task_name(trainer.strategy)}: the chief writes {model_dir}; checkpoints and models of this '
+            f'worker go to {out_dir} (removed at the end)')
     manager = run_dir.checkpoint_manager(trainer.checkpoint, out_dir)
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, run_dir.CHECKPOINTS)) if resume else None
     restored = latest and run_dir.restore(trainer.checkpoint, None, latest, error=TrainError,

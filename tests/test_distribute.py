@@ -155,11 +155,11 @@ train.train(genotypes.DARTS_V2, recipe, sys.argv[1], sys.argv[2], verbose=0,
 '''
 
 
-def _image_folder(root):
+def _image_folder(root, per_class=(('train', 16), ('test', 4))):
     """Two classes of 8x8 PNGs (a bright half, plus noise): 32 training images, 8 test images."""
     import tensorflow as tf
     rng = np.random.default_rng(0)
-    for split, count in (('train', 16), ('test', 4)):
+    for split, count in per_class:
         for k in range(2):
             os.makedirs(root / split / f'c{k}')
             for i in range(count):
@@ -191,3 +191,25 @@ def test_two_workers_train_as_one_process_with_two_replicas(tmp_path):
     worst = max(float(np.abs(a[n] - b[n]).max()) for n in a)
     assert worst <= TOLERANCE, worst
     assert _left_by_worker(temp) == []
+
+
+def test_a_non_chief_worker_writes_nothing_into_the_run_directory(tmp_path):
+    """Two real workers train a one-cell network for one step: the run directory holds the chief's files
+    only; the other worker's checkpoints and models went to its own temporary directory, now removed."""
+    folder = _image_folder(tmp_path / 'images', (('train', 4), ('test', 1)))
+    model_dir, temp = tmp_path / 'run', tmp_path / 'worker1_tmp'
+    temp.mkdir()
+    results = workers.run_cluster(['-m', 'tools.train', '--genotype=DARTS_V2', f'--dataset={folder}', '--channels=2',
+                                   '--layers=1', '--epochs=1', '--batch_size=8', '--auxiliary=false', '--cutout=0',
+                                   '--augment=none', '--verbose=0', '--strategy=multi_worker',
+                                   f'--model_dir={model_dir}'],
+                                  2, timeout=900, extra_env={1: {'TMPDIR': str(temp)}}, log_dir=str(tmp_path))
+    assert all(r.returncode == 0 for r in results), results[0].stderr[-3000:] + results[1].stderr[-3000:]
+    assert sorted(os.listdir(model_dir)) == ['checkpoints', 'elapsed.json', 'final.keras', 'history.json', 'logs',
+                                             'run_config.json', 'summary.json']
+    assert sorted(os.listdir(model_dir / 'checkpoints')) == ['checkpoint', 'ckpt-1.data-00000-of-00001',
+                                                             'ckpt-1.index']
+    said = [line for line in results[1].stderr.splitlines() if 'the chief writes' in line]
+    assert len(said) == 1 and str(temp) in said[0]  # its checkpoints went there
+    assert _left_by_worker(temp) == []
+    assert json.load(open(model_dir / 'summary.json'))['replicas'] == 2
