@@ -28,9 +28,8 @@ def tf_configs(count):
 
 
 def environment(tf_config=None, **extra):
-    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '2', **extra}
-    for name in ('TF_CONFIG', 'LADNAS_TF_KILL_AT_STEP'):
-        env.pop(name, None)
+    env = {k: v for k, v in os.environ.items() if k not in ('TF_CONFIG', 'LADNAS_TF_KILL_AT_STEP')}
+    env.update(PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2', **extra)
     if tf_config is not None:
         env['TF_CONFIG'] = tf_config
     return env
