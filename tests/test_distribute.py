@@ -95,15 +95,16 @@ def single(tmp_path_factory):
     return model_dir
 
 
-def _cluster(model_dir, tmp_path, kill_worker_at=None):
-    """The search on two workers; worker 1's temporary files under tmp_path/worker1_tmp."""
+def _cluster(model_dir, tmp_path, kill_worker_at=None, name='cluster'):
+    """The search on two workers; worker 1's temporary files under tmp_path/worker1_tmp, their output
+    under tmp_path/name."""
     temp = tmp_path / 'worker1_tmp'
     temp.mkdir(exist_ok=True)
     extra = {1: {'TMPDIR': str(temp)}}
     if kill_worker_at is not None:
         extra[1]['LADNAS_TF_KILL_AT_STEP'] = str(kill_worker_at)
     results = workers.run_cluster(SEARCH + ['--strategy=multi_worker', f'--model_dir={model_dir}'], 2,
-                                  timeout=1500, extra_env=extra, log_dir=str(tmp_path))
+                                  timeout=1500, extra_env=extra, log_dir=str(tmp_path / name))
     return results, temp
 
 
@@ -125,12 +126,12 @@ def test_a_killed_worker_resumes_and_ends_as_an_uninterrupted_run(single, tmp_pa
     """Worker 1 SIGKILLed after step 4 (the epoch-end checkpoint is step 3): the chief cannot go on
     without it and stops; the same command on both workers resumes at step 3 and ends as one process."""
     model_dir = str(tmp_path / 'run')
-    (chief, victim), _ = _cluster(model_dir, tmp_path, kill_worker_at=4)
+    (chief, victim), _ = _cluster(model_dir, tmp_path, kill_worker_at=4, name='killed')
     assert victim.returncode == -9, victim.stderr[-3000:]
     assert chief.returncode != 0
     assert not os.path.exists(os.path.join(model_dir, search.SUMMARY_FILE))
     assert 'ckpt-3' in open(os.path.join(model_dir, 'checkpoints', 'checkpoint')).read()
-    (chief, other), temp = _cluster(model_dir, tmp_path)
+    (chief, other), temp = _cluster(model_dir, tmp_path, name='resumed')
     assert chief.returncode == 0 and other.returncode == 0, chief.stderr[-3000:] + other.stderr[-3000:]
     assert 'resumed' in chief.stderr and 'resumed' in other.stderr
     _assert_same_search(single, model_dir)

@@ -41,6 +41,7 @@ def run_cluster(args, count=2, timeout=600, extra_env=None, log_dir=None):
     (log_dir, default a temporary one), so that a worker that hangs still leaves what it said."""
     import tempfile
     log_dir = log_dir or tempfile.mkdtemp(prefix='workers-')
+    os.makedirs(log_dir, exist_ok=True)
     procs = []
     for i, config in enumerate(tf_configs(count)):
         env = environment(config, **(extra_env or {}).get(i, {}))
