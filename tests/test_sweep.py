@@ -1,4 +1,5 @@
-"""The sweep's plan, table and figure (the searches themselves are tests/test_search.py's)."""
+"""The sweep's plan, table and figure, its shares and their merge (the searches themselves are tests/test_search.py's;
+one slow test runs a tiny sweep whole and split over two processes)."""
 import dataclasses
 import json
 import os
