@@ -22,7 +22,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ladnas_tf import architect as architect_lib, objective, run_dir, search_space, supernet
+from ladnas_tf import architect as architect_lib, distribute, objective, run_dir, search_space, supernet
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.cost import errors
 from ladnas_tf.graph.setting import SettingError
@@ -255,7 +255,7 @@ class ArchStream:
     def _open(self):
         epoch, step = (int(v) for v in self.position.numpy())
         ds = self.data.batches('arch', epoch).skip(step)
-        self._iterator = iter(self.strategy.experimental_distribute_dataset(ds))
+        self._iterator = distribute.split_batches(self.strategy, ds)
 
     def next(self):
         if self._iterator is None:
@@ -376,10 +376,11 @@ class Search:
 
     @property
     def global_step(self):
-        return int(self.architect.weight_optimizer.iterations)
+        return int(self.architect.weight_optimizer.iterations.numpy())  # .numpy(): a MirroredVariable too
 
-    def restore(self, manager):
-        return run_dir.restore(self.checkpoint, manager, error=SearchError,
+    def restore(self, path):
+        """Restores the checkpoint at path (.../ckpt-N); True when one was restored."""
+        return run_dir.restore(self.checkpoint, None, path, error=SearchError,
                                fallback=self.positional_checkpoint) is not None
 
     def evaluate(self, limit=None):
@@ -387,7 +388,7 @@ class Search:
         (None: the epochs' cap)."""
         totals = np.zeros(3)
         limit = limit or self.config.max_steps_per_epoch
-        for i, batch in enumerate(self.strategy.experimental_distribute_dataset(self.data.evaluation())):
+        for i, batch in enumerate(distribute.split_batches(self.strategy, self.data.evaluation())):
             if limit is not None and i >= limit:
                 break
             logs = self.architect.evaluate(batch)
@@ -406,7 +407,7 @@ class Search:
             bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=['loss', 'acc', 'arch_loss', 'lr'])
             bar.update(start_step)
         last_save, tic = time.time(), time.time()
-        for batch in self.strategy.experimental_distribute_dataset(ds):
+        for batch in distribute.split_batches(self.strategy, ds):
             lr = self.architect.learning_rate
             logs = self.architect.step(batch, arch_stream.next() if update_arch else None, update_arch)
             self.sums.assign_add([logs['loss'], logs['correct'], logs['count'], logs.get('arch_loss', 0.0),
@@ -423,7 +424,8 @@ class Search:
                 bar.update(int(self.epoch_step), [('loss', s[0] / max(int(self.epoch_step), 1)),
                                                   ('acc', 100 * s[1] / max(s[2], 1)), ('lr', lr)]
                            + ([('arch_loss', s[3] / s[4])] if s[4] else []))
-            if checkpoint_every and time.time() - last_save >= checkpoint_every:
+            due = time.time() - last_save >= checkpoint_every  # decided together: every worker saves at this step
+            if checkpoint_every and distribute.any_worker(self.strategy, due):
                 self.seconds.assign_add(time.time() - tic)
                 tic = last_save = time.time()
                 manager.save(checkpoint_number=step)
@@ -478,36 +480,50 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
     the settings' objective; checkpoint_every: seconds between mid-epoch checkpoints (0: only at epoch
     ends); measure_latency: time the derived network on the predictor's target for the summary, when
     this machine can reach it (latency_report);
-    step_callback(global_step), when given, runs after every step (and its checkpoint, if any)."""
+    step_callback(global_step), when given, runs after every step (and its checkpoint, if any).
+    Under a multi-worker strategy every worker calls this alike; only the chief writes model_dir
+    (distribute.py), the others restore from it and return the same summary."""
     config.check()
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
     predictors = config.load_predictors()  # a bad predictor fails before any write, as bad data does
     data = data if data is not None else load_search_data(config)
     existed = os.path.isdir(model_dir) and bool(os.listdir(model_dir))
-    resume = prepare_run_dir(model_dir, config, overwrite)
+    if chief:
+        resume = prepare_run_dir(model_dir, config, overwrite)
+    else:  # read only: the chief prepares (and with overwrite empties) the directory
+        saved = run_dir.read_json_or_none(os.path.join(model_dir, CONFIG_FILE))
+        resume = not overwrite and isinstance(saved, dict) and not settings_differ(saved, run_settings(config))
     finished = _finished_summary(model_dir, config) if resume else None
     if finished is not None:  # the same command again: nothing to do, nothing rewritten
         log(f'{model_dir}: this search is finished; its summary.json stands')
         return finished
     try:
-        if flags_text is not None:
+        if flags_text is not None and chief:
             with open(os.path.join(model_dir, 'flags.cfg'), 'w') as f:
                 f.write(flags_text)
         run = Search(config, data, strategy, arch_loss, predictors)
     except BaseException:
-        if not existed:  # a run that fails before its first step leaves nothing behind
+        if not existed and chief:  # a run that fails before its first step leaves nothing behind
             shutil.rmtree(model_dir, ignore_errors=True)
         raise
-    manager = run_dir.checkpoint_manager(run.checkpoint, model_dir)
-    if run.restore(manager):
-        log(f'resumed {model_dir} at epoch {int(run.epoch) + 1}, step {int(run.epoch_step)} of '
-            f'{run.steps_per_epoch}')
-    elif resume:
-        log(f'{model_dir}: settings match but no checkpoint yet; starting over')
-    writer = run_dir.summary_writer(model_dir, 'tensorboard')
-    epoch_logs = {}
-    while int(run.epoch) < config.epochs:
-        epoch_logs = run.run_epoch(manager, writer, checkpoint_every, progress, log, step_callback)
-    writer.flush()
+    with distribute.write_dir(model_dir, strategy) as out_dir:
+        if not chief:
+            log(f'{distribute.task_name(strategy)}: the chief writes {model_dir}; checkpoints of this worker go '
+                f'to {out_dir} (removed at the end)')
+        manager = run_dir.checkpoint_manager(run.checkpoint, out_dir)
+        # Every worker restores the chief's checkpoint (none after the chief's --overwrite).
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, run_dir.CHECKPOINTS)) if resume else None
+        if latest and run.restore(latest):
+            log(f'resumed {model_dir} at epoch {int(run.epoch) + 1}, step {int(run.epoch_step)} of '
+                f'{run.steps_per_epoch}')
+        elif resume:
+            log(f'{model_dir}: settings match but no checkpoint yet; starting over')
+        writer = run_dir.summary_writer(model_dir, 'tensorboard') if chief else tf.summary.create_noop_writer()
+        epoch_logs = {}
+        while int(run.epoch) < config.epochs:
+            epoch_logs = run.run_epoch(manager, writer, checkpoint_every, progress, log, step_callback)
+        writer.flush()
     # Finished before, or asked to report on more batches than an epoch's check (a sweep compares runs by it).
     if not epoch_logs or config.final_eval_batches:
         valid_loss, valid_acc, images = run.evaluate(config.final_eval_batches)
@@ -527,6 +543,8 @@ def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_lo
                'softmax_alpha_normal': np.round(np.asarray(normal), 4).tolist(),
                'softmax_alpha_reduce': np.round(np.asarray(reduce), 4).tolist()}
     if arch_loss is None:
-        summary['latency'] = latency_report(run.objective, genotype, measure_latency, log)
-    save_outputs(model_dir, genotype, summary)
+        summary['latency'] = latency_report(run.objective, genotype, measure_latency and chief, log)
+    if chief:
+        save_outputs(model_dir, genotype, summary)
+    distribute.barrier(strategy)
     return summary

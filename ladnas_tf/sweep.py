@@ -7,10 +7,16 @@ run against the plain search (lambda_ 0) and the FLOPs-aware runs at equal MACs.
 
 Each search has its own run directory under the sweep's, so a killed sweep resumes where it stopped
 (a finished search's summary.json is read back, not recomputed). The table is rewritten after every search.
+
+Over several machines: each runs a share of the points (select(): named points and/or every n-th from
+an index), into its own sweep directory or a shared one, and writes no table of its part; merge() then
+gathers the finished run directories into one sweep directory and writes the table and figure as one
+machine would have. A point finished anywhere is read back, never run again.
 """
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -90,25 +96,54 @@ def normalise(df):
     return df
 
 
+def select(plan, points=None, worker_index=0, num_workers=1):
+    """The share of a plan one process runs: the points named in `points` (all when None), then of
+    those every num_workers-th from worker_index (round robin: shares within one point of each other,
+    each in plan order)."""
+    names = [name for name, _ in plan]
+    if points is not None:
+        unknown = [p for p in points if p not in names]
+        if unknown:
+            raise search.SearchError(f'unknown sweep point(s) {", ".join(unknown)} (the plan: {", ".join(names)})')
+        plan = [(name, config) for name, config in plan if name in set(points)]
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise search.SearchError(f'num_workers must be a positive integer, got {num_workers!r}')
+    if isinstance(worker_index, bool) or not isinstance(worker_index, int) or not 0 <= worker_index < num_workers:
+        raise search.SearchError(f'worker_index must lie in [0, {num_workers}), got {worker_index!r}')
+    return plan[worker_index::num_workers]
+
+
 def run(base, out_dir, lambdas=(), etas=(), log=print, retime_rounds=0, latency_errors=(), error_lambdas=(),
-        seeds=None, eta_seeds=None, finished_only=False, **search_kwargs):
+        seeds=None, eta_seeds=None, finished_only=False, points=None, worker_index=0, num_workers=1,
+        **search_kwargs):
     """Runs (or resumes) every search of the sweep, then (retime_rounds > 0) re-times all derived
     networks together; returns the table (also written to out_dir). finished_only: run nothing, report
-    (and re-time) the searches of the plan that finished: a sweep cut short by its time budget."""
+    (and re-time) the searches of the plan that finished: a sweep cut short by its time budget.
+    points, worker_index, num_workers: run only this share of the plan (select()); a share writes no
+    table or figure (merge() writes them once every share has finished) and returns its own rows."""
     plan = runs(base, lambdas, etas, latency_errors, error_lambdas, seeds, eta_seeds)
+    share = select(plan, points, worker_index, num_workers)
+    whole = len(share) == len(plan)
     os.makedirs(out_dir, exist_ok=True)
     rows = []
-    for i, (name, config) in enumerate(plan):
+    for i, (name, config) in enumerate(share):
         run_dir = os.path.join(out_dir, name)
         summary = finished_summary(run_dir, config)
         if summary is None and finished_only:
-            log(f'[{i + 1}/{len(plan)}] {name}: not finished, left out')
+            log(f'[{i + 1}/{len(share)}] {name}: not finished, left out')
             continue
-        log(f'[{i + 1}/{len(plan)}] {name}')
+        log(f'[{i + 1}/{len(share)}] {name}' + ('' if summary is None else ': finished, read back'))
         summary = summary or search.search(config, run_dir, log=log, **search_kwargs)
         rows.append(row(name, config, summary))
-        df = normalise(pd.DataFrame(rows))
-        _write(df, out_dir)
+        if whole:
+            df = normalise(pd.DataFrame(rows))
+            _write(df, out_dir)
+    if not whole:
+        log(f'{len(rows)} of the {len(plan)} points of the sweep done here ({", ".join(n for n, _ in share)}); '
+            'the table and figure: merge the sweep directories (tools.sweep --merge)')
+        df = normalise(pd.DataFrame(rows)) if rows else pd.DataFrame()
+        df.attrs['share'] = True
+        return df
     if not rows:
         raise search.SearchError(f'{out_dir}: no search of this sweep has finished yet')
     if retime_rounds and df['measured_ms'].notna().all():
@@ -118,6 +153,37 @@ def run(base, out_dir, lambdas=(), etas=(), log=print, retime_rounds=0, latency_
     if (df['latency_error'] != 'none').any():
         write_errors(df, out_dir)
     return df
+
+
+def merge(base, out_dir, sources=(), lambdas=(), etas=(), log=print, retime_rounds=0, latency_errors=(),
+          error_lambdas=(), seeds=None, eta_seeds=None, finished_only=False):
+    """The table and figure of a sweep run in shares: the run directory of each point finished in one
+    of the sweep directories `sources` (and not in out_dir already) is copied into out_dir, then the
+    table, figure and re-timing are made as run() makes them for the whole plan. Nothing is searched.
+    A point finished nowhere is refused by name, unless finished_only (a table of what finished)."""
+    plan = runs(base, lambdas, etas, latency_errors, error_lambdas, seeds, eta_seeds)
+    os.makedirs(out_dir, exist_ok=True)
+    missing = []
+    for name, config in plan:
+        target = os.path.join(out_dir, name)
+        if finished_summary(target, config) is not None:
+            continue
+        found = [os.path.join(s, name) for s in sources if os.path.realpath(os.path.join(s, name))
+                 != os.path.realpath(target) and finished_summary(os.path.join(s, name), config) is not None]
+        if not found:
+            missing.append(name)
+            continue
+        log(f'{name}: from {found[0]}')
+        temp = target + '.merging'
+        shutil.rmtree(temp, ignore_errors=True)
+        shutil.copytree(found[0], temp)
+        shutil.rmtree(target, ignore_errors=True)  # an unfinished start of the point, finished elsewhere
+        os.replace(temp, target)
+    if missing and not finished_only:
+        raise search.SearchError(f'sweep point(s) finished in none of {", ".join([out_dir, *sources])}: '
+                                 f'{", ".join(missing)} (run them, or pass --finished_only for a partial table)')
+    return run(base, out_dir, lambdas, etas, log, retime_rounds, latency_errors, error_lambdas, seeds, eta_seeds,
+               finished_only=True)
 
 
 def write_errors(df, out_dir):

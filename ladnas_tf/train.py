@@ -28,12 +28,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ladnas_tf import data, network, optim, run_dir, search_space
+from ladnas_tf import data, distribute, network, optim, run_dir, search_space
 from ladnas_tf.bad_input import BadInput
+from ladnas_tf.distribute import STRATEGIES, make_strategy  # noqa: F401  (the tools' names for them)
 from ladnas_tf.settings import option
 
 SCHEDULES = ('cosine', 'linear')
-STRATEGIES = ('default', 'mirrored', 'multi_worker')
 RUN_CONFIG = 'run_config.json'
 SUMMARY = 'summary.json'
 HISTORY = 'history.json'
@@ -214,17 +214,6 @@ def make_optimizer(recipe, steps_per_epoch):
     return optim.MomentumSGD(schedule, recipe.momentum, recipe.weight_decay)
 
 
-def make_strategy(name='default'):
-    """The tf.distribute strategy by name; 'multi_worker' reads the cluster from TF_CONFIG."""
-    if name == 'default':
-        return tf.distribute.get_strategy()
-    if name == 'mirrored':
-        return tf.distribute.MirroredStrategy()
-    if name == 'multi_worker':
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise TrainError(f'unknown strategy {name!r} (known: {", ".join(STRATEGIES)})')
-
-
 class Trainer:
     """A model, its optimizer and the distributed train step of a recipe."""
 
@@ -350,21 +339,41 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
         raise TrainError(f'batch size {recipe.batch_size} is larger than {dataset} train '
                          f'({train_set.num_examples} examples)')
     config = run_config(genotype, recipe, dataset)
-    resume = prepare_run_dir(model_dir, config, overwrite)
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
+    if chief:
+        resume = prepare_run_dir(model_dir, config, overwrite)
+    else:  # read only: the chief prepares (and with overwrite empties) the directory
+        saved = run_dir.read_json_or_none(os.path.join(model_dir, RUN_CONFIG))
+        resume = not overwrite and isinstance(saved, dict) and not run_dir.differing_settings(saved, config)
     finished = run_dir.read_json_or_none(os.path.join(model_dir, SUMMARY)) if resume else None
     if finished is not None:
         log(f'{model_dir} holds a finished run; nothing to do')
         return finished
 
     steps = train_set.num_examples // recipe.batch_size
-    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(recipe.seed)
     trainer = Trainer(genotype, recipe, train_set.num_classes, train_set.image_size, steps, strategy)
-    manager = run_dir.checkpoint_manager(trainer.checkpoint, model_dir)
-    restored = run_dir.restore(trainer.checkpoint, manager, error=TrainError, fallback=trainer.positional_checkpoint)
+    with distribute.write_dir(model_dir, strategy) as out_dir:
+        return _train(trainer, genotype, dataset, model_dir, out_dir, chief, resume, train_set, val_set, test_set,
+                      steps, checkpoint_every, step_callback, verbose, log)
+
+
+def _train(trainer, genotype, dataset, model_dir, out_dir, chief, resume, train_set, val_set, test_set, steps,
+           checkpoint_every, step_callback, verbose, log):
+    """train()'s loop. out_dir: where this process writes checkpoints and models (the run directory on
+    the chief, a temporary one elsewhere); every worker restores the chief's checkpoint."""
+    recipe = trainer.recipe
+    if not chief:
+        log(f'{distribute.task_name(trainer.strategy)}: the chief writes {model_dir}; checkpoints and models of this '
+            f'worker go to {out_dir} (removed at the end)')
+    manager = run_dir.checkpoint_manager(trainer.checkpoint, out_dir)
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, run_dir.CHECKPOINTS)) if resume else None
+    restored = latest and run_dir.restore(trainer.checkpoint, None, latest, error=TrainError,
+                                          fallback=trainer.positional_checkpoint)
     if restored:
         log(f'resumed from {restored} after epoch {int(trainer.epoch)}, step {int(trainer.epoch_step)} of the next')
-    writer = run_dir.summary_writer(model_dir, LOGS)
+    writer = run_dir.summary_writer(model_dir, LOGS) if chief else tf.summary.create_noop_writer()
     elapsed_path, history_path = os.path.join(model_dir, ELAPSED), os.path.join(model_dir, HISTORY)
     elapsed = (run_dir.read_json_or_none(elapsed_path) or {'seconds': 0.0})['seconds']
     history = (run_dir.read_json_or_none(history_path) or [])[:int(trainer.epoch)]
@@ -387,16 +396,19 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
         if val_set is not None and figures['validation_top1'] > float(trainer.best_top1):
             trainer.best_top1.assign(figures['validation_top1'])
             trainer.best_epoch.assign(epoch + 1)
-            _save_keras(trainer.model, os.path.join(model_dir, 'best.keras'))
+            _save_keras(trainer.model, os.path.join(out_dir, 'best.keras'))
         history.append(figures)
-        run_dir.write_json(history_path, history)
+        if chief:
+            run_dir.write_json(history_path, history)
         trainer.epoch.assign(epoch + 1)
         trainer.epoch_step.assign(0)
         trainer.sums.assign(tf.zeros([2], tf.float64))
         manager.save(checkpoint_number=trainer.global_step)
-        run_dir.write_json(elapsed_path, {'seconds': elapsed + time.perf_counter() - start})
+        if chief:
+            run_dir.write_json(elapsed_path, {'seconds': elapsed + time.perf_counter() - start})
+    writer.flush()
 
-    _save_keras(trainer.model, os.path.join(model_dir, 'final.keras'))
+    _save_keras(trainer.model, os.path.join(out_dir, 'final.keras'))
     last = history[-1] if len(history) == recipe.epochs else _final_figures(trainer, val_set, test_set, recipe)
     summary = {
         'genotype': str(genotype), 'genotype_id': search_space.genotype_id(genotype),
@@ -418,7 +430,9 @@ def train(genotype, recipe, model_dir, dataset='digits', data_dir=None, strategy
         'per_replica_batch_size': recipe.batch_size // trainer.replicas,
         'learning_rate_for_global_batch': recipe.learning_rate,
         'seconds': round(elapsed + time.perf_counter() - start, 2), 'recipe': dataclasses.asdict(recipe)}
-    write_summary(model_dir, summary)
+    if chief:
+        write_summary(model_dir, summary)
+    distribute.barrier(trainer.strategy)
     return summary
 
 
@@ -429,7 +443,7 @@ def _train_epoch(trainer, train_set, epoch, steps, manager, checkpoint_every, st
     done = int(trainer.epoch_step)
     batches = training_batches(train_set, recipe, epoch).skip(done)
     if trainer.replicas > 1:
-        batches = trainer.strategy.experimental_distribute_dataset(batches)
+        batches = distribute.split_batches(trainer.strategy, batches)
     bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=['loss', 'top1'])
     last_save = time.time()
     for images, labels in batches:
@@ -438,7 +452,8 @@ def _train_epoch(trainer, train_set, epoch, steps, manager, checkpoint_every, st
         done = int(trainer.epoch_step.assign_add(1))
         total_loss, total_top1 = trainer.sums.numpy()
         bar.update(done, [('loss', total_loss / done), ('top1', 100 * total_top1 / done)])
-        if checkpoint_every and done < steps and time.time() - last_save >= checkpoint_every:
+        due = time.time() - last_save >= checkpoint_every  # decided together: every worker saves at this step
+        if checkpoint_every and done < steps and distribute.any_worker(trainer.strategy, due):
             manager.save(checkpoint_number=trainer.global_step)
             last_save = time.time()
         if step_callback is not None:

@@ -1,4 +1,5 @@
-"""The sweep's plan, table and figure (the searches themselves are tests/test_search.py's)."""
+"""The sweep's plan, table and figure, its shares and their merge (the searches themselves are tests/test_search.py's;
+one slow test runs a tiny sweep whole and split over two processes)."""
 import dataclasses
 import json
 import os
@@ -10,8 +11,8 @@ import pytest
 from ladnas_tf import search, sweep
 from ladnas_tf.cost import errors
 
-LPM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'ladnas_tf', 'predictors',
-                   'cpu_tflite_cifar')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LPM = os.path.join(REPO, 'ladnas_tf', 'predictors', 'cpu_tflite_cifar')
 
 
 def test_plan_keeps_the_lpm_for_lambda_runs_and_drops_it_for_eta_runs():
@@ -115,3 +116,86 @@ def test_finished_only_reports_the_finished_searches_and_runs_none(tmp_path):
                    error_lambdas=[0.2], finished_only=True, log=lambda *_: None)
     assert list(df['run']) == ['lambda_0', 'lambda_0.2']  # the systematic run never started
     assert not (tmp_path / 'lambda_0.2-systematic_0.2').exists() and (tmp_path / sweep.TABLE).exists()
+
+
+# ---- a sweep over several machines ----
+
+def test_shares_are_disjoint_cover_the_plan_and_name_bad_points():
+    plan = sweep.runs(search.SearchConfig(lpm_dir=LPM), lambdas=[0, 0.1, 0.2], etas=[0.1, 0.2])
+    shares = [sweep.select(plan, worker_index=i, num_workers=2) for i in range(2)]
+    assert [n for n, _ in shares[0]] == ['lambda_0', 'lambda_0.2', 'eta_0.2']
+    assert [n for n, _ in shares[1]] == ['lambda_0.1', 'eta_0.1']
+    picked = sweep.select(plan, points=['eta_0.1', 'lambda_0.1', 'lambda_0'], worker_index=1, num_workers=2)
+    assert [n for n, _ in picked] == ['lambda_0.1']  # plan order, then round robin
+    assert sweep.select(plan, num_workers=9, worker_index=8) == []
+    with pytest.raises(search.SearchError, match=r'unknown sweep point\(s\) lambda_9 \(the plan: lambda_0, '):
+        sweep.select(plan, points=['lambda_9'])
+    with pytest.raises(search.SearchError, match=r'worker_index must lie in \[0, 2\)'):
+        sweep.select(plan, worker_index=2, num_workers=2)
+
+
+def _finish(run_dir, config, ms):
+    """A finished search's run directory (its settings and a summary), as search.search leaves it."""
+    search.prepare_run_dir(run_dir, config)
+    with open(os.path.join(run_dir, 'summary.json'), 'w') as f:
+        json.dump({'supernet_valid_accuracy': 40.0, 'steps': 3, 'seconds': 1.0, 'genotype': f'g{ms}',
+                   'latency': {'predicted_ms': ms, 'measured_ms': ms / 2, 'reference_ms': 9.0, 'macs': ms * 1e7}}, f)
+
+
+def test_merge_gathers_finished_shares_and_names_the_missing_points(tmp_path):
+    base = search.SearchConfig(lpm_dir=LPM)
+    plan = dict(sweep.runs(base, lambdas=[0, 0.1, 0.2]))
+    _finish(str(tmp_path / 'a' / 'lambda_0'), plan['lambda_0'], 20.0)
+    _finish(str(tmp_path / 'b' / 'lambda_0.1'), plan['lambda_0.1'], 16.0)
+    search.prepare_run_dir(str(tmp_path / 'b' / 'lambda_0.2'), plan['lambda_0.2'])  # started, never finished
+    merged, sources = str(tmp_path / 'merged'), [str(tmp_path / 'a'), str(tmp_path / 'b')]
+    with pytest.raises(search.SearchError, match=r'finished in none of .*: lambda_0.2 \(run them'):
+        sweep.merge(base, merged, sources, lambdas=[0, 0.1, 0.2], log=lambda *_: None)
+    _finish(str(tmp_path / 'a' / 'lambda_0.2'), plan['lambda_0.2'], 12.0)
+    df = sweep.merge(base, merged, sources, lambdas=[0, 0.1, 0.2], log=lambda *_: None)
+    assert list(df['run']) == ['lambda_0', 'lambda_0.1', 'lambda_0.2']
+    assert list(df['genotype']) == ['g20.0', 'g16.0', 'g12.0']
+    assert (tmp_path / 'merged' / sweep.TABLE).is_file() and (tmp_path / 'merged' / sweep.FIGURE).is_file()
+    # a point already in the merged directory stays as it is
+    before = os.path.getmtime(tmp_path / 'merged' / 'lambda_0' / 'summary.json')
+    sweep.merge(base, merged, sources, lambdas=[0, 0.1, 0.2], log=lambda *_: None)
+    assert os.path.getmtime(tmp_path / 'merged' / 'lambda_0' / 'summary.json') == before
+
+
+# Two tiny searches (8x8 digits, C=4, 2 cells, 1 epoch of 2 steps), seeds 0 and 1.
+SWEEP = ['-m', 'tools.sweep', '--dataset=digits', '--image_size=8', '--channels=4', '--layers=2', '--batch_size=8',
+         '--epochs=1', '--max_steps_per_epoch=2', '--lpm=', '--lambdas=0', '--seeds=0,1', '--retime_rounds=0',
+         '--measure_latency=false', '--progress=false']
+
+
+def _sweep(*args):
+    import subprocess
+    import sys
+    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+    return subprocess.Popen([sys.executable, *SWEEP, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finished(proc, timeout=1500):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+@pytest.mark.slow
+def test_a_sweep_split_over_two_processes_merges_to_the_one_process_table(tmp_path):
+    whole = _sweep(f'--out_dir={tmp_path / "whole"}')
+    shares = [_sweep(f'--out_dir={tmp_path / f"part{i}"}', '--num_workers=2', f'--worker_index={i}') for i in (0, 1)]
+    for proc in [whole, *shares]:
+        _finished(proc)
+    assert sorted(os.listdir(tmp_path / 'part0')) == ['lambda_0-seed0']  # a share writes no table
+    assert sorted(os.listdir(tmp_path / 'part1')) == ['lambda_0-seed1']
+    _finished(_sweep(f'--out_dir={tmp_path / "merged"}', f'--merge_from={tmp_path / "part0"},{tmp_path / "part1"}'))
+    one, merged = (pd.read_csv(tmp_path / d / sweep.TABLE) for d in ('whole', 'merged'))
+    pd.testing.assert_frame_equal(merged.drop(columns='seconds'), one.drop(columns='seconds'))
+    assert (tmp_path / 'merged' / sweep.FIGURE).is_file()
+    # The same share again: its point is finished, read back, not searched again.
+    summary = tmp_path / 'part0' / 'lambda_0-seed0' / 'summary.json'
+    before = summary.stat().st_mtime_ns
+    _, err = _finished(_sweep(f'--out_dir={tmp_path / "part0"}', '--num_workers=2', '--worker_index=0'))
+    assert 'lambda_0-seed0: finished, read back' in err and summary.stat().st_mtime_ns == before

@@ -68,6 +68,11 @@ def _tf_input_errors():
     return (tf_errors.NotFoundError, tf_errors.InvalidArgumentError) if tf_errors else ()
 
 
+def _tf_unavailable():
+    tf_errors = sys.modules.get('tensorflow.python.framework.errors_impl')
+    return tf_errors.UnavailableError if tf_errors else ()
+
+
 def run(main):
     """app.run(main), turning bad input into one line."""
     def guarded(argv):
@@ -79,6 +84,9 @@ def run(main):
             fail(os_error_text(e))
         except _tf_input_errors() as e:  # e.g. a corrupt image met by the input pipeline
             fail(f'TensorFlow could not read its input: {e.message.splitlines()[0]}')
+        except _tf_unavailable() as e:  # --strategy=multi_worker: a collective whose peer is gone
+            fail(f'a worker of the cluster is unreachable ({e.message.splitlines()[0][:200]}); start every worker '
+                 'again with the same command: the run resumes from its last checkpoint')
     app.run(guarded, flags_parser=parse_flags)
 
 

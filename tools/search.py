@@ -66,13 +66,14 @@ def _latency_error_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise BadInput(f'unexpected arguments {argv[1:]}')
-    config = config_from_flags()
-    config.check()
-    model_dir = FLAGS.model_dir or os.path.join('runs', time.strftime('search-%Y%m%d-%H%M%S'))
     import tensorflow as tf
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
+    # Before anything runs an op (loading the LPM does): multi_worker configures the collective ops.
     strategy = train.make_strategy(FLAGS.strategy)
+    config = config_from_flags()
+    config.check()
+    model_dir = FLAGS.model_dir or os.path.join('runs', time.strftime('search-%Y%m%d-%H%M%S'))
     summary = search.search(config, model_dir, FLAGS.overwrite, strategy, checkpoint_every=FLAGS.checkpoint_every,
                             progress=FLAGS.progress, flags_text=FLAGS.flags_into_string(), log=logging.info,
                             measure_latency=FLAGS.measure_latency,

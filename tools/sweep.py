@@ -6,7 +6,13 @@ latency, MACs and supernet accuracy (the paper's Figure 4 and Table 4 analogues)
 
 Takes every flag of tools.search as the base settings; --lambdas and --etas list the values. Killed,
 the same command resumes (each search in out_dir/<run> resumes or is reported again).
+
+Over several machines: the same command on each with --num_workers=N --worker_index=i (or --points=
+names of the plan's runs) runs that machine's share; then on one machine, with every share's sweep
+directory at hand, the same command with --merge_from=DIR,... (the others' directories; none when all
+wrote to one shared --out_dir) writes the table and figure of the whole sweep. No finished point runs twice.
 """
+
 import dataclasses
 import math
 import os
@@ -31,6 +37,13 @@ flags.DEFINE_list('latency_errors', [], 'Latency error models to search with, ea
 flags.DEFINE_list('error_lambdas', ['0.2'], 'lambda_ values of the --latency_errors runs.')
 flags.DEFINE_list('seeds', [], 'Run everything once per seed (default: once, at --seed).')
 flags.DEFINE_list('eta_seeds', None, 'Seeds of the FLOPs-aware runs (default: all of --seeds).')
+flags.DEFINE_list('points', None, 'Run only these points of the plan (run names, e.g. lambda_0,eta_0.1).')
+flags.DEFINE_integer('num_workers', 1, 'Machines sharing the sweep: this one runs every num_workers-th point '
+                     '(of --points, if given) from --worker_index, and writes no table.')
+flags.DEFINE_integer('worker_index', 0, 'This machine\'s place among --num_workers, from 0.')
+flags.DEFINE_list('merge_from', None, 'Merge mode, no search: copy the points finished in these sweep directories '
+                  'into --out_dir and write the table and figure of the whole sweep (an empty value: --out_dir '
+                  'alone, shared by the machines).')
 flags.DEFINE_bool('finished_only', False, 'Run no search: table, figures and re-timing of the finished ones only '
                   '(a sweep stopped by its time budget).')
 
@@ -61,11 +74,21 @@ def main(argv):
                       for e in latency_errors]  # predictor:NAME as --lpm takes it
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
-    df = sweep.run(search_tool.config_from_flags(), FLAGS.out_dir, lambdas, etas, log=logging.info,
-                   checkpoint_every=FLAGS.checkpoint_every, progress=FLAGS.progress,
-                   measure_latency=FLAGS.measure_latency, retime_rounds=FLAGS.retime_rounds,
-                   latency_errors=latency_errors, error_lambdas=error_lambdas if latency_errors else (),
-                   seeds=seeds, eta_seeds=eta_seeds, finished_only=FLAGS.finished_only)
+    plan = dict(lambdas=lambdas, etas=etas, latency_errors=latency_errors,
+                error_lambdas=error_lambdas if latency_errors else (), seeds=seeds, eta_seeds=eta_seeds)
+    if FLAGS.merge_from is not None:
+        df = sweep.merge(search_tool.config_from_flags(), FLAGS.out_dir, FLAGS.merge_from, log=logging.info,
+                         retime_rounds=FLAGS.retime_rounds, finished_only=FLAGS.finished_only, **plan)
+    else:
+        df = sweep.run(search_tool.config_from_flags(), FLAGS.out_dir, log=logging.info,
+                       checkpoint_every=FLAGS.checkpoint_every, progress=FLAGS.progress,
+                       measure_latency=FLAGS.measure_latency, retime_rounds=FLAGS.retime_rounds,
+                       finished_only=FLAGS.finished_only, points=FLAGS.points, worker_index=FLAGS.worker_index,
+                       num_workers=FLAGS.num_workers, **plan)
+    if df.attrs.get('share'):
+        print(f'this share of the sweep is done: {", ".join(df["run"]) if not df.empty else "no point"}; the '
+              'table and figure of the whole sweep: the same command with --merge_from')
+        return
     columns = ['run', 'supernet_valid_accuracy', 'predicted_ms', 'measured_ms', 'measured_norm_ms', 'macs']
     columns += ['retimed_ms'] if 'retimed_ms' in df else []
     print(df[columns].to_string(index=False, float_format=lambda v: f'{v:.2f}'))

@@ -43,13 +43,14 @@ def main(argv):
     for name in ('genotype', 'model_dir'):  # checked here, not by absl, to fail in one line
         if not getattr(FLAGS, name):
             raise BadInput(f'--{name} is required')
-    genotype = genotypes.resolve(FLAGS.genotype)
-    recipe = cli.config_from_flags(train.Recipe)
-    recipe.check()
     if FLAGS.deterministic:
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
+    # Before anything runs an op: multi_worker configures TensorFlow's collective ops.
     strategy = train.make_strategy(FLAGS.strategy)
+    genotype = genotypes.resolve(FLAGS.genotype)
+    recipe = cli.config_from_flags(train.Recipe)
+    recipe.check()
     summary = train.train(genotype, recipe, FLAGS.model_dir, FLAGS.dataset, FLAGS.data_dir, strategy,
                           FLAGS.overwrite, FLAGS.verbose, log=logging.info,
                           checkpoint_every=FLAGS.checkpoint_every, step_callback=run_dir.step_callback_from_env())
