@@ -11,6 +11,7 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
+import needs
 import sshd
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.graph import constant
@@ -19,8 +20,6 @@ from ladnas_tf.latency import agent, remote, table, targets
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--warmup=1', '--runs=3',
         '--reference_runs=2', '--workers=1', '--batch=1', '--target=ssh']
-needs_sshd = pytest.mark.skipif(not sshd.available() and not os.environ.get('CI'),
-                                reason='no OpenSSH server here (.ci/run installs openssh-server)')
 
 
 def _cli(*args):
@@ -43,12 +42,14 @@ def _errors(stderr):
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
+    # Outside CI a machine without sshd skips these tests (the reason in the summary); CI installs it.
+    needs.check(sshd.available(), 'an OpenSSH server (sshd, ssh, ssh-keygen)',
+                'apt-get install openssh-server openssh-client; .ci/run does')
     srv = sshd.Server(tmp_path_factory.mktemp('sshd')).start()
     yield srv
     srv.kill()
 
 
-@needs_sshd
 @pytest.mark.slow
 def test_server_killed_mid_run_then_the_same_command_completes_the_table(server, tmp_path):
     path, count = str(tmp_path / 'ssh.csv'), 20  # enough that the kill lands mid-run: files take ms to write
@@ -81,7 +82,6 @@ def test_server_killed_mid_run_then_the_same_command_completes_the_table(server,
     assert len(os.listdir(tmp_path / 'device' / 'models')) == count + 1  # the architectures + DARTS_V2
 
 
-@needs_sshd
 @pytest.mark.slow
 def test_calibration_times_darts_v2_and_a_spread_of_the_base_predictors_range(server, tmp_path):
     """--calibration=N over ssh: DARTS_V2 (also the reference network, so one file serves both) and
@@ -97,8 +97,8 @@ def test_calibration_times_darts_v2_and_a_spread_of_the_base_predictors_range(se
     assert len(os.listdir(tmp_path / 'device' / 'models')) == 3
 
 
-@needs_sshd
 def test_a_dead_port_fails_in_one_line_and_writes_nothing(tmp_path):
+    needs.program('ssh', 'the OpenSSH client: apt-get install openssh-client')  # no server: the port is dead
     path = tmp_path / 'dead.csv'
     proc = _cli(f'--table={path}', '--count=1', f'--device=127.0.0.1:{sshd.free_port()}',
                 '--ssh_config=/dev/null', '--connect_timeout_s=5')
