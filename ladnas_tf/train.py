@@ -20,6 +20,7 @@ number of replicas (each replica sees batch_size / replicas examples; the gradie
 across replicas and divided by the global batch).
 """
 import dataclasses
+import json
 import math
 import os
 import time
@@ -214,6 +215,41 @@ def make_optimizer(recipe, steps_per_epoch):
     return optim.MomentumSGD(schedule, recipe.momentum, recipe.weight_decay)
 
 
+def read_tf_config(text=None):
+    """TF_CONFIG (the environment's unless text is given) checked before TensorFlow reads it, whose own
+    parse ends in a JSON traceback: {} when unset, else TrainError in one line naming what is wrong."""
+    text = os.environ.get('TF_CONFIG', '') if text is None else text
+    if not text.strip():
+        return {}
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise TrainError(f'TF_CONFIG is not valid JSON ({e})') from None
+    if not isinstance(config, dict):
+        raise TrainError(f'TF_CONFIG must be a JSON object with "cluster" and "task", not {type(config).__name__}')
+    cluster, task = config.get('cluster', {}), config.get('task', {})
+    # A job is a list of addresses, or (ClusterSpec's sparse form) an object from task index to address.
+    jobs = {kind: list(hosts.values()) if isinstance(hosts, dict) else hosts
+            for kind, hosts in cluster.items()} if isinstance(cluster, dict) else None
+    if jobs is None or not all(isinstance(hosts, list) and hosts and all(isinstance(h, str) and h for h in hosts)
+                               for hosts in jobs.values()):
+        raise TrainError(f'TF_CONFIG "cluster" must map each job to a non-empty list of "host:port" '
+                         f'strings, got {json.dumps(cluster)[:200]}')
+    if not isinstance(task, dict):
+        raise TrainError(f'TF_CONFIG "task" must be an object with "type" and "index", got {json.dumps(task)[:200]}')
+    if cluster or task:
+        kind, index = task.get('type'), task.get('index', 0)
+        if not isinstance(kind, str) or kind not in cluster:
+            raise TrainError(f'TF_CONFIG task type {kind!r} is not a job of the cluster '
+                             f'({", ".join(map(repr, cluster)) or "no jobs"})')
+        indices = ([int(i) for i in cluster[kind] if str(i).isdigit()] if isinstance(cluster[kind], dict)
+                   else range(len(cluster[kind])))
+        if isinstance(index, bool) or not isinstance(index, int) or index not in indices:
+            raise TrainError(f'TF_CONFIG task index {index!r} is not a task of job {kind!r} '
+                             f'({len(jobs[kind])} address(es))')
+    return config
+
+
 def make_strategy(name='default'):
     """The tf.distribute strategy by name; 'multi_worker' reads the cluster from TF_CONFIG."""
     if name == 'default':
@@ -221,6 +257,7 @@ def make_strategy(name='default'):
     if name == 'mirrored':
         return tf.distribute.MirroredStrategy()
     if name == 'multi_worker':
+        read_tf_config()  # a malformed TF_CONFIG refused in one line, before TensorFlow parses it
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise TrainError(f'unknown strategy {name!r} (known: {", ".join(STRATEGIES)})')
 

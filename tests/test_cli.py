@@ -166,3 +166,13 @@ def test_one_command_lists_the_tools_and_runs_one():
     unknown = subprocess.run([sys.executable, '-m', 'tools', 'serach'], cwd=ROOT, capture_output=True, text=True,
                              timeout=300)
     assert unknown.returncode == 1 and unknown.stderr.startswith("error: unknown command 'serach'")
+
+
+@pytest.mark.parametrize('tool', ['train', 'search'])
+def test_a_malformed_tf_config_is_one_line_and_nothing_is_written(tool, tmp_path, monkeypatch):
+    monkeypatch.setenv('TF_CONFIG', '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", ')
+    args = ['--genotype=DARTS_V2', '--dataset=digits'] if tool == 'train' else DIGITS_SEARCH
+    done = _tool(tool, *args, '--strategy=multi_worker', f'--model_dir={tmp_path / "run"}')
+    line = _one_line(done)
+    assert 'TF_CONFIG is not valid JSON' in line and 'char 68' in line, line
+    assert os.listdir(tmp_path) == []

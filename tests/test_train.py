@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 import tensorflow as tf
 
 from ladnas_tf import data, genotypes, run_dir, train
@@ -388,3 +389,59 @@ def test_the_checkpoint_holds_every_weight(tmp_path):
              if n.startswith('model_variables/')]
     # Every weight and the drop-path seed generators' states (a resumed run drops the same paths).
     assert len(saved) == len(trainer.model.variables) > len(trainer.model.weights) > 50
+
+
+TF_CONFIG_ERRORS = {
+    '{"cluster": ': 'TF_CONFIG is not valid JSON (Expecting value: line 1 column 13 (char 12))',
+    '["worker"]': 'TF_CONFIG must be a JSON object with "cluster" and "task", not list',
+    '{"cluster": {"worker": "localhost:1"}}': 'TF_CONFIG "cluster" must map each job to a non-empty list',
+    '{"cluster": {"worker": []}}': 'TF_CONFIG "cluster" must map each job to a non-empty list',
+    '{"cluster": ["localhost:1"]}': 'TF_CONFIG "cluster" must map each job to a non-empty list',
+    '{"cluster": {"worker": ["a:1"]}, "task": "worker"}': 'TF_CONFIG "task" must be an object',
+    '{"cluster": {"worker": ["a:1"]}}': "TF_CONFIG task type None is not a job of the cluster ('worker')",
+    '{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief"}}': "task type 'chief' is not a job",
+    '{"cluster": {"worker": ["a:1"]}, "task": {"type": ["worker"]}}': "task type ['worker'] is not a job",
+    '{"task": {"type": "worker", "index": 0}}': "task type 'worker' is not a job of the cluster (no jobs)",
+    '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}':
+        "TF_CONFIG task index 2 is not a task of job 'worker' (2 address(es))",
+    '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "0"}}': "task index '0' is not a task",
+    '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": true}}': 'task index True is not',
+    '{"cluster": {"worker": {"3": "a:1"}}, "task": {"type": "worker", "index": 0}}': 'task index 0 is not',
+}
+
+
+@pytest.mark.parametrize('text,message', TF_CONFIG_ERRORS.items())
+def test_a_malformed_tf_config_is_one_line_naming_the_problem(text, message):
+    with pytest.raises(train.TrainError) as error:
+        train.read_tf_config(text)
+    assert message in str(error.value) and '\n' not in str(error.value)
+
+
+@pytest.mark.parametrize('text', [
+    '', '  ', '{}',
+    '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}',
+    '{"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "chief"}}',
+    '{"cluster": {"worker": {"3": "a:1"}}, "task": {"type": "worker", "index": 3}}',  # ClusterSpec's sparse form
+])
+def test_a_well_formed_tf_config_is_accepted(text):
+    assert train.read_tf_config(text) == (json.loads(text) if text.strip() else {})
+
+
+def test_tf_config_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv('TF_CONFIG', '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}')
+    assert train.read_tf_config()['task'] == {'type': 'worker', 'index': 0}
+    monkeypatch.setenv('TF_CONFIG', 'worker')
+    with pytest.raises(train.TrainError, match='not valid JSON'):
+        train.make_strategy('multi_worker')
+
+
+@given(st.text(max_size=80) | st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 3) | st.sampled_from(['worker', 'chief', 'a:1', '']),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(['cluster', 'task', 'type', 'index', 'worker', '0']), inner, max_size=3),
+    max_leaves=8).map(json.dumps))
+def test_any_tf_config_text_is_accepted_or_refused_in_one_line(text):
+    try:
+        train.read_tf_config(text)
+    except train.TrainError as e:
+        assert str(e).startswith('TF_CONFIG') and '\n' not in str(e)
