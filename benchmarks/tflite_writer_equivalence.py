@@ -28,6 +28,10 @@ def parse(argv):
     parser.add_argument('--seed', type=int, default=0, help='Seed of the random genotypes.')
     parser.add_argument('--write_repeats', type=int, default=20, help='Repeats of the write-time measurement.')
     parser.add_argument('--output', default='docs/tflite_writer_equivalence', help='Report path without extension.')
+    parser.add_argument('--merge', default='',
+                        help='Comma-separated reports (.json) of runs with different --seed, run side by side '
+                             '(one per core): merged into --output instead of comparing (the published '
+                             'genotypes counted once; write times the first report\'s).')
     parser.add_argument('--nocompare', dest='compare', action='store_false',
                         help='Keep the comparison of the existing report (do not compare files again).')
     parser.add_argument('--alternation', type=int, default=0,
@@ -152,7 +156,7 @@ def sample(count, seed):
 
 def compare_all(args):
     from ladnas_tf.graph import tflite_writer
-    results = {'random_per_setting': args.random, 'settings': {}}
+    results = {'random_per_setting': args.random, 'random_seeds': [args.seed], 'settings': {}}
     for setting in SETTINGS:
         rows, started = [], time.process_time()
         for name, genotype in sample(args.random, args.seed):
@@ -167,12 +171,45 @@ def compare_all(args):
                                                  args.write_repeats),
             cpu_minutes=(time.process_time() - started) / 60,
             differing=[r for r in rows if r['difference']][:20])
+        run = dict(results['settings'][setting.key])
+        results['settings'][setting.key]['runs'] = {f'seed{args.seed}': run}
     return results
+
+
+def merge(reports):
+    """One report from runs of different seeds: random genotypes added up, the published ones (in every
+    run) counted once, CPU minutes added, write times the first run's, each run kept under `runs`."""
+    seeds = [seed for r in reports for seed in r['random_seeds']]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f'error: the reports share a seed ({seeds}): their random genotypes are the same')
+    merged = {'random_per_setting': sum(r['random_per_setting'] for r in reports), 'random_seeds': seeds,
+              'settings': {}}
+    for key in reports[0]['settings']:
+        parts = [r['settings'][key] for r in reports]
+        named_identical = len(genotypes.NAMED) - sum(d['name'] in genotypes.NAMED for d in parts[0]['differing'])
+        merged['settings'][key] = dict(
+            architectures=sum(p['architectures'] for p in parts) - (len(parts) - 1) * len(genotypes.NAMED),
+            identical=sum(p['identical'] for p in parts) - (len(parts) - 1) * named_identical,
+            max_relative_output=max(p['max_relative_output'] for p in parts),
+            write_ms=parts[0]['write_ms'], timing_write_ms=parts[0]['timing_write_ms'],
+            cpu_minutes=sum(p['cpu_minutes'] for p in parts),
+            differing=list({(d['name'], d['genotype']): d for p in parts for d in p['differing']}.values())[:20],
+            runs={name: run for p in parts for name, run in p['runs'].items()})
+    return merged
 
 
 def main(argv=None):
     args = parse(argv)
-    if args.compare:
+    if args.merge:
+        reports = []
+        for path in args.merge.split(','):
+            with open(path, encoding='utf-8') as f:
+                reports.append(json.load(f))
+        results = merge(reports)
+        if os.path.exists(args.output + '.json'):  # an alternation run already there is kept, as --nocompare
+            with open(args.output + '.json', encoding='utf-8') as f:
+                results.update({k: v for k, v in json.load(f).items() if k == 'alternation'})
+    elif args.compare:
         results = compare_all(args)
     else:
         with open(args.output + '.json', encoding='utf-8') as f:
@@ -180,8 +217,8 @@ def main(argv=None):
     if args.alternation:
         results['alternation'] = alternation(args.alternation, args.rounds, args.seed)
         results['alternation']['cores'] = sorted(os.sched_getaffinity(0))
-    with open(args.output + '.json', 'w', encoding='utf-8') as f:
-        json.dump(results, f, indent=1)
+    from benchmarks import write_json
+    results = write_json(args.output + '.json', results, indent=1)
     with open(args.output + '.md', 'w', encoding='utf-8') as f:
         f.write(report(results))
     print(report(results))
@@ -191,7 +228,8 @@ def report(results):
     lines = ['# The TFLite writer against the converter', '',
              f'`python -m benchmarks.tflite_writer_equivalence --random={results["random_per_setting"]}`: '
              f'the {len(genotypes.NAMED)} published genotypes and {results["random_per_setting"]} random ones '
-             '(seed 0) per setting, each converted by the TF converter (graph.constant) and written by '
+             f'(seeds {", ".join(map(str, results.get("random_seeds", [0])))}) per setting, each converted by '
+             'the TF converter (graph.constant) and written by '
              'graph.tflite_writer with the same seeded weights.', '',
              '| setting | architectures | identical files | max relative output difference | '
              'write, seeded weights (CPU ms) | write, profiler file (CPU ms) | comparison CPU min |',
