@@ -44,7 +44,8 @@ def _command(argv=None):
     argv = sys.argv if argv is None else argv
     main = sys.modules.get('__main__')
     spec = getattr(main, '__spec__', None)
-    program = f'python -m {spec.name.removesuffix(".__main__")}' if spec is not None and spec.name else f'python {argv[0]}'
+    module = spec.name.removesuffix('.__main__') if spec is not None and spec.name else None
+    program = f'python -m {module}' if module else f'python {argv[0]}'
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else []
     cores = f'taskset -c {",".join(map(str, affinity))} ' if affinity and len(affinity) < os.cpu_count() else ''
     return cores + ' '.join([program, *argv[1:]])

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-import benchmarks
 from benchmarks import tflite_writer_equivalence as equivalence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
