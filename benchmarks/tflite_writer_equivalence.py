@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from benchmarks import provenance, write_json
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.latency import targets
 
@@ -206,18 +207,20 @@ def main(argv=None):
             with open(path, encoding='utf-8') as f:
                 reports.append(json.load(f))
         results = merge(reports)
+        results['comparison_made_by'] = [r.get('comparison_made_by') for r in reports]
         if os.path.exists(args.output + '.json'):  # an alternation run already there is kept, as --nocompare
             with open(args.output + '.json', encoding='utf-8') as f:
                 results.update({k: v for k, v in json.load(f).items() if k == 'alternation'})
     elif args.compare:
         results = compare_all(args)
+        results['comparison_made_by'] = provenance()  # the top-level fields name the last run over this file
     else:
         with open(args.output + '.json', encoding='utf-8') as f:
             results = json.load(f)
     if args.alternation:
         results['alternation'] = alternation(args.alternation, args.rounds, args.seed)
+        results['alternation']['made_by'] = provenance()
         results['alternation']['cores'] = sorted(os.sched_getaffinity(0))
-    from benchmarks import write_json
     results = write_json(args.output + '.json', results, indent=1)
     with open(args.output + '.md', 'w', encoding='utf-8') as f:
         f.write(report(results))
