@@ -40,7 +40,7 @@ def test_outside_ci_a_missing_need_skips_and_says_why(tmp_path, ci):
     assert "the Python module `no_such_module_ladnas` is missing (pip install it)" in out
 
 
-@pytest.mark.parametrize('ci', ['true', 'TRUE', '1'])
+@pytest.mark.parametrize('ci', ['true', '1'])
 def test_under_ci_a_missing_need_fails(tmp_path, ci):
     result = _run(tmp_path, ci)
     assert result.returncode == 1 and '2 failed, 1 passed' in result.stdout, result.stdout
