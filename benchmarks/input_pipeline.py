@@ -117,11 +117,10 @@ def main():
         'input_over_train_cpu': pipeline['images_per_cpu_s'] / step['images_per_cpu_s'],
         'core': args.core, 'threads': 1, 'device': cpu_model(), 'python': platform.python_version(),
         'tensorflow': tf.__version__, 'date': time.strftime('%Y-%m-%d')}
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
+        from benchmarks import write_json
+        write_json(args.out, result)
 
 
 if __name__ == '__main__':

@@ -86,9 +86,8 @@ def main(argv):
     result['setting'], result['protocol'] = SETTING.key, PROTOCOL
     print(json.dumps(result, indent=2))
     if FLAGS.out:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-        with open(FLAGS.out, 'w') as f:
-            json.dump(result, f, indent=2)
+        from benchmarks import write_json
+        write_json(FLAGS.out, result)
 
 
 if __name__ == '__main__':

@@ -19,8 +19,6 @@ clash with the tools' in the same test process.)
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -29,6 +27,7 @@ import numpy as np
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.graph.setting import Setting
 from ladnas_tf.profiling.targets import local
+from benchmarks import provenance
 
 
 def parse(argv):
@@ -220,40 +219,36 @@ def sample(count, seed):
     return named + [(f'random_{i}', search_space.sample_genotype(rng)) for i in range(count)]
 
 
-def provenance(argv):
-    """What the JSON was made with: the command, the commit, the date, the machine, the versions."""
-    from ladnas_tf.profiling.agent import cpu_model
-
-    def git(*command):
-        try:
-            return subprocess.run(['git', *command], capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    commit = git('rev-parse', 'HEAD')
-    dirty = bool(git('status', '--porcelain', '--untracked-files=no'))
-    return dict(command='python -m benchmarks.tflite_writer_equivalence ' + ' '.join(argv),
-                git_commit=commit and commit + (' (uncommitted changes)' if dirty else ''),
-                date=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
-                machine={'device': cpu_model(), 'cores': os.cpu_count(),
-                         'affinity': sorted(os.sched_getaffinity(0))},
-                versions={'python': platform.python_version(), **local._versions()})
+def merge(reports):
+    """One report of several runs' reports: a setting compared by one run is taken as it is; one compared
+    by runs of different seeds is added up (the published genotypes, in every run, counted once; CPU
+    minutes added; write times the first run's; each run kept under `runs`)."""
+    merged = {**reports[0], 'random_seeds': sorted({s for r in reports for s in r['random_seeds']}), 'settings': {}}
+    per_setting = []
+    for key in dict.fromkeys(k for r in reports for k in r['settings']):
+        parts = [r for r in reports if key in r['settings']]
+        seeds = [s for r in parts for s in r['random_seeds']]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f'error: the reports of {key} share a seed ({seeds}): their random genotypes are the same')
+        per_setting.append(sum(r['random_per_setting'] for r in parts))
+        merged['settings'][key] = _added([(r['random_seeds'][0], r['settings'][key]) for r in parts])
+    merged['random_per_setting'] = max(per_setting)
+    return merged
 
 
-def merge(paths):
-    """One report of several runs' JSONs (each setting keeps the provenance of the run that compared it)."""
-    results = None
-    for path in paths:
-        with open(path, encoding='utf-8') as f:
-            part = json.load(f)
-        for r in part['settings'].values():
-            r.setdefault('provenance', part.get('provenance'))
-        if results is None:
-            results = part
-        else:
-            results['settings'].update(part['settings'])
-    first = next(iter(results['settings'].values()))
-    results['provenance'] = {**(results.get('provenance') or first.get('provenance') or {}), 'merged': paths}
-    return results
+def _added(parts):
+    """One setting's result from runs of different seeds [(seed, result)]."""
+    if len(parts) == 1:
+        return parts[0][1]
+    results = [p for _, p in parts]
+    named_identical = len(genotypes.NAMED) - sum(d['name'] in genotypes.NAMED for d in results[0]['differing'])
+    return {**results[0],
+            'architectures': sum(p['architectures'] for p in results) - (len(parts) - 1) * len(genotypes.NAMED),
+            'identical': sum(p['identical'] for p in results) - (len(parts) - 1) * named_identical,
+            'max_relative_output': max(p['max_relative_output'] for p in results),
+            'cpu_minutes': sum(p['cpu_minutes'] for p in results),
+            'differing': list({(d['name'], d['genotype']): d for p in results for d in p['differing']}.values())[:20],
+            'runs': {name: run for seed, p in parts for name, run in p.get('runs', {f'seed{seed}': p}).items()}}
 
 
 def compare_all(args, save=lambda results: None, started_by=None):
@@ -298,17 +293,22 @@ def main(argv=None):
         with open(args.output + '.json', 'w', encoding='utf-8') as f:
             json.dump(results, f, indent=1)
     if args.merge:
-        results = merge(args.merge.split(','))
+        reports = []
+        for path in args.merge.split(','):
+            with open(path, encoding='utf-8') as f:
+                reports.append(json.load(f))
+        results = merge(reports)
+        results['provenance'] = {**provenance(), 'merged': args.merge.split(',')}
     elif args.compare:
-        results = compare_all(args, save, provenance(argv))
-        results['provenance'] = provenance(argv)
+        results = compare_all(args, save, provenance())
+        results['provenance'] = provenance()
     else:
         with open(args.output + '.json', encoding='utf-8') as f:
             results = json.load(f)
     if args.alternation:
         results['alternation'] = alternation(args.alternation, args.rounds, args.seed, args.format)
         results['alternation']['cores'] = sorted(os.sched_getaffinity(0))
-        results['alternation']['provenance'] = provenance(argv)
+        results['alternation']['provenance'] = provenance()
     save(results)
     with open(args.output + '.md', 'w', encoding='utf-8') as f:
         f.write(report(results))
@@ -353,7 +353,7 @@ def int8_report(results):
     p = results.get('provenance', {})
     lines = ['# The int8 TFLite writer against the converter', '',
              f"`{p.get('command', 'python -m benchmarks.tflite_writer_equivalence --format=int8')}` "
-             f"(commit {p.get('git_commit')}, {p.get('date')}, {p.get('machine', {}).get('device')}): "
+             f"(commit {p.get('commit')}, {p.get('date')}, {p.get('machine', {}).get('device')}): "
              f'the {len(genotypes.NAMED)} published genotypes and {results["random_per_setting"]} random ones '
              f"(seed {results['random_seeds'][0]}) per setting, each converted by the TF converter with "
              'full-integer post-training quantization (graph.constant.genotype_to_tflite_int8: int8 weights '

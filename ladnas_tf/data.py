@@ -12,6 +12,7 @@ ImageNet's training view is the exception: its random-resized crop needs each im
 per example (in parallel), seeded by (seed, example index) so that it does not depend on the order.
 """
 import dataclasses
+import io
 import os
 import struct
 from typing import Callable
@@ -153,16 +154,23 @@ def _subfolders(path, what):
         raise DataError(f'cannot read {what} {path}: {e.strerror}') from None
 
 
-_READABLE = {}  # (split folder, its files) -> which are images: every header is read once per process
+_READABLE = {}  # (split folder, its files) -> which are images: every file is checked once per process
 
 
 def _list_split(split_dir):
     """(class names, files, labels) of one split folder, classes and files sorted; files whose header is
-    not an image's are left out with one warning line, so that no epoch stops on them."""
+    not an image's are left out with one warning line, so that no epoch stops on them. A PNG or JPEG cut
+    short (an interrupted copy: more of the folder may be missing) is refused in one line naming it."""
     classes, files, labels = _scan_split(split_dir)
     key = (split_dir, len(files), files[0], files[-1])
     if key not in _READABLE:
-        _READABLE[key] = [_is_image(f) for f in files]
+        status = [_file_status(f) for f in files]
+        short = [(f, s) for f, s in zip(files, status) if s not in ('ok', 'unreadable')]
+        if short:
+            more = f' (and {len(short) - 1} more)' if len(short) > 1 else ''
+            raise DataError(f'image file {short[0][0]} is cut short: {short[0][1]}{more}; copy it again or '
+                            'remove it')
+        _READABLE[key] = [s == 'ok' for s in status]
         bad = [f for f, ok in zip(files, _READABLE[key]) if not ok]
         if bad:
             absl_logging.warning('%s: skipped %d unreadable image file(s), e.g. %s', split_dir, len(bad), bad[0])
@@ -175,12 +183,31 @@ def _list_split(split_dir):
     return classes, files, labels
 
 
-def _is_image(path):
+# The end marker of a complete file, looked for in its last TAIL_BYTES (some writers pad after it):
+# TensorFlow's decoder fails on a file without it, mid-epoch and naming no file.
+END_MARKERS = {b'\x89PNG\r\n\x1a\n': (b'IEND\xaeB`\x82', 'a PNG without its IEND chunk'),
+               b'\xff\xd8\xff': (b'\xff\xd9', 'a JPEG without its end-of-image marker')}
+TAIL_BYTES = 4096
+
+
+def _file_status(path):
+    """'ok', 'unreadable' (no image header), or what a PNG or JPEG cut short lacks at its end."""
     try:
-        image_shape(path)
-        return True
-    except DataError:
-        return False
+        with open(path, 'rb') as f:  # opened once: a folder holds tens of thousands of small files
+            size = os.fstat(f.fileno()).st_size
+            if size <= TAIL_BYTES:
+                f = io.BytesIO(f.read())
+            head = f.read(8)
+            f.seek(0)
+            _shape(f, path)
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+    except (DataError, OSError):
+        return 'unreadable'
+    for magic, (marker, lacking) in END_MARKERS.items():
+        if head.startswith(magic) and marker not in tail:
+            return lacking
+    return 'ok'
 
 
 def _scan_split(split_dir):
@@ -230,22 +257,27 @@ def image_shape(path):
     """(height, width) of a PNG, JPEG, GIF or BMP file read from its header; DataError if unreadable."""
     try:
         with open(path, 'rb') as f:
-            head = f.read(26)
-            if head[:8] == b'\x89PNG\r\n\x1a\n' and len(head) >= 24:
-                w, h = struct.unpack('>II', head[16:24])
-                return h, w
-            if head[:3] == b'\xff\xd8\xff':
-                size = _jpeg_size(f)
-                if size:
-                    return size
-            elif head[:4] == b'GIF8' and len(head) >= 10:
-                w, h = struct.unpack('<HH', head[6:10])
-                return h, w
-            elif head[:2] == b'BM' and len(head) >= 26:
-                w, h = struct.unpack('<ii', head[18:26])
-                return abs(h), w
+            return _shape(f, path)
     except OSError as e:
         raise DataError(f'cannot read image {path}: {e.strerror}') from None
+
+
+def _shape(f, path):
+    """image_shape of a file open at its start."""
+    head = f.read(26)
+    if head[:8] == b'\x89PNG\r\n\x1a\n' and len(head) >= 24:
+        w, h = struct.unpack('>II', head[16:24])
+        return h, w
+    if head[:3] == b'\xff\xd8\xff':
+        size = _jpeg_size(f)
+        if size:
+            return size
+    elif head[:4] == b'GIF8' and len(head) >= 10:
+        w, h = struct.unpack('<HH', head[6:10])
+        return h, w
+    elif head[:2] == b'BM' and len(head) >= 26:
+        w, h = struct.unpack('<ii', head[18:26])
+        return abs(h), w
     raise DataError(f'cannot read image {path}: not a valid PNG, JPEG, GIF or BMP file')
 
 

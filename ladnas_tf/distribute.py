@@ -42,7 +42,7 @@ def cluster_from_env(environ=os.environ):
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DistributeError(f'{TF_CONFIG} is not valid JSON ({e.msg} at character {e.pos})') from None
+        raise DistributeError(f'{TF_CONFIG} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})') from None
     if not isinstance(spec, dict):
         raise DistributeError(f'{TF_CONFIG} must be a JSON object with "cluster" and "task", got {text[:80]}')
     cluster, task = spec.get('cluster'), spec.get('task')

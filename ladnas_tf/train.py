@@ -30,7 +30,6 @@ import tensorflow as tf
 
 from ladnas_tf import data, distribute, network, optim, run_dir, search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.distribute import STRATEGIES, make_strategy  # noqa: F401  (the tools' names for them)
 from ladnas_tf.settings import option
 
 SCHEDULES = ('cosine', 'linear')

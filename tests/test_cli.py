@@ -169,3 +169,13 @@ def test_listing_the_tools_and_importing_the_package_load_no_tensorflow(run_tool
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('usage:') and done.stdout.splitlines()[-1] == f'[] {ladnas_tf.__version__}'
     assert {'search', 'train', 'export', 'genotypes', 'LPM', 'load_predictor', 'list_predictors'} <= set(dir(ladnas_tf))
+
+
+@pytest.mark.parametrize('tool', ['train', 'search'])
+def test_a_malformed_tf_config_is_one_line_and_nothing_is_written(tool, tmp_path, monkeypatch, run_tool):
+    monkeypatch.setenv('TF_CONFIG', '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", ')
+    args = ['--genotype=DARTS_V2', '--dataset=digits'] if tool == 'train' else DIGITS_SEARCH
+    done = _tool(run_tool, tool, *args, '--strategy=multi_worker', f'--model_dir={tmp_path / "run"}')
+    line = _one_line(done)
+    assert 'TF_CONFIG is not valid JSON' in line and 'line 1 column 68' in line, line  # where the text ends
+    assert os.listdir(tmp_path) == []

@@ -2,6 +2,7 @@
 import contextlib
 import dataclasses
 import pathlib
+import re
 from unittest import mock
 
 import numpy as np
@@ -173,6 +174,34 @@ def test_unreadable_files_are_skipped_up_front_with_one_warning(tmp_path, caplog
     (only_broken / 'train' / 'b').mkdir()
     (only_broken / 'train' / 'b' / 'x.png').write_bytes(b'\x89PNG broken')
     _error('class folder .*b holds no readable image', 'folder', 'train', data_dir=only_broken)
+
+
+@pytest.mark.parametrize('fmt,lacking', [('png', 'a PNG without its IEND chunk'),
+                                          ('jpg', 'a JPEG without its end-of-image marker')])
+def test_an_image_cut_short_is_one_line_naming_it(tmp_path, fmt, lacking):
+    """A header intact, the rest cut (an interrupted copy): TensorFlow's decoder would stop mid-epoch
+    with its own message naming no file; the load refuses it up front, by name."""
+    root = _write_folder(tmp_path / fmt, {'train': {'a': [(16, 16, 1)] * 2, 'b': [(16, 16, 9)] * 2}}, fmt)
+    bad = root / 'train' / 'b' / f'001.{fmt}'
+    whole = bad.read_bytes()
+    bad.write_bytes(whole[:len(whole) * 2 // 3])
+    with pytest.raises(tf.errors.InvalidArgumentError):  # what TensorFlow alone does with it
+        tf.io.decode_image(bad.read_bytes(), channels=3).numpy()
+    _error(f'^image file {re.escape(str(bad))} is cut short: {lacking}; copy it again or remove it$',
+           'folder', 'train', data_dir=root)
+    assert bad.read_bytes() == whole[:len(whole) * 2 // 3]  # refused, not touched
+    (root / 'train' / 'a' / f'000.{fmt}').write_bytes(whole[:-10])  # first in order: named, the other counted
+    _error(f'image file .*a/000.{fmt} is cut short: {lacking} \\(and 1 more\\)', 'folder', 'train', data_dir=root)
+
+
+def test_bytes_after_an_images_end_marker_are_accepted(tmp_path):
+    """Some writers pad after IEND or EOI; the decoders ignore that, and so does the check."""
+    root = _write_folder(tmp_path / 'jpg', {'train': {'a': [(16, 16, 1)], 'b': [(16, 16, 9)]}}, 'jpg')
+    root = _write_folder(root, {'train': {'a': [(16, 16, 1)], 'b': [(16, 16, 9)]}}, 'png')
+    for f in (root / 'train' / 'b').iterdir():
+        f.write_bytes(f.read_bytes() + b'\0' * 100)
+    x, y = _images(data.load(root, 'train'))
+    assert x.shape == (4, 16, 16, 3) and sorted(y.tolist()) == [0, 0, 1, 1]
 
 
 # ---- tensorflow-datasets, always mocked ----

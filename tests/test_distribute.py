@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from ladnas_tf import distribute, search
 
@@ -15,6 +16,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workers  # noqa: E402
 
 GOOD = {'cluster': {'worker': ['127.0.0.1:2222', '127.0.0.1:2223']}, 'task': {'type': 'worker', 'index': 1}}
+
+
+@given(st.text(max_size=80) | st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 3) | st.sampled_from(['worker', 'chief', 'ps', '127.0.0.1:1', 'a', '']),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(['cluster', 'task', 'type', 'index', 'worker', 'chief']), inner, max_size=3),
+    max_leaves=8).map(json.dumps))
+def test_any_tf_config_text_is_accepted_or_refused_in_one_line(text):
+    """A parser of what the user types: whatever the text, a cluster and a valid task, or one line."""
+    try:
+        cluster, task_type, index = distribute.cluster_from_env({'TF_CONFIG': text})
+    except distribute.DistributeError as e:
+        assert str(e).startswith('TF_CONFIG') and '\n' not in str(e)
+    else:
+        assert 0 <= index < len(cluster[task_type])
 
 
 def test_a_good_tf_config_names_the_cluster_and_this_task():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import needs
 from ladnas_tf import architect, optim, train
 
 RNG = np.random.default_rng(0)
@@ -65,7 +66,7 @@ def test_keras_sgd_is_not_this_rule_once_the_rate_changes():
 
 
 def test_against_torch_sgd_when_installed():
-    torch = pytest.importorskip('torch')
+    torch = needs.module('torch', 'pip install -r requirements-test.txt; .ci/run does')
     weights, grads = _problem()
     rates = list(np.linspace(0.3, 0.01, len(grads)))
     params = [torch.nn.Parameter(torch.tensor(w, dtype=torch.float64)) for w in weights]

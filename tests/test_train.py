@@ -381,3 +381,4 @@ def test_the_checkpoint_holds_every_weight(tmp_path):
              if n.startswith('model_variables/')]
     # Every weight and the drop-path seed generators' states (a resumed run drops the same paths).
     assert len(saved) == len(trainer.model.variables) > len(trainer.model.weights) > 50
+

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.text import Annotation
 
+import needs
 from ladnas_tf import search_space, visualize
 from ladnas_tf.genotypes import DARTS_V2
 
@@ -71,8 +72,8 @@ def test_the_matplotlib_drawing_has_every_node_edge_and_op(cell):
     assert ax.get_title() == 'a cell'
 
 
-@pytest.mark.skipif(shutil.which('dot') is None, reason='graphviz `dot` is not installed')
 def test_save_renders_png_and_pdf_with_dot(tmp_path):
+    needs.program('dot', 'graphviz: apt-get install graphviz; .ci/run does')
     written = visualize.save_cell_drawing(DARTS_V2.normal, str(tmp_path / 'normal'), 'normal')
     assert written == [str(tmp_path / f'normal.{ext}') for ext in ('dot', 'png', 'pdf')]
     assert (tmp_path / 'normal.png').read_bytes()[:8] == PNG_MAGIC

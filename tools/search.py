@@ -16,7 +16,7 @@ import time
 
 from absl import flags, logging
 
-from ladnas_tf import run_dir, search, train
+from ladnas_tf import distribute, run_dir, search
 from ladnas_tf.bad_input import BadInput
 from . import cli
 
@@ -28,7 +28,7 @@ flags.DEFINE_float('noise_sigma', 0.0, 'Shorthand for --latency_error=additive -
                    'paper: 0.025); it does not change the gradient.')
 # How this process runs it.
 flags.DEFINE_bool('measure_latency', True, 'Time the derived network on the LPM\'s target for summary.json.')
-flags.DEFINE_enum('strategy', 'default', train.STRATEGIES, 'tf.distribute strategy.')
+flags.DEFINE_enum('strategy', 'default', distribute.STRATEGIES, 'tf.distribute strategy.')
 flags.DEFINE_integer('checkpoint_every', 300, 'Seconds between mid-epoch checkpoints (0 = epoch ends only).')
 flags.DEFINE_bool('deterministic', True, 'TensorFlow op determinism: a resumed run ends as an uninterrupted one.')
 flags.DEFINE_string('model_dir', None, 'Run directory (default runs/search-<time>).')
@@ -70,7 +70,7 @@ def main(argv):
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     # Before anything runs an op (loading the LPM does): multi_worker configures the collective ops.
-    strategy = train.make_strategy(FLAGS.strategy)
+    strategy = distribute.make_strategy(FLAGS.strategy)
     config = config_from_flags()
     config.check()
     model_dir = FLAGS.model_dir or os.path.join('runs', time.strftime('search-%Y%m%d-%H%M%S'))

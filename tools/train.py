@@ -16,7 +16,7 @@ import os
 
 from absl import flags, logging
 
-from ladnas_tf import data, genotypes, run_dir, train
+from ladnas_tf import data, distribute, genotypes, run_dir, train
 from ladnas_tf.bad_input import BadInput
 from . import cli
 
@@ -27,7 +27,7 @@ flags.DEFINE_string('data_dir', None, 'tfds data_dir (or the folder of dataset=f
 cli.define_flags(train.Recipe)  # the recipe's settings: Recipe's fields, defaults and help
 flags.DEFINE_float('checkpoint_every', 600, 'Seconds between mid-epoch checkpoints (0: epoch ends only).')
 flags.DEFINE_bool('deterministic', True, 'TensorFlow op determinism: a resumed run ends as an uninterrupted one.')
-flags.DEFINE_enum('strategy', 'default', train.STRATEGIES, 'tf.distribute strategy.')
+flags.DEFINE_enum('strategy', 'default', distribute.STRATEGIES, 'tf.distribute strategy.')
 flags.DEFINE_string('model_dir', None, 'Run directory.')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing run directory.')
 flags.DEFINE_bool('export_tflite', False, 'Also export float32 and int8 (post-training) TFLite files and '
@@ -47,7 +47,7 @@ def main(argv):
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
     # Before anything runs an op: multi_worker configures TensorFlow's collective ops.
-    strategy = train.make_strategy(FLAGS.strategy)
+    strategy = distribute.make_strategy(FLAGS.strategy)
     genotype = genotypes.resolve(FLAGS.genotype)
     recipe = cli.config_from_flags(train.Recipe)
     recipe.check()

@@ -2,6 +2,7 @@
 parser of benchmark_model's output on its documented formats."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -64,9 +65,12 @@ def test_profiles_through_adb_and_benchmark_model_with_the_device_described(phon
     models = os.listdir(device / 'data' / 'local' / 'tmp' / 'ladnas_tf')
     assert len(models) == 3 and all(m.endswith('.tflite') for m in models)  # 2 + DARTS_V2, no .tmp
 
-    again = _cli(run_tool, env, f'--table={path}', '--count=3')  # resumes: one more row, nothing re-timed
+    before = path.read_text().splitlines()
+    again = _cli(run_tool, env, f'--table={path}', '--count=3')  # resumes: one more row
     assert again.returncode == 0, again.stderr
+    after = path.read_text().splitlines()
     assert len(table.read(str(path))) == 3
+    assert after[:len(before)] == before  # the two rows kept byte for byte: not timed again
 
 
 @pytest.mark.slow
@@ -183,10 +187,36 @@ def test_count_lines_round_trip(count, avg, std, median, prefix):
     assert (parsed['count'], parsed['avg'], parsed['std'], parsed['median']) == (count, avg, std, median)
 
 
+NOISE = st.text(st.characters(blacklist_characters='\n\r'), max_size=60).filter(
+    lambda line: not any(key in line for key in ('count=', 'avg', 'Inference', 'ailed', 'ERROR')))
+
+
 @given(st.text(max_size=300))
 def test_any_text_parses_or_fails_with_the_parsers_error(text):
     try:
         parsed = remote.parse_benchmark_output(text)
     except remote.BenchmarkOutputError:
         return
-    assert parsed['avg'] > 0
+    # Whatever it returns was written in the text: an average the text states, not one made up.
+    labelled = re.findall(r'(?:avg=|\(avg\):\s*|(?:Inference|no stats):\s*)([-+.\deE]+)', text)
+    stated = [float(m[:k]) for m in labelled for k in range(1, len(m) + 1) if _is_float(m[:k])]
+    assert parsed['avg'] > 0 and parsed['avg'] in stated
+
+
+def _is_float(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+@given(before=st.lists(NOISE, max_size=5), between=st.lists(NOISE, max_size=5), after=st.lists(NOISE, max_size=5),
+       warm=st.floats(1, 1e6), timed=st.floats(1, 1e6), median=st.floats(1, 1e6), count=st.integers(2, 1000))
+def test_the_timed_runs_line_is_found_among_any_other_lines(before, between, after, warm, timed, median, count):
+    """The expectation is built into the text: the warm-up line first, the timed-runs line last."""
+    text = '\n'.join([*before, f'count=3 first=1 curr=1 min=1 max=1 avg={warm!r} std=1', *between,
+                      f'count={count} first=1 curr=1 min=1 max=1 avg={timed!r} std=2 p5=1 median={median!r} p95=3',
+                      *after]) + '\n'
+    parsed = remote.parse_benchmark_output(text)
+    assert (parsed['count'], parsed['avg'], parsed['median']) == (count, timed, median)
