@@ -7,6 +7,14 @@ to reuse (target, search-space signature, encoded cells, target scaling, recipe,
 in two ways: `predict_ms` on numpy bits, and `lpm(tensor)` on relaxed float encodings, differentiably,
 for the search.
 
+Besides the paper's MLP (architecture 'mlp'), a small graph network over each cell's DAG ('gnn') and
+two linear regressors, fitted exactly (least squares with
+an L2 penalty) rather than by SGD: 'linear' on the bits, and 'positional', nn-Meter's sum of kernel costs
+in the search space's terms: each operation's cost depends on its cell type (normal / reduction, so its
+stride) and on where its input comes from (cell input c_{k-2}, c_{k-1} or an intermediate node); a
+fixed 0/1 matrix sums the bits into those 2 x 3 x 8 counts. Under log target scaling the costs multiply.
+Which regressor ranks a device best is measured, not assumed (docs/lpm_cpu_int8.md).
+
 The label is the measured latency, or (label 'normalised') the latency with the machine's load taken out:
 latency_ms / ref_ms * median(ref_ms of the training rows), where ref_ms is the reference network timed
 around each row. Either way predictions are in ms; the normalised ones at the table's typical load.
@@ -38,6 +46,9 @@ OPTIMIZERS = ('sgd', 'adam')
 LOSSES = ('mse', 'mae', 'huber')
 TARGET_SCALINGS = ('none', 'standard', 'log')
 LABELS = ('latency', 'normalised')
+ARCHITECTURES = ('mlp', 'linear', 'positional', 'gnn')
+# Where an edge's input comes from: c_{k-2}, c_{k-1}, or an intermediate node (positional counts).
+SOURCES = ('input0', 'input1', 'intermediate')
 
 
 class LPMError(BadInput):
@@ -70,11 +81,21 @@ class LPMRecipe:
     label: str = option('latency', 'latency: measured latency_ms (paper); normalised: latency_ms / ref_ms * '
                         'median(training ref_ms), the load taken out; predictions stay in ms.', choices=LABELS)
     seed: int = option(0, 'Seed of weight initialisation and shuffling.')
+    architecture: str = option('mlp', 'mlp: the paper\'s 256-64 MLP; linear: least squares on the bits; '
+                               'positional: least squares on operation counts by cell type and input source '
+                               '(nn-Meter-style kernel costs); gnn: a graph network over each cell\'s DAG. The '
+                               'linear ones are fitted exactly, with weight_decay as the L2 penalty per row.',
+                               choices=ARCHITECTURES)
+
+    @property
+    def linear(self):
+        """Fitted in closed form rather than by SGD."""
+        return self.architecture in ('linear', 'positional')
 
     def __post_init__(self):
         for name, allowed in (('optimizer', OPTIMIZERS), ('loss', LOSSES),
                               ('target_scaling', TARGET_SCALINGS), ('cells', tuple(CELLS)),
-                              ('label', LABELS)):
+                              ('label', LABELS), ('architecture', ARCHITECTURES)):
             if getattr(self, name) not in allowed:
                 raise LPMError(f'{name} must be one of {", ".join(allowed)}, got {getattr(self, name)!r}')
         for name in ('batch_size', 'epochs', 'ensemble'):
@@ -86,6 +107,9 @@ class LPMRecipe:
             raise LPMError(f'val_fraction must be in [0, 1), got {self.val_fraction}')
         if self.patience and not self.val_fraction:
             raise LPMError('early stopping (patience > 0) needs val_fraction > 0')
+        if self.architecture != 'mlp' and self.ensemble != 1:
+            raise LPMError(f'ensemble is for the mlp only: a {self.architecture} LPM takes ensemble 1, '
+                           f'got {self.ensemble}')
 
 
 PAPER_RECIPE = LPMRecipe()
@@ -112,6 +136,67 @@ def build_regressor(input_size, ensemble=1, weight_decay=0.0, seed=0):
         outputs.append(h)
     y = outputs[0] if ensemble == 1 else keras.layers.Concatenate(name='members')(outputs)
     return keras.Model(x, y, name='lpm')
+
+
+def positional_matrix(cells):
+    """[112 * cells, 8 * 3 * cells] 0/1: bit (edge, op) of a cell -> count (cell, input source, op)."""
+    per_cell = np.zeros((search_space.NUM_EDGES, search_space.NUM_OPS, len(SOURCES), search_space.NUM_OPS),
+                        np.float32)
+    for e, (i, _) in enumerate(search_space.EDGES):
+        source = min(i, 2)  # 0 and 1 are the cell's inputs, the rest intermediate nodes
+        for op in range(search_space.NUM_OPS):
+            per_cell[e, op, source, op] = 1
+    per_cell = per_cell.reshape(search_space.ENCODING_SIZE, -1)
+    n = len(CELLS[cells])
+    return np.kron(np.eye(n, dtype=np.float32), per_cell)
+
+
+def build_linear(input_size, cells, positional):
+    """Bits (-> fixed positional counts) -> one linear unit; its weights are set by LPM._fit_exactly."""
+    x = keras.Input((input_size,), name='encoding')
+    h = x
+    if positional:
+        counts = keras.layers.Dense(len(CELLS[cells]) * len(SOURCES) * search_space.NUM_OPS, use_bias=False,
+                                    trainable=False, name='positions')
+        h = counts(h)
+        counts.set_weights([positional_matrix(cells)])
+    y = keras.layers.Dense(1, kernel_initializer='zeros', name='costs')(h)
+    return keras.Model(x, y, name='lpm')
+
+
+def build_cell_gnn(cells, units=32):
+    """A graph network over each cell's DAG: the two input nodes start from learned states; an
+    intermediate node sums the messages Dense([source state, op bits]) of its chosen edges (an edge's
+    message is scaled by its non-`none` bits, so relaxed encodings weigh it); a cell's readout sums its
+    intermediate states; both readouts -> 64 relu -> 1."""
+    size = search_space.ENCODING_SIZE
+    x = keras.Input((size * len(CELLS[cells]),), name='encoding')
+    one = keras.ops.ones_like(x[:, :1])
+    readouts = []
+    for c, cell in enumerate(CELLS[cells]):
+        bits = keras.layers.Reshape((search_space.NUM_EDGES, search_space.NUM_OPS))(x[:, c * size:(c + 1) * size])
+        message = keras.layers.Dense(units, activation='relu', name=f'{cell}_message')
+        states = [keras.layers.Dense(units, use_bias=False, name=f'{cell}_input{i}')(one)
+                  for i in range(search_space.NUM_INPUTS)]
+        for j in range(search_space.NUM_INPUTS, search_space.NUM_INPUTS + search_space.NUM_NODES):
+            states.append(keras.layers.Add()([
+                keras.ops.sum(bits[:, e, 1:], axis=-1, keepdims=True)
+                * message(keras.layers.Concatenate()([states[i], bits[:, e]]))
+                for e, (i, k) in enumerate(search_space.EDGES) if k == j]))
+        readouts.append(keras.layers.Add(name=f'{cell}_readout')(states[search_space.NUM_INPUTS:]))
+    h = readouts[0] if len(readouts) == 1 else keras.layers.Concatenate()(readouts)
+    h = keras.layers.Dense(64, activation='relu', name='hidden')(h)
+    return keras.Model(x, keras.layers.Dense(1, name='out')(h), name='lpm')
+
+
+def build(recipe, input_size):
+    """The untrained regressor of a recipe."""
+    if recipe.linear:
+        return build_linear(input_size, recipe.cells, recipe.architecture == 'positional')
+    if recipe.architecture == 'gnn':
+        keras.utils.set_random_seed(recipe.seed)
+        return build_cell_gnn(recipe.cells)
+    return build_regressor(input_size, recipe.ensemble, recipe.weight_decay, recipe.seed)
 
 
 def _member_loss(kind):
@@ -160,8 +245,7 @@ class LPM:
     def __init__(self, recipe=PAPER_RECIPE, regressor=None, metadata=None):
         self.recipe = recipe
         self.input_size = search_space.ENCODING_SIZE * len(CELLS[recipe.cells])
-        self.regressor = regressor or build_regressor(self.input_size, recipe.ensemble,
-                                                      recipe.weight_decay, recipe.seed)
+        self.regressor = regressor or build(recipe, self.input_size)
         # Frozen outside train(): a search that tracks the regressor must neither update its weights
         # nor pick up its weight-decay losses.
         self.regressor.trainable = False
@@ -218,6 +302,8 @@ class LPM:
                        'reference': (train_df.attrs.get('target_description') or {}).get('reference')}
                       if r.label == 'normalised' else {'kind': 'latency'})
         self.fit_scaling(self.label_ms(train_df))
+        if r.linear:
+            return self._fit_exactly(train_df)
         # One graph execution per epoch: Keras's per-step overhead would otherwise dominate this tiny MLP.
         steps = math.ceil(len(train_df) / r.batch_size)
         self.regressor.trainable = True
@@ -239,6 +325,22 @@ class LPM:
         self.metadata = self._describe(train_df, val_df, len(losses))
         self.regressor.trainable = False
         return history
+
+    def _fit_exactly(self, train_df):
+        """Least squares of the linear head with weight_decay * rows as the L2 penalty (bias free);
+        no epochs, no early stopping: validation rows, if any, are not needed."""
+        features = self.regressor.layers[-1].input
+        head = keras.Model(self.regressor.input, features)
+        f = np.asarray(head.predict(encodings(train_df, self.cells), verbose=0), np.float64)
+        y = self.scaled(self.label_ms(train_df)).astype(np.float64)
+        mean_f, mean_y = f.mean(0), y.mean()
+        centred = f - mean_f
+        gram = centred.T @ centred + self.recipe.weight_decay * len(f) * np.eye(f.shape[1])
+        w = np.linalg.lstsq(gram, centred.T @ (y - mean_y), rcond=None)[0]
+        self.regressor.layers[-1].set_weights([w[:, None].astype(np.float32),
+                                               np.array([mean_y - mean_f @ w], np.float32)])
+        self.metadata = self._describe(train_df, None, 0)
+        return None
 
     def _dataset(self, df, shuffle):
         x = encodings(df, self.cells)
