@@ -39,6 +39,7 @@ def parse():
     parser.add_argument('--shipped', default='cpu_tflite_cifar', help='A predictor of another format to score.')
     parser.add_argument('--json', required=True)
     parser.add_argument('--figure', default=None)
+    parser.add_argument('--table_md', default=None, help='Also write the side-by-side table (markdown) here.')
     parser.add_argument('--skip', default='', help='Comma-separated candidate names to leave out.')
     return parser.parse_args()
 
@@ -142,6 +143,28 @@ def cost_figure(model, path):
     return factors.tolist()
 
 
+def markdown(record):
+    """The side-by-side table of a record (means over the split seeds), best ranking first."""
+    c = record['ceiling']
+    lines = [f"`{record['command']}` (commit {record['commit']}, {record['date']}, {record['machine']['device']}):",
+             f"{record['rows']} rows, split seeds {record['split_seeds']}, test rows scored against the "
+             'load-normalised label (and the raw latency).', '']
+    if c:
+        lines += [f"Ceiling: {c['pairs']} architectures of the table timed twice (`{c['file']}`): Kendall tau "
+                  f"{c['kendall_tau_normalised']:.3f} load-normalised ({c['kendall_tau_raw']:.3f} raw), median "
+                  f"difference {100 * c['median_rel_diff_normalised']:.2f}%.", '']
+    lines += ['| predictor | Kendall tau | within 10% | MRE % | tau vs raw latency | CPU s (fit + score) |',
+              '|---|---|---|---|---|---|']
+    order = sorted(record['mean'], key=lambda k: -record['mean'][k]['vs_normalised']['kendall_tau'])
+    for name in order:
+        n, raw = record['mean'][name]['vs_normalised'], record['mean'][name]['vs_measured']
+        cpu = np.mean([r['cpu_seconds'] for r in record['runs'][name].values()])
+        within = f"{100 * n['share_within_10pct']:.1f}%" if 'share_within_10pct' in n else '-'
+        mre = f"{n['mre_pct']:.2f}" if 'mre_pct' in n else '-'
+        lines.append(f"| {name} | {n['kendall_tau']:.3f} | {within} | {mre} | {raw['kendall_tau']:.3f} | {cpu:.0f} |")
+    return '\n'.join(lines) + '\n'
+
+
 def main():
     args = parse()
     df = dataset.load_tables([args.table])
@@ -158,9 +181,13 @@ def main():
                 costs = cost_figure(fitted, args.figure)
     summary = {name: {view: {k: float(np.mean([r[view][k] for r in per.values()])) for k in per['split0'][view]}
                       for view in ('vs_normalised', 'vs_measured')} for name, per in runs.items()}
-    write_json(args.json, {'table': args.table, 'rows': len(df), 'split_seeds': args.split_seeds,
+    record = write_json(args.json, {'table': args.table, 'rows': len(df), 'split_seeds': args.split_seeds,
                            'ceiling': ceiling(args.table), 'mean': summary, 'runs': runs,
                            'positional_cost_pct': costs, 'figure': args.figure})
+    if args.table_md:
+        with open(args.table_md, 'w', encoding='utf-8') as f:
+            f.write(markdown(record))
+    print(markdown(record))
 
 
 if __name__ == '__main__':
