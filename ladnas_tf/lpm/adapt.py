@@ -122,16 +122,16 @@ def fit_affine_log(base, x, y, label):
 
 def _copy(base):
     """A fresh regressor of the base's shape holding the base's weights (a copy, not the compiled model)."""
-    clone = lpm.build_regressor(base.input_size, base.recipe.ensemble)
+    clone = lpm.build(base.recipe, base.input_size)
     clone.set_weights(base.regressor.get_weights())
     return clone
 
 
 def _dense_variables(regressor, last_only):
-    layers = [l for l in regressor.layers if isinstance(l, keras.layers.Dense)]
+    layers = [l for l in regressor.layers if isinstance(l, keras.layers.Dense) and l.name not in lpm.FIXED_LAYERS]
     if last_only:
         layers = [l for l in layers if l.name.endswith('_out')]
-    return [v for l in layers for v in (l.kernel, l.bias)]
+    return [v for l in layers for v in (l.kernel, l.bias) if v is not None]
 
 
 def _early_stop_split(n, seed, settings):

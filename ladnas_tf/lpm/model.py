@@ -49,6 +49,8 @@ LABELS = ('latency', 'normalised')
 ARCHITECTURES = ('mlp', 'linear', 'positional', 'gnn')
 # Where an edge's input comes from: c_{k-2}, c_{k-1}, or an intermediate node (positional counts).
 SOURCES = ('input0', 'input1', 'intermediate')
+FIXED_LAYERS = ('positions',)  # layers no training changes (the positional counts)
+# Every regressor's output layer ends in '_out' (few-shot fine-tuning trains it alone).
 
 
 class LPMError(BadInput):
@@ -157,10 +159,10 @@ def build_linear(input_size, cells, positional):
     h = x
     if positional:
         counts = keras.layers.Dense(len(CELLS[cells]) * len(SOURCES) * search_space.NUM_OPS, use_bias=False,
-                                    trainable=False, name='positions')
+                                    trainable=False, name=FIXED_LAYERS[0])
         h = counts(h)
         counts.set_weights([positional_matrix(cells)])
-    y = keras.layers.Dense(1, kernel_initializer='zeros', name='costs')(h)
+    y = keras.layers.Dense(1, kernel_initializer='zeros', name='costs_out')(h)
     return keras.Model(x, y, name='lpm')
 
 
@@ -186,7 +188,7 @@ def build_cell_gnn(cells, units=32):
         readouts.append(keras.layers.Add(name=f'{cell}_readout')(states[search_space.NUM_INPUTS:]))
     h = readouts[0] if len(readouts) == 1 else keras.layers.Concatenate()(readouts)
     h = keras.layers.Dense(64, activation='relu', name='hidden')(h)
-    return keras.Model(x, keras.layers.Dense(1, name='out')(h), name='lpm')
+    return keras.Model(x, keras.layers.Dense(1, name='gnn_out')(h), name='lpm')
 
 
 def build(recipe, input_size):
