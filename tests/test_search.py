@@ -151,8 +151,10 @@ def test_bad_settings_are_one_line_errors():
             _config(**bad).check()
     with pytest.raises(architect.SearchConfigError, match='unknown order'):
         _config(order='third')
+    unknown = _config(lpm_dir='no_such_predictor')  # a config holds the name as given, reading nothing
+    assert unknown.lpm_dir == 'no_such_predictor'
     with pytest.raises(search.SearchError, match='unknown predictor'):
-        _config(lpm_dir='no_such_predictor')
+        unknown.check()
     with pytest.raises(search.SearchError, match='larger than'):
         tiny_data(batch_size=64)
 

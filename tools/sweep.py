@@ -13,7 +13,6 @@ directory at hand, the same command with --merge_from=DIR,... (the others' direc
 wrote to one shared --out_dir) writes the table and figure of the whole sweep. No finished point runs twice.
 """
 
-import dataclasses
 import math
 import os
 
@@ -68,10 +67,7 @@ def main(argv):
     import tensorflow as tf
     from ladnas_tf import sweep
     from ladnas_tf.cost import errors
-    from ladnas_tf.lpm import registry
-    latency_errors = [errors.parse(text) for text in FLAGS.latency_errors]
-    latency_errors = [dataclasses.replace(e, lpm_dir=registry.resolve(e.lpm_dir)) if e.lpm_dir else e
-                      for e in latency_errors]  # predictor:NAME as --lpm takes it
+    latency_errors = [errors.parse(text) for text in FLAGS.latency_errors]  # predictor:NAME as --lpm takes it
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     plan = dict(lambdas=lambdas, etas=etas, latency_errors=latency_errors,
