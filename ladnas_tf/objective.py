@@ -162,12 +162,12 @@ class Objective:
 # ---- a prediction beside a measurement ----
 
 def device_name(description):
-    """'AMD EPYC (cpu_tflite, float32, 1 thread)': the machine and the way a figure was made on it, from a
+    """'AMD EPYC [cpu_tflite, float32, 1 thread]': the machine and the way a figure was made on it, from a
     target's description (a predictor's metadata, or Target.describe() of the measuring machine)."""
     threads = description.get('threads')
     how = [description.get('target') or 'unknown target', numeric_format(description)]
     how += [f'{threads} thread{"" if threads == 1 else "s"}'] if threads else []
-    return f'{description.get("device") or "an unrecorded device"} ({", ".join(how)})'
+    return f'{description.get("device") or "an unrecorded device"} [{", ".join(how)}]'
 
 
 def measured_report(measured, description):
@@ -180,17 +180,21 @@ def measured_report(measured, description):
 
 
 def comparison_text(report):
-    """'predicted 0.71x DARTS_V2 (13.43 vs 18.92 ms on AMD EPYC (cpu_tflite, float32, 1 thread)); measured
-    0.73x DARTS_V2 (5.49 vs 7.52 ms on ...)': a report's prediction and measurement (whichever it has),
-    each a multiple of DARTS_V2 on its own device; '' when it has neither."""
+    """'predicted 0.71x DARTS_V2 on AMD EPYC [cpu_tflite, float32, 1 thread] (13.43 vs 18.92 ms there);
+    measured 0.73x DARTS_V2 on ... (5.49 vs 7.52 ms there)': a report's prediction and measurement
+    (whichever it has), each a multiple of DARTS_V2 on its own device; '' when it has neither."""
     parts = [relative_text(what, report.get(f'{what}_ms'), report.get(reference), report.get(f'{what}_on'))
              for what, reference in (('predicted', 'unit_ms'), ('measured', 'reference_ms'))]
     return '; '.join(p for p in parts if p)
 
 
 def relative_text(what, ms, reference_ms, device):
-    """'measured 0.73x DARTS_V2 (5.49 vs 7.52 ms on <device>)', or '' without the figures."""
+    """'measured 0.73x DARTS_V2 on <device> (5.49 vs 7.52 ms there)', or '' without the figures."""
     if ms is None or not reference_ms:
         return ''
-    where = device or 'an unnamed device'
-    return f'{what} {ms / reference_ms:.2f}x DARTS_V2 ({ms:.2f} vs {reference_ms:.2f} ms on {where})'
+    return (f'{what} {ms / reference_ms:.2f}x DARTS_V2 on {device or "an unnamed device"} '
+            f'({_ms(ms)} vs {_ms(reference_ms)} ms there)')
+
+
+def _ms(value):
+    return f'{value:.2f}' if value >= 1 else f'{value:.3g}'  # a tiny network's file takes hundredths

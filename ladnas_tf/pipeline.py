@@ -294,7 +294,8 @@ def _markdown(p):
         elif picture:
             lines += [f'[{picture}]({picture}) (graphviz DOT; install graphviz for a PNG)', '']
         lines += ['    ' + node for node in p['cell_nodes'][name]] + ['']
-    machine = next((r['measured_on'] for r in p['models'] if r.get('measured_on')), None)
+    machine = (f"{p['latency_device']} [{p['latency_target']}, {p['latency_threads']} thread(s)]"
+               if p['latency_device'] else None)
     lines += ['Test top-1 on the test split (final epoch); latency: median of the interpreter runs, batch 1, '
               + (f'on {machine}' if machine else 'not measured')
               + ', each file bracketed by DARTS_V2 in the same network and numeric format.', '',

@@ -15,7 +15,7 @@ import os
 
 from absl import flags, logging
 
-from ladnas_tf import pipeline, run_dir
+from ladnas_tf import objective, pipeline, run_dir
 from ladnas_tf.bad_input import BadInput
 from . import cli
 
@@ -48,8 +48,8 @@ def main(argv):
                           train_step_callback=run_dir.step_callback_from_env())
     print(f"genotype: {result['genotype']}")
     for row in result['models']:
-        latency = ('' if row['latency_ms'] is None else
-                   f", {row['vs_darts_v2']:.2f}x DARTS_V2 ({row['latency_ms']:.3f} ms on {row['measured_on']})")
+        timed = objective.relative_text('latency', row['latency_ms'], row.get('reference_ms'), row['measured_on'])
+        latency = f', {timed}' if timed else ''
         where = ('' if row['file'] is None
                  else f" {os.path.join(FLAGS.model_dir, row['file'])} ({row['file_bytes']:,} bytes)")
         print(f"{row['model']}: test top-1 {row['test_top1']:.2f}%{latency}{where}")
