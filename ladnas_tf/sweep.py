@@ -63,12 +63,22 @@ def row(name, config, summary):
             'error_kendall_tau': err.get('kendall_tau', 1.0 if 'predicted_ms' in lat else np.nan),
             'supernet_valid_accuracy': summary['supernet_valid_accuracy'],
             'supernet_valid_images': summary.get('supernet_valid_images', np.nan),
-            'predicted_ms': lat.get('predicted_ms', np.nan),
+            'predicted_ms': lat.get('predicted_ms', np.nan), 'unit_ms': lat.get('unit_ms', np.nan),
+            # each a multiple of DARTS_V2 on its own device (the predictor's; the measuring machine), both named
+            'predicted_vs_reference': lat.get('predicted_vs_reference', np.nan),
+            'measured_vs_reference': lat.get('measured_vs_reference', np.nan),
+            'predicted_on': lat.get('predicted_on'), 'measured_on': lat.get('measured_on'),
             'searched_predicted_ms': err.get('searched_predicted_ms', lat.get('predicted_ms', np.nan)),
             'measured_ms': lat.get('measured_ms', np.nan),
             'reference_ms': lat.get('reference_ms', np.nan), 'params': lat.get('params', np.nan),
             'macs': lat.get('macs', np.nan), 'steps': summary['steps'], 'seconds': summary['seconds'],
             'genotype': summary['genotype']}
+
+
+def devices(df):
+    """{'predicted': [...], 'measured': [...]}: the devices a sweep's predictions and measurements were made on."""
+    return {what: sorted(set(df[f'{what}_on'].dropna())) if f'{what}_on' in df else []
+            for what in ('predicted', 'measured')}
 
 
 def finished_summary(run_dir, config):
@@ -240,6 +250,10 @@ def plot(df, path):
     if (lat['lambda_'] == 0).any():  # relative to the plain search: the LPM's machine and this one agree
         base = lat[lat['lambda_'] == 0].iloc[0]
         measured, predicted, unit = measured / base[column], predicted / base['predicted_ms'], 'x lambda_ = 0'
+    else:  # each a multiple of DARTS_V2 on its own device: milliseconds of two machines never share an axis
+        reference = lat['retimed_ref_ms'] if column == 'retimed_ms' else df['reference_ms'].median()
+        measured, unit = measured / reference, 'x DARTS_V2, each on its own device'
+        predicted = predicted / lat['unit_ms'] if 'unit_ms' in lat else predicted * np.nan
     left.plot(lat['lambda_'], measured, 'o-', color='tab:blue', label=label)
     left.plot(lat['lambda_'], predicted, 's--', color='tab:cyan', label='LPM prediction')
     left.set_xlabel('lambda_ (per DARTS_V2 latency)')

@@ -85,9 +85,11 @@ def main(argv):
         print(f'this share of the sweep is done: {", ".join(df["run"]) if not df.empty else "no point"}; the '
               'table and figure of the whole sweep: the same command with --merge_from')
         return
-    columns = ['run', 'supernet_valid_accuracy', 'predicted_ms', 'measured_ms', 'measured_norm_ms', 'macs']
-    columns += ['retimed_ms'] if 'retimed_ms' in df else []
+    columns = ['run', 'supernet_valid_accuracy', 'predicted_vs_reference', 'measured_vs_reference', 'macs']
+    columns = [c for c in columns if c in df]  # a sweep finished before the ratios were recorded lacks them
     print(df[columns].to_string(index=False, float_format=lambda v: f'{v:.2f}'))
+    for what, devices in sweep.devices(df).items():  # the ratios' devices; their milliseconds are in the table
+        print(f"{what} (x DARTS_V2) on: {'; '.join(devices) or '-'}")
     print(f'table {os.path.join(FLAGS.out_dir, sweep.TABLE)}, figure {os.path.join(FLAGS.out_dir, sweep.FIGURE)}')
 
 
