@@ -6,7 +6,6 @@ import collections
 import importlib.metadata
 import json
 import os
-import tempfile
 import time
 
 import keras
@@ -15,7 +14,7 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
-from ladnas_tf import search_space
+from ladnas_tf import run_dir, search_space
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.graph import convert
 
@@ -114,24 +113,15 @@ def check_outputs(output, overwrite=False):
 
 
 def _write_all(files, overwrite):
-    """Writes {path: bytes}: every file to a temporary beside it first, renamed only when all are
-    complete, so a failure leaves what was there before."""
-    temps = {}
-    try:
+    """Writes {path: bytes}: every file to a temporary beside it first, moved into place only when all are
+    complete, so a failure leaves what was there before (run_dir.atomic_paths)."""
+    with run_dir.atomic_paths(files) as temps:
         for path, data in files.items():
-            fd, temps[path] = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                               prefix='.' + os.path.basename(path) + '.')
-            with os.fdopen(fd, 'wb') as f:
+            with open(temps[path], 'wb') as f:
                 f.write(data)
-        for path in files:
+        for path in files:  # checked again: the conversion took seconds, another process may have written
             if os.path.exists(path) and not overwrite:
                 raise ExportError(f'{path} exists (pass --overwrite to replace it)')
-        for path, temp in temps.items():
-            os.replace(temp, path)
-    finally:
-        for temp in temps.values():
-            if os.path.exists(temp):
-                os.remove(temp)
 
 
 def export(model, output, int8=False, representative=None, parity_images=8, threads=1,

@@ -12,6 +12,10 @@ lambda_ = 0.1 already turned every normal-cell edge into skip_connect, which the
 above 0.2. An LPM with lambda_ = 0 still estimates LAT(alpha) every step (logged), and its term
 adds exactly zero: the search is the plain one bit for bit.
 
+A prediction and a measurement are made on two machines that may differ 2x in speed: every report sets
+each beside DARTS_V2 on its own device (predicted: LPM(genotype) / LPM(DARTS_V2); measured: latency /
+DARTS_V2 timed alongside) and gives milliseconds only with the device they were made on (comparison_text).
+
 A latency error model (cost/errors.py) replaces the LPM in what the search *optimises* (LAT(alpha),
 the unit, the target mode), never in what it *reports*: the derived network's predicted latency is the
 true LPM's, beside the perturbed one's and the error's measured size (MRE, Kendall tau).
@@ -24,6 +28,7 @@ from ladnas_tf.bad_input import BadInput
 from ladnas_tf.cost import errors, flops, latency
 from ladnas_tf.graph.setting import Setting
 from ladnas_tf.lpm.dataset import genotype_encoding
+from ladnas_tf.profiling.targets.base import numeric_format
 
 
 REFERENCE = genotypes.DARTS_V2  # the unit of both costs (and the profiler's reference network)
@@ -62,7 +67,7 @@ class Objective:
     dual ascent, the sample counter) is then one value for all replicas, written by the first."""
 
     def __init__(self, lambda_=0.0, eta=0.0, predictor=None, target_latency_ms=None, lat_samples=20,
-                 error=errors.Spec(), seed=0, eval_setting=None, worse_predictor=None):
+                 error=errors.Spec(), seed=0, eval_setting=None, worse_predictor=None, eval_target=None):
         check(lambda_, eta, predictor, target_latency_ms, lat_samples, error)
         if error.kind != 'none' and eta:
             raise ObjectiveError(f'a latency error ({error.kind}) perturbs the latency term, not the FLOPs term')
@@ -73,6 +78,7 @@ class Objective:
         # The network whose latency / MACs count: the LPM's own setting, else the paper's CIFAR network.
         self.setting = (Setting.from_key(self.lpm.metadata['setting']) if self.lpm is not None
                         else eval_setting or Setting())
+        self.eval_target = eval_target or {'target': 'cpu_tflite'}  # without an LPM: where it is timed
         self.arch_loss = architect.ArchLoss()
         self.latency = self.flops = None
         self.error = None
@@ -127,12 +133,13 @@ class Objective:
     def report(self, genotype):
         """The derived genotype's predicted latency (LPM, the cells it reads) in the evaluation network,
         the target it would be timed on (the FLOPs baseline: cpu_tflite), and the term's final state."""
-        out = {'setting': self.setting.key, 'target': 'cpu_tflite'}  # the FLOPs baseline's target
+        out = {'setting': self.setting.key, 'target': self.target_description()['target']}
         if self.latency is not None:
-            out['target'] = self.lpm.metadata['target']  # a board's LPM times on that board
+            predicted = self.predicted_ms(genotype)
             out.update({'lambda_': float(self.latency.lambda_.numpy()), 'unit_ms': self.reference_ms,
-                        'lat_alpha_ms': float(self.latency.last_ms.numpy()),
-                        'predicted_ms': self.predicted_ms(genotype)})
+                        'lat_alpha_ms': float(self.latency.last_ms.numpy()), 'predicted_ms': predicted,
+                        'predicted_vs_reference': predicted / self.reference_ms,
+                        'predicted_on': device_name(self.lpm.target_description)})
             if self.error is not None:
                 spec = self.error.spec
                 out['latency_error'] = {'kind': spec.kind, 'size': spec.size, 'lpm_dir': spec.lpm_dir,
@@ -147,5 +154,47 @@ class Objective:
         return out
 
     def target_description(self):
-        """What the derived network is timed on: the LPM's device (the FLOPs baseline: cpu_tflite)."""
-        return self.lpm.target_description if self.lpm is not None else {'target': 'cpu_tflite'}
+        """What the derived network is timed on: the LPM's device (a board's LPM times on that board;
+        without an LPM, eval_target: the CPU)."""
+        return self.lpm.target_description if self.lpm is not None else self.eval_target
+
+
+# ---- a prediction beside a measurement ----
+
+def device_name(description):
+    """'AMD EPYC [cpu_tflite, float32, 1 thread]': the machine and the way a figure was made on it, from a
+    target's description (a predictor's metadata, or Target.describe() of the measuring machine)."""
+    threads = description.get('threads')
+    how = [description.get('target') or 'unknown target', numeric_format(description)]
+    how += [f'{threads} thread{"" if threads == 1 else "s"}'] if threads else []
+    return f'{description.get("device") or "an unrecorded device"} [{", ".join(how)}]'
+
+
+def measured_report(measured, description):
+    """A network timed as a table row (profiler.measure_genotype) as the reports give it: its multiple of
+    DARTS_V2 timed alongside (the figure a loaded or faster machine does not move), the milliseconds with
+    the machine (description: Target.describe()) they were measured on."""
+    return {'measured_ms': measured['latency_ms'], 'measured_cv': measured['cv'], 'reference_ms': measured['ref_ms'],
+            'measured_vs_reference': measured['latency_ms'] / measured['ref_ms'],
+            'measured_on': device_name(description), 'params': measured['params'], 'macs': measured['macs']}
+
+
+def comparison_text(report):
+    """'predicted 0.71x DARTS_V2 on AMD EPYC [cpu_tflite, float32, 1 thread] (13.43 vs 18.92 ms there);
+    measured 0.73x DARTS_V2 on ... (5.49 vs 7.52 ms there)': a report's prediction and measurement
+    (whichever it has), each a multiple of DARTS_V2 on its own device; '' when it has neither."""
+    parts = [relative_text(what, report.get(f'{what}_ms'), report.get(reference), report.get(f'{what}_on'))
+             for what, reference in (('predicted', 'unit_ms'), ('measured', 'reference_ms'))]
+    return '; '.join(p for p in parts if p)
+
+
+def relative_text(what, ms, reference_ms, device):
+    """'measured 0.73x DARTS_V2 on <device> (5.49 vs 7.52 ms there)', or '' without the figures."""
+    if ms is None or not reference_ms:
+        return ''
+    return (f'{what} {ms / reference_ms:.2f}x DARTS_V2 on {device or "an unnamed device"} '
+            f'({_ms(ms)} vs {_ms(reference_ms)} ms there)')
+
+
+def _ms(value):
+    return f'{value:.2f}' if value >= 1 else f'{value:.3g}'  # a tiny network's file takes hundredths

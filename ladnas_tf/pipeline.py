@@ -2,11 +2,18 @@
 the derived genotype from scratch (train.py), float32 and int8 TFLite export with interpreter accuracy
 (train.export_tflite / export.py), latency of those files on the LPM's target, and one report.
 
+The pipeline follows the deployment: search.deploy_format (float32 or int8; default: the predictor's
+numeric format) picks the predictor of that format (an int8 deployment with the default predictor
+searches with the shipped int8 one; a predictor of another format is refused unless force_format), and
+the report sets the deployed file's measured latency beside the predicted one, each a multiple of
+DARTS_V2 on its own device (the predictor's; this machine), naming both.
+
     <run_dir>/pipeline.json      the configuration (a run of another one is refused without overwrite)
     <run_dir>/search/            search.search's directory (genotype.json, cells/, summary.json, ...)
     <run_dir>/train/             train.train's directory (final.keras, history.json, summary.json, ...)
     <run_dir>/export/            model_float32.tflite, model_int8.tflite (+ their export JSON), export.json
-    <run_dir>/latency.json       the files timed on the LPM's target; the LPM's prediction
+    <run_dir>/latency.json       the files timed on the LPM's target, each bracketed by DARTS_V2 in the
+                                 same network and numeric format; the LPM's prediction
     <run_dir>/report.json, report.md
 
 Each stage is skipped when its last output exists (written last, atomically) and otherwise resumed:
@@ -18,15 +25,17 @@ import json
 import os
 import time
 
-from ladnas_tf import run_dir as run_dir_lib, search as search_lib, train as train_lib
+from ladnas_tf import genotypes, objective, run_dir as run_dir_lib, search as search_lib, train as train_lib
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.lpm import registry
+from ladnas_tf.graph.setting import Setting
 from ladnas_tf.profiling.targets import registry as targets
 from ladnas_tf.profiling import profiler
+from ladnas_tf.profiling.targets.base import numeric_format, tflite_file
 from ladnas_tf.run_dir import read_json, write_json, write_text
 from ladnas_tf.settings import nested, option
 
 CONFIG_FILE = 'pipeline.json'
+LATENCY_FILE, REPORT_JSON, REPORT_MD = 'latency.json', 'report.json', 'report.md'
 STAGES = ('search', 'train', 'export', 'latency', 'report')
 
 
@@ -66,7 +75,7 @@ class PipelineConfig:
         return {**settings, 'search': self.search.to_json()}
 
 
-OUTPUTS = (CONFIG_FILE, 'search', 'train', 'export', 'latency.json', 'report.json', 'report.md')
+OUTPUTS = (CONFIG_FILE, 'search', 'train', 'export', LATENCY_FILE, REPORT_JSON, REPORT_MD)
 # Settings recorded after pipeline directories were first written -> what an older pipeline.json implies.
 ADDED = {f'search.{key}': value for key, value in search_lib.ADDED.items()}
 
@@ -74,25 +83,38 @@ ADDED = {f'search.{key}': value for key, value in search_lib.ADDED.items()}
 def prepare_run_dir(run_dir, config, overwrite=False):
     """Creates run_dir for config, or accepts one of the same config to resume; anything else is
     refused (one line, nothing touched) unless overwrite, which removes our outputs first."""
-    return run_dir_lib.prepare(run_dir, config.to_json(), CONFIG_FILE, OUTPUTS, overwrite, added=ADDED,
+    return run_dir_lib.prepare(run_dir, run_settings(config), CONFIG_FILE, OUTPUTS, overwrite, added=ADDED,
                                what='pipeline', error=PipelineError)
+
+
+def run_settings(config):
+    """What identifies a pipeline in its run directory: its settings, the search's as search.run_settings
+    records them (its predictors by directory and content)."""
+    return {**config.to_json(), 'search': search_lib.run_settings(config.search)}
+
+
+def deploy_format(config, predictor):
+    """The numeric format the user deploys: search.deploy_format, else the predictor's, else float32."""
+    if config.search.deploy_format:
+        return config.search.deploy_format
+    return numeric_format(predictor.target_description) if predictor is not None else 'float32'
 
 
 # ---- the stages ----
 
-def _latency_target(lpm_dir):
-    """(the LPM's target ready to time, or None; why not). cpu_tflite without an LPM."""
-    description = registry.target_description(lpm_dir) if lpm_dir else {'target': 'cpu_tflite'}
+def _latency_target(config, predictor):
+    """(the LPM's target ready to time, or None; why not). Without an LPM the CPU (search.eval_target)."""
+    description = predictor.target_description if predictor is not None else config.search.eval_target()
     return targets.reachable(description)
 
 
-def run_search(config, run_dir, log):
+def run_search(config, run_dir, log, predictors=None):
     directory = os.path.join(run_dir, 'search')
-    if os.path.isfile(os.path.join(directory, 'summary.json')):
+    if os.path.isfile(os.path.join(directory, search_lib.SUMMARY_FILE)):
         log('search: done before, skipped')
-        return read_json(os.path.join(directory, 'summary.json'))
+        return read_json(os.path.join(directory, search_lib.SUMMARY_FILE))
     return search_lib.search(config.search, directory, progress=False, log=log,
-                             measure_latency=config.measure_searched)
+                             measure_latency=config.measure_searched, predictors=predictors)
 
 
 def run_train(config, run_dir, genotype, log, step_callback=None):
@@ -123,14 +145,15 @@ def run_export(config, run_dir, log):
     return result
 
 
-def run_latency(config, run_dir, exported, searched, log):
-    """The exported files timed on the LPM's target as the profiler times a table row (each bracketed by
-    the float32 file, the reference here), beside the LPM's prediction for the genotype at its own setting."""
-    path = os.path.join(run_dir, 'latency.json')
+def run_latency(config, run_dir, exported, searched, log, predictor=None):
+    """The exported files timed on the LPM's target as the profiler times a table row, each bracketed by
+    DARTS_V2 in the same network and numeric format (so latency / reference_ms is the file's multiple of
+    DARTS_V2 on this machine), beside the LPM's prediction for the genotype at its own setting."""
+    path = os.path.join(run_dir, LATENCY_FILE)
     if os.path.isfile(path):
         log('latency: done before, skipped')
         return read_json(path)
-    target, why = _latency_target(config.search.lpm_dir)
+    target, why = _latency_target(config, predictor)
     result = {'searched': searched.get('latency') or {}}
     if target is not None and target.name not in targets.FILE_KINDS:
         target, why = None, f'target {target.name} does not run .tflite files'
@@ -140,13 +163,31 @@ def run_latency(config, run_dir, exported, searched, log):
     else:
         description = target.describe()
         result.update(target=target.name, threads=description.get('threads', 1), device=description['device'])
-        files = {}
-        for name, entry in exported['files'].items():
-            with open(os.path.join(run_dir, 'export', entry['file']), 'rb') as f:
-                files[name] = f.read()
-        result['files'] = profiler.time_files(target, files, runs=config.latency_runs)
+        result['files'] = {name: _time_file(target, description, os.path.join(run_dir, 'export', entry['file']),
+                                            name, config.latency_runs)
+                           for name, entry in exported['files'].items()}
     write_json(path, result)
     return result
+
+
+def _time_file(target, description, path, file_format, runs):
+    """One exported file (numeric format file_format) timed bracketed by DARTS_V2 written directly in the
+    file's network and format: the file's latency as a multiple of DARTS_V2 on this machine, named."""
+    with open(path, 'rb') as f:
+        content = f.read()
+    setting = exported_setting(path)
+    reference = tflite_file(genotypes.DARTS_V2, setting, 'writer', file_format)[0]
+    timed = profiler.time_files(target, {file_format: content}, runs=runs, reference=reference)[file_format]
+    return {**timed, 'vs_reference': timed['latency_ms'] / timed['reference_ms'], 'setting': setting.key,
+            'measured_on': objective.device_name({**description, 'numeric_format': file_format})}
+
+
+def exported_setting(path):
+    """The evaluation network of an exported .tflite file, from export's summary JSON beside it."""
+    from ladnas_tf import export
+    summary = read_json(export.summary_path(path))
+    return Setting(summary['setting'], summary['channels'], summary['cells'], summary['image_size'], 1,
+                   summary['num_classes'])
 
 
 # ---- the report ----
@@ -170,15 +211,19 @@ def _fmt(value, spec='.2f', unit=''):
     return '-' if value is None else f'{value:{spec}}{unit}'
 
 
-def report(config, run_dir, searched, trained, exported, latency, seconds):
-    """report.json (every figure, its split or source named) and report.md (cells and one table)."""
+def report(config, run_dir, searched, trained, exported, latency, seconds, deployed='float32'):
+    """report.json (every figure, its split, source or device named) and report.md (cells and one table).
+    deployed: the numeric format the user deploys, whose file's latency is set beside the prediction."""
     files = latency.get('files', {})
     rows = [{'model': 'Keras (final.keras)', 'test_top1': trained['test_top1'], 'file': None, 'file_bytes': None,
-             'latency_ms': None}]
+             'latency_ms': None, 'vs_darts_v2': None, 'measured_on': None}]
     for name, entry in exported['files'].items():
+        timed = files.get(name, {})
         rows.append({'model': f'TFLite {name}', 'test_top1': entry['test_top1'],
                      'file': os.path.join('export', entry['file']), 'file_bytes': entry['file_bytes'],
-                     'latency_ms': files.get(name, {}).get('latency_ms')})
+                     'latency_ms': timed.get('latency_ms'), 'vs_darts_v2': timed.get('vs_reference'),
+                     'reference_ms': timed.get('reference_ms'), 'setting': timed.get('setting'),
+                     'measured_on': timed.get('measured_on')})
     lat = latency.get('searched', {})
     payload = {
         'genotype': searched['genotype'], 'genotype_id': searched['genotype_id'], 'dataset': config.search.dataset,
@@ -187,9 +232,8 @@ def report(config, run_dir, searched, trained, exported, latency, seconds):
         'models': rows, 'latency_target': latency.get('target'), 'latency_threads': latency.get('threads'),
         'latency_device': latency.get('device'),
         'files_not_timed': latency.get('files_not_timed'),
-        'searched_network': {'setting': lat.get('setting'), 'predicted_ms': lat.get('predicted_ms'),
-                             'measured_ms': lat.get('measured_ms'),
-                             'measured_vs_reference': lat.get('measured_vs_reference')},
+        'searched_network': {key: lat.get(key) for key in SEARCHED_KEYS},
+        'deployed': _deployed(deployed, lat, rows),
         'search': {k: searched.get(k) for k in ('steps', 'supernet_valid_accuracy', 'seconds')},
         'train': {k: trained.get(k) for k in ('epochs', 'params', 'macs', 'image_size', 'best_epoch',
                                               'best_validation_top1', 'validation_top1', 'seconds')},
@@ -198,9 +242,47 @@ def report(config, run_dir, searched, trained, exported, latency, seconds):
                      'supernet_valid_accuracy': 'the search\'s architecture half of the training split',
                      'validation_top1': 'validation split held out of train (chooses best.keras)'},
         'seconds': seconds}
-    write_json(os.path.join(run_dir, 'report.json'), payload)
-    write_text(os.path.join(run_dir, 'report.md'), _markdown(payload))
+    write_json(os.path.join(run_dir, REPORT_JSON), payload)
+    write_text(os.path.join(run_dir, REPORT_MD), _markdown(payload))
     return payload
+
+
+# The searched genotype at the LPM's setting: predicted (on the predictor's device) and measured (here).
+SEARCHED_KEYS = ('setting', 'predicted_ms', 'unit_ms', 'predicted_vs_reference', 'predicted_on', 'measured_ms',
+                 'reference_ms', 'measured_vs_reference', 'measured_on')
+
+
+def _deployed(file_format, searched, rows):
+    """The deployed file beside the prediction: each a multiple of DARTS_V2 on its own device (the
+    predictor's at its setting; this machine's for the file's network), both devices named."""
+    row = next((r for r in rows if r['model'] == f'TFLite {file_format}'), {})
+    return {'format': file_format, 'file': row.get('file'),
+            'predicted_vs_reference': searched.get('predicted_vs_reference'),
+            'predicted_ms': searched.get('predicted_ms'), 'predicted_reference_ms': searched.get('unit_ms'),
+            'predicted_on': searched.get('predicted_on'), 'predicted_setting': searched.get('setting'),
+            'measured_vs_reference': row.get('vs_darts_v2'), 'measured_ms': row.get('latency_ms'),
+            'measured_reference_ms': row.get('reference_ms'), 'measured_on': row.get('measured_on'),
+            'measured_setting': row.get('setting')}
+
+
+def latency_lines(payload):
+    """The report's latency sentences (report.md and the tool's screen): every prediction beside its
+    measurement, each a multiple of DARTS_V2 on its own device, milliseconds only with their device."""
+    lines = []
+    s = payload['searched_network']
+    if objective.comparison_text(s):
+        lines.append(f"The genotype at the LPM's setting ({s['setting']}): {objective.comparison_text(s)}.")
+    d = payload.get('deployed') or {}
+    predicted = objective.relative_text('predicted', d.get('predicted_ms'), d.get('predicted_reference_ms'),
+                                        d.get('predicted_on'))
+    measured = objective.relative_text('measured', d.get('measured_ms'), d.get('measured_reference_ms'),
+                                       d.get('measured_on'))
+    if predicted or measured:
+        at = lambda text, setting: f'{text} at {setting}' if text else ''
+        both = '; '.join(p for p in (at(predicted, d.get('predicted_setting')),
+                                     at(measured, f"{d.get('measured_setting')} (the file)")) if p)
+        lines.append(f"Deployed as {d['format']} ({d.get('file') or 'not exported'}): {both}.")
+    return lines
 
 
 def _markdown(p):
@@ -212,17 +294,17 @@ def _markdown(p):
         elif picture:
             lines += [f'[{picture}]({picture}) (graphviz DOT; install graphviz for a PNG)', '']
         lines += ['    ' + node for node in p['cell_nodes'][name]] + ['']
-    lines += [f"Test top-1 on the test split (final epoch); latency: median of {p['latency_target']} "
-              f"interpreter runs, {p['latency_threads']} thread(s), batch 1.", '',
-              '| model | test top-1 % | file | bytes | latency ms |', '|---|---|---|---|---|']
+    machine = (f"{p['latency_device']} [{p['latency_target']}, {p['latency_threads']} thread(s)]"
+               if p['latency_device'] else None)
+    lines += ['Test top-1 on the test split (final epoch); latency: median of the interpreter runs, batch 1, '
+              + (f'on {machine}' if machine else 'not measured')
+              + ', each file bracketed by DARTS_V2 in the same network and numeric format.', '',
+              '| model | test top-1 % | file | bytes | latency x DARTS_V2 | latency ms (that machine) |',
+              '|---|---|---|---|---|---|']
     for r in p['models']:
         lines.append(f"| {r['model']} | {_fmt(r['test_top1'])} | {r['file'] or '-'} | "
-                     f"{_fmt(r['file_bytes'], ',')} | {_fmt(r['latency_ms'], '.3f')} |")
-    s = p['searched_network']
-    lines += ['', f"The genotype at the LPM's setting ({s['setting'] or '-'}): predicted {_fmt(s['predicted_ms'])} ms, "
-              f"measured {_fmt(s['measured_ms'])} ms on {p['latency_target']} "
-              f"({_fmt(s['measured_vs_reference'])}x DARTS_V2 timed alongside: the figure a loaded machine "
-              "does not move)."]
+                     f"{_fmt(r['file_bytes'], ',')} | {_fmt(r.get('vs_darts_v2'))} | {_fmt(r['latency_ms'], '.3f')} |")
+    lines += [''] + latency_lines(p)
     if p['files_not_timed']:
         lines += ['', f"Files not timed: {p['files_not_timed']} (predicted latency only)."]
     t = p['train']
@@ -235,13 +317,17 @@ def _markdown(p):
 def run(config, run_dir, overwrite=False, log=print, train_step_callback=None):
     """Runs (or resumes, or re-reports) the pipeline in run_dir; returns report.json's content."""
     config.check()
+    # Loaded once for the run; a predictor of another numeric format than the deployment is refused here,
+    # before anything is written.
+    predictors = config.search.load_predictors()
     train_lib.load_splits(config.search.dataset, config.search.data_dir, config.recipe)  # bad data: before any write
     prepare_run_dir(run_dir, config, overwrite)
     start = time.perf_counter()
-    searched = run_search(config, run_dir, log)
+    searched = run_search(config, run_dir, log, predictors)
     from ladnas_tf import search_space
     genotype = search_space.from_json(json.dumps(searched["genotype_json"]))
     trained = run_train(config, run_dir, genotype, log, train_step_callback)
     exported = run_export(config, run_dir, log)
-    latency = run_latency(config, run_dir, exported, searched, log)
-    return report(config, run_dir, searched, trained, exported, latency, round(time.perf_counter() - start, 1))
+    latency = run_latency(config, run_dir, exported, searched, log, predictors[0])
+    return report(config, run_dir, searched, trained, exported, latency, round(time.perf_counter() - start, 1),
+                  deploy_format(config, predictors[0]))

@@ -31,16 +31,32 @@ def atomic_path(path):
     """A temporary name beside `path` to write a file or a directory under, moved onto `path` when the block
     ends without error (an old directory there is replaced whole) and removed otherwise: a kill leaves the
     old content or the new one, never half of either. The name keeps the extension (Keras saves by it)."""
-    root, ext = os.path.splitext(path.rstrip(os.sep))
-    temp = f'{root}.partial{ext}'
-    _remove(temp)
+    with atomic_paths([path]) as temps:
+        yield temps[path]
+
+
+@contextlib.contextmanager
+def atomic_paths(paths):
+    """atomic_path for several outputs of one step: {path: temporary name}, every one moved into place only
+    when the block ends without error, so a failure anywhere (a refusal raised inside the block included)
+    leaves all the old files."""
+    temps = {path: _temporary_name(path) for path in paths}
+    for temp in temps.values():
+        _remove(temp)  # a killed write's leftover
     try:
-        yield temp
-        if os.path.isdir(temp) and os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(temp, path)
+        yield temps
+        for path, temp in temps.items():
+            if os.path.isdir(temp) and os.path.isdir(path):
+                shutil.rmtree(path)
+            os.replace(temp, path)
     finally:
-        _remove(temp)
+        for temp in temps.values():
+            _remove(temp)
+
+
+def _temporary_name(path):
+    root, ext = os.path.splitext(path.rstrip(os.sep))
+    return f'{root}.partial{ext}'
 
 
 def _remove(path):

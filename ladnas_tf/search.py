@@ -29,6 +29,7 @@ from ladnas_tf.graph.setting import SettingError
 from ladnas_tf.lpm import model as lpm_lib, registry
 from ladnas_tf.profiling import profiler
 from ladnas_tf.profiling.targets import registry as targets
+from ladnas_tf.profiling.targets.base import NUMERIC_FORMATS, numeric_format
 from ladnas_tf.settings import nested, option
 from ladnas_tf.visualize import alpha_image, save_cell_drawing
 
@@ -37,6 +38,9 @@ CONFIG_FILE = 'config.json'
 SUMMARY_FILE = 'summary.json'
 OUTPUTS = (CONFIG_FILE, 'checkpoints', 'tensorboard', 'genotype.json', 'cells', SUMMARY_FILE, 'flags.cfg')
 DEFAULT_LPM = 'cpu_tflite_cifar'
+# The shipped predictor of each numeric format: an int8 deployment with the default --lpm searches with its own.
+DEFAULT_LPMS = {'float32': DEFAULT_LPM, 'int8': 'cpu_tflite_int8_cifar'}
+PREDICTOR_FIELDS = ('lpm_dir', 'latency_error_lpm')
 
 
 class SearchError(BadInput):
@@ -47,8 +51,8 @@ class SearchError(BadInput):
 class SearchConfig:
     """Every setting that shapes a search's result (a resume must match all of them). The defaults are
     the quick search (the built-in digits, a tiny supernet, minutes on a CPU); the paper's settings are
-    configs/search_*.cfg. lpm_dir and latency_error_lpm take a predictor's name or directory and hold
-    the directory."""
+    configs/search_*.cfg. lpm_dir and latency_error_lpm hold a predictor's name or directory as given;
+    load_predictors() is the one way from them to the predictors (lpm.registry.load)."""
     dataset: str = option('digits', "digits (built in), cifar10, imagenet2012, or an image folder's path.")
     data_dir: str = option(None, 'tfds data_dir (or the folder of dataset=folder).')
     method: str = option('darts', 'DARTS, or PC-DARTS (partial channels + edge normalisation).', choices=METHODS)
@@ -90,16 +94,12 @@ class SearchConfig:
         'architecture-dependent error against the LPM.')
     latency_error_lpm: str = option(None, '--latency_error=predictor: the worse LPM the search reads (a '
                                      'name or a directory, as --lpm).')
-
-    def __post_init__(self):
-        for name in ('lpm_dir', 'latency_error_lpm'):  # a predictor's name stands for its directory
-            value = getattr(self, name) or None
-            if value and not registry.looks_like_path(value):
-                try:
-                    value = registry.resolve(value)
-                except registry.RegistryError as e:
-                    raise SearchError(str(e)) from None
-            object.__setattr__(self, name, value)
+    # The file the searched network ships as: its latency is what the predictor must have learnt.
+    deploy_format: str = option(None, 'The numeric format of the deployed network, float32 or int8 (default: the '
+                                "predictor's). int8 with the default --lpm searches with cpu_tflite_int8_cifar; a "
+                                'predictor of another format is refused unless --force_format.',
+                                choices=(None,) + NUMERIC_FORMATS)
+    force_format: bool = option(False, 'Search with a predictor whose numeric format is not --deploy_format.')
 
     def to_json(self):
         """The settings as a flat dict (the architect's beside the others, as config.json holds them)."""
@@ -137,25 +137,45 @@ class SearchConfig:
         if self.recompute and self.architect.order == 'second':
             raise SearchError('recompute supports the first-order search only (the unrolled step '
                               'substitutes the weights, which a recomputed pass would not see)')
+        if self.deploy_format not in (None,) + NUMERIC_FORMATS:
+            raise SearchError(f'unknown deploy_format {self.deploy_format!r} (known: {", ".join(NUMERIC_FORMATS)})')
+        for value in ((None if self.eta else self.predictor_name()), self.latency_error_lpm):
+            _check_predictor_name(value)
         try:
-            objective.check(self.lambda_, self.eta, self.lpm_dir, self.target_latency_ms, self.lat_samples,
+            objective.check(self.lambda_, self.eta, self.predictor_name(), self.target_latency_ms, self.lat_samples,
                             self.latency_error_spec())
         except objective.ObjectiveError as e:
             raise SearchError(str(e)) from None
 
+    def predictor_name(self):
+        """The predictor the latency term reads (a name or a directory), None for none: lpm_dir, except that
+        an int8 deployment with the default predictor reads the shipped int8 one."""
+        if self.lpm_dir == DEFAULT_LPM and self.deploy_format:
+            return DEFAULT_LPMS[self.deploy_format]
+        return self.lpm_dir or None
+
     def load_predictors(self):
         """(the LPM, the worse LPM that latency_error predictor reads), each None when unused: loaded
-        once per run (the worse one for the LPM's target and setting)."""
-        if not self.lpm_dir or self.eta:
+        once per run (the worse one for the LPM's target and setting). An LPM of another numeric format
+        than deploy_format is refused unless force_format."""
+        if not self.predictor_name() or self.eta:
             return None, None
         try:
-            predictor = registry.load(self.lpm_dir)
+            predictor = registry.load(self.predictor_name())
             worse = (registry.load(self.latency_error_lpm, target=predictor.metadata['target'],
                                    setting=predictor.metadata['setting'])
                      if self.latency_error == 'predictor' else None)
         except lpm_lib.LPMError as e:
-            raise SearchError(str(e)) from None
+            raise SearchError(_predictor_error_text(self.predictor_name(), e)) from None
+        self._check_format(predictor)
         return predictor, worse
+
+    def _check_format(self, predictor):
+        have = numeric_format(predictor.target_description)
+        if self.deploy_format and have != self.deploy_format and not self.force_format:
+            raise SearchError(f'{self.predictor_name()} predicts {have} latency, the deployment is '
+                              f'{self.deploy_format}: give a {self.deploy_format} predictor (--lpm) or pass '
+                              '--force_format')
 
     def objective(self, predictors=None):
         """The architecture objective these settings ask for; predictors: load_predictors()'s pair
@@ -164,14 +184,35 @@ class SearchConfig:
         try:
             return objective.Objective(self.lambda_, self.eta, predictor, self.target_latency_ms,
                                        self.lat_samples, self.latency_error_spec(), self.seed,
-                                       worse_predictor=worse)
+                                       worse_predictor=worse, eval_target=self.eval_target())
         except (objective.ObjectiveError, SettingError) as e:
             raise SearchError(str(e)) from None
+
+    def eval_target(self):
+        """Where a search without a predictor (the FLOPs baseline) times its derived network: the CPU,
+        in the deployment's numeric format."""
+        return {'target': 'cpu_tflite_int8' if self.deploy_format == 'int8' else 'cpu_tflite'}
 
     @property
     def k(self):
         return self.partial_channels if self.method == 'pcdarts' else 1
 
+
+def _check_predictor_name(value):
+    """A predictor's name must be known (one line, before anything runs); a directory is read when loaded."""
+    if value and not registry.looks_like_path(value):
+        try:
+            registry.resolve(value)
+        except registry.RegistryError as e:
+            raise SearchError(_predictor_error_text(value, e)) from None
+
+
+def _predictor_error_text(name, error):
+    """The registry's words, or for the shipped int8 predictor while it is not installed what to do instead."""
+    if name == DEFAULT_LPMS['int8'] and name not in registry.known():
+        return (f'the int8 deployment needs an int8 predictor and {name} is not installed here: give one '
+                'with --lpm (python -m tools.lpms lists them)')
+    return str(error)
 
 
 # ---- data ----
@@ -276,14 +317,19 @@ class ArchStream:
 REPORT_ONLY = ('final_eval_batches',)
 # Settings recorded after run directories were first written -> what an older config.json implies.
 ADDED = {'arch_beta_1': 0.5, 'arch_beta_2': 0.999, 'unrolled_radius': 0.01,
-         'lpm_dir_sha256': run_dir.ANY, 'latency_error_lpm_sha256': run_dir.ANY}
+         'lpm_dir_sha256': run_dir.ANY, 'latency_error_lpm_sha256': run_dir.ANY,
+         'deploy_format': None, 'force_format': False}
 
 
 def run_settings(config):
-    """What identifies a search in its run directory: the settings and the content of its LPM(s)."""
+    """What identifies a search in its run directory: the settings, its LPM(s) by directory (a name is
+    recorded as the directory it stands for, as config.json always held) and by content."""
     settings = config.to_json()
-    for key in ('lpm_dir', 'latency_error_lpm'):
-        if settings.get(key):
+    settings['lpm_dir'] = (config.lpm_dir if config.eta else config.predictor_name()) or None
+    for key in PREDICTOR_FIELDS:
+        settings[key] = settings[key] or None
+        if settings[key]:
+            settings[key] = registry.resolve(settings[key])
             settings[key + '_sha256'] = lpm_lib.content_sha256(settings[key])
     return settings
 
@@ -453,7 +499,8 @@ class Search:
 def latency_report(goal, genotype, measure=True, log=print):
     """The objective's report on the derived genotype (its predicted latency, the term's state) and,
     when `measure` and this machine can time on the predictor's device, its latency measured there as
-    the profiler times a table row (bracketed by DARTS_V2), with its params and MACs."""
+    the profiler times a table row (bracketed by DARTS_V2), with its params and MACs: each figure also as
+    a multiple of DARTS_V2 on the device it was made on, which is named (objective.comparison_text)."""
     report = goal.report(genotype)
     if not measure or not report:
         return report
@@ -463,30 +510,28 @@ def latency_report(goal, genotype, measure=True, log=print):
         return report
     log(f'timing the derived network ({goal.setting.key}) on the latency target')
     measured = profiler.measure_genotype(target, goal.setting, genotype)
-    report.update({'measured_ms': measured['latency_ms'], 'measured_cv': measured['cv'],
-                   'reference_ms': measured['ref_ms'],
-                   # load on the machine slows both alike: the ratio is the steadier figure
-                   'measured_vs_reference': measured['latency_ms'] / measured['ref_ms'],
-                   'params': measured['params'], 'macs': measured['macs']})
+    report.update(objective.measured_report(measured, target.describe()))
     return report
 
 
 def search(config, model_dir, overwrite=False, strategy=None, data=None, arch_loss=None,
            checkpoint_every=300, progress=True, flags_text=None, log=print, measure_latency=True,
-           step_callback=None):
+           step_callback=None, predictors=None):
     """Runs (or resumes, or just reports a finished) search; returns the summary dict.
 
     data: a SearchData (default: load_search_data(config)); arch_loss: an architect.ArchLoss replacing
     the settings' objective; checkpoint_every: seconds between mid-epoch checkpoints (0: only at epoch
     ends); measure_latency: time the derived network on the predictor's target for the summary, when
     this machine can reach it (latency_report);
-    step_callback(global_step), when given, runs after every step (and its checkpoint, if any).
+    step_callback(global_step), when given, runs after every step (and its checkpoint, if any);
+    predictors: config.load_predictors()'s pair, when the caller has loaded it (default: loaded here).
     Under a multi-worker strategy every worker calls this alike; only the chief writes model_dir
     (distribute.py), the others restore from it and return the same summary."""
     config.check()
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
-    predictors = config.load_predictors()  # a bad predictor fails before any write, as bad data does
+    if predictors is None:  # a bad predictor fails before any write, as bad data does
+        predictors = config.load_predictors()
     data = data if data is not None else load_search_data(config)
     existed = os.path.isdir(model_dir) and bool(os.listdir(model_dir))
     if chief:

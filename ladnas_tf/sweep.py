@@ -14,18 +14,18 @@ gathers the finished run directories into one sweep directory and writes the tab
 machine would have. A point finished anywhere is read back, never run again.
 """
 import dataclasses
-import json
 import os
 import shutil
 
 import numpy as np
 import pandas as pd
 
-from ladnas_tf import search
+from ladnas_tf import run_dir as run_dir_lib, search
 
 TABLE = 'sweep.csv'
 FIGURE = 'sweep.png'
 ERRORS_RUNS, ERRORS_TABLE, ERRORS_FIGURE = 'errors_runs.csv', 'errors.csv', 'errors.png'
+LOCAL_CPU_TARGETS = ('cpu_tflite', 'cpu_tflite_int8')  # what retime() can time on this machine
 
 
 def runs(base, lambdas=(), etas=(), latency_errors=(), error_lambdas=(), seeds=None, eta_seeds=None):
@@ -63,7 +63,11 @@ def row(name, config, summary):
             'error_kendall_tau': err.get('kendall_tau', 1.0 if 'predicted_ms' in lat else np.nan),
             'supernet_valid_accuracy': summary['supernet_valid_accuracy'],
             'supernet_valid_images': summary.get('supernet_valid_images', np.nan),
-            'predicted_ms': lat.get('predicted_ms', np.nan),
+            'predicted_ms': lat.get('predicted_ms', np.nan), 'unit_ms': lat.get('unit_ms', np.nan),
+            # each a multiple of DARTS_V2 on its own device (the predictor's; the measuring machine), both named
+            'predicted_vs_reference': lat.get('predicted_vs_reference', np.nan),
+            'measured_vs_reference': lat.get('measured_vs_reference', np.nan),
+            'predicted_on': lat.get('predicted_on'), 'measured_on': lat.get('measured_on'),
             'searched_predicted_ms': err.get('searched_predicted_ms', lat.get('predicted_ms', np.nan)),
             'measured_ms': lat.get('measured_ms', np.nan),
             'reference_ms': lat.get('reference_ms', np.nan), 'params': lat.get('params', np.nan),
@@ -71,16 +75,19 @@ def row(name, config, summary):
             'genotype': summary['genotype']}
 
 
+def devices(df):
+    """{'predicted': [...], 'measured': [...]}: the devices a sweep's predictions and measurements were made on."""
+    return {what: sorted(set(df[f'{what}_on'].dropna())) if f'{what}_on' in df else []
+            for what in ('predicted', 'measured')}
+
+
 def finished_summary(run_dir, config):
     """The summary.json of a finished search of this config in run_dir, reported as this config asks
     (its final evaluation on final_eval_batches), else None. config.json keeps the settings the search
     started with: a report-only setting changed since is judged by the summary itself."""
-    try:
-        with open(os.path.join(run_dir, search.CONFIG_FILE)) as f:
-            saved = json.load(f)
-        with open(os.path.join(run_dir, 'summary.json')) as f:
-            summary = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
+    saved = run_dir_lib.read_json_or_none(os.path.join(run_dir, search.CONFIG_FILE))
+    summary = run_dir_lib.read_json_or_none(os.path.join(run_dir, search.SUMMARY_FILE))
+    if saved is None or not isinstance(summary, dict):
         return None
     same = isinstance(saved, dict) and not search.settings_differ(saved, search.run_settings(config))
     reported_as_asked = (not config.final_eval_batches or summary.get('supernet_valid_images')
@@ -174,11 +181,8 @@ def merge(base, out_dir, sources=(), lambdas=(), etas=(), log=print, retime_roun
             missing.append(name)
             continue
         log(f'{name}: from {found[0]}')
-        temp = target + '.merging'
-        shutil.rmtree(temp, ignore_errors=True)
-        shutil.copytree(found[0], temp)
-        shutil.rmtree(target, ignore_errors=True)  # an unfinished start of the point, finished elsewhere
-        os.replace(temp, target)
+        with run_dir_lib.atomic_path(target) as temp:  # replaces an unfinished start of the point, finished elsewhere
+            shutil.copytree(found[0], temp)
     if missing and not finished_only:
         raise search.SearchError(f'sweep point(s) finished in none of {", ".join([out_dir, *sources])}: '
                                  f'{", ".join(missing)} (run them, or pass --finished_only for a partial table)')
@@ -195,17 +199,19 @@ def write_errors(df, out_dir):
     return per_run, points
 
 
-def retime(df, out_dir, rounds=3, target_name='cpu_tflite', threads=1, log=print):
+def retime(df, out_dir, rounds=3, target_name=None, threads=1, log=print):
     """Every derived network timed again in one sitting, in alternation (round r times each network
     once), so that all see the same machine: the sweep's fairest latency comparison. Adds retimed_ms
-    (median over rounds) and retimed_ref_ms (the reference's median) to the table."""
+    (median over rounds) and retimed_ref_ms (the reference's median) to the table. target_name: default
+    the searches' own CPU target (cpu_tflite, or cpu_tflite_int8 for an int8 deployment)."""
     from ladnas_tf import genotypes, search_space
     from ladnas_tf.graph.setting import Setting
     from ladnas_tf.profiling import measure
     from ladnas_tf.profiling.targets import registry as targets
-    setting = Setting.from_key(json.load(open(os.path.join(out_dir, df['run'].iloc[0],
-                                                                   'summary.json')))['latency']['setting'])
-    target = targets.make_target(target_name, threads)
+    latency = run_dir_lib.read_json(os.path.join(out_dir, df['run'].iloc[0], search.SUMMARY_FILE))['latency']
+    setting = Setting.from_key(latency['setting'])
+    local = latency.get('target') if latency.get('target') in LOCAL_CPU_TARGETS else LOCAL_CPU_TARGETS[0]
+    target = targets.make_target(target_name or local, threads)
     runners = []
     for name in df['run']:
         with open(os.path.join(out_dir, name, 'genotype.json')) as f:
@@ -224,8 +230,8 @@ def retime(df, out_dir, rounds=3, target_name='cpu_tflite', threads=1, log=print
 
 
 def _write(df, out_dir):
-    df.to_csv(os.path.join(out_dir, TABLE + '.tmp'), index=False)
-    os.replace(os.path.join(out_dir, TABLE + '.tmp'), os.path.join(out_dir, TABLE))
+    with run_dir_lib.atomic_path(os.path.join(out_dir, TABLE)) as temp:  # a kill leaves the last whole table
+        df.to_csv(temp, index=False)
 
 
 def plot(df, path):
@@ -244,6 +250,10 @@ def plot(df, path):
     if (lat['lambda_'] == 0).any():  # relative to the plain search: the LPM's machine and this one agree
         base = lat[lat['lambda_'] == 0].iloc[0]
         measured, predicted, unit = measured / base[column], predicted / base['predicted_ms'], 'x lambda_ = 0'
+    else:  # each a multiple of DARTS_V2 on its own device: milliseconds of two machines never share an axis
+        reference = lat['retimed_ref_ms'] if column == 'retimed_ms' else df['reference_ms'].median()
+        measured, unit = measured / reference, 'x DARTS_V2, each on its own device'
+        predicted = predicted / lat['unit_ms'] if 'unit_ms' in lat else predicted * np.nan
     left.plot(lat['lambda_'], measured, 'o-', color='tab:blue', label=label)
     left.plot(lat['lambda_'], predicted, 's--', color='tab:cyan', label='LPM prediction')
     left.set_xlabel('lambda_ (per DARTS_V2 latency)')

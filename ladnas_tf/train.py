@@ -296,9 +296,8 @@ def prepare_run_dir(model_dir, config, overwrite=False):
 
 
 def _save_keras(model, path):
-    temp = path[:-len('.keras')] + '.tmp.keras'
-    model.save(temp)
-    os.replace(temp, path)
+    with run_dir.atomic_path(path) as temp:  # a kill mid-save leaves the previous file
+        model.save(temp)
 
 
 # The split each figure of summary.json (and history.json) is measured on.

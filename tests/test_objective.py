@@ -122,3 +122,50 @@ def test_a_bad_error_size_is_refused_before_anything_is_written(both_lpm_dir, tm
 def test_an_error_model_without_a_latency_term_is_refused():
     with pytest.raises(objective.ObjectiveError, match='perturbs an LPM'):
         objective.check(0.0, 0.1, None, None, 20, errors.Spec('multiplicative', 0.2))
+
+
+# ---- a prediction beside a measurement: each a multiple of DARTS_V2 on its own device ----
+
+def test_the_report_sets_the_prediction_beside_darts_v2_on_the_predictors_device(predictors):
+    goal = objective.Objective(lambda_=0.1, predictor=predictors.make(cells='both', device='Board X'))
+    report = goal.report(genotypes.PDARTS)
+    assert report['predicted_vs_reference'] == pytest.approx(
+        goal.predicted_ms(genotypes.PDARTS) / goal.predicted_ms(genotypes.DARTS_V2))
+    assert report['predicted_on'] == 'Board X [cpu_tflite, float32, 1 thread]'
+
+
+def test_comparison_text_gives_milliseconds_only_with_their_device():
+    # The case: a machine 2.4x faster than the predictor's; relative to DARTS_V2 the two agree.
+    report = {'predicted_ms': 13.43, 'unit_ms': 18.92, 'predicted_on': 'Predictor CPU [cpu_tflite, float32, 1 thread]',
+              'measured_ms': 5.49, 'reference_ms': 7.52, 'measured_on': 'This CPU [cpu_tflite, float32, 1 thread]'}
+    text = objective.comparison_text(report)
+    assert text == ('predicted 0.71x DARTS_V2 on Predictor CPU [cpu_tflite, float32, 1 thread] (13.43 vs 18.92 ms '
+                    'there); measured 0.73x DARTS_V2 on This CPU [cpu_tflite, float32, 1 thread] (5.49 vs 7.52 ms '
+                    'there)')
+    only_predicted = {k: v for k, v in report.items() if not k.startswith(('measured', 'reference'))}
+    assert objective.comparison_text(only_predicted).startswith('predicted 0.71x') and 'measured' not in \
+        objective.comparison_text(only_predicted)
+    assert objective.comparison_text({}) == '' and objective.comparison_text({'eta': 0.1}) == ''
+
+
+def test_a_device_is_named_with_its_numeric_format():
+    assert objective.device_name({'target': 'cpu_tflite_int8', 'threads': 2}) == \
+        'an unrecorded device [cpu_tflite_int8, int8, 2 threads]'
+    assert objective.device_name({'target': 'ssh', 'device': 'Cortex-A72, 4 cores, aarch64', 'threads': 1,
+                                  'numeric_format': 'int8'}) == 'Cortex-A72, 4 cores, aarch64 [ssh, int8, 1 thread]'
+
+
+def test_measured_report_is_the_ratio_to_darts_v2_timed_alongside():
+    measured = {'latency_ms': 6.0, 'cv': 0.01, 'ref_ms': 8.0, 'attempts': 1, 'params': 10, 'macs': 20}
+    out = objective.measured_report(measured, {'target': 'cpu_tflite', 'device': 'Here', 'threads': 1})
+    assert out['measured_vs_reference'] == 0.75 and out['reference_ms'] == 8.0 and out['measured_ms'] == 6.0
+    assert out['measured_on'] == 'Here [cpu_tflite, float32, 1 thread]'
+    assert (out['params'], out['macs'], out['measured_cv']) == (10, 20, 0.01)
+
+
+def test_without_a_predictor_the_network_is_timed_on_the_evaluation_target():
+    goal = objective.Objective(eta=1e-3, eval_setting=Setting('cifar', 4, 3, 8, 1, 10),
+                               eval_target={'target': 'cpu_tflite_int8'})
+    assert goal.target_description() == {'target': 'cpu_tflite_int8'}
+    assert goal.report(genotypes.DARTS_V2)['target'] == 'cpu_tflite_int8'
+    assert objective.Objective().target_description() == {'target': 'cpu_tflite'}

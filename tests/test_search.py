@@ -2,6 +2,7 @@
 SIGKILL, and 2 replicas against 1 on the same global batch."""
 import json
 import os
+import re
 import shutil
 import textwrap
 
@@ -151,8 +152,10 @@ def test_bad_settings_are_one_line_errors():
             _config(**bad).check()
     with pytest.raises(architect.SearchConfigError, match='unknown order'):
         _config(order='third')
+    unknown = _config(lpm_dir='no_such_predictor')  # a config holds the name as given, reading nothing
+    assert unknown.lpm_dir == 'no_such_predictor'
     with pytest.raises(search.SearchError, match='unknown predictor'):
-        _config(lpm_dir='no_such_predictor')
+        unknown.check()
     with pytest.raises(search.SearchError, match='larger than'):
         tiny_data(batch_size=64)
 
@@ -326,6 +329,12 @@ def test_report_times_the_derived_network_on_the_target():
     assert report['measured_ms'] > 0 and report['reference_ms'] > 0 and report['params'] > 0
     assert report['measured_vs_reference'] == pytest.approx(report['measured_ms'] / report['reference_ms'])
     assert report['macs'] > 0 and report['lambda_'] == pytest.approx(0.1)
+    from ladnas_tf.profiling import agent
+    assert report['measured_on'] == f'{agent.cpu_model()} [cpu_tflite, float32, 1 thread]'  # this machine
+    assert report['predicted_on'] == 'AMD EPYC [cpu_tflite, float32, 1 thread]'  # the predictor's, from its metadata
+    text = objective.comparison_text(report)
+    assert f"measured {report['measured_vs_reference']:.2f}x DARTS_V2 on {report['measured_on']}" in text
+    assert f"predicted {report['predicted_vs_reference']:.2f}x DARTS_V2 on {report['predicted_on']}" in text
 
 
 def test_flops_baseline_is_one_more_term_of_the_same_loss(searcher_model):
@@ -384,3 +393,88 @@ def test_cli_bad_input_is_one_line_and_keeps_what_exists(run_tool, tmp_path):
     assert os.listdir(mine) == ['notes.txt']
     out = _cli(run_tool, '--eta=0.001', f'--model_dir={tmp_path / "both"}')  # --lambda_ defaults to 0.1
     assert out.returncode == 1 and 'cannot be active together' in out.stderr
+
+
+# ---- the deployment's numeric format: the predictor must have learnt the deployed file's latency ----
+
+@pytest.fixture(scope='module')
+def int8_lpm(predictors, tmp_path_factory):
+    """A tiny predictor of int8 latency (untrained; an int8 target description)."""
+    return predictors.save(tmp_path_factory.mktemp('int8') / 'int8_lpm', cells='both', target='cpu_tflite_int8',
+                           device='Int8 CPU')
+
+
+@pytest.fixture(scope='module')
+def float32_lpm(predictors, tmp_path_factory):
+    return predictors.save(tmp_path_factory.mktemp('float32') / 'float32_lpm', cells='both')
+
+
+def test_an_int8_deployment_with_the_default_predictor_reads_the_int8_one(monkeypatch):
+    config = _config(lambda_=0.1, lpm_dir=search.DEFAULT_LPM, deploy_format='int8')
+    assert config.predictor_name() == 'cpu_tflite_int8_cifar' and config.lpm_dir == search.DEFAULT_LPM
+    assert _config(lambda_=0.1, lpm_dir=search.DEFAULT_LPM, deploy_format='float32').predictor_name() == \
+        search.DEFAULT_LPM
+    monkeypatch.setitem(search.DEFAULT_LPMS, 'int8', 'int8_not_installed')  # until the int8 one ships
+    with pytest.raises(search.SearchError, match='int8_not_installed is not installed here') as error:
+        config.check()
+    assert '\n' not in str(error.value) and '--lpm' in str(error.value)
+
+
+def test_a_predictor_of_another_numeric_format_is_refused_unless_forced(float32_lpm, int8_lpm, tmp_path):
+    config = _config(lambda_=0.1, lpm_dir=float32_lpm, deploy_format='int8')
+    with pytest.raises(search.SearchError, match='predicts float32 latency, the deployment is int8') as error:
+        search.search(config, str(tmp_path / 'run'), data=tiny_data(), progress=False)
+    assert '\n' not in str(error.value) and '--force_format' in str(error.value)
+    assert not (tmp_path / 'run').exists()  # nothing written
+    predictor, _ = _config(lambda_=0.1, lpm_dir=float32_lpm, deploy_format='int8', force_format=True).load_predictors()
+    assert predictor.metadata['target'] == 'cpu_tflite'
+    with pytest.raises(search.SearchError, match='predicts int8 latency, the deployment is float32'):
+        _config(lambda_=0.1, lpm_dir=int8_lpm, deploy_format='float32').load_predictors()
+
+
+def test_an_int8_predictor_times_the_derived_network_as_int8(int8_lpm):
+    from ladnas_tf import genotypes, objective
+    from ladnas_tf.graph.setting import Setting
+    config = _config(lambda_=0.1, lpm_dir=int8_lpm)  # the deployment follows the predictor
+    goal = config.objective()
+    assert goal.target_description()['target'] == 'cpu_tflite_int8'
+    goal.setting = Setting('cifar', 4, 3, 8, 1, 10)  # a tiny evaluation network: quick to write and time
+    report = search.latency_report(goal, genotypes.PDARTS, log=lambda line: None)
+    assert report['target'] == 'cpu_tflite_int8'
+    assert report['predicted_on'] == 'Int8 CPU [cpu_tflite_int8, int8, 1 thread]'
+    assert report['measured_on'].endswith('[cpu_tflite_int8, int8, 1 thread]') and report['measured_ms'] > 0
+    assert 'predicted' in objective.comparison_text(report) and 'measured' in objective.comparison_text(report)
+
+
+def test_the_flops_baseline_of_an_int8_deployment_is_timed_as_int8():
+    assert _config(eta=1e-3, deploy_format='int8').objective().target_description() == {'target': 'cpu_tflite_int8'}
+
+
+def test_the_run_directory_records_the_predictors_directory_and_content(int8_lpm):
+    settings = search.run_settings(_config(lambda_=0.1, lpm_dir=SHIPPED_LPM))
+    assert settings['lpm_dir'] == registry.resolve(SHIPPED_LPM) and len(settings['lpm_dir_sha256']) == 64
+    assert search.run_settings(_config(lpm_dir=''))['lpm_dir'] is None
+    assert search.run_settings(_config(lpm_dir=int8_lpm, deploy_format='int8'))['deploy_format'] == 'int8'
+
+
+SEARCH_CLI = ['--epochs=1', '--max_steps_per_epoch=2', '--final_eval_batches=1', '--channels=4', '--layers=2',
+              '--image_size=8', '--batch_size=16', '--nomeasure_latency', '--noprogress', '--seed=3']
+
+
+def _without_durations(summary):
+    return {k: v for k, v in summary.items() if k != 'seconds'}
+
+
+@pytest.mark.slow
+def test_the_cli_output_is_the_same_on_a_fixed_seed(run_tool, tmp_path):
+    """Twice the same command (other directories): the same screen, summary and files, durations aside."""
+    outs = [_cli(run_tool, *SEARCH_CLI, f'--model_dir={tmp_path / name}') for name in ('a', 'b')]
+    for out in outs:
+        assert out.returncode == 0, out.stderr[-3000:]
+    screens = [re.sub(r'\d+ s$', 'N s', out.stdout.replace(str(tmp_path / name), 'DIR'), flags=re.M)
+               for out, name in zip(outs, ('a', 'b'))]
+    assert screens[0] == screens[1] and 'x DARTS_V2 on' in screens[0]
+    a, b = (json.loads((tmp_path / name / 'summary.json').read_text()) for name in ('a', 'b'))
+    assert _without_durations(a) == _without_durations(b)
+    for name in ('genotype.json', search.CONFIG_FILE, 'cells/normal.dot'):
+        assert (tmp_path / 'a' / name).read_bytes() == (tmp_path / 'b' / name).read_bytes(), name

@@ -199,3 +199,26 @@ def test_a_sweep_split_over_two_processes_merges_to_the_one_process_table(tmp_pa
     before = summary.stat().st_mtime_ns
     _, err = _finished(_sweep(f'--out_dir={tmp_path / "part0"}', '--num_workers=2', '--worker_index=0'))
     assert 'lambda_0-seed0: finished, read back' in err and summary.stat().st_mtime_ns == before
+
+
+def test_a_row_gives_prediction_and_measurement_as_multiples_of_darts_v2_with_their_devices():
+    summary = {'supernet_valid_accuracy': 40.0, 'steps': 2, 'seconds': 1.0, 'genotype': 'g',
+               'latency': {'predicted_ms': 13.43, 'unit_ms': 18.92, 'predicted_vs_reference': 13.43 / 18.92,
+                           'predicted_on': 'P [cpu_tflite, float32, 1 thread]', 'measured_ms': 5.49,
+                           'reference_ms': 7.52, 'measured_vs_reference': 5.49 / 7.52,
+                           'measured_on': 'M [cpu_tflite, float32, 1 thread]'}}
+    df = pd.DataFrame([sweep.row('lambda_0.1', search.SearchConfig(lpm_dir=LPM), summary)])
+    assert df['predicted_vs_reference'][0] == pytest.approx(0.7098, abs=1e-4)
+    assert df['measured_vs_reference'][0] == pytest.approx(0.7301, abs=1e-4)
+    assert sweep.devices(df) == {'predicted': ['P [cpu_tflite, float32, 1 thread]'],
+                                 'measured': ['M [cpu_tflite, float32, 1 thread]']}
+    assert sweep.devices(pd.DataFrame({'run': ['old']})) == {'predicted': [], 'measured': []}
+
+
+def test_without_a_plain_run_the_figure_plots_multiples_of_darts_v2(tmp_path):
+    df = sweep.normalise(pd.DataFrame({
+        'run': ['lambda_0.1', 'lambda_0.2'], 'lambda_': [0.1, 0.2], 'eta': [0, 0], 'supernet_valid_accuracy': [40, 39],
+        'predicted_ms': [16.0, 12.0], 'unit_ms': [20.0, 20.0], 'measured_ms': [8.0, 6.0], 'reference_ms': [10.0, 10.0],
+        'macs': [4e8, 3e8]}))
+    sweep.plot(df, str(tmp_path / 'sweep.png'))
+    assert (tmp_path / 'sweep.png').stat().st_size > 10_000

@@ -7,14 +7,15 @@ network, float32 and int8 TFLite export, their interpreter accuracy and latency,
 Writes to --model_dir (default runs/pipeline): pipeline.json, search/, train/, export/ (the .tflite
 files), latency.json, report.json and report.md. Killed in any stage, the same command resumes it and
 skips the stages already complete; a directory of another configuration is refused without --overwrite.
-Without flags it runs the quick default of configs/pipeline_quick.cfg.
+Without flags it runs the quick default of configs/pipeline_quick.cfg. --deploy_format=int8 searches
+with the int8 predictor and sets the int8 file's latency beside its prediction.
 """
 import dataclasses
 import os
 
 from absl import flags, logging
 
-from ladnas_tf import pipeline, run_dir
+from ladnas_tf import objective, pipeline, run_dir
 from ladnas_tf.bad_input import BadInput
 from . import cli
 
@@ -24,7 +25,7 @@ cli.define_flags(pipeline.PipelineConfig, skip=('search_seed',))
 # The search settings the pipeline always took without the prefix.
 ALIASES = {'dataset': 'search_dataset', 'data_dir': 'search_data_dir', 'method': 'search_method',
            'order': 'search_order', 'lambda_': 'search_lambda_', 'target_latency_ms': 'search_target_latency_ms',
-           'lpm': 'search_lpm'}
+           'lpm': 'search_lpm', 'deploy_format': 'search_deploy_format', 'force_format': 'search_force_format'}
 for alias, name in ALIASES.items():
     flags.DEFINE_alias(alias, name)
 flags.DEFINE_string('model_dir', os.path.join('runs', 'pipeline'), 'Run directory.')
@@ -47,19 +48,16 @@ def main(argv):
                           train_step_callback=run_dir.step_callback_from_env())
     print(f"genotype: {result['genotype']}")
     for row in result['models']:
-        latency = '' if row['latency_ms'] is None else f", {row['latency_ms']:.3f} ms on {result['latency_target']}"
+        timed = objective.relative_text('latency', row['latency_ms'], row.get('reference_ms'), row['measured_on'])
+        latency = f', {timed}' if timed else ''
         where = ('' if row['file'] is None
                  else f" {os.path.join(FLAGS.model_dir, row['file'])} ({row['file_bytes']:,} bytes)")
         print(f"{row['model']}: test top-1 {row['test_top1']:.2f}%{latency}{where}")
-    searched = result['searched_network']
-    if searched['predicted_ms'] is not None:
-        measured = ('' if searched['measured_ms'] is None else f", measured {searched['measured_ms']:.2f} ms "
-                    f"({searched['measured_vs_reference']:.2f}x DARTS_V2 timed alongside)")
-        print(f"at the LPM's setting ({searched['setting']}): predicted {searched['predicted_ms']:.2f} ms{measured}")
+    for line in pipeline.latency_lines(result):
+        print(line)
     if result['files_not_timed']:
         print(f"files not timed: {result['files_not_timed']}")
-    print(f"report: {os.path.join(FLAGS.model_dir, 'report.md')} ({result['seconds']:.0f} s this run)")
-
+    print(f"report: {os.path.join(FLAGS.model_dir, pipeline.REPORT_MD)} ({result['seconds']:.0f} s this run)")
 
 if __name__ == '__main__':
     cli.run(main)

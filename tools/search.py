@@ -16,7 +16,7 @@ import time
 
 from absl import flags, logging
 
-from ladnas_tf import distribute, run_dir, search
+from ladnas_tf import distribute, objective, run_dir, search
 from ladnas_tf.bad_input import BadInput
 from . import cli
 
@@ -84,15 +84,11 @@ def main(argv):
           f"{'n/a' if train_acc is None else f'{train_acc:.2f}%'} valid {summary['supernet_valid_accuracy']:.2f}%, "
           f"{summary['seconds']:.0f} s")
     lat = summary.get('latency') or {}
-    if 'predicted_ms' in lat:
-        print(f"latency on {lat['target']} ({lat['setting']}): predicted {lat['predicted_ms']:.2f} ms"
-              + (f", measured {lat['measured_ms']:.2f} ms ({lat['measured_vs_reference']:.2f}x DARTS_V2 timed "
-                 f"alongside)" if 'measured_ms' in lat else '')
-              + f", lambda_ {lat['lambda_']:.4g} per {lat['unit_ms']:.2f} ms (DARTS_V2)")
-    elif 'measured_ms' in lat:
-        print(f"latency on {lat['target']} ({lat['setting']}): measured {lat['measured_ms']:.2f} ms "
-              f"({lat['measured_vs_reference']:.2f}x DARTS_V2 timed alongside)")
-    print(f'outputs in {model_dir}: genotype.json, summary.json, cells/, tensorboard/, checkpoints/')
+    if objective.comparison_text(lat):  # each figure beside DARTS_V2 on its own device
+        print(f"latency at {lat['setting']}: {objective.comparison_text(lat)}")
+    if 'lambda_' in lat:
+        print(f"lambda_ {lat['lambda_']:.4g} per DARTS_V2's predicted latency")
+    print(f"outputs in {model_dir}: {', '.join(search.OUTPUTS)}")
 
 
 if __name__ == '__main__':

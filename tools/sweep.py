@@ -13,7 +13,6 @@ directory at hand, the same command with --merge_from=DIR,... (the others' direc
 wrote to one shared --out_dir) writes the table and figure of the whole sweep. No finished point runs twice.
 """
 
-import dataclasses
 import math
 import os
 
@@ -68,10 +67,7 @@ def main(argv):
     import tensorflow as tf
     from ladnas_tf import sweep
     from ladnas_tf.cost import errors
-    from ladnas_tf.lpm import registry
-    latency_errors = [errors.parse(text) for text in FLAGS.latency_errors]
-    latency_errors = [dataclasses.replace(e, lpm_dir=registry.resolve(e.lpm_dir)) if e.lpm_dir else e
-                      for e in latency_errors]  # predictor:NAME as --lpm takes it
+    latency_errors = [errors.parse(text) for text in FLAGS.latency_errors]  # predictor:NAME as --lpm takes it
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     plan = dict(lambdas=lambdas, etas=etas, latency_errors=latency_errors,
@@ -89,9 +85,11 @@ def main(argv):
         print(f'this share of the sweep is done: {", ".join(df["run"]) if not df.empty else "no point"}; the '
               'table and figure of the whole sweep: the same command with --merge_from')
         return
-    columns = ['run', 'supernet_valid_accuracy', 'predicted_ms', 'measured_ms', 'measured_norm_ms', 'macs']
-    columns += ['retimed_ms'] if 'retimed_ms' in df else []
+    columns = ['run', 'supernet_valid_accuracy', 'predicted_vs_reference', 'measured_vs_reference', 'macs']
+    columns = [c for c in columns if c in df]  # a sweep finished before the ratios were recorded lacks them
     print(df[columns].to_string(index=False, float_format=lambda v: f'{v:.2f}'))
+    for what, devices in sweep.devices(df).items():  # the ratios' devices; their milliseconds are in the table
+        print(f"{what} (x DARTS_V2) on: {'; '.join(devices) or '-'}")
     print(f'table {os.path.join(FLAGS.out_dir, sweep.TABLE)}, figure {os.path.join(FLAGS.out_dir, sweep.FIGURE)}')
 
 
