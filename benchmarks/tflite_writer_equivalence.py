@@ -27,7 +27,7 @@ import numpy as np
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.graph.setting import Setting
 from ladnas_tf.profiling.targets import local
-from benchmarks import provenance
+from benchmarks import provenance, write_json
 
 
 def parse(argv):
@@ -60,6 +60,7 @@ FORMATS = ('float32', 'int8')
 SETTINGS = (Setting('cifar', 36, 20, 32, 1, 10), Setting('imagenet', 48, 14, 224, 1, 1000))
 PROTOCOL = dict(warmup=5, runs=20, max_cv=0.05, max_attempts=3)  # the latency table's
 IGNORED_METADATA = (b'CONVERSION_METADATA',)  # the converter's run (TF version, options, hash); nothing reads it
+STALE_AT_TOP = ('command', 'commit', 'date', 'machine', 'provenance_note')  # replaced by each run that writes
 
 
 INT8_STRUCTURE = (
@@ -290,8 +291,9 @@ def main(argv=None):
     args = parse(argv)
 
     def save(results):
-        with open(args.output + '.json', 'w', encoding='utf-8') as f:
-            json.dump(results, f, indent=1)
+        """With this run's command, commit, date and machine at the top (tests/test_provenance.py); an
+        earlier run's, read back with --nocompare, stay only where it nested them."""
+        write_json(args.output + '.json', {k: v for k, v in results.items() if k not in STALE_AT_TOP}, indent=1)
     if args.merge:
         reports = []
         for path in args.merge.split(','):

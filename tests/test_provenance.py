@@ -56,6 +56,19 @@ def _report(seed, identical_named=4, differing=()):
             'settings': {'cifar': {**run, 'runs': {f'seed{seed}': run}}}}
 
 
+def test_the_writer_equivalence_writes_command_commit_date_and_machine_itself(tmp_path):
+    parts = []
+    for seed in (0, 1):
+        parts.append(tmp_path / f'seed{seed}.json')
+        parts[-1].write_text(json.dumps({**_report(seed), 'command': 'an earlier run', 'provenance_note': 'old'}))
+    equivalence.main([f'--merge={parts[0]},{parts[1]}', f'--output={tmp_path / "merged"}'])
+    record = json.loads((tmp_path / 'merged.json').read_text())
+    assert 'python' in record['command'] and record['command'] != 'an earlier run'
+    assert 'provenance_note' not in record
+    assert re.fullmatch(r'[0-9a-f]{40}(\+dirty)?|unknown', record['commit'])
+    assert re.match(r'20\d\d-\d\d-\d\d', record['date']) and record['machine']['cores'] == os.cpu_count()
+
+
 def test_the_writer_equivalence_merges_runs_of_two_seeds_itself():
     merged = equivalence.merge([_report(0), _report(1)])
     cifar = merged['settings']['cifar']
