@@ -172,8 +172,9 @@ TINY = ['--setting=cifar', '--channels=4', '--cells=2', '--image_size=8', '--war
 
 def _servers(tmp_path):
     """Two servers that take the same client key (the tool has one --ssh_key)."""
+    for name in ('sshd_a', 'sshd_b'):
+        os.makedirs(tmp_path / name)
     first = sshd.Server(tmp_path / 'sshd_a')
-    os.makedirs(tmp_path / 'sshd_b')
     for name in ('client_key', 'client_key.pub'):
         shutil.copy(os.path.join(first.folder, name), tmp_path / 'sshd_b' / name)
     return first.start(), sshd.Server(tmp_path / 'sshd_b').start()
