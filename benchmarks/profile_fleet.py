@@ -108,6 +108,9 @@ def main(argv):
     result['rows_per_device_of_two'] = [int((rows['two']['device'] == s.device).sum()) for s in servers]
     result['same_architectures'] = len(set(rows['one']['arch_id']) & set(rows['two']['arch_id']))
     result['median_latency_ms'] = {k: float(df['latency_ms'].median()) for k, df in rows.items()}
+    # Two devices on one machine slow each other down; the reference bracket should cancel most of it.
+    result['median_latency_over_ref'] = {k: round(float((df['latency_ms'] / df['ref_ms']).median()), 4)
+                                         for k, df in rows.items()}
     result['devices_note'] = NOTE
     result['machine'] = {'load_1min_during': [round(x, 2) for x in load],
                          'ssh_devices': '2 x 127.0.0.1 (this machine)'}
