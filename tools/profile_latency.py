@@ -4,11 +4,14 @@
   python -m tools.profile_latency --target=ssh --device=pi@board --table=data/pi.csv --calibration=20
   python -m tools.profile_latency --target=adb --adb_serial=R58M --table=data/phone.csv --calibration=20
   python -m tools.profile_latency --target=ssh --device=pi@board --numeric_format=int8 --table=data/pi_int8.csv
+  python -m tools.profile_latency --target=ssh --device=pi@board1,pi@board2 --table=data/pi.csv --count=3000
 
 ssh: the device needs Python 3 with numpy and ai-edge-litert (`pip install ai-edge-litert`); adb: TFLite's
 benchmark_model pushed once (`adb push benchmark_model /data/local/tmp/`). --calibration=N times N
 architectures spread over the base predictor's (--lpm) latency range, DARTS_V2 included, for
-`tools.adapt_lpm`.
+`tools.adapt_lpm`. Several devices of one model (`--device=a,b`, `--adb_serial=s1,s2`) are a fleet: they
+share the stream and the table, each row naming its device, and one that drops out leaves its share to
+the others (profiling/fleet.py).
 """
 import os
 
@@ -16,7 +19,7 @@ from absl import flags, logging
 
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.graph.setting import Setting
-from ladnas_tf.profiling import profiler, report, table
+from ladnas_tf.profiling import fleet, profiler, report, table
 from ladnas_tf.profiling.targets import registry as targets
 from . import cli
 
@@ -65,9 +68,10 @@ def main(argv):
     setting = Setting(FLAGS.setting, FLAGS.channels, FLAGS.cells, FLAGS.image_size, FLAGS.batch_size,
                       FLAGS.num_classes)
     chosen = calibration_set(setting) if FLAGS.calibration else None
-    target = targets.make_target(FLAGS.target, FLAGS.threads,
+    devices = fleet.make_targets(FLAGS.target, FLAGS.threads,
                                  **cli.option_values(targets.target_class(FLAGS.target).OPTIONS))
-    own = getattr(target, 'numeric_format', 'float32')
+    target = devices[0] if len(devices) == 1 else fleet.Fleet(devices)
+    own = getattr(devices[0], 'numeric_format', 'float32')
     if FLAGS['numeric_format'].present and FLAGS.numeric_format != own:  # the cpu kinds have their own
         raise BadInput(f'--numeric_format={FLAGS.numeric_format} does not apply to --target={FLAGS.target} '
                        f'(it times {own} files; int8 here: --target=cpu_tflite_int8)')

@@ -6,6 +6,7 @@ overlap: a batch of architectures is prepared by worker processes, then timed se
 sit idle; a device reached over ssh or adb times one batch while the host prepares the next. Every
 measurement is bracketed by timings of a fixed reference network (DARTS_V2), recorded in the row
 (`ref_ms`), so drift and interference show in the table and `latency_ms / ref_ms` cancels most of them.
+A fleet (fleet.py: several devices of one model) times each batch on all its devices at once.
 """
 import datetime
 import json
@@ -17,6 +18,7 @@ import numpy as np
 
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.bad_input import BadInput
+from ladnas_tf.profiling.fleet import Dispatch, Fleet
 from ladnas_tf.profiling.table import LatencyTable, append_row, read
 
 
@@ -41,7 +43,8 @@ def _bits(cell):
     return ''.join(str(int(b)) for b in search_space.encode_cell(cell))
 
 
-def make_row(index, genotype, params, macs, stats, attempts, description, reference):
+def make_row(index, genotype, params, macs, stats, attempts, description, reference, device=''):
+    """A table row; `device`: the host or serial that timed it (a fleet's rows name their device)."""
     return {'arch_id': search_space.genotype_id(genotype), 'index': index,
             'normal': json.dumps(genotype.normal), 'reduce': json.dumps(genotype.reduce),
             'normal_encoding': _bits(genotype.normal), 'reduce_encoding': _bits(genotype.reduce),
@@ -50,7 +53,7 @@ def make_row(index, genotype, params, macs, stats, attempts, description, refere
             'iqr_ms': round(stats.iqr_ms, 5), 'cv': round(stats.cv, 5), 'runs': stats.runs,
             'attempts': attempts, 'ref_ms': round(reference.latency_ms, 5), 'ref_cv': round(reference.cv, 5),
             'target': description['target'],
-            'setting': description['setting'], 'measured_at': _now()}
+            'setting': description['setting'], 'measured_at': _now(), 'device': device}
 
 
 def _prepare(job):
@@ -67,13 +70,15 @@ def _worker_init(cpus):
 
 
 class Profiler:
-    """Times architectures of one target and setting into one table."""
+    """Times architectures of one target (or a fleet.Fleet of several of one model) and setting into one
+    table."""
 
     def __init__(self, target, setting, table_path, warmup=5, runs=20, max_cv=0.05, max_attempts=3,
                  reference_runs=5, workers=2, batch=8, worker_cpus=None):
-        target.check_available()
-        self.target, self.setting = target, setting
-        self.description = {**target.describe(), 'setting': setting.key, 'network': setting.network_kwargs(),
+        self.fleet = target if isinstance(target, Fleet) else Fleet([target])
+        self.fleet.check_available()
+        self.target, self.setting = self.fleet.targets[0], setting  # the first device prepares the files
+        self.description = {**self.fleet.describe(), 'setting': setting.key, 'network': setting.network_kwargs(),
                             'reference': 'DARTS_V2',
                             'protocol': {'warmup': warmup, 'runs': runs, 'max_cv': max_cv,
                                          'max_attempts': max_attempts, 'reference_runs': reference_runs}}
@@ -84,11 +89,20 @@ class Profiler:
         self.worker_cpus = set(worker_cpus or os.sched_getaffinity(0))
         self._reference = None
 
-    def time(self, artifact):
-        """(Stats, reference Stats, attempts) of one prepared architecture, on the target's device."""
+    def reference(self):
+        """The reference network's file (DARTS_V2), made once."""
         if self._reference is None:
             self._reference = self.target.prepare(genotypes.DARTS_V2, self.setting)[0]
-        return self.target.measure(artifact, self._reference, **self.protocol)
+        return self._reference
+
+    def time(self, artifact):
+        """(Stats, reference Stats, attempts) of one prepared architecture, on the (first) device."""
+        return self.target.measure(artifact, self.reference(), **self.protocol)
+
+    def _time_on(self, target, artifact):
+        if target is self.target:
+            return self.time(artifact)
+        return target.measure(artifact, self.reference(), **self.protocol)
 
     def _pending(self, count, stream):
         """The next `count` architectures of the stream that the table does not hold yet."""
@@ -116,29 +130,35 @@ class Profiler:
         return self._measure(self._pending(todo, enumerate(chosen)), todo, progress)
 
     def _measure(self, pending, todo, progress):
-        """Converts batches in the workers and times them here. A target timed on another machine
-        (`overlaps_conversion`) has the next batch converted while it times this one."""
-        overlap = getattr(self.target, 'overlaps_conversion', False)
+        """Converts batches in the workers and times them on the devices (one thread each, in order with
+        one device), this thread writing the rows. Devices on other machines (`overlaps_conversion`)
+        have the next batch converted while they time this one."""
+        overlap = self.fleet.overlaps_conversion
+        self.reference()  # made once, before the devices share it
         added = 0
         ctx = multiprocessing.get_context('spawn')
+        dispatch = Dispatch(self.fleet.targets, self._time_on)
         with ctx.Pool(self.workers, initializer=_worker_init, initargs=(self.worker_cpus,),
                       maxtasksperchild=100) as pool:
             def convert():
                 jobs = [job for _, job in zip(range(self.batch), pending)]
                 return jobs, pool.map_async(_prepare, [(self.target, self.setting, g) for _, g in jobs])
-            jobs, converting = convert()
-            while jobs:
-                prepared = converting.get()
-                if overlap:
-                    next_jobs, converting = convert()
-                for (index, genotype), (artifact, params, macs) in zip(jobs, prepared):
-                    stats, reference, attempts = self.time(artifact)
-                    self.table.append(make_row(index, genotype, params, macs, stats, attempts,
-                                               self.description, reference))
-                    added += 1
-                    if progress:
-                        progress(added, todo, stats)
-                jobs, converting = (next_jobs, converting) if overlap else convert()
+            try:
+                jobs, converting = convert()
+                while jobs or dispatch.in_flight:
+                    for (index, genotype), (artifact, params, macs) in zip(jobs, converting.get() if jobs else ()):
+                        dispatch.submit(artifact, (index, genotype, params, macs))
+                    if overlap:  # convert the next batch while the devices time this one
+                        jobs, converting = convert()
+                    for job, device, stats, reference, attempts in dispatch.finished(keep_busy=overlap and bool(jobs)):
+                        self.table.append(make_row(*job, stats, attempts, self.description, reference, device))
+                        added += 1
+                        if progress:
+                            progress(added, todo, stats)
+                    if not overlap:
+                        jobs, converting = convert()
+            finally:
+                dispatch.close()
         return added
 
 

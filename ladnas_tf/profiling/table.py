@@ -20,6 +20,9 @@ from ladnas_tf.bad_input import BadInput
 COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_encoding', 'params',
            'macs', 'latency_ms', 'mean_ms', 'std_ms', 'iqr_ms', 'cv', 'runs', 'attempts', 'ref_ms',
            'ref_cv', 'target', 'setting', 'measured_at')
+# The host or serial that timed a row (profiling/fleet.py); tables from before it lack the column and keep
+# their columns when resumed (their new rows then name no device).
+DEVICE = 'device'
 # What makes two tables comparable: anything else in the description (versions) may differ.
 # Not `tflite_source` (writer / converter): both give the same file (docs/tflite_writer_equivalence.md),
 # so a table begun with the converter resumes with the writer; the change is noted (_note_source).
@@ -145,10 +148,11 @@ class LatencyTable:
     def __init__(self, path, description):
         self.path, self.description = path, dict(description)
         self.meta_path = _sidecar(path, '.meta.json')
-        self.ids = set()
+        self.ids, self.columns = set(), COLUMNS + (DEVICE,)
         if os.path.exists(path) and self._header_complete():
             meta = self._check_identity()
-            self.ids = set(read(path)['arch_id'])
+            rows = read(path)
+            self.ids, self.columns = set(rows['arch_id']), tuple(rows.columns)
             self._note_source(meta)
         else:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -204,5 +208,5 @@ class LatencyTable:
     def append(self, row):
         if row['arch_id'] in self.ids:
             raise TableError(f'{self.path}: architecture {row["arch_id"]} is already measured')
-        append_row(self.path, COLUMNS, row)
+        append_row(self.path, self.columns, {k: v for k, v in row.items() if k in self.columns})
         self.ids.add(row['arch_id'])
