@@ -10,9 +10,11 @@ Methods, from the fewest parameters to the most:
                  (the comparison: what the base is worth)
 `auto` cross-validates the candidates on the rows (leave-one-out up to 10 rows, else 5-fold) and keeps,
 by this rule (choose_by_scores): for a search the order of architectures matters most, so
-  1. rank first: the best Kendall tau of the pooled out-of-fold predictions wins; a tau within
-     TAU_TIE of it, or within one discordant pair (4 / (n (n - 1)), the smallest step n rows' tau can
-     take), ranks as well;
+  1. rank first: the best Kendall tau of the pooled out-of-fold predictions wins; a tau less than the
+     standard error of Kendall's tau at n rows below it, sqrt(2 (2n + 5) / (9 n (n - 1))) (0.29 at 8
+     rows, 0.16 at 20, 0.10 at 50), ranks as well: so small a difference is no evidence of a better
+     order (scale and affine_log, which order every architecture as the base does, differ by that much
+     through their per-fold fits alone);
   2. error breaks those near-ties: the lowest cross-validated error, the mean |log(predicted / measured)|
      (in %, close to the relative error), wins;
   3. errors within ERROR_TIE_PCT points of it are equal (a difference far below timing noise), and then
@@ -49,8 +51,7 @@ from ladnas_tf.profiling.table import portable
 METHODS = ('scale', 'affine_log', 'finetune_last', 'finetune_all', 'scratch')
 MIN_ROWS = {'scale': 1, 'affine_log': 3, 'finetune_last': 5, 'finetune_all': 5, 'scratch': 5}
 MIN_ADAPT_ROWS = 5  # leave-one-out then trains scale and affine_log on 4 rows and scores 5 predictions
-TAU_TIE = 0.01      # Kendall taus this close rank alike (step 1 of the auto rule)
-ERROR_TIE_PCT = 0.01  # log-MRE points this close are equal (step 3): repeated timings differ by ~1%
+ERROR_TIE_PCT = 0.01  # log-MRE points this close are equal (auto rule, step 3): repeated timings differ by ~1%
 SLOPE_RANGE = (0.2, 5.0)
 LOO_UP_TO = 10   # leave-one-out CV up to this many rows, else FOLDS-fold
 FOLDS = 5
@@ -281,8 +282,9 @@ def cv_scores(method, base, x, y, label, settings=FIT, seed=0):
 
 
 def tau_tie(n):
-    """How far below the best Kendall tau of n rows a tau still ranks as well (the auto rule, step 1)."""
-    return max(TAU_TIE, 4 / (n * (n - 1))) if n >= 2 else math.inf
+    """How far below the best Kendall tau of n rows a tau still ranks as well (auto rule, step 1): the
+    standard error of Kendall's tau at n rows (under independence)."""
+    return math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))) if n >= 2 else math.inf
 
 
 def choose_by_scores(scores, n):
