@@ -13,8 +13,8 @@ by this rule (choose_by_scores): for a search the order of architectures matters
   1. rank first: the best Kendall tau of the pooled out-of-fold predictions wins; a tau less than the
      standard error of Kendall's tau at n rows below it, sqrt(2 (2n + 5) / (9 n (n - 1))) (0.29 at 8
      rows, 0.16 at 20, 0.10 at 50), ranks as well: so small a difference is no evidence of a better
-     order (scale and affine_log, which order every architecture as the base does, differ by that much
-     through their per-fold fits alone);
+     order (scale and affine_log, which order every architecture as the base does, differ by as much as
+     0.07 at 8 rows through their per-fold fits alone);
   2. error breaks those near-ties: the lowest cross-validated error, the mean |log(predicted / measured)|
      (in %, close to the relative error), wins;
   3. errors within ERROR_TIE_PCT points of it are equal (a difference far below timing noise), and then

@@ -63,11 +63,12 @@ class EpochSummaries(keras.callbacks.Callback):
 
 def check_output_dir(path, overwrite):
     """Refuses to write over a directory that holds something, unless asked to. An LPM run never resumes
-    (it is minutes long and replaced whole), hence not run_dir.prepare's resume-or-refuse."""
+    (it is minutes long and its OUTPUTS are replaced whole), hence not run_dir.prepare's resume-or-refuse."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise run_dir.RunDirError(f'{path} exists and is not a directory')
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise run_dir.RunDirError(f'{path} already exists and is not empty (pass --overwrite to replace it)')
+        raise run_dir.RunDirError(f'{path} already exists and is not empty (pass --overwrite to replace the LPM '
+                                  'files in it; nothing else is removed)')
 
 
 class FormatError(lpm.LPMError):
