@@ -3,8 +3,10 @@
 A run directory records the settings it was started with in a JSON file. Preparing it again with the
 same settings resumes it; other settings, or a non-empty directory without that file (files of
 something else), are refused with the differing settings named, unless overwrite, which removes only
-the outputs the run itself writes. Files and directories are written atomically (atomic_path), so that
-a kill leaves the old file or the new one, never half of either. Checkpoints hold variables by name
+the outputs the run itself writes: a directory given to --overwrite may hold other runs and the user's
+files, and they stay. Files are written atomically (atomic_path), so that a kill leaves the old file or the
+new one, never half of either; a run written whole at its end is staged beside its directory and swapped in
+output by output (staged_outputs). Checkpoints hold variables by name
 (their Keras path), not by their position in a list, and are restored by the checkpoint's name.
 """
 import contextlib
@@ -12,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import uuid
 
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
@@ -29,8 +32,9 @@ class RunDirError(BadInput):
 @contextlib.contextmanager
 def atomic_path(path):
     """A temporary name beside `path` to write a file or a directory under, moved onto `path` when the block
-    ends without error (an old directory there is replaced whole) and removed otherwise: a kill leaves the
-    old content or the new one, never half of either. The name keeps the extension (Keras saves by it)."""
+    ends without error (an old directory there is replaced whole: for a folder that may hold what others
+    wrote, use staged_outputs) and removed otherwise: a kill leaves the old content or the new one, never
+    half of either. The name keeps the extension (Keras saves by it)."""
     with atomic_paths([path]) as temps:
         yield temps[path]
 
@@ -57,6 +61,37 @@ def atomic_paths(paths):
 def _temporary_name(path):
     root, ext = os.path.splitext(path.rstrip(os.sep))
     return f'{root}.partial{ext}'
+
+
+@contextlib.contextmanager
+def staged_outputs(path, outputs, last=None):
+    """A fresh folder beside `path` to write a run's outputs in; when the block ends without error each
+    entry written replaces its namesake in `path`, and `outputs` (the names the run writes) it did not write
+    this time are removed; nothing else in `path` is touched. On error the folder is removed and `path` is
+    as it was. `last` (the file that makes a folder a run, e.g. an LPM's metadata.json) is removed first and
+    moved in last, so a kill during the swap leaves an incomplete run, never a mixture read as one."""
+    staging = f'{path.rstrip(os.sep)}.{uuid.uuid4().hex[:8]}.partial'  # never a name someone else uses
+    os.makedirs(staging)
+    try:
+        yield staging
+        _swap_in(staging, path, outputs, last)
+    finally:
+        _remove(staging)
+
+
+def _swap_in(staging, path, outputs, last):
+    if not os.path.isdir(path):  # nothing there yet: the whole folder in one step
+        os.replace(staging, path)
+        return
+    names = sorted((set(outputs) | set(os.listdir(staging))) - {last})
+    if last:
+        _remove(os.path.join(path, last))
+    for name in names + ([last] if last else []):
+        source, target = os.path.join(staging, name), os.path.join(path, name)
+        if os.path.isdir(source) or os.path.isdir(target) or not os.path.lexists(source):
+            _remove(target)  # os.replace swaps a file for a file only
+        if os.path.lexists(source):
+            os.replace(source, target)
 
 
 def _remove(path):

@@ -6,9 +6,10 @@
 Every size is tested on the same split (per-arch_id, --split_seed) and smaller training sets are
 subsets of larger ones. Sizes beyond what the table's training split holds are dropped, and 'all'
 (the whole training split) is added in their place. Writes one model directory per size
-(`n<size>/`, as tools.train_lpm does), sweep.csv and sweep.png to --model_dir. Takes the recipe
-flags of tools.train_lpm (except --max_train_rows, which the sweep sets). The norm_* columns are
-the errors against load-normalised test labels (tables with ref_ms; see ladnas_tf.lpm.training).
+(`n<size>/`, as tools.train_lpm does), sweep.csv and sweep.png to --model_dir (--overwrite replaces
+those of an earlier sweep, nothing else). Takes the recipe flags of tools.train_lpm (except
+--max_train_rows, which the sweep sets). The norm_* columns are the errors against load-normalised
+test labels (tables with ref_ms; see ladnas_tf.lpm.training).
 """
 from absl import flags
 
@@ -26,7 +27,7 @@ def main(argv):
         raise BadInput('--max_train_rows is set by the sweep: use --sizes')
     recipe, df = train_lpm.inputs(argv)
     table = training.size_sweep(df, recipe, FLAGS.model_dir, FLAGS.sizes, FLAGS.split_seed, FLAGS.test_fraction,
-                                FLAGS.overwrite, FLAGS.progress)
+                                FLAGS.overwrite, FLAGS.progress, FLAGS.force_format)
     print(table.to_string(index=False))
 
 

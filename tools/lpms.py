@@ -4,7 +4,8 @@
     python -m tools.lpms --json     # the same rows as JSON
 
 User predictors live in $LADNAS_LPM_HOME (default ~/.ladnas_tf/lpms); tools.adapt_lpm --name adds one.
-Any name listed here can be given wherever a predictor is asked for (tools.search --lpm=<name>).
+Any name listed here can be given wherever a predictor is asked for (tools.search --lpm=<name>), except
+one whose status is BROKEN (with why: a file of it that cannot be believed), which is refused there.
 """
 import json
 
@@ -19,10 +20,12 @@ flags.DEFINE_bool('json', False, 'Print the rows as JSON instead of a table.')
 COLUMNS = (('name', 'name'), ('kind', 'kind'), ('target', 'target'), ('setting', 'setting'),
            ('device', 'device'), ('cells', 'cells'), ('table_rows', 'rows'), ('mre_pct', 'MRE %'),
            ('kendall_tau', 'tau'), ('mre_pct_normalised', 'MRE % norm'), ('kendall_tau_normalised', 'tau norm'),
-           ('scored_by', 'scored by'), ('adapted_from', 'adapted from'))
+           ('scored_by', 'scored by'), ('adapted_from', 'adapted from'), ('broken', 'status'))
 
 
 def _cell(key, value):
+    if key == 'broken':
+        return 'ok' if value is None else f'BROKEN: {value}'
     if value is None:
         return '-'
     if key.startswith('mre_pct'):

@@ -16,7 +16,9 @@ from . import cli
 
 flags.DEFINE_list('tables', None, 'Latency table CSV file(s) of one target and setting.')
 flags.DEFINE_string('model_dir', None, 'Output directory of the trained LPM.')
-flags.DEFINE_bool('overwrite', False, 'Replace an existing --model_dir.')
+flags.DEFINE_bool('overwrite', False, "Replace the LPM outputs in an existing --model_dir (nothing else in it).")
+flags.DEFINE_bool('force_format', False, 'Replace a predictor of another numeric format (float32 / int8) than '
+                  'the tables.')
 flags.DEFINE_integer('split_seed', 0, 'Seed of the per-arch_id train/test (and validation) split.')
 flags.DEFINE_float('test_fraction', 0.2, 'Share of architectures held out for testing (paper: 20K of 100K).')
 flags.DEFINE_integer('max_train_rows', 0, 'Train on at most this many training rows (0 = all; for sweeps).')
@@ -39,7 +41,7 @@ def inputs(argv):
 def main(argv):
     recipe, df = inputs(argv)
     result = training.train_and_evaluate(df, recipe, FLAGS.model_dir, FLAGS.split_seed, FLAGS.test_fraction,
-                                        FLAGS.max_train_rows, FLAGS.overwrite, FLAGS.progress)
+                                        FLAGS.max_train_rows, FLAGS.overwrite, FLAGS.progress, FLAGS.force_format)
     logging.info('test: MAE %.3f ms, MRE %.2f%%, within 10%% %.3f, tau %.3f (n=%d, %d training rows, %.0f s)',
                  result['mae_ms'], result['mre_pct'], result['share_within_10pct'], result['kendall_tau'],
                  result['test_size'], result['train_size'], result['seconds'])

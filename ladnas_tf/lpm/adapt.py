@@ -8,10 +8,23 @@ Methods, from the fewest parameters to the most:
   finetune_all   the same for every layer, at a smaller learning rate
   scratch        the base's network and recipe trained from a fresh start on the rows alone
                  (the comparison: what the base is worth)
-`auto` picks the method with the lowest cross-validated error on the rows (leave-one-out up to 10
-rows, else 5-fold): the mean |log(predicted / measured)| of the out-of-fold predictions (in %, close
-to the relative error), ties going to the simpler method. A method is a candidate only when every
-training fold still has the rows it needs (MIN_ROWS).
+`auto` cross-validates the candidates on the rows (leave-one-out up to 10 rows, else 5-fold) and keeps,
+by this rule (choose_by_scores): for a search the order of architectures matters most, so
+  1. rank first: the best Kendall tau of the pooled out-of-fold predictions wins; a tau less than the
+     standard error of Kendall's tau at n rows below it, sqrt(2 (2n + 5) / (9 n (n - 1))) (0.29 at 8
+     rows, 0.16 at 20, 0.10 at 50), ranks as well: so small a difference is no evidence of a better
+     order (scale and affine_log, which order every architecture as the base does, differ by as much as
+     0.07 at 8 rows through their per-fold fits alone);
+  2. error breaks those near-ties: the lowest cross-validated error, the mean |log(predicted / measured)|
+     (in %, close to the relative error), wins;
+  3. errors within ERROR_TIE_PCT points of it are equal (a difference far below timing noise), and then
+     the simpler method (earlier in METHODS) is kept.
+A method is a candidate only when every training fold still has the rows it needs (MIN_ROWS). Fewer than
+MIN_ADAPT_ROWS rows are refused, whatever the method: with fewer, cross-validation cannot say whether the
+result ranks the device, and a predictor nobody can judge would be written.
+
+The base and the rows must be of one setting and one numeric format (float32 / int8 rank architectures
+differently: adapting across formats is refused unless forced).
 
 scale and affine_log change no weight: for a base trained on log latency (target_scaling log) an affine
 map in log space is an affine map of the regressor's output, i.e. new `scaling` mean and std, so the
@@ -20,6 +33,7 @@ result is an ordinary LPM that LPM.load reads and the search differentiates with
 Labels: a base trained on the load-normalised label, adapted with rows that carry ref_ms, keeps that
 label, expressed at the median ref_ms of the new rows; otherwise the measured latency_ms.
 """
+import contextlib
 import dataclasses
 import math
 import os
@@ -36,6 +50,8 @@ from ladnas_tf.profiling.table import portable
 
 METHODS = ('scale', 'affine_log', 'finetune_last', 'finetune_all', 'scratch')
 MIN_ROWS = {'scale': 1, 'affine_log': 3, 'finetune_last': 5, 'finetune_all': 5, 'scratch': 5}
+MIN_ADAPT_ROWS = 5  # leave-one-out then trains scale and affine_log on 4 rows and scores 5 predictions
+ERROR_TIE_PCT = 0.01  # log-MRE points this close are equal (auto rule, step 3): repeated timings differ by ~1%
 SLOPE_RANGE = (0.2, 5.0)
 LOO_UP_TO = 10   # leave-one-out CV up to this many rows, else FOLDS-fold
 FOLDS = 5
@@ -60,17 +76,26 @@ FIT = FitSettings()
 
 
 class AdaptError(lpm.LPMError):
-    """An adaptation that cannot be done as asked (too few rows, another setting, unknown method)."""
+    """An adaptation that cannot be done as asked (too few rows, another setting or numeric format,
+    unknown method)."""
 
 
 # ---- what the new rows are, as the base sees them ----
 
-def check_compatible(base, df):
-    """Refuses rows of another evaluation network than the base's (its setting key)."""
+def check_compatible(base, df, force_format=False):
+    """Refuses rows of another evaluation network than the base's (its setting key), or of another numeric
+    format (unless forced), and too few rows to judge the result."""
     setting = str(df['setting'].iloc[0])
     if setting != base.metadata.get('setting'):
         raise AdaptError(f'the base LPM predicts setting {base.metadata.get("setting")!r}, the table is '
                          f'{setting!r}: adapt within one setting')
+    have, rows = training.predictor_format(base.metadata), training.format_of(df)
+    if have != rows and not force_format:
+        raise AdaptError(f'the base LPM predicts {have} latency and the table holds {rows} latencies: adapt a '
+                         f'base of the same numeric format (or pass --force_format)')
+    if len(df) < MIN_ADAPT_ROWS:
+        raise AdaptError(f'{len(df)} rows of the new device are too few to adapt: at least {MIN_ADAPT_ROWS}, so '
+                         'that cross-validation can say how well the result ranks them')
 
 
 def new_label(base, df):
@@ -256,22 +281,39 @@ def cv_scores(method, base, x, y, label, settings=FIT, seed=0):
             'kendall_tau': scores['kendall_tau']}
 
 
+def tau_tie(n):
+    """How far below the best Kendall tau of n rows a tau still ranks as well (auto rule, step 1): the
+    standard error of Kendall's tau at n rows (under independence)."""
+    return math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))) if n >= 2 else math.inf
+
+
+def choose_by_scores(scores, n):
+    """The method the auto rule (module docstring) keeps among {method: CV scores} (in METHODS order,
+    simplest first) of n rows. An undefined tau (constant predictions) ranks last."""
+    tau = {m: s['kendall_tau'] if math.isfinite(s['kendall_tau']) else -math.inf for m, s in scores.items()}
+    best_tau = max(tau.values())
+    ranking = [m for m in scores if tau[m] >= best_tau - tau_tie(n) - 1e-12]
+    lowest = min(scores[m]['log_mre_pct'] for m in ranking)
+    return next(m for m in ranking if scores[m]['log_mre_pct'] <= lowest + ERROR_TIE_PCT)
+
+
 def choose(base, x, y, label, methods=METHODS, settings=FIT, seed=0):
-    """(best method, {method: CV scores}); with too few rows to cross-validate, `scale` unscored."""
+    """(best method by the auto rule, {method: CV scores}); with too few rows to cross-validate, `scale`
+    unscored."""
     eligible = candidates(len(y), methods, base)
     if not eligible:
         if 'scale' not in methods:
             raise AdaptError(f'{len(y)} rows are too few to cross-validate {", ".join(methods)}')
         return 'scale', {}
     scores = {m: cv_scores(m, base, x, y, label, settings, seed) for m in eligible}
-    return min(eligible, key=lambda m: (round(scores[m]['log_mre_pct'], 9), eligible.index(m))), scores
+    return choose_by_scores(scores, len(y)), scores
 
 
 # ---- the whole adaptation ----
 
-def adapt(base, df, method='auto', settings=FIT, seed=0, methods=METHODS):
+def adapt(base, df, method='auto', settings=FIT, seed=0, methods=METHODS, force_format=False):
     """(LPM for df's device, report). df: dataset.load_tables rows of the new device."""
-    check_compatible(base, df)
+    check_compatible(base, df, force_format)
     label, y = new_label(base, df)
     x = dataset.encodings(df, base.cells)
     if method == 'auto':
@@ -294,31 +336,35 @@ def describe(model, base_meta, df, report, base_name, base_dir, tables):
                      'sha256': dataset.data_hash(df, with_reference=model.label['kind'] == 'normalised')},
             'adapted_from': {'name': base_name, 'dir': base_dir, 'target': base_meta.get('target'),
                              'device': base_meta.get('target_description', {}).get('device'),
+                             'numeric_format': training.predictor_format(base_meta),
                              'sha256': base_meta.get('data', {}).get('sha256'), 'method': report['method'],
                              'rows': report['rows'], 'cv': report['cv']}}
 
 
-def adapt_and_save(base_name_or_dir, tables, model_dirs, method='auto', seed=0, overwrite=False):
+def adapt_and_save(base_name_or_dir, tables, model_dirs, method='auto', seed=0, overwrite=False,
+                   force_format=False):
     """The whole of tools.adapt_lpm: the base (a name or a directory) adapted on the tables' rows and
-    written, with metrics.json (the cross-validated scores), to each of model_dirs (checked before any
-    work; nothing is replaced on error). Returns (the adapted LPM, its report)."""
+    written, with metrics.json (the cross-validated scores), to each of model_dirs. Every check comes
+    before any work and a refusal writes nothing; --overwrite replaces the LPM outputs of a directory and
+    nothing else in it (training.OUTPUTS). Returns (the adapted LPM, its report)."""
     for path in model_dirs:
         training.check_output_dir(path, overwrite)
     base = registry.load(base_name_or_dir)
     df = dataset.load_tables(tables)
-    model, report = adapt(base, df, method, seed=seed)
+    for path in model_dirs:
+        training.check_same_format(path, df, force_format)
+    model, report = adapt(base, df, method, seed=seed, force_format=force_format)
     model.metadata = describe(model, base.metadata, df, report, registry.name_of(base.path), portable(base.path),
                               [portable(t) for t in tables])
     best = report['cv'].get(report['method'], {})
     scores = {'scored_by': 'cross-validation' if best else None, 'method': report['method'],
               'rows': report['rows'], **best, 'cv': report['cv']}
-    with run_dir.atomic_path(model_dirs[0]) as staging:
-        model.save(staging)
-        run_dir.write_json(os.path.join(staging, lpm.METRICS_FILE), training.json_safe(scores))
-        for path in model_dirs[1:]:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with run_dir.atomic_path(path) as copy:
-                shutil.copytree(staging, copy)
+    with contextlib.ExitStack() as stack:  # every directory swapped in only once all are written
+        first, *copies = [stack.enter_context(training.staged(path)) for path in model_dirs]
+        model.save(first)
+        run_dir.write_json(os.path.join(first, lpm.METRICS_FILE), training.json_safe(scores))
+        for copy in copies:
+            shutil.copytree(first, copy, dirs_exist_ok=True)
     return model, report
 
 

@@ -1,94 +1,63 @@
 """Latency tables as training data: one or more tables read, validated and merged into one frame, their
 cell encodings as bits, load-normalised labels, a hash naming the rows, deterministic splits.
 
-profiling/table.py writes a table row by row as it is measured; this module reads finished tables for the
-LPM (model.py) and its tools, and encodes genotypes as the LPM reads them. Splits are decided per
+profiling/table.py writes a table row by row as it is measured and is the one reader of tables (a partial
+last row left out, rows validated); this module merges what it reads for the LPM (model.py) and its tools,
+and encodes genotypes as the LPM reads them. Splits are decided per
 architecture (a hash of arch_id and a seed), so adding rows to a table never moves an existing row from
 one side to the other.
 """
 import hashlib
-import json
-import os
 
 import numpy as np
 import pandas as pd
 
 from ladnas_tf import search_space
 from ladnas_tf.bad_input import BadInput
-from ladnas_tf.profiling.table import IDENTITY, TableError, check_rows, portable, rows_text
+from ladnas_tf.profiling import table
+from ladnas_tf.profiling.table import IDENTITY, TableError, portable, rows_text
 
-REQUIRED_COLUMNS = ('arch_id', 'normal_encoding', 'reduce_encoding', 'latency_ms', 'target', 'setting')
+REQUIRED_COLUMNS = table.REQUIRED
 # The cells an encoding holds, in order: 112 bits (normal) or 224 (normal then reduce).
 CELLS = {'normal': ('normal',), 'both': ('normal', 'reduce')}
 
 
-def _meta_path(path):
-    """`<table>.meta.json`, accepting both `t.csv.meta.json` and `t.meta.json`."""
-    for candidate in (path + '.meta.json', os.path.splitext(path)[0] + '.meta.json'):
-        if os.path.exists(candidate):
-            return candidate
-    return None
-
-
-def _read_table(path):
-    if not os.path.exists(path):
-        raise TableError(f'{path}: no such latency table')
-    # Encodings and ids are strings of digits: read as text, or pandas turns them into numbers.
-    text = {c: str for c in ('arch_id', 'normal_encoding', 'reduce_encoding', 'target', 'setting')}
-    try:
-        df = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[''])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise TableError(f'{path}: unreadable CSV ({str(e).splitlines()[0]})') from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise TableError(f'{path}: missing column(s) {", ".join(missing)}')
-    if df.empty:
-        raise TableError(f'{path}: no rows')
-    return df
-
-
 def _table_description(path, df):
-    """The target description: the table's meta.json, checked against the table's own columns."""
-    meta_file = _meta_path(path)
+    """The target description: the table's meta.json (table.read_description), checked against the table's
+    own columns; without one, the columns' target (which must be known) and setting."""
     desc = {'target': df['target'].iloc[0], 'setting': df['setting'].iloc[0]}
+    meta_file = table.description_path(path)
     if meta_file is None:
+        table.check_target(desc, path)
         return desc
-    try:
-        with open(meta_file) as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise TableError(f'{meta_file}: unreadable ({e})') from None
-    if not isinstance(meta, dict):
-        raise TableError(f'{meta_file}: expected a JSON object')
+    meta = table.read_description(meta_file)
     for key in ('target', 'setting'):
         if key in meta and str(meta[key]) != desc[key]:
             raise TableError(f'{meta_file}: {key} {meta[key]!r} disagrees with the table\'s {desc[key]!r}')
     return {**meta, **desc}
 
 
+def _read(path):
+    """One table by the one reader (profiling/table.read: a partial last row is left out), not empty."""
+    df = table.read(path, REQUIRED_COLUMNS)
+    if df.empty:
+        raise TableError(f'{path}: no rows')
+    return df, _table_description(path, df)
+
+
 def load_tables(paths):
     """Reads and validates latency tables into one DataFrame (target description in `.attrs`).
 
-    Refuses missing columns, NaN or non-positive latencies, malformed encodings, tables of different
-    targets or settings, and one arch_id with two latencies; exact duplicate rows are kept once.
+    Refuses what table.read refuses (missing columns, blank cells, NaN or non-positive latencies, malformed
+    encodings, mixed targets or settings), an unknown target, tables of different targets or settings, and
+    one arch_id with two latencies; exact duplicate rows are kept once.
     """
     paths = [paths] if isinstance(paths, str) else list(paths)
     if not paths:
         raise TableError('no latency table given')
     frames, description = [], None
     for path in paths:
-        df = _read_table(path)
-        blank = np.flatnonzero(df[list(REQUIRED_COLUMNS)].isna().any(axis=1).to_numpy())
-        if blank.size:
-            empty = [c for c in REQUIRED_COLUMNS if df[c].iloc[blank].isna().any()]
-            raise TableError(f'{path}: empty {", ".join(empty)} at {rows_text(blank)}')
-        for key in ('target', 'setting'):
-            values = df[key].unique()
-            if len(values) > 1:
-                shown = ', '.join(map(repr, values[:4]))
-                raise TableError(f'{path}: mixed {key} values in one table: {shown}')
-        check_rows(path, df)
-        desc = _table_description(path, df)
+        df, desc = _read(path)
         if description is None:
             description = desc
         for key in IDENTITY:

@@ -2,9 +2,11 @@
 and the run directory written (what tools.train_lpm and tools.lpm_sweep produce).
 
 The directory holds lpm.keras and metadata.json (LPM.load reads them), metrics.json (test-split errors,
-sizes, seconds), scatter.png (predicted vs measured on the test split) and logs/ (TensorBoard). It is
-written to `<model_dir>.partial` and moved into place at the end (run_dir.atomic_path), so a failed run
-never destroys a model. `size_sweep` is the paper's Table 1: one such run per training-set size.
+sizes, seconds), scatter.png (predicted vs measured on the test split) and logs/ (TensorBoard): OUTPUTS.
+It is written beside model_dir and swapped in at the end (run_dir.staged_outputs), so a failed run never
+destroys a model, and --overwrite replaces those outputs only: other files and runs in model_dir stay.
+A predictor is never replaced by one of another numeric format (float32 / int8) unless forced
+(check_same_format). `size_sweep` is the paper's Table 1: one such run per training-set size.
 
 metrics.json compares predictions with the measured latency_ms of the test rows (whatever label the LPM
 trained on, so recipes stay comparable). When the table has ref_ms it adds two views that take the
@@ -16,7 +18,7 @@ the error a perfect predictor of the typical latency would still show on raw lab
 import dataclasses
 import math
 import os
-import shutil
+import re
 import time
 
 import keras
@@ -28,6 +30,12 @@ from ladnas_tf import run_dir
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.lpm import dataset, metrics, model as lpm
 from ladnas_tf.profiling import report
+from ladnas_tf.profiling.targets.base import numeric_format
+
+SCATTER_FILE, LOGS_DIR = 'scatter.png', 'logs'
+# What an LPM run writes into its directory: what --overwrite replaces, and nothing else.
+OUTPUTS = (lpm.MODEL_FILE, lpm.METADATA_FILE, lpm.METRICS_FILE, SCATTER_FILE, LOGS_DIR)
+
 
 class EpochSummaries(keras.callbacks.Callback):
     """TensorBoard scalars per epoch (logs/train, logs/validation, as Keras lays them out); a split's
@@ -55,11 +63,45 @@ class EpochSummaries(keras.callbacks.Callback):
 
 def check_output_dir(path, overwrite):
     """Refuses to write over a directory that holds something, unless asked to. An LPM run never resumes
-    (it is minutes long and replaced whole), hence not run_dir.prepare's resume-or-refuse."""
+    (it is minutes long and its OUTPUTS are replaced whole), hence not run_dir.prepare's resume-or-refuse."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise run_dir.RunDirError(f'{path} exists and is not a directory')
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise run_dir.RunDirError(f'{path} already exists and is not empty (pass --overwrite to replace it)')
+        raise run_dir.RunDirError(f'{path} already exists and is not empty (pass --overwrite to replace the LPM '
+                                  'files in it; nothing else is removed)')
+
+
+class FormatError(lpm.LPMError):
+    """A float32 predictor meeting int8 rows (or the reverse) where that would change its meaning."""
+
+
+def staged(model_dir):
+    """run_dir.staged_outputs for an LPM directory: its OUTPUTS replaced, metadata.json last."""
+    return run_dir.staged_outputs(model_dir, OUTPUTS, last=lpm.METADATA_FILE)
+
+
+def format_of(df):
+    """The numeric format (float32 / int8) of a table's rows, from its description."""
+    return numeric_format(df.attrs.get('target_description') or {'target': str(df['target'].iloc[0])})
+
+
+def predictor_format(meta):
+    """The numeric format of a predictor, from its metadata (the description of the table it learnt)."""
+    description = meta.get('target_description')
+    return numeric_format(description if isinstance(description, dict) else {'target': meta.get('target')})
+
+
+def check_same_format(model_dir, df, force=False):
+    """Refuses to replace the predictor in model_dir by one trained on rows of another numeric format:
+    int8 and float32 rank architectures differently, so a search reading it would silently change meaning.
+    An unreadable or absent predictor is not compared (check_output_dir decides over it)."""
+    meta = run_dir.read_json_or_none(os.path.join(model_dir, lpm.METADATA_FILE))
+    if force or not isinstance(meta, dict):
+        return
+    have = predictor_format(meta)
+    if have != format_of(df):
+        raise FormatError(f'{model_dir} holds a {have} predictor and the table is {format_of(df)}: use another '
+                          '--model_dir (or pass --force_format to replace it)')
 
 
 def test_views(train, test, predicted):
@@ -117,14 +159,14 @@ def json_safe(d):
 
 
 def train_and_evaluate(df, recipe, model_dir, split_seed=0, test_fraction=0.2, max_train_rows=0,
-                       overwrite=False, progress=True):
+                       overwrite=False, progress=True, force_format=False):
     """Trains one LPM on df's training split and writes the whole run directory; returns its metrics."""
     check_output_dir(model_dir, overwrite)
+    check_same_format(model_dir, df, force_format)
     fit, val, test = dataset.split_rows(df, split_seed, test_fraction, max_train_rows, recipe.val_fraction)
     if len(test) == 0 or len(fit) == 0:
         raise lpm.LPMError(f'{len(df)} rows give {len(fit)} training and {len(test)} test rows: need both')
-    with run_dir.atomic_path(model_dir) as staging:  # a failed run leaves nothing behind
-        os.makedirs(staging)
+    with staged(model_dir) as staging:  # a failed run leaves nothing behind
         return _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, progress)
 
 
@@ -133,7 +175,7 @@ def _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, prog
                  len(fit), 0 if val is None else len(val), len(test), recipe)
     model = lpm.LPM(recipe)
     start = time.time()
-    model.train(fit, val, callbacks=[EpochSummaries(os.path.join(staging, 'logs'))], progress=progress)
+    model.train(fit, val, callbacks=[EpochSummaries(os.path.join(staging, LOGS_DIR))], progress=progress)
     seconds = time.time() - start
     measured, views = score(model, fit, test)
     result = {**measured,
@@ -145,7 +187,7 @@ def _train_into(staging, fit, val, test, recipe, split_seed, test_fraction, prog
               **views, 'recipe': dataclasses.asdict(recipe)}
     model.save(staging)
     run_dir.write_json(os.path.join(staging, lpm.METRICS_FILE), json_safe(result))
-    _plot_result(model, test, result, os.path.join(staging, 'scatter.png'))
+    _plot_result(model, test, result, os.path.join(staging, SCATTER_FILE))
     return result
 
 
@@ -166,6 +208,32 @@ SWEEP_FILE, SWEEP_FIGURE = 'sweep.csv', 'sweep.png'
 SWEEP_COLUMNS = ('train_rows', 'train_size', 'val_size', 'test_size', 'mae_ms', 'mre_pct', 'rmse_ms',
                  'share_within_10pct', 'share_within_5pct', 'kendall_tau', 'spearman_rho', 'epochs_run', 'seconds',
                  'norm_mre_pct', 'norm_share_within_10pct', 'norm_kendall_tau')
+
+
+SIZE_DIR = re.compile(r'n[0-9]+')
+
+
+def size_dir(n):
+    return f'n{n}'
+
+
+def sweep_runs(out_dir):
+    """The LPM runs a sweep wrote in out_dir: `n<size>/` folders holding an LPM's metadata.json."""
+    if not os.path.isdir(out_dir):
+        return []
+    return [os.path.join(out_dir, e) for e in sorted(os.listdir(out_dir))
+            if SIZE_DIR.fullmatch(e) and os.path.isfile(os.path.join(out_dir, e, lpm.METADATA_FILE))]
+
+
+def remove_sweep_outputs(out_dir, runs):
+    """What a sweep wrote (sweep.csv, sweep.png, the OUTPUTS of its runs), nothing else; a run folder is
+    removed only when that leaves it empty."""
+    if os.path.isdir(out_dir):
+        run_dir.remove_outputs(out_dir, (SWEEP_FILE, SWEEP_FIGURE))
+    for path in runs:
+        run_dir.remove_outputs(path, OUTPUTS)
+        if not os.listdir(path):
+            os.rmdir(path)
 
 
 def resolve_sizes(sizes, available):
@@ -212,7 +280,8 @@ def plot_sweep(table, path, title):
     plt.close(fig)
 
 
-def size_sweep(df, recipe, out_dir, sizes, split_seed=0, test_fraction=0.2, overwrite=False, progress=True):
+def size_sweep(df, recipe, out_dir, sizes, split_seed=0, test_fraction=0.2, overwrite=False, progress=True,
+               force_format=False):
     """One run directory per training-set size (`n<size>/`, as train_and_evaluate writes it), all tested on
     the same split, smaller training sets subsets of larger ones; sweep.csv (rewritten after each size, so
     a sweep stopped midway keeps what it measured) and sweep.png. Returns the table. The norm_* columns are
@@ -222,12 +291,15 @@ def size_sweep(df, recipe, out_dir, sizes, split_seed=0, test_fraction=0.2, over
     if not sizes:
         raise BadInput('--sizes: no size to train')
     check_output_dir(out_dir, overwrite)
-    shutil.rmtree(out_dir, ignore_errors=True)  # --overwrite: no stale sizes from an earlier sweep
-    os.makedirs(out_dir)
+    earlier = sweep_runs(out_dir)
+    for path in earlier:
+        check_same_format(path, df, force_format)
+    remove_sweep_outputs(out_dir, earlier)  # --overwrite: no stale sizes from an earlier sweep
+    os.makedirs(out_dir, exist_ok=True)
     rows = []
     for n in sizes:
         logging.info('sweep: %d training rows', n)
-        result = train_and_evaluate(df, recipe, os.path.join(out_dir, f'n{n}'), split_seed,
+        result = train_and_evaluate(df, recipe, os.path.join(out_dir, size_dir(n)), split_seed,
                                     test_fraction, n, overwrite=True, progress=progress)
         norm = result.get('vs_normalised', {})  # test labels with the load taken out, when the table has ref_ms
         rows.append({'train_rows': n, **{k: result[k] for k in SWEEP_COLUMNS if k in result and k != 'train_rows'},

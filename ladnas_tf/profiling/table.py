@@ -2,17 +2,23 @@
 
 Beside `name.csv` lies `name.meta.json` (the target and setting the table belongs to, written once).
 Each row carries `ref_ms`, the reference network timed around that row (see profiler.py).
-A killed run loses at most the row in flight (a partial last line is cut off on reopening; a header
-cut by a kill during the very first write makes a new table); a restart skips measured architectures;
-a table of another target or setting is refused. Every reader (the profiler resuming, dataset.py for
-the LPM) validates rows with `check_rows`: finite positive latencies, real cell encodings.
+A killed run loses at most the row in flight: a last line without its newline is a partial row, which
+every reader ignores and the profiler cuts off when it resumes the table (after checking that the table is
+its own: a refusal changes nothing); a header cut by a kill during the very first write makes a new table.
+A restart skips measured architectures; a table of another target or setting is refused.
+
+`read` is the one table reader (the profiler resuming, lpm/dataset.py and every tool): it validates rows
+with `check_rows` (finite positive latencies, real cell encodings, no blank identifying cell, one target and
+setting per table); `description` is the one reader of a table's `.meta.json`.
 """
 import csv
+import io
 import json
 import os
 
 import numpy as np
 import pandas as pd
+from absl import logging
 
 from ladnas_tf import run_dir, search_space
 from ladnas_tf.bad_input import BadInput
@@ -23,6 +29,8 @@ COLUMNS = ('arch_id', 'index', 'normal', 'reduce', 'normal_encoding', 'reduce_en
 # The host or serial that timed a row (profiling/fleet.py); tables from before it lack the column and keep
 # their columns when resumed (their new rows then name no device).
 DEVICE = 'device'
+# The columns every reader needs (lpm/dataset.py reads tables with these alone); no cell of them is blank.
+REQUIRED = ('arch_id', 'normal_encoding', 'reduce_encoding', 'latency_ms', 'target', 'setting')
 # What makes two tables comparable: anything else in the description (versions) may differ.
 # Not `tflite_source` (writer / converter): both give the same file (docs/tflite_writer_equivalence.md),
 # so a table begun with the converter resumes with the writer; the change is noted (_note_source).
@@ -105,6 +113,15 @@ def _sidecar(path, suffix):
     return os.path.splitext(path)[0] + suffix
 
 
+def _header_line(columns):
+    text = io.StringIO()
+    csv.DictWriter(text, columns).writeheader()
+    return text.getvalue().encode()
+
+
+HEADER = _header_line(COLUMNS)  # what append_row writes first to a new table
+
+
 def append_row(path, columns, row):
     """Appends one row to a CSV file (its header first when the file is new), on disk when this returns."""
     new = not os.path.exists(path)
@@ -117,29 +134,95 @@ def append_row(path, columns, row):
         os.fsync(f.fileno())
 
 
+def _complete_part(data):
+    """(the bytes up to the last newline, whether a partial last line followed): a kill during a write
+    leaves a last line without its newline."""
+    end = data.rfind(b'\n') + 1
+    return data[:end], end < len(data)
+
+
 def _cut_partial_line(path):
-    """A kill during a write leaves a last line without its newline: drop just that line. Returns
-    whether the file still has its complete header (a kill during the first write may cut it)."""
+    """Drops a partial last line from the file itself (the profiler, resuming its own table)."""
     with open(path, 'rb+') as f:
-        data = f.read()
-        if data and not data.endswith(b'\n'):
-            f.truncate(data.rfind(b'\n') + 1)
+        complete, partial = _complete_part(f.read())
+        if partial:
+            f.truncate(len(complete))
             print(f'{path}: dropped a partial last row left by a killed run')
-        return b'\n' in data
+
+
+def _parse(path, data):
+    # Ids, encodings, target and setting are text: read as numbers, '0123' would lose its zero.
+    text = {c: str for c in ('arch_id', 'normal_encoding', 'reduce_encoding', 'target', 'setting')}
+    try:
+        return pd.read_csv(io.BytesIO(data), dtype=text, keep_default_na=False, na_values=[''])
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise TableError(f'{path}: not a readable CSV table ({str(e).splitlines()[0]})') from None
+
+
+def _check_identifying_cells(path, df):
+    """No blank cell among the columns every reader needs; one target and one setting per table."""
+    present = [c for c in REQUIRED if c in df.columns]
+    blank = np.flatnonzero(df[present].isna().any(axis=1).to_numpy())
+    if blank.size:
+        empty = [c for c in present if df[c].iloc[blank].isna().any()]
+        raise TableError(f'{path}: empty {", ".join(empty)} at {rows_text(blank)}')
+    for key in ('target', 'setting'):
+        values = df[key].unique() if key in df.columns else ()
+        if len(values) > 1:
+            raise TableError(f'{path}: mixed {key} values in one table: {", ".join(map(repr, values[:4]))}')
 
 
 def read(path, columns=COLUMNS):
-    """The table as a DataFrame, its rows checked (check_rows); TableError (one line) when it is not a
-    latency table."""
-    try:
-        df = pd.read_csv(path, dtype={'arch_id': str, 'normal_encoding': str, 'reduce_encoding': str})
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise TableError(f'{path}: not a readable CSV table ({str(e).splitlines()[0]})') from None
+    """The table as a DataFrame, its rows checked (check_rows) and a partial last row (a killed write)
+    left out, the file untouched; TableError (one line) when it is not a latency table with `columns`."""
+    if not os.path.isfile(path):
+        raise TableError(f'{path}: no such latency table' + (' (a directory)' if os.path.isdir(path) else ''))
+    with open(path, 'rb') as f:
+        data, partial = _complete_part(f.read())
+    if not data:
+        raise TableError(f'{path}: no complete header line: not a latency table (or its first write was killed)')
+    if partial:
+        logging.warning('%s: ignoring a partial last row (no final newline: a killed write)', path)
+    df = _parse(path, data)
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise TableError(f'{path}: missing column(s) {", ".join(missing)}')
+    _check_identifying_cells(path, df)
     check_rows(path, df)
     return df
+
+
+def description_path(path):
+    """`<table>.meta.json` beside a table (`t.meta.json`, or `t.csv.meta.json`), or None."""
+    for candidate in (_sidecar(path, '.meta.json'), path + '.meta.json'):
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def read_description(meta_path):
+    """A table's description (its .meta.json) as a dict; TableError in one line when it is unreadable,
+    not a JSON object, or of a target this code does not know."""
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise TableError(f'{meta_path}: the table\'s description is missing or corrupt '
+                         f'({e.__class__.__name__})') from None
+    if not isinstance(meta, dict):
+        raise TableError(f'{meta_path}: the table\'s description is not a JSON object')
+    check_target(meta, meta_path, TableError)
+    return meta
+
+
+def check_target(description, where, error=TableError):
+    """Refuses (one line) a description whose target is not a kind this code knows: a table or a predictor
+    of an unknown device says nothing this code can act on, and would be recorded as if it did."""
+    from ladnas_tf.profiling.targets.registry import KINDS  # targets import their device code lazily
+    target = description.get('target')
+    if target not in KINDS:
+        raise error(f'{where}: unknown target {target!r} (known: {", ".join(KINDS)})')
+    return target
 
 
 class LatencyTable:
@@ -151,8 +234,9 @@ class LatencyTable:
         self.ids, self.columns = set(), COLUMNS + (DEVICE,)
         if os.path.exists(path) and self._header_complete():
             meta = self._check_identity()
-            rows = read(path)
+            rows = read(path)  # every check before the one repair below
             self.ids, self.columns = set(rows['arch_id']), tuple(rows.columns)
+            _cut_partial_line(path)
             self._note_source(meta)
         else:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -172,22 +256,22 @@ class LatencyTable:
             self._write_meta({**meta, 'tflite_source_changes': changes})
 
     def _header_complete(self):
-        """False for a file whose header a kill cut short (it is then removed): the table is new."""
-        if _cut_partial_line(self.path):
+        """False for a file that is the start of a header a kill cut short (it is then removed): the table
+        is new. A file of something else without a line in it is refused, never removed."""
+        with open(self.path, 'rb') as f:
+            data = f.read()
+        if b'\n' in data:
             return True
+        if not HEADER.startswith(data):
+            raise TableError(f'{self.path}: not a latency table (no complete line, and not the start of its header)')
         print(f'{self.path}: a header cut by a killed first write; starting the table anew')
         os.remove(self.path)
         return False
 
     def _check_identity(self):
-        try:
-            with open(self.meta_path) as f:
-                meta = json.load(f)
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TableError(f'{self.path}: its description {self.meta_path} is missing or corrupt '
-                             f'({e.__class__.__name__})') from None
-        if not isinstance(meta, dict):
-            raise TableError(f'{self.path}: its description {self.meta_path} is not a JSON object')
+        if not os.path.exists(self.meta_path):
+            raise TableError(f'{self.path}: its description {self.meta_path} is missing or corrupt (missing)')
+        meta = read_description(self.meta_path)
         diff = [k for k in IDENTITY if meta.get(k) != self.description.get(k)]
         if diff:
             k = diff[0]

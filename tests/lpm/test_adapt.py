@@ -31,7 +31,7 @@ def law(genotype, sep_factor=1.0):
     return 6.0 + normal + 0.3 * sum(cost(op) for op, _ in genotype.reduce)
 
 
-def rows(latency_table, n, seed, target='cpu_a', slowdown=1.0, sep_factor=1.0, setting=SETTING, ref=10.0):
+def rows(latency_table, n, seed, target='cpu_tflite', slowdown=1.0, sep_factor=1.0, setting=SETTING, ref=10.0):
     """A latency table's rows (the real columns); a third of them timed under 1.2-1.8x load, which
     slows the reference (ref_ms) alike."""
     rng = np.random.default_rng(seed)
@@ -51,7 +51,7 @@ def write_table(latency_table, path, df, device='test device'):
 
 
 def new_device(latency_table, n, seed=1, **kw):
-    return rows(latency_table, n, seed, target='cpu_b', slowdown=2.0, sep_factor=1.6, **kw)
+    return rows(latency_table, n, seed, slowdown=2.0, sep_factor=1.6, **kw)
 
 
 @pytest.fixture(scope='module')
@@ -170,19 +170,62 @@ def test_cv_candidates_follow_the_minimum_rows():
     assert len(adapt.folds(10, 0)) == 10 and len(adapt.folds(11, 0)) == adapt.FOLDS
 
 
-def test_auto_with_one_row_scales(base, new):
-    model, report = adapt.adapt(base, new[0].iloc[:1], 'auto')
-    assert report['method'] == 'scale' and report['cv'] == {}
+def test_five_rows_are_cross_validated(base, new):
+    model, report = adapt.adapt(base, new[0].iloc[:5], 'auto')
+    assert set(report['cv']) == {'scale', 'affine_log'}  # leave-one-out trains on 4 rows
+    assert report['method'] in report['cv'] and report['rows'] == 5
 
 
-# ---- refusals: one line ----
+def _scores(**methods):
+    return {m: {'kendall_tau': tau, 'log_mre_pct': error, 'mre_pct': error} for m, (tau, error) in methods.items()}
 
-@pytest.mark.parametrize('method', [m for m in adapt.METHODS if adapt.MIN_ROWS[m] > 1])
-def test_too_few_rows_are_refused(base, new, method):
-    n = adapt.MIN_ROWS[method] - 1
-    with pytest.raises(adapt.AdaptError, match=f'{method} needs at least {n + 1}') as error:
+
+# Hand-made CV scores and the method the stated rule keeps (adapt's docstring), worked out by hand. The standard
+# error of Kendall's tau, sqrt(2 (2n + 5) / (9 n (n - 1))): 0.289 at 8 rows, 0.162 at 20, 0.098 at 50, 0.021 at 1000.
+@pytest.mark.parametrize('scores, n, expected', [
+    # rank first: five times the error is worth a clearly better order of the rows
+    (_scores(scale=(0.50, 1.0), finetune_last=(0.80, 5.0)), 50, 'finetune_last'),
+    (_scores(scale=(0.60, 1.0), finetune_last=(0.65, 5.0)), 1000, 'finetune_last'),
+    # taus 0.05 apart at 50 rows rank alike: the lower error decides
+    (_scores(scale=(0.80, 3.0), affine_log=(0.75, 2.0)), 50, 'affine_log'),
+    # 8 rows: 0.25 below the best ranks alike ...
+    (_scores(scale=(1.0, 3.0), affine_log=(0.75, 2.0)), 8, 'affine_log'),
+    # ... 0.30 below does not
+    (_scores(scale=(1.0, 3.0), affine_log=(0.70, 2.0)), 8, 'scale'),
+    # errors 1e-9 points apart are one error: the simpler method
+    (_scores(scale=(1.0, 1e-7), affine_log=(1.0, 1e-7 - 1e-9)), 8, 'scale'),
+    (_scores(scale=(1.0, 0.5), affine_log=(1.0, 0.2), finetune_last=(1.0, 0.1)), 8, 'finetune_last'),
+    # an undefined tau (constant predictions) ranks last
+    (_scores(scale=(math.nan, 0.5), scratch=(0.2, 9.0)), 20, 'scratch'),
+])
+def test_auto_ranks_first_and_breaks_near_ties_by_error(scores, n, expected):
+    assert adapt.choose_by_scores(scores, n) == expected
+
+
+# ---- refusals: one line, nothing done ----
+
+@pytest.mark.parametrize('n', [1, 2, 4])
+@pytest.mark.parametrize('method', ('auto',) + adapt.METHODS)
+def test_fewer_than_five_rows_are_refused_whatever_the_method(base, new, n, method):
+    with pytest.raises(adapt.AdaptError, match=f'^{n} rows of the new device are too few to adapt: at least 5') as e:
         adapt.adapt(base, new[0].iloc[:n], method)
-    assert '\n' not in str(error.value) and isinstance(error.value, lpm.LPMError)
+    assert '\n' not in str(e.value) and isinstance(e.value, lpm.LPMError)
+
+
+def _int8_rows(latency_table, tmp_path, n=12):
+    rows = new_device(latency_table, n, target='cpu_tflite_int8')
+    return dataset.load_tables([write_table(latency_table, tmp_path / 'int8.csv', rows)])
+
+
+def test_an_int8_table_is_refused_for_a_float32_base_unless_forced(latency_table, base, tmp_path):
+    int8 = _int8_rows(latency_table, tmp_path)
+    assert int8.attrs['target_description']['target'] == 'cpu_tflite_int8'  # int8 by its target alone
+    with pytest.raises(adapt.AdaptError, match='base LPM predicts float32 latency and the table holds int8') as e:
+        adapt.adapt(base, int8, 'scale')
+    assert '\n' not in str(e.value) and '--force_format' in str(e.value)
+    model, report = adapt.adapt(base, int8, 'scale', force_format=True)
+    meta = adapt.describe(model, base.metadata, int8, report, 'synthetic', 'base', ['int8.csv'])
+    assert meta['target'] == 'cpu_tflite_int8' and meta['adapted_from']['numeric_format'] == 'float32'
 
 
 def test_a_table_of_another_setting_is_refused(latency_table, base, tmp_path):
@@ -232,7 +275,8 @@ def test_the_adapted_lpm_saves_loads_and_differentiates(base, base_dir, new, tab
     model, report = adapt.adapt(base, new[0], 'finetune_last')
     model.metadata = adapt.describe(model, base.metadata, new[0], report, 'synthetic', 'somewhere/base', ['new.csv'])
     model.save(str(tmp_path / 'adapted'))
-    loaded = lpm.LPM.load(str(tmp_path / 'adapted'), target='cpu_b', setting=SETTING)
+    loaded = lpm.LPM.load(str(tmp_path / 'adapted'), target={'target': 'cpu_tflite', 'device': 'device B'},
+                          setting=SETTING)
     x = dataset.encodings(new[1], 'both')
     np.testing.assert_allclose(loaded.predict_ms(x), model.predict_ms(x), rtol=1e-5)
     meta = loaded.metadata
@@ -281,7 +325,7 @@ def test_cli_adapts_registers_and_refuses_without_overwriting(latency_table, bas
     assert 'method ' in done.stdout and 'CV scale' in done.stdout
     for path in (out, home / 'board_b'):
         meta = lpm.LPM.load(str(path)).metadata
-        assert meta['adapted_from']['rows'] == 12 and meta['target'] == 'cpu_b'
+        assert meta['adapted_from']['rows'] == 12 and meta['target_description']['device'] == 'device B'
         assert not any(os.path.isabs(t) for t in meta['data']['tables'])
         assert not os.path.isabs(meta['adapted_from']['dir'])
     with open(out / 'metrics.json') as f:
@@ -290,8 +334,11 @@ def test_cli_adapts_registers_and_refuses_without_overwriting(latency_table, bas
     assert 'board_b' in listed.stdout and 'user' in listed.stdout and 'cpu_tflite_cifar' in listed.stdout
     before = sorted(os.listdir(out)), (out / 'metadata.json').read_text()
     bad = [('--method=finetune_all', f'--tables={tmp_path / "four.csv"}'),  # too few rows
-           ('--method=scale', f'--tables={tmp_path / "imagenet.csv"}')]     # another setting
+           ('--method=auto', f'--tables={tmp_path / "four.csv"}'),
+           ('--method=scale', f'--tables={tmp_path / "imagenet.csv"}'),     # another setting
+           ('--method=scale', f'--tables={tmp_path / "int8.csv"}')]         # another numeric format
     write_table(latency_table, tmp_path / 'four.csv', _read(tables['new']).iloc[:4])
+    write_table(latency_table, tmp_path / 'int8.csv', new_device(latency_table, 8, target='cpu_tflite_int8'))
     write_table(latency_table, tmp_path / 'imagenet.csv',
                 new_device(latency_table, 6, setting='imagenet-C4-N3-8px-b1-k10'))
     for args in bad:

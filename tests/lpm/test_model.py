@@ -15,7 +15,7 @@ from ladnas_tf import search_space
 from ladnas_tf.lpm import dataset, metrics, model as lpm
 from ladnas_tf.profiling import table as table_lib
 
-TARGET = {'target': 'synthetic_cpu', 'setting': 'cifar-C4-N3-8px-b1-t1', 'device': 'test', 'threads': 1}
+TARGET = {'target': 'cpu_tflite', 'setting': 'cifar-C4-N3-8px-b1-t1', 'device': 'test', 'threads': 1}
 # A synthetic latency law: per-op costs growing with depth, extra cost for convolutions on
 # intermediate nodes and for two separable convs on one node, a little from the reduction cell, 1% noise.
 OP_COST = {'max_pool_3x3': 0.6, 'avg_pool_3x3': 0.7, 'skip_connect': 0.1, 'sep_conv_3x3': 2.0,
@@ -169,9 +169,9 @@ def test_malformed_encoding_reasons():
 
 def test_load_tables_refuses_mixed_targets_across_tables(latency_table, tmp_path):
     a = write_table(latency_table, tmp_path / 'a.csv', synthetic_rows(latency_table, 5, seed=1))
-    other = {**TARGET, 'target': 'gpu_p100'}
+    other = {**TARGET, 'target': 'gpu'}
     b = write_table(latency_table, tmp_path / 'b.csv', synthetic_rows(latency_table, 5, seed=2, target=other), other)
-    with pytest.raises(table_lib.TableError, match="mixed target values across tables: 'synthetic_cpu'.*'gpu_p"):
+    with pytest.raises(table_lib.TableError, match="mixed target values across tables: 'cpu_tflite'.*'gpu'"):
         dataset.load_tables([a, b])
     c = write_table(latency_table, tmp_path / 'c.csv', synthetic_rows(latency_table, 5, seed=2),
                     {**TARGET, 'threads': 4})
@@ -314,13 +314,13 @@ def test_load_refuses_another_input_size(saved, tmp_path):
 
 
 def test_load_refuses_another_target(saved):
-    with pytest.raises(lpm.LPMMismatchError, match="trained for target 'synthetic_cpu', not 'gpu_p100'"):
-        lpm.LPM.load(saved, target='gpu_p100')
+    with pytest.raises(lpm.LPMMismatchError, match="trained for target 'cpu_tflite', not 'gpu'"):
+        lpm.LPM.load(saved, target='gpu')
     with pytest.raises(lpm.LPMMismatchError, match='setting'):
         lpm.LPM.load(saved, target={**TARGET, 'setting': 'imagenet-C48-N14-224px-b1-t1'})
     with pytest.raises(lpm.LPMMismatchError, match='threads'):
         lpm.LPM.load(saved, target={**TARGET, 'threads': 4})
-    assert lpm.LPM.load(saved, target=TARGET, setting=TARGET['setting']).metadata['target'] == 'synthetic_cpu'
+    assert lpm.LPM.load(saved, target=TARGET, setting=TARGET['setting']).metadata['target'] == 'cpu_tflite'
 
 
 def test_load_refuses_non_lpm_directory(tmp_path):

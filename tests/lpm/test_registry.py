@@ -4,6 +4,7 @@ The user predictors here are untrained regressors saved with hand-written metada
 how they are found and refused, not how well they predict."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -101,6 +102,86 @@ def test_a_shipped_name_cannot_be_taken(home, shipped_dir, save_lpm):
     assert [r['kind'] for r in registry.list_predictors() if r['name'] == 'cpu_tflite_cifar'] == ['shipped']
 
 
+# ---- broken entries: listed as broken with why, refused in one line when asked for ----
+
+def _edit_json(path, edit):
+    with open(path) as f:
+        value = json.load(f)
+    with open(path, 'w') as f:
+        json.dump(edit(value), f)
+
+
+BROKEN = {  # name -> (what is done to a good predictor's files, words the listing and the refusal must hold)
+    'meta_list': (lambda d: _edit_json(d / 'metadata.json', lambda m: [m]), ['metadata.json', 'JSON list']),
+    'desc_list': (lambda d: _edit_json(d / 'metadata.json', lambda m: {**m, 'target_description': [1]}),
+                  ['metadata.json', 'target_description']),
+    'data_list': (lambda d: _edit_json(d / 'metadata.json', lambda m: {**m, 'data': [12]}),
+                  ['metadata.json', 'data']),
+    'metric_text': (lambda d: (d / 'metrics.json').write_text('{"mre_pct": "low", "kendall_tau": 0.9}'),
+                    ['metrics.json', 'mre_pct', 'not a number']),
+    'metrics_list': (lambda d: (d / 'metrics.json').write_text('[]'), ['metrics.json', 'not a JSON object']),
+    'on_a_tpu': (lambda d: _edit_json(d / 'metadata.json', lambda m: {**m, 'target': 'tpu',
+                                                                       'target_description': {'target': 'tpu'}}),
+                 ['unknown target', "'tpu'"]),
+}
+
+
+@pytest.fixture
+def broken_home(home, save_lpm):
+    save_lpm(registry.user_dir('good'))
+    for name, (damage, _) in BROKEN.items():
+        damage(Path(save_lpm(registry.user_dir(name))))
+    return home
+
+
+def test_a_broken_entry_is_listed_as_broken_with_why(broken_home):
+    rows = {r['name']: r for r in registry.list_predictors()}
+    assert rows['good']['broken'] is None and rows['cpu_tflite_cifar']['broken'] is None
+    for name, (_, words) in BROKEN.items():
+        why = rows[name]['broken']
+        assert rows[name]['kind'] == 'user' and all(w in why for w in words), (name, why)
+        assert '\n' not in why and str(broken_home) not in why  # a short phrase, no folders
+
+
+@pytest.mark.parametrize('name', sorted(BROKEN))
+def test_a_broken_entry_is_refused_in_one_line_when_asked_for(broken_home, name):
+    for use in (registry.load, registry.target_description):
+        with pytest.raises(lpm.LPMError) as error:
+            use(name)
+        assert '\n' not in str(error.value) and all(w in str(error.value) for w in BROKEN[name][1])
+
+
+def test_tools_lpms_lists_broken_entries_without_a_traceback(broken_home, run_tool):
+    done = run_tool('lpms', env={registry.HOME_ENV: str(broken_home)}, timeout=300)
+    assert done.returncode == 0 and 'Traceback' not in done.stderr, done.stderr[-2000:]
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()[1:] if line.strip()}
+    for name in BROKEN:
+        assert 'BROKEN: ' in lines[name], lines[name]
+    assert lines['good'].rstrip().endswith('ok')
+    listed = run_tool('lpms', '--json', env={registry.HOME_ENV: str(broken_home)}, timeout=300)
+    rows = {r['name']: r for r in json.loads(listed.stdout)}
+    assert all(rows[name]['broken'] for name in BROKEN) and rows['good']['broken'] is None
+
+
+def test_a_home_that_is_a_file_is_an_error_in_one_line(tmp_path, monkeypatch, run_tool):
+    home = tmp_path / 'lpms'
+    home.write_text('not a folder')
+    monkeypatch.setenv(registry.HOME_ENV, str(home))
+    for use in (registry.list_predictors, lambda: registry.resolve('cpu_tflite_cifar'),
+                lambda: registry.user_dir('board')):
+        with pytest.raises(registry.RegistryError, match='is a file, not a folder') as error:
+            use()
+        assert '\n' not in str(error.value)
+    done = run_tool('lpms', env={registry.HOME_ENV: str(home)}, timeout=300)
+    assert done.returncode == 1 and done.stderr.strip().count('\n') == 0, done.stderr
+    assert done.stderr.startswith('error: ') and 'is a file' in done.stderr and home.read_text() == 'not a folder'
+
+
+def test_a_staging_folder_of_a_killed_write_is_not_a_predictor(home, save_lpm):
+    save_lpm(home / 'board.1a2b3c4d.partial')
+    assert 'board.1a2b3c4d.partial' not in registry.user()
+
+
 def test_paths_are_recorded_without_this_machines_folders(tmp_path, repo_root):
     assert table.portable(os.path.join(repo_root, 'data', 'cpu_tflite_cifar.csv')) == os.path.join('data',
                                                                                                  'cpu_tflite_cifar.csv')
@@ -177,9 +258,11 @@ def _search(run_tool, *args, home, timeout=600):
 
 
 @pytest.mark.slow
-def test_search_refuses_an_unknown_name_or_another_space_before_writing(home, tmp_path, run_tool, save_lpm):
+def test_search_refuses_an_unknown_name_another_space_or_target_before_writing(home, tmp_path, run_tool, save_lpm):
     other = save_lpm(tmp_path / 'other_space', signature={**search_space.signature(), 'primitives': ['none']})
-    for value, message in (('no_such_lpm', 'unknown predictor'), (other, 'another search space')):
+    tpu = save_lpm(tmp_path / 'tpu', target='tpu')
+    for value, message in (('no_such_lpm', 'unknown predictor'), (other, 'another search space'),
+                           (tpu, "unknown target 'tpu'")):
         run = tmp_path / 'run'
         done = _search(run_tool, f'--lpm={value}', f'--model_dir={run}', home=home)
         assert done.returncode == 1 and message in done.stderr, done.stderr
@@ -188,7 +271,7 @@ def test_search_refuses_an_unknown_name_or_another_space_before_writing(home, tm
 
 @pytest.mark.slow
 def test_search_runs_with_an_lpm_of_a_target_this_machine_cannot_time(home, tmp_path, run_tool, save_lpm):
-    save_lpm(registry.user_dir('far_board'), target='far_away_npu')
+    save_lpm(registry.user_dir('far_board'), target='gpu')  # a known kind; this test machine has no GPU
     run = tmp_path / 'run'
     done = _search(run_tool, '--lpm=far_board', f'--model_dir={run}', '--epochs=1', '--max_steps_per_epoch=2',
                    '--channels=4', '--layers=2', '--batch_size=8', '--progress=false', '--lat_samples=2', home=home)
@@ -196,7 +279,7 @@ def test_search_runs_with_an_lpm_of_a_target_this_machine_cannot_time(home, tmp_
     assert 'not timing the derived network' in done.stderr
     with open(run / 'summary.json') as f:
         latency = json.load(f)['latency']
-    assert latency['target'] == 'far_away_npu' and 'predicted_ms' in latency and 'measured_ms' not in latency
+    assert latency['target'] == 'gpu' and 'predicted_ms' in latency and 'measured_ms' not in latency
 
 
 @pytest.mark.slow

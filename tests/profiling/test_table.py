@@ -224,3 +224,75 @@ def test_float32_and_int8_rows_never_share_a_table(tmp_path):
     with pytest.raises(table.TableError, match='holds float32 latencies, this run times int8') as error:
         table.LatencyTable(path, {**adb, 'numeric_format': 'int8'})
     assert '\n' not in str(error.value)
+
+
+# ---- a refusal touches nothing; the one reader leaves a partial last row out ----
+
+def _with_partial_row(tmp_path):
+    path = _table_with(tmp_path, rows=2)
+    row = path.read_bytes().splitlines(keepends=True)[-1]
+    with open(path, 'ab') as f:
+        f.write(row[:-8])  # a kill cut the next row short: what is left still parses as numbers
+    return path
+
+
+@pytest.mark.parametrize('other', [{'device': 'another cpu'}, {'threads': 4}, {'target': 'ssh'},
+                                   {'numeric_format': 'int8'}])
+def test_refusing_a_table_of_another_device_leaves_it_byte_for_byte(tmp_path, other):
+    path = _with_partial_row(tmp_path)
+    meta = tmp_path / 't.meta.json'
+    before = path.read_bytes(), meta.read_bytes()
+    with pytest.raises(table.TableError) as e:
+        table.LatencyTable(str(path), {**DESCRIPTION, **other})
+    assert '\n' not in str(e.value)
+    assert (path.read_bytes(), meta.read_bytes()) == before
+    assert len(table.LatencyTable(str(path), DESCRIPTION)) == 2  # its own run repairs it, and only then
+    assert path.read_bytes() == before[0][:before[0].rfind(b'\n') + 1]
+
+
+def test_refusing_a_broken_row_leaves_the_partial_row_too(tmp_path):
+    path = _with_partial_row(tmp_path)
+    text = path.read_bytes()
+    first_row_start = text.index(b'\n') + 1
+    broken = text[:first_row_start] + text[first_row_start:].replace(b',1.5,', b',-1.5,', 1)
+    path.write_bytes(broken)
+    with pytest.raises(table.TableError, match='latency_ms'):
+        table.LatencyTable(str(path), DESCRIPTION)
+    assert path.read_bytes() == broken
+
+
+def test_the_reader_leaves_out_a_partial_last_row_and_the_file_untouched(tmp_path):
+    path = _with_partial_row(tmp_path)
+    before = path.read_bytes()
+    complete = [line.split(b',')[0].decode() for line in before.splitlines(keepends=True)[1:] if line.endswith(b'\n')]
+    assert list(table.read(str(path))['arch_id']) == complete and len(complete) == 2
+    assert path.read_bytes() == before
+    path.write_bytes(before[:before.rfind(b'\n')] + b'\r')  # a whole row but its newline: still partial
+    assert list(table.read(str(path))['arch_id']) == complete[:1]
+
+
+def test_what_the_reader_keeps_is_what_the_profiler_keeps(tmp_path):
+    path = _with_partial_row(tmp_path)
+    read = set(table.read(str(path))['arch_id'])
+    assert table.LatencyTable(str(path), DESCRIPTION).ids == read
+
+
+def test_a_one_line_file_that_is_no_table_is_refused_not_removed(tmp_path):
+    path = tmp_path / 'notes.csv'
+    path.write_bytes(b'my notes, no newline')
+    with pytest.raises(table.TableError, match='not a latency table') as e:
+        table.LatencyTable(str(path), DESCRIPTION)
+    assert '\n' not in str(e.value) and path.read_bytes() == b'my notes, no newline'
+    assert not (tmp_path / 'notes.meta.json').exists()
+
+
+def test_a_description_of_an_unknown_target_is_refused(tmp_path):
+    path = _table_with(tmp_path)
+    (tmp_path / 't.meta.json').write_text(json.dumps({**DESCRIPTION, 'target': 'tpu'}))
+    before = path.read_bytes()
+    for use in (lambda: table.read_description(str(tmp_path / 't.meta.json')),
+                lambda: table.LatencyTable(str(path), DESCRIPTION)):
+        with pytest.raises(table.TableError, match="unknown target 'tpu' \\(known: cpu_tflite, ") as e:
+            use()
+        assert '\n' not in str(e.value)
+    assert path.read_bytes() == before
