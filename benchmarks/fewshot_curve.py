@@ -29,6 +29,8 @@ def parse_args():
     p.add_argument('--tables', default=','.join(TABLES), help='Comma-separated new-device tables.')
     p.add_argument('--ns', default=','.join(map(str, NS)), help='Adaptation sizes.')
     p.add_argument('--draws', type=int, default=5, help='Random draws per table and N.')
+    p.add_argument('--methods', default=None,
+                   help='Comma-separated methods of lpm/adapt.py to fit, and `auto` to choose among (default: all).')
     p.add_argument('--min_test', type=int, default=10, help='Fewest test rows an N must leave (and 20%%).')
     p.add_argument('--out', default='docs/fewshot_lpm', help='Output path without extension.')
     p.add_argument('--plot_only', action='store_true', help='Redraw the figure and table from <out>.csv.')
@@ -77,12 +79,13 @@ def run(args):
     from ladnas_tf.lpm import adapt, dataset, registry
     base = registry.load(args.base)
     ns, results = [int(n) for n in args.ns.split(',')], []
+    methods = tuple(args.methods.split(',')) if args.methods else adapt.METHODS
     for path in args.tables.split(','):
         df = dataset.load_tables([path])
         for n in allowed(ns, len(df), args.min_test):
             for draw in range(args.draws):
                 tic = time.time()
-                for row in evaluate(base, df, n, draw, adapt.METHODS):
+                for row in evaluate(base, df, n, draw, methods):
                     results.append({'table': os.path.basename(path), **row})
                 print(f'{path} N={n} draw {draw}: {time.time() - tic:.1f} s', flush=True)
         pd.DataFrame(results).to_csv(args.out + '.csv', index=False, float_format='%.5g')
