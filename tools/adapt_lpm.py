@@ -19,7 +19,8 @@ from ladnas_tf.bad_input import BadInput
 from . import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('base', 'cpu_tflite_cifar', 'Base LPM: a predictor name or an LPM directory.')
+flags.DEFINE_string('base', None, 'Base LPM: a predictor name or an LPM directory (default: the shipped base of '
+                    'the tables\' numeric format: cpu_tflite_cifar for float32, cpu_tflite_int8_cifar for int8).')
 flags.DEFINE_list('tables', None, "The new device's latency table(s) (CSV) of the base's setting.")
 flags.DEFINE_string('model_dir', None, 'Output LPM directory.')
 flags.DEFINE_string('name', None, 'Register the result under this name (user folder, see tools.lpms).')

@@ -343,14 +343,15 @@ def describe(model, base_meta, df, report, base_name, base_dir, tables):
 
 def adapt_and_save(base_name_or_dir, tables, model_dirs, method='auto', seed=0, overwrite=False,
                    force_format=False):
-    """The whole of tools.adapt_lpm: the base (a name or a directory) adapted on the tables' rows and
+    """The whole of tools.adapt_lpm: the base (a name or a directory; None: the shipped base of the tables'
+    numeric format, registry.BASE_OF_FORMAT) adapted on the tables' rows and
     written, with metrics.json (the cross-validated scores), to each of model_dirs. Every check comes
     before any work and a refusal writes nothing; --overwrite replaces the LPM outputs of a directory and
     nothing else in it (training.OUTPUTS). Returns (the adapted LPM, its report)."""
     for path in model_dirs:
         training.check_output_dir(path, overwrite)
-    base = registry.load(base_name_or_dir)
     df = dataset.load_tables(tables)
+    base = registry.load(base_name_or_dir or registry.BASE_OF_FORMAT[training.format_of(df)])
     for path in model_dirs:
         training.check_same_format(path, df, force_format)
     model, report = adapt(base, df, method, seed=seed, force_format=force_format)

@@ -21,6 +21,8 @@ from ladnas_tf.profiling import table
 
 SHIPPED_PACKAGE = 'ladnas_tf.predictors'
 HOME_ENV = 'LADNAS_LPM_HOME'
+# The shipped base of each numeric format: what a new device of that format adapts from by default.
+BASE_OF_FORMAT = {'float32': 'cpu_tflite_cifar', 'int8': 'cpu_tflite_int8_cifar'}
 # Lowercase letters, digits, '_', '-', '.': safe as a folder name on every OS, never a path.
 NAME_PATTERN = re.compile(r'[a-z0-9][a-z0-9_.-]{0,63}')
 
