@@ -5,9 +5,11 @@ A kind is found by its module path and imported when first asked for, as nn-Mete
 search reaches the local kinds and a recorded remote one through this registry without depending on the
 ssh or adb code (BUILD: `profiling` against `profiling_remote`). A new kind is a module with a
 base.Target subclass and one line here; its settings (and the tools' flags for them) are its OPTIONS.
+A remote kind is reached from a description only at a device the user named (devices.py).
 """
 import importlib
 
+from ladnas_tf.profiling.targets import devices
 from ladnas_tf.profiling.targets.base import TargetError
 
 KINDS = {
@@ -23,7 +25,7 @@ FILE_KINDS = ('cpu_tflite', 'cpu_tflite_int8', 'ssh', 'adb')
 
 def target_class(name):
     """The base.Target subclass of kind `name`."""
-    if name not in KINDS:
+    if not isinstance(name, str) or name not in KINDS:
         raise TargetError(f'unknown target {name!r} (known: {", ".join(KINDS)})')
     module, _, attribute = KINDS[name].partition(':')
     return getattr(importlib.import_module(module), attribute)
@@ -43,17 +45,39 @@ def make_target(name, threads=1, **options):
     return target_class(name)(threads=threads, **options)
 
 
-def target_of(description):
-    """The target a table (or an LPM trained on it) was measured on, from its description: a remote one
-    is reached again at the recorded host / serial with the user's ssh or adb defaults."""
-    return target_class(description.get('target')).from_description(description)
+class NotNamedError(TargetError):
+    """A description names a remote device the user did not name on this machine."""
 
 
-def reachable(description):
+_HOW_TO_NAME = {'ssh': lambda name: f'pass --device={name} or run `ladnas devices add {name}`',
+                'adb': lambda name: (f'pass --adb_serial={name} or run `ladnas devices add --target=adb {name}`'
+                                     if name else 'pass --target=adb or run `ladnas devices add --target=adb`')}
+
+
+def target_of(description, named=None, what='predictor'):
+    """The target a table (or an LPM trained on it) was measured on, from its description. A remote one
+    only at a device the user named on this machine: `named` (Devices from the running tool's flags, see
+    devices.device) or a registered one (devices.load). The description only selects among them: the
+    host, Python, folder and keys used are the user's. Nothing connects here."""
+    kind = description.get('target') if isinstance(description, dict) else None
+    cls = target_class(kind)
+    recorded = cls.device_of(description)
+    if recorded is None:
+        return cls.from_description(description)
+    device = devices.find(kind, recorded, [*(named or ()), *devices.load()])
+    if device is None:
+        shown = f'{kind} host {recorded}' if kind == 'ssh' else f'adb device {recorded or "(the only one)"}'
+        raise NotNamedError(f'{what} was measured on {shown}, which you have not named on this machine: '
+                            f'{_HOW_TO_NAME[kind](recorded)} to time there')
+    return cls.from_description(description, device.options)
+
+
+def reachable(description, named=None, what='predictor'):
     """(the target of `description` ready to time, None), or (None, why this machine cannot time on it):
-    a predictor made on an ssh board or a phone names a device this machine may not reach."""
+    a predictor made on an ssh board or a phone names a device this machine may not reach, or may not
+    reach because the user did not name it here (target_of)."""
     try:
-        target = target_of(description)
+        target = target_of(description, named, what)
         target.check_available()
     except TargetError as e:
         return None, str(e)
