@@ -3,6 +3,7 @@
 host, Python or folder. A fake `ssh` first on PATH records every call: the oracle of "connected"."""
 import json
 import os
+import sys
 import types
 
 import pytest
@@ -27,15 +28,16 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_ssh(tmp_path, monkeypatch):
     """An `ssh` first on PATH that records its arguments and fails as a refused connection does; returns
-    the calls recorded so far (a function)."""
+    the calls recorded so far (a function: [argv, ...])."""
     bin_dir, log = tmp_path / 'fake_bin', tmp_path / 'ssh_calls.log'
     bin_dir.mkdir()
     script = bin_dir / 'ssh'
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n'
-                      'echo "ssh: connect to host board.example port 2222: Connection refused" >&2\nexit 255\n')
+    script.write_text(f'#!{sys.executable}\nimport json, sys\n'
+                      f'with open({str(log)!r}, "a") as f:\n    f.write(json.dumps(sys.argv[1:]) + "\\n")\n'
+                      'sys.exit("ssh: connect to host board.example port 2222: Connection refused")\n')
     script.chmod(0o755)
     monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
-    return lambda: log.read_text().splitlines() if log.exists() else []
+    return lambda: [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def _devices_tool(run_tool, home, *args):
@@ -151,8 +153,8 @@ def test_the_search_summary_connects_to_a_registered_host_with_the_users_setting
     devices.add(devices.device('ssh', device=BOARD, python='/opt/py/bin/python3', connect_timeout_s=1))
     report = search.latency_report(_goal(RECORDED), genotypes.DARTS_V2, log=lambda line: None)
     calls = fake_ssh()
-    assert len(calls) == 1 and '-- pi@board.example ' in calls[0] and '/opt/py/bin/python3 ' in calls[0]
-    assert '/tmp/evil' not in calls[0]
+    assert len(calls) == 1 and calls[0][-3:-1] == ['--', 'pi@board.example'] and '-p' in calls[0]
+    assert calls[0][-1].startswith('/opt/py/bin/python3 ') and '/tmp/evil' not in ' '.join(calls[0])
     assert report['not_measured'].startswith(f'cannot reach {BOARD} over ssh: ') and 'measured_ms' not in report
 
 
