@@ -59,7 +59,7 @@ def test_devices_are_added_listed_updated_and_removed(home, run_tool):
     listed = _devices_tool(run_tool, home, 'list').stdout.splitlines()
     assert listed == ['adb  R58M123  cache_mb=50.0', f'ssh  {BOARD}  folder=/srv/models']
     assert _devices_tool(run_tool, home, 'remove', BOARD).returncode == 0
-    assert [d.name for d in devices.load()] == ['R58M123']
+    assert [d.name for d in registry.user_devices()] == ['R58M123']
 
 
 @pytest.mark.parametrize('args', [('add', '-oProxyCommand=touch /tmp/pwned'), ('add', 'board\n-p1'),
@@ -87,7 +87,7 @@ def test_a_broken_devices_file_is_refused_in_one_line_naming_it(home, content):
     home.mkdir()
     (home / 'devices.json').write_text(content)
     with pytest.raises(devices.DeviceError, match='devices.json') as refused:
-        devices.load()
+        registry.user_devices()
     assert '\n' not in str(refused.value)
 
 
@@ -102,10 +102,10 @@ def test_a_host_the_user_did_not_name_is_refused_with_how_to_name_it(home):
 
 
 def test_a_named_device_is_reached_with_the_users_python_and_folder_never_the_files(home):
-    by_flag = registry.target_of(RECORDED, [devices.device('ssh', device=BOARD, python='/opt/py/bin/python3')])
+    by_flag = registry.target_of(RECORDED, [registry.device('ssh', device=BOARD, python='/opt/py/bin/python3')])
     assert (by_flag.device, by_flag.python, by_flag.folder) == (BOARD, '/opt/py/bin/python3',
                                                                  '~/.cache/ladnas_tf_agent')  # the default
-    devices.add(devices.device('ssh', device='pi@board.example:2222', folder='/srv/models'))
+    registry.add_device(registry.device('ssh', device='pi@board.example:2222', folder='/srv/models'))
     registered = registry.target_of(RECORDED)
     assert (registered.python, registered.folder) == ('python3', '/srv/models')
     other_port = {**RECORDED, 'host': 'pi@board.example:22'}  # another device: not selected
@@ -117,14 +117,14 @@ def test_an_adb_description_selects_a_named_phone_only(home):
     phone = {'target': 'adb', 'serial': 'R58M123', 'delegate': 'gpu', 'threads': 4}
     with pytest.raises(registry.NotNamedError, match='adb device R58M123, which you have not named'):
         registry.target_of(phone)
-    target = registry.target_of(phone, [devices.device('adb', serial='R58M123', adb='/opt/platform-tools/adb')])
+    target = registry.target_of(phone, [registry.device('adb', serial='R58M123', adb='/opt/platform-tools/adb')])
     assert (target.serial, target.adb, target.delegate, target.threads) == ('R58M123', '/opt/platform-tools/adb',
                                                                              'gpu', 4)
 
 
 @pytest.mark.parametrize('host', ['-oProxyCommand=touch /tmp/pwned', 'board\n-p1', None, ['board'], 'a b'])
 def test_a_hostile_recorded_host_is_refused_in_one_line_without_connecting(home, fake_ssh, host):
-    devices.add(devices.device('ssh', device='board'))
+    registry.add_device(registry.device('ssh', device='board'))
     target, why = registry.reachable({**RECORDED, 'host': host})
     assert target is None and 'the recorded ssh host' in why and '\n' not in why
     assert fake_ssh() == []
@@ -133,7 +133,7 @@ def test_a_hostile_recorded_host_is_refused_in_one_line_without_connecting(home,
 @pytest.mark.parametrize('threads', ['4; reboot', -1, 10 ** 9, True])
 def test_recorded_threads_that_are_not_a_count_are_refused(home, threads):
     with pytest.raises(registry.TargetError, match='not a thread count'):
-        registry.target_of({**RECORDED, 'threads': threads}, [devices.device('ssh', device=BOARD)])
+        registry.target_of({**RECORDED, 'threads': threads}, [registry.device('ssh', device=BOARD)])
 
 
 # ---- what the search's summary and the pipeline reach ----
@@ -150,7 +150,7 @@ def test_the_search_summary_does_not_connect_to_a_host_only_the_predictor_names(
 
 
 def test_the_search_summary_connects_to_a_registered_host_with_the_users_settings(home, fake_ssh):
-    devices.add(devices.device('ssh', device=BOARD, python='/opt/py/bin/python3', connect_timeout_s=1))
+    registry.add_device(registry.device('ssh', device=BOARD, python='/opt/py/bin/python3', connect_timeout_s=1))
     report = search.latency_report(_goal(RECORDED), genotypes.DARTS_V2, log=lambda line: None)
     calls = fake_ssh()
     assert len(calls) == 1 and calls[0][-3:-1] == ['--', 'pi@board.example'] and '-p' in calls[0]
@@ -159,7 +159,7 @@ def test_the_search_summary_connects_to_a_registered_host_with_the_users_setting
 
 
 def test_the_search_summary_connects_to_a_host_named_by_the_tools_flag(home, fake_ssh):
-    named = [devices.device('ssh', device=BOARD)]
+    named = [registry.device('ssh', device=BOARD)]
     report = search.latency_report(_goal(RECORDED), genotypes.DARTS_V2, log=lambda line: None, devices=named)
     assert len(fake_ssh()) == 1 and 'cannot reach' in report['not_measured']
 
@@ -169,7 +169,7 @@ def test_the_pipeline_reaches_the_predictors_host_only_when_named(home, fake_ssh
     lpm_dir = predictors.save(tmp_path / 'shared_lpm', target='ssh', target_description=RECORDED)
     target, why = pipeline._latency_target(lpm_dir)
     assert target is None and 'which you have not named on this machine' in why and fake_ssh() == []
-    devices.add(devices.device('ssh', device=BOARD, connect_timeout_s=1))
+    registry.add_device(registry.device('ssh', device=BOARD, connect_timeout_s=1))
     target, why = pipeline._latency_target(lpm_dir)
     assert target is None and why.startswith(f'cannot reach {BOARD}') and len(fake_ssh()) == 1
 

@@ -55,15 +55,15 @@ def describe(device):
 def main(argv):
     action, names = (argv[1], argv[2:]) if len(argv) > 1 else (None, [])
     if action == 'list' and not names:
-        known = devices.load()
+        known = registry.user_devices()
         print('\n'.join(describe(d) for d in known) if known else f'no devices named ({devices.path()})')
     elif action == 'add' and len(names) <= 1 and (names or FLAGS.target == 'adb'):
         name = names[0] if names else None
-        new = devices.device(FLAGS.target, **{devices.IDENTITY[FLAGS.target]: name}, **given_settings(FLAGS.target))
-        replaced = devices.add(new)
+        new = registry.device(FLAGS.target, **{devices.IDENTITY[FLAGS.target]: name}, **given_settings(FLAGS.target))
+        replaced = registry.add_device(new)
         print(f'{"updated" if replaced else "added"} {describe(new)}')
     elif action == 'remove' and len(names) <= 1 and (names or FLAGS.target == 'adb'):
-        devices.remove(FLAGS.target, names[0] if names else '')
+        registry.remove_device(FLAGS.target, names[0] if names else '')
         print(f'removed {FLAGS.target} {names[0] if names else "(the only adb device)"}')
     else:
         raise BadInput('usage: devices add NAME [settings] | list | remove NAME (--target=adb for a phone)')

@@ -113,6 +113,11 @@ class Target(abc.ABC):
         """The remote device a description names (None for a kind that times on this machine)."""
         return None
 
+    @staticmethod
+    def same_device(a, b):
+        """Whether two names of a device of this kind name the same device."""
+        return a == b
+
     @classmethod
     def from_description(cls, description, options=None):
         """The target a table (or an LPM trained on it) was measured on, from its recorded description;

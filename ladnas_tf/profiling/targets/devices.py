@@ -49,22 +49,9 @@ def path():
     return os.path.join(home, FILE)
 
 
-def device(kind, **options):
-    """A Device of `kind` from CONNECTION keywords, checked by building its target (nothing connects)."""
-    from ladnas_tf.profiling.targets import registry
-    if kind not in KINDS:
-        raise DeviceError(f'{kind!r} is not a remote target (known: {", ".join(KINDS)})')
-    cls = registry.target_class(kind)
-    unknown = sorted(set(options) - set(cls.CONNECTION))
-    if unknown:
-        raise DeviceError(f'a {kind} device takes no {", ".join(map(repr, unknown))} (known: '
-                          f'{", ".join(cls.CONNECTION)})')
-    cls(**{k: v for k, v in options.items() if v is not None})  # refuses a bad host, serial, path, ...
-    return Device(kind, dict(options))
-
-
-def load(file=None):
-    """The registered Devices ([] without a file); a broken file is refused in one line naming it."""
+def read(file=None):
+    """[(entry number, entry)] of the devices file, [] without one; a file that is not a devices file is
+    refused in one line naming it. The entries are the kinds' to check (registry.user_devices)."""
     file = file or path()
     try:
         with open(file) as f:
@@ -75,17 +62,10 @@ def load(file=None):
         raise DeviceError(f'{file}: not a devices file ({str(e).splitlines()[0] if str(e) else e})') from None
     if not isinstance(entries, list):
         raise DeviceError(f'{file}: "devices" is not a list')
-    return [_entry(file, i, entry) for i, entry in enumerate(entries)]
-
-
-def _entry(file, index, entry):
-    if not isinstance(entry, dict):
-        raise DeviceError(f'{file}: device {index + 1} is not a JSON object')
-    options = dict(entry)
-    try:
-        return device(options.pop('target', None), **options)
-    except TargetError as e:
-        raise DeviceError(f'{file}: device {index + 1}: {e}') from None
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise DeviceError(f'{file}: device {number} is not a JSON object')
+    return list(enumerate(entries, 1))
 
 
 def save(devices, file=None):
@@ -97,32 +77,3 @@ def save(devices, file=None):
         json.dump({'devices': [d.to_json() for d in devices]}, f, indent=2)
         f.write('\n')
     os.replace(temp, file)
-
-
-def same(kind, a, b):
-    """Whether two names of a `kind` device are the same device (ssh: the same destination and port)."""
-    if kind == 'ssh':
-        from ladnas_tf.profiling.targets.ssh import parse_device
-        return parse_device(a) == parse_device(b)
-    return a == b
-
-
-def find(kind, name, devices):
-    """The first of `devices` that is the `kind` device called `name`, or None."""
-    return next((d for d in devices if d.kind == kind and same(kind, d.name, name)), None)
-
-
-def add(new, file=None):
-    """Registers a Device, replacing the entry of the same device; returns whether one was replaced."""
-    known = load(file)
-    kept = [d for d in known if not (d.kind == new.kind and same(new.kind, d.name, new.name))]
-    save(kept + [new], file)
-    return len(kept) < len(known)
-
-
-def remove(kind, name, file=None):
-    """Forgets a device; refuses (nothing written) one that is not registered."""
-    known = load(file)
-    if find(kind, name, known) is None:
-        raise DeviceError(f'no {kind} device {name!r} is registered ({file or path()})')
-    save([d for d in known if not (d.kind == kind and same(kind, d.name, name))], file)

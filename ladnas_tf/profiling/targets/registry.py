@@ -45,6 +45,56 @@ def make_target(name, threads=1, **options):
     return target_class(name)(threads=threads, **options)
 
 
+# ---- the user's devices (devices.py stores them): the only remote devices a description may select ----
+
+def device(kind, **options):
+    """A devices.Device of `kind` from its CONNECTION keywords (device / serial, python, folder, ...),
+    checked by building its target (nothing connects): a bad host, serial or path is refused here."""
+    if kind not in devices.KINDS:
+        raise devices.DeviceError(f'{kind!r} is not a remote target (known: {", ".join(devices.KINDS)})')
+    cls = target_class(kind)
+    unknown = sorted(set(options) - set(cls.CONNECTION))
+    if unknown:
+        raise devices.DeviceError(f'a {kind} device takes no {", ".join(map(repr, unknown))} (known: '
+                                  f'{", ".join(cls.CONNECTION)})')
+    cls(**{k: v for k, v in options.items() if v is not None})
+    return devices.Device(kind, dict(options))
+
+
+def user_devices(file=None):
+    """The devices the user registered, each checked; a bad entry is refused in one line naming it."""
+    out = []
+    for number, entry in devices.read(file):
+        options = dict(entry)
+        try:
+            out.append(device(options.pop('target', None), **options))
+        except TargetError as e:
+            raise devices.DeviceError(f'{file or devices.path()}: device {number}: {e}') from None
+    return out
+
+
+def find_device(kind, name, known):
+    """The first of `known` (Devices) that is the `kind` device called `name`, or None."""
+    return next((d for d in known if d.kind == kind and target_class(kind).same_device(d.name, name)), None)
+
+
+def add_device(new, file=None):
+    """Registers a Device, replacing the entry of the same device; returns whether one was replaced."""
+    known = user_devices(file)
+    kept = [d for d in known if find_device(new.kind, new.name, [d]) is None]
+    devices.save(kept + [new], file)
+    return len(kept) < len(known)
+
+
+def remove_device(kind, name, file=None):
+    """Forgets a device; refuses (nothing written) one that is not registered."""
+    known = user_devices(file)
+    gone = find_device(kind, name, known)
+    if gone is None:
+        raise devices.DeviceError(f'no {kind} device {name!r} is registered ({file or devices.path()})')
+    devices.save([d for d in known if d is not gone], file)
+
+
 class NotNamedError(TargetError):
     """A description names a remote device the user did not name on this machine."""
 
@@ -57,19 +107,19 @@ _HOW_TO_NAME = {'ssh': lambda name: f'pass --device={name} or run `ladnas device
 def target_of(description, named=None, what='predictor'):
     """The target a table (or an LPM trained on it) was measured on, from its description. A remote one
     only at a device the user named on this machine: `named` (Devices from the running tool's flags, see
-    devices.device) or a registered one (devices.load). The description only selects among them: the
+    device()) or a registered one (user_devices). The description only selects among them: the
     host, Python, folder and keys used are the user's. Nothing connects here."""
     kind = description.get('target') if isinstance(description, dict) else None
     cls = target_class(kind)
     recorded = cls.device_of(description)
     if recorded is None:
         return cls.from_description(description)
-    device = devices.find(kind, recorded, [*(named or ()), *devices.load()])
-    if device is None:
+    chosen = find_device(kind, recorded, [*(named or ()), *user_devices()])
+    if chosen is None:
         shown = f'{kind} host {recorded}' if kind == 'ssh' else f'adb device {recorded or "(the only one)"}'
         raise NotNamedError(f'{what} was measured on {shown}, which you have not named on this machine: '
                             f'{_HOW_TO_NAME[kind](recorded)} to time there')
-    return cls.from_description(description, device.options)
+    return cls.from_description(description, chosen.options)
 
 
 def reachable(description, named=None, what='predictor'):

@@ -185,6 +185,11 @@ class SshTarget(FileTarget):
         parse_device(host, 'the recorded ssh host')
         return host
 
+    @staticmethod
+    def same_device(a, b):
+        """The same destination and port (user@host:port and its spellings)."""
+        return parse_device(a) == parse_device(b)
+
     @classmethod
     def from_description(cls, description, options=None):
         """The user's named device (`options`: its connection, python and folder) with the recorded
