@@ -101,7 +101,7 @@ class NotNamedError(TargetError):
 
 _HOW_TO_NAME = {'ssh': lambda name: f'pass --device={name} or run `ladnas devices add {name}`',
                 'adb': lambda name: (f'pass --adb_serial={name} or run `ladnas devices add --target=adb {name}`'
-                                     if name else 'pass --target=adb or run `ladnas devices add --target=adb`')}
+                                     if name else 'run `ladnas devices add --target=adb` (the only device attached)')}
 
 
 def target_of(description, named=None, what='predictor'):
