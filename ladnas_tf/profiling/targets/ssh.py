@@ -4,8 +4,9 @@ One ssh connection carries the whole run: it starts the timing agent (profiling/
 that same connection with measure.py) and then carries model files and timing requests to it. The device
 times with measure.py's protocol, the host's own. The float32 file is made on the host (the workers call
 `prepare`, which needs no connection: a target pickles without it), each file is sent once (named by
-SHA-256 on the device), and a lost connection becomes retries with backoff, then one line. Rows already
-written stay in the table.
+SHA-256 on the device, kept in a cache of --device_cache_mb there), and a lost connection becomes retries
+with backoff, then one line. Rows already written stay in the table. The destination reaches ssh after
+'--' and only in the user@host[:port] form; the remote command is quoted word by word.
 """
 import collections
 import ipaddress
@@ -58,7 +59,7 @@ class AgentConnection:
         self.argv, self.timeout_s, self.marker = argv, timeout_s, marker.encode()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)
-        self.lines, self.stderr = queue.Queue(), collections.deque(maxlen=20)
+        self.lines, self.stderr, self.noise = queue.Queue(), collections.deque(maxlen=20), collections.deque(maxlen=5)
         threading.Thread(target=self._read_answers, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
         self._send(agent_sources())
@@ -71,7 +72,7 @@ class AgentConnection:
             elif line.rstrip(b'\r\n').endswith(self.marker):  # noise without a newline ends on its line
                 started = True
             else:
-                self._keep_stderr(line)  # shell noise: kept to explain a failure, never parsed
+                self.noise.append(line.decode(errors='replace').strip())  # kept to explain a failure, never parsed
         self.lines.put(None)  # the far end is gone
 
     def _read_stderr(self):
@@ -85,7 +86,8 @@ class AgentConnection:
 
     def _why(self):
         time.sleep(0.2)  # let the reader catch ssh's own last words
-        return self.stderr[-1] if self.stderr else f'exit status {self.proc.poll()}'
+        said = self.stderr or [n for n in self.noise if n]
+        return said[-1] if said else f'exit status {self.proc.poll()}'
 
     def _send(self, message, payload=b''):
         try:
