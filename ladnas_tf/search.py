@@ -496,17 +496,20 @@ class Search:
                 'valid_accuracy': valid_acc, 'valid_images': valid_images}
 
 
-def latency_report(goal, genotype, measure=True, log=print):
+def latency_report(goal, genotype, measure=True, log=print, devices=None):
     """The objective's report on the derived genotype (its predicted latency, the term's state) and,
     when `measure` and this machine can time on the predictor's device, its latency measured there as
     the profiler times a table row (bracketed by DARTS_V2), with its params and MACs: each figure also as
-    a multiple of DARTS_V2 on the device it was made on, which is named (objective.comparison_text)."""
+    a multiple of DARTS_V2 on the device it was made on, which is named (objective.comparison_text). A
+    remote device is reached only if the user named it on this machine (`devices`: from the tool's flags,
+    or registered: targets.target_of); otherwise the report says why it was not timed (`not_measured`)."""
     report = goal.report(genotype)
     if not measure or not report:
         return report
-    target, why = targets.reachable(goal.target_description())
+    target, why = targets.reachable(goal.target_description(), devices)
     if target is None:
         log(f'not timing the derived network: {why}')
+        report['not_measured'] = why
         return report
     log(f'timing the derived network ({goal.setting.key}) on the latency target')
     measured = profiler.measure_genotype(target, goal.setting, genotype)

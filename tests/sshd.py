@@ -40,7 +40,10 @@ def _children(pid):
 
 
 class Server:
-    def __init__(self, folder, port=None):
+    """`force_command`: sshd's ForceCommand, run by the login shell instead of the client's command (which
+    it finds in $SSH_ORIGINAL_COMMAND): a device whose shell prints before running anything."""
+
+    def __init__(self, folder, port=None, force_command=None):
         self.folder, self.port = str(folder), port or free_port()
         self.client_key = os.path.join(self.folder, 'client_key')
         for key in ('host_key', 'client_key'):
@@ -53,7 +56,8 @@ class Server:
             f.write(f'Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.folder}/host_key\n'
                     f'AuthorizedKeysFile {self.folder}/authorized_keys\nPidFile {self.folder}/sshd.pid\n'
                     'StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n'
-                    'PermitRootLogin prohibit-password\n')
+                    'PermitRootLogin prohibit-password\n'
+                    + (f'ForceCommand {force_command}\n' if force_command else ''))
         self.proc = None
 
     def start(self):

@@ -102,6 +102,9 @@ def main(argv):
     else:
         added = timer.run(FLAGS.count, FLAGS.seed, FLAGS.shard_index, FLAGS.num_shards, progress)
     print(f'added {added} rows; {FLAGS.table} holds {len(timer.table)}')
+    left = target.device_files()  # remote kinds keep a bounded cache of model files on the device
+    if left is not None:
+        print(f'left on the device: {left[0]} model files, {left[1] / 1e6:.1f} MB (--device_cache_mb)')
     if FLAGS.plot:
         spread = report.plot_latency_vs_macs(table.read(FLAGS.table), FLAGS.plot, setting.key)
         print(f'wrote {FLAGS.plot}; at equal MACs the fastest is {100 * spread["min_vs_max"]:.1f}% below '

@@ -3,17 +3,23 @@
 Its only dependencies are the standard library, numpy and ai-edge-litert (no TensorFlow on the
 device), plus measure.py, which the profiler copies beside it: the device times with the very
 protocol the host uses. The host talks to one long-lived agent process over its stdin / stdout,
-one JSON object a line:
+one JSON object a line, after a marker line the host chose (what the remote shell printed before it,
+a .bashrc's echo, is not part of the protocol; anything a library prints later goes to stderr):
 
     {"op": "describe", "threads": 1, "xnnpack": true}   -> the device: CPU, cores, versions
     {"op": "missing", "names": [sha256, ...]}           -> which model files the device lacks
     {"op": "put", "name": sha256, "size": n} + n bytes  -> stores a model file (checked by its hash)
     {"op": "time", "model": sha256, "reference": sha256, "threads": 1, "xnnpack": true,
-     "protocol": {"warmup": 5, "runs": 20, ...}}        -> Stats of the model and of the reference
+     "protocol": {"warmup": 5, "runs": 20, ...}, "cache_bytes": n}
+                                                        -> Stats of the model and of the reference, and
+                                                           the folder after keeping at most n bytes
+    {"op": "cache"}                                     -> the model files kept: count and bytes
 
 A file's bytes follow its request line raw (no base64: a C=36 network is ~13 MB). Every answer is
 {"ok": true, ...} or {"ok": false, "error": "one line"}. Files are named by their
-SHA-256, so a file already on the device (from this run or an earlier one) is never sent again.
+SHA-256, so a file already on the device (from this run or an earlier one) is never sent again while
+it is kept: the folder is a cache, least recently used files removed first beyond `cache_bytes` (the
+two files just timed always stay).
 """
 import dataclasses
 import hashlib
@@ -107,17 +113,43 @@ class Agent:
         os.replace(tmp, self._path(name))  # a dropped connection never leaves a half file under the name
         return {}
 
+    def _files(self):
+        """[(last use, name, bytes)] of the folder's model files (and half-sent .tmp ones), oldest first."""
+        out = []
+        for entry in os.scandir(self.folder):
+            if entry.name.endswith(('.tflite', '.tmp')) and entry.is_file():
+                info = entry.stat()
+                out.append((info.st_mtime_ns, entry.name.split('.')[0], info.st_size, entry.path))
+        return sorted(out)
+
+    def cache(self, limit=None, keep=()):
+        """The folder's files and bytes, after removing the least recently used beyond `limit` bytes,
+        never one in `keep`; 'removed' names those removed."""
+        files, removed = self._files(), []
+        total = sum(f[2] for f in files)
+        for _, name, size, path in files:
+            if limit is None or total <= limit:
+                break
+            if name not in keep:
+                os.remove(path)
+                total -= size
+                removed.append(name)
+        return {'files': len(files) - len(removed), 'bytes': total, 'removed': removed}
+
     def _runner(self, name, threads, xnnpack):
         with open(self._path(name), 'rb') as f:
             return make_runner(f.read(), threads, xnnpack)
 
-    def time(self, model, reference, threads=1, xnnpack=True, protocol=None):
+    def time(self, model, reference, threads=1, xnnpack=True, protocol=None, cache_bytes=None):
         key = (reference, threads, xnnpack)
+        for name in (model, reference):
+            os.utime(self._path(name))  # its last use, for the cache's order
         if self._reference[0] != key:
             self._reference = (key, self._runner(reference, threads, xnnpack))
         stats, ref, attempts = measure.measure_with_reference(
             self._runner(model, threads, xnnpack), self._reference[1], **(protocol or {}))
-        return {'stats': dataclasses.asdict(stats), 'reference': dataclasses.asdict(ref), 'attempts': attempts}
+        return {'stats': dataclasses.asdict(stats), 'reference': dataclasses.asdict(ref), 'attempts': attempts,
+                'cache': self.cache(cache_bytes, {model, reference})}
 
     def handle(self, request, stdin):
         op = request.pop('op', None)
@@ -126,15 +158,30 @@ class Agent:
             return self.put(content=content, **request)
         if op == 'describe':
             return describe()
+        if op == 'cache':
+            return self.cache()
         if op in ('missing', 'time'):
             return getattr(self, op)(**request)
         raise ValueError(f'unknown op {op!r}')
 
 
-def serve(folder, stdin=None, stdout=None):
-    """Answers requests until the host closes stdin (binary streams: requests are JSON lines)."""
-    stdin, stdout = stdin or sys.stdin.buffer, stdout or sys.stdout.buffer
+def _own_stdout():
+    """The process's stdout for the protocol alone: file descriptor 1 then points at stderr, so a
+    library that prints cannot put a line among the answers."""
+    out = os.fdopen(os.dup(1), 'wb')
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    return out
+
+
+def serve(folder, stdin=None, stdout=None, marker=None):
+    """Answers requests until the host closes stdin (binary streams: requests are JSON lines); with a
+    marker, its line first: the host reads answers only after it."""
+    stdin, stdout = stdin or sys.stdin.buffer, stdout or _own_stdout()
     agent = Agent(folder)
+    if marker:
+        stdout.write(b'\n' + marker + b'\n')  # on a line of its own, whatever the shell left unfinished
+        stdout.flush()
     for line in iter(stdin.readline, b''):
         try:
             answer = {'ok': True, **agent.handle(json.loads(line), stdin)}

@@ -163,8 +163,9 @@ def test_every_target_prepares_the_file_of_its_source_and_format(target, source,
 
 def test_a_remote_target_records_its_numeric_format_and_is_found_again_with_it():
     description = {'target': 'adb', 'serial': 'R58M', 'numeric_format': 'int8'}
-    assert targets.target_of(description).numeric_format == 'int8'
-    assert targets.target_of({'target': 'adb', 'serial': 'R58M'}).numeric_format == 'float32'
+    named = [targets.device('adb', serial='R58M')]  # a remote target is reached only at a device the user named
+    assert targets.target_of(description, named).numeric_format == 'int8'
+    assert targets.target_of({'target': 'adb', 'serial': 'R58M'}, named).numeric_format == 'float32'
     with pytest.raises(targets.TargetError, match="unknown numeric format 'int4'"):
         ssh.SshTarget("user@board", numeric_format="int4")
 

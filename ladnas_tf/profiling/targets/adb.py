@@ -1,9 +1,13 @@
 """The `adb` target: an Android phone through the `adb` client and TFLite's `benchmark_model` binary,
 which the user pushes once; its printed statistics are parsed (`parse_benchmark_output`).
 
-The float32 file is made on the host, sent once (named by SHA-256 on the device), and a failing adb
-command becomes retries with backoff, then one line. Rows already written stay in the table.
+The float32 file is made on the host, sent once (named by SHA-256 on the device) and kept in a bounded
+cache there, and a failing adb command becomes retries with backoff, then one line. Rows already written
+stay in the table. Every path in a device shell command is quoted. What the delegate took of each file
+is parsed (`parse_delegation`); a partially delegated file (a mixed CPU/GPU graph) is refused unless the
+user allows it.
 """
+import collections
 import math
 import re
 import shlex
@@ -12,12 +16,73 @@ import tempfile
 
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.profiling import measure
-from ladnas_tf.profiling.targets.base import (FORMAT_OPTION, NUMERIC_FORMATS, RETRY_OPTIONS, FileTarget, Option,
-                                              Retrying, TargetError, TransportError, checked, numeric_format,
-                                              option_values, sha256)
+from ladnas_tf.profiling.targets.base import (CACHE_OPTION, FORMAT_OPTION, NUMERIC_FORMATS, RETRY_OPTIONS, FileTarget,
+                                              Option, Retrying, TargetError, TransportError, checked, numeric_format,
+                                              option_values, plain_text, recorded_threads, sha256)
+
 
 class BenchmarkOutputError(BadInput):
     """benchmark_model printed no timing statistics (it failed, or its format is unknown)."""
+
+
+class PartialDelegationError(TargetError):
+    """The delegate took part of a file only: the rest would run on the CPU, timed as the delegate's."""
+
+
+SERIAL = re.compile(r'[A-Za-z0-9_.][A-Za-z0-9_.:-]*', re.ASCII)  # adb devices' serials, host:port included
+
+
+def checked_serial(serial, what='--adb_serial'):
+    """`serial` (None: the only device) if it is one adb can name, else a one-line TargetError."""
+    if serial is not None and not (isinstance(serial, str) and SERIAL.fullmatch(serial)):
+        raise TargetError(f'{what} {serial!r} is not an adb serial (letters, digits, ".", "_", ":", "-"; '
+                          'not starting with "-")')
+    return serial
+
+
+# What the interpreter and benchmark_model print about a delegate (TFLite's log lines; older releases
+# print the first Replacing form, newer ones the second; the GPU delegate prints its own summary).
+_REPLACING = (re.compile(r'Replacing (?P<nodes>\d+) out of (?P<total>\d+) node\(s\) with delegate \((?P<name>[^)]*)\) '
+                         r'node, yielding (?P<partitions>\d+) partitions'),
+              re.compile(r'Replacing (?P<nodes>\d+) node\(s\) with delegate \((?P<name>[^)]*)\) node, yielding '
+                         r'(?P<partitions>\d+) partitions'))
+_GPU_SPLIT = re.compile(r'(?:First )?(?P<nodes>\d+) operations will run on the GPU, and the remaining (?P<rest>\d+) '
+                        r'(?:operations will run )?on the CPU')
+_APPLIED = re.compile(r'Explicitly applied (?P<name>\S+) delegate, and the model graph will be '
+                      r'(?P<how>completely|partially) executed by the delegate'
+                      r'(?: w/ (?P<kernels>\d+) delegate kernels)?')
+_NOT_APPLIED = re.compile(r'Though (?P<name>\S+) delegate is explicitly applied, the model graph will not be executed')
+
+
+def parse_delegation(text):
+    """What the delegate took of the graph, from benchmark_model's output: {delegate, nodes, total_nodes,
+    partitions, kernels, full}; a key is absent when the output does not say it; {} when it says nothing."""
+    info = {}
+    for line in text.splitlines():
+        for pattern in _REPLACING:
+            m = pattern.search(line)
+            if m:
+                info.update(delegate=m['name'], nodes=int(m['nodes']), partitions=int(m['partitions']),
+                            **({'total_nodes': int(m['total'])} if 'total' in m.groupdict() else {}))
+                break
+        m = _GPU_SPLIT.search(line)
+        if m:
+            info.setdefault('total_nodes', int(m['nodes']) + int(m['rest']))
+        m = _APPLIED.search(line)
+        if m:
+            info.update(full=m['how'] == 'completely', **({'kernels': int(m['kernels'])} if m['kernels'] else {}))
+        if _NOT_APPLIED.search(line):
+            info.update(full=False, kernels=0)
+    if 'full' not in info and {'nodes', 'total_nodes', 'partitions'} <= set(info):
+        info['full'] = info['nodes'] == info['total_nodes'] and info['partitions'] == 1
+    return info
+
+
+def delegation_text(info):
+    """'45 of 60 operations, 3 partitions' (what is known of it)."""
+    nodes = f'{info["nodes"]} of {info.get("total_nodes", "?")} operations' if 'nodes' in info else 'part of the graph'
+    parts = [nodes] + ([f'{info["partitions"]} partitions'] if 'partitions' in info else [])
+    return ', '.join(parts)
 
 
 _NUMBER = r'(-?[0-9.]+(?:[eE][-+]?\d+)?)'
@@ -78,25 +143,44 @@ class AdbTarget(FileTarget):
         Option('adb', 'adb', 'adb', 'adb: the adb client.'),
         Option('benchmark_binary', 'benchmark_binary', DEVICE_DIR + '/benchmark_model',
                'adb: benchmark_model on the device.'),
+        Option('folder', 'adb_folder', DEVICE_DIR + '/ladnas_tf', 'adb: where the model files go on the device.'),
         Option('delegate', 'delegate', 'xnnpack', 'adb: benchmark_model\'s delegate.', 'enum', DELEGATES),
-        FORMAT_OPTION, *RETRY_OPTIONS)
+        Option('allow_partial_delegation', 'allow_partial_delegation', False,
+               'adb: time a file the delegate takes only part of (the rest runs on the CPU); refused by default.',
+               'bool'),
+        CACHE_OPTION, FORMAT_OPTION, *RETRY_OPTIONS)
+    # What a named device of this kind carries: which device and how to reach it (never taken from a file).
+    CONNECTION = ('serial', 'adb', 'benchmark_binary', 'folder', 'cache_mb', 'allow_partial_delegation')
 
-    def __init__(self, serial=None, threads=1, folder=DEVICE_DIR + '/ladnas_tf', timeout_s=600,
-                 tflite_source='writer', **options):
+    def __init__(self, serial=None, threads=1, timeout_s=600, tflite_source='writer', **options):
         o = option_values(self.OPTIONS, {**options, 'serial': serial}, self.name)
-        self.serial, self.threads, self.delegate = serial, threads, checked(o['delegate'], self.DELEGATES, 'delegate')
+        self.serial, self.threads = checked_serial(serial), threads
+        self.delegate = checked(o['delegate'], self.DELEGATES, 'delegate')
+        self.allow_partial = bool(o['allow_partial_delegation'])
         self.tflite_source = tflite_source
         self.numeric_format = checked(o['numeric_format'], NUMERIC_FORMATS, 'numeric format')
-        self.adb, self.binary, self.folder, self.timeout_s = o['adb'], o['benchmark_binary'], folder, timeout_s
+        self.adb, self.timeout_s = o['adb'], timeout_s
+        self.binary = plain_text(o['benchmark_binary'], '--benchmark_binary')
+        self.folder = plain_text(o['folder'], '--adb_folder').rstrip('/') or '/'
+        self.cache_bytes = int(o['cache_mb'] * 1e6)
         self.retry = Retrying(f'adb {serial or "(default device)"}', o['retries'], o['backoff_s'], lambda: None)
-        self._present, self._description = set(), None
+        self._present, self._description, self._cache = set(), None, None
+        self.delegations = {}  # device path -> what the delegate took of it (parse_delegation)
+        self.last_delegation = {}  # that of the last file measured
 
     @classmethod
-    def from_description(cls, description):
-        """Reached again at the recorded serial with the recorded delegate."""
-        delegate = description.get('delegate')
-        return cls(description.get('serial'), description.get('threads', 1),
-                   numeric_format=numeric_format(description), **({'delegate': delegate} if delegate else {}))
+    def device_of(cls, description):
+        """The recorded serial ('' for the only device), refused in one line if it is not one."""
+        return checked_serial(description.get('serial'), 'the recorded adb serial') or ''
+
+    @classmethod
+    def from_description(cls, description, options=None):
+        """The user's named device (`options`) with the recorded threads, delegate and file format."""
+        if options is None:
+            raise TargetError(f'the adb device {description.get("serial")!r} is not one you named on this machine')
+        recorded = {'delegate': description.get('delegate'), 'numeric_format': numeric_format(description)}
+        chosen = {**options, **recorded}  # how it was timed is the file's; where and with what, the user's
+        return cls(threads=recorded_threads(description), **{k: v for k, v in chosen.items() if v is not None})
 
     def __getstate__(self):
         return {**self.__dict__, 'retry': None}
@@ -129,7 +213,7 @@ class AdbTarget(FileTarget):
         if self._run('shell', f'test -x {shlex.quote(self.binary)} && echo yes || echo no').strip() != 'yes':
             raise TargetError(f'{self.binary} is not an executable on the device: push TFLite\'s '
                               f'benchmark_model there first (adb push benchmark_model {self.binary})')
-        self._run('shell', f'mkdir -p {self.folder}')  # once, where the model files go
+        self._run('shell', f'mkdir -p {shlex.quote(self.folder)}')  # once, where the model files go
 
     def describe(self):
         if self._description is None:
@@ -143,25 +227,60 @@ class AdbTarget(FileTarget):
             self._description = {
                 'target': self.name, 'threads': self.threads, 'xnnpack': self.delegate == 'xnnpack',
                 'delegate': self.delegate, 'cores': cores, 'serial': self.serial, 'tflite_source': self.tflite_source,
-                'numeric_format': self.numeric_format,
+                'numeric_format': self.numeric_format, 'partial_delegation': self.allow_partial,
                 'machine': props['ro.product.cpu.abi'],
                 'device': (f'{props["ro.product.manufacturer"]} {props["ro.product.model"]} '
                            f'({props["ro.board.platform"]}, {props["ro.product.cpu.abi"]}, {cores} cores)'),
                 'versions': {'android': props['ro.build.version.release'], 'benchmark_model': self.binary}}
         return self._description
 
+    # ---- the device's files: sent once, kept in a bounded cache, least recently used removed first ----
+
+    def _listing(self):
+        """{name: bytes} of the model files (and half-pushed .tmp ones) in the folder, oldest first."""
+        folder = shlex.quote(self.folder)
+        out = self.shell(f'cd {folder} && for f in *.tflite *.tmp; do [ -f "$f" ] && stat -c "%Y %s %n" "$f"; '
+                         'done; true')
+        rows = sorted((line.split(' ', 2) for line in out.splitlines() if re.fullmatch(r'\d+ \d+ \S+', line)),
+                      key=lambda row: int(row[0]))
+        return collections.OrderedDict((name, int(size)) for _, size, name in rows)
+
     def _ensure(self, data):
         name = sha256(data)
         remote = f'{self.folder}/{name}.tflite'
+        if self._cache is None:
+            self._cache = self._listing()
         if name not in self._present:
-            if self.shell(f'test -f {remote} && echo yes || echo no').strip() != 'yes':
+            if f'{name}.tflite' not in self._cache:
                 with tempfile.NamedTemporaryFile(suffix='.tflite') as f:
                     f.write(data)
                     f.flush()
                     self.retry(lambda: self._run('push', f.name, remote + '.tmp', timeout_s=self.timeout_s))
-                    self.shell(f'mv {remote}.tmp {remote}')  # a dropped push never leaves a file under the name
+                    # a dropped push never leaves a file under the name
+                    self.shell(f'mv {shlex.quote(remote + ".tmp")} {shlex.quote(remote)}')
             self._present.add(name)
+        self._cache[f'{name}.tflite'] = len(data)
+        self._cache.move_to_end(f'{name}.tflite')  # the most recently used
         return remote
+
+    def _trim(self, keep):
+        """Removes the least recently used files beyond the cache's bytes, never those in `keep`."""
+        total, gone = sum(self._cache.values()), []
+        for name in list(self._cache):
+            if total <= self.cache_bytes:
+                break
+            if name.split('.')[0] not in keep:
+                total -= self._cache.pop(name)
+                gone.append(name)
+        if gone:
+            self.shell(f'cd {shlex.quote(self.folder)} && rm -f ' + ' '.join(shlex.quote(n) for n in gone))
+            self._present.difference_update(n.split('.')[0] for n in gone)
+
+    def device_files(self):
+        """(files, bytes) in the device's model folder, as this target left it."""
+        return None if self._cache is None else (len(self._cache), sum(self._cache.values()))
+
+    # ---- timing ----
 
     def benchmark(self, remote, warmup, runs):
         flags = [f'--graph={remote}', f'--num_threads={self.threads}', f'--warmup_runs={warmup}',
@@ -170,13 +289,24 @@ class AdbTarget(FileTarget):
                  f'--use_gpu={str(self.delegate == "gpu").lower()}']
         # The exit status is echoed, so that a failing benchmark (a delegate that cannot take the graph)
         # is told apart from a failing connection, which adb reports by its own exit status.
-        out = self.shell(' '.join([self.binary, *flags, '2>&1; echo "exit status $?"']), timeout_s=self.timeout_s)
+        command = ' '.join(shlex.quote(a) for a in (self.binary, *flags))
+        out = self.shell(f'{command} 2>&1; echo "exit status $?"', timeout_s=self.timeout_s)
         status = out.rstrip().rsplit('\n', 1)[-1]
         if status != 'exit status 0':
             lines = [l.strip() for l in out.splitlines()[:-1] if l.strip()] or ['no output']
             why = next((l for l in lines if 'ERROR' in l), lines[-1])  # its first error says most
             raise BenchmarkOutputError(f'benchmark_model failed on {remote} ({status}): {why[:200]}')
+        self._check_delegation(remote, parse_delegation(out))
         return stats_of_benchmark(parse_benchmark_output(out))
+
+    def _check_delegation(self, remote, info):
+        """Records what the delegate took of the file; refuses a partial take unless allowed."""
+        self.delegations[remote] = info
+        if self.delegate != 'none' and info.get('full') is False and not self.allow_partial:
+            raise PartialDelegationError(
+                f'the {self.delegate} delegate takes only {delegation_text(info)} of {remote.rsplit("/", 1)[-1]}: '
+                'the rest would run on the CPU and be timed as the delegate\'s (--allow_partial_delegation '
+                'times it anyway)')
 
     def measure(self, artifact, reference, warmup=5, runs=20, max_cv=0.05, max_attempts=3, reference_runs=5):
         """measure.measure_with_reference's protocol, each timing a benchmark_model process."""
@@ -191,4 +321,6 @@ class AdbTarget(FileTarget):
                 best = stats, _pooled(before, after)
             if stats.cv <= max_cv:
                 break
+        self.last_delegation = self.delegations.get(model, {})
+        self._trim({sha256(artifact), sha256(reference)})
         return best[0], best[1], attempt

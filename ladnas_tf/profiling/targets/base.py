@@ -9,6 +9,7 @@ import abc
 import dataclasses
 import hashlib
 import time
+import unicodedata
 
 from ladnas_tf.bad_input import BadInput
 
@@ -28,7 +29,7 @@ class Option:
     flag: str
     default: object
     help: str
-    kind: str = 'string'  # string, list, enum, integer or float (absl's DEFINE_<kind>)
+    kind: str = 'string'  # string, list, enum, integer, float or bool (absl's DEFINE_<kind>)
     choices: tuple = ()
     lower_bound: float = None
 
@@ -49,6 +50,33 @@ def option_values(options, given, what):
     if unknown:
         raise TargetError(f'{what} takes no option {", ".join(unknown)} (known: {", ".join(known) or "none"})')
     return {**known, **given}
+
+
+# How much of the model files a remote kind leaves on its device (sent files are named by SHA-256 and
+# reused across runs; without a bound a 3,000-row table leaves ~30 GB on a board or phone).
+CACHE_OPTION = Option('cache_mb', 'device_cache_mb', 200.0,
+                      'ssh / adb: MB of model files kept on the device, least recently used removed first (the '
+                      'reference network\'s file and the current one always stay).', 'float', lower_bound=0)
+
+
+def plain_text(value, what):
+    """`value` if it is a non-empty string that no shell or option parser can misread: no leading '-'
+    (an option), no control or format character (a newline ends a command). Else a one-line TargetError."""
+    if not isinstance(value, str) or not value:
+        raise TargetError(f'{what} must be a non-empty string, got {value!r}')
+    if value.startswith('-'):
+        raise TargetError(f'{what} {value!r} starts with "-" (it would be read as an option)')
+    if any(unicodedata.category(c)[0] == 'C' for c in value):
+        raise TargetError(f'{what} {value!r} contains a control character')
+    return value
+
+
+def recorded_threads(description):
+    """A description's interpreter threads (1 when not recorded), refused in one line unless a count."""
+    threads = description.get('threads', 1)
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 0 < threads <= 1024:
+        raise TargetError(f'the recorded threads {threads!r} is not a thread count')
+    return threads
 
 
 def sha256(data):
@@ -81,9 +109,24 @@ class Target(abc.ABC):
     overlaps_conversion = False  # True when timing does not compete with making files on this machine
 
     @classmethod
-    def from_description(cls, description):
-        """The target a table (or an LPM trained on it) was measured on, from its recorded description."""
-        return cls(description.get('threads', 1))
+    def device_of(cls, description):
+        """The remote device a description names (None for a kind that times on this machine)."""
+        return None
+
+    @staticmethod
+    def same_device(a, b):
+        """Whether two names of a device of this kind name the same device."""
+        return a == b
+
+    @classmethod
+    def from_description(cls, description, options=None):
+        """The target a table (or an LPM trained on it) was measured on, from its recorded description;
+        a remote kind takes where and how to connect from `options` (the user's), never from the file."""
+        return cls(recorded_threads(description))
+
+    def device_files(self):
+        """(files, bytes) of model files this target keeps on its device, or None (none kept)."""
+        return None
 
     def check_available(self):
         """Fails (TargetError, one line) when this machine cannot time on the target."""

@@ -4,8 +4,9 @@ One ssh connection carries the whole run: it starts the timing agent (profiling/
 that same connection with measure.py) and then carries model files and timing requests to it. The device
 times with measure.py's protocol, the host's own. The float32 file is made on the host (the workers call
 `prepare`, which needs no connection: a target pickles without it), each file is sent once (named by
-SHA-256 on the device), and a lost connection becomes retries with backoff, then one line. Rows already
-written stay in the table.
+SHA-256 on the device, kept in a cache of --device_cache_mb there), and a lost connection becomes retries
+with backoff, then one line. Rows already written stay in the table. The destination reaches ssh after
+'--' and only in the user@host[:port] form; the remote command is quoted word by word.
 """
 import collections
 import ipaddress
@@ -13,6 +14,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import shlex
 import socket
 import subprocess
@@ -20,10 +22,12 @@ import threading
 import time
 
 from ladnas_tf.profiling import agent, measure
-from ladnas_tf.profiling.targets.base import (FORMAT_OPTION, NUMERIC_FORMATS, RETRY_OPTIONS, FileTarget, Option,
-                                              Retrying, TargetError, TransportError, checked, numeric_format,
-                                              option_values, sha256)
+from ladnas_tf.profiling.targets.base import (CACHE_OPTION, FORMAT_OPTION, NUMERIC_FORMATS, RETRY_OPTIONS, FileTarget,
+                                              Option, Retrying, TargetError, TransportError, checked, numeric_format,
+                                              option_values, plain_text, recorded_threads, sha256)
 
+# argv: folder, the connection's marker. The agent's answers start after the marker line: whatever the
+# remote shell's startup prints first (a .bashrc that echoes) is skipped, not read as an answer.
 BOOTSTRAP = (
     'import json, os, sys\n'
     'folder = os.path.expanduser(sys.argv[1])\n'
@@ -33,7 +37,7 @@ BOOTSTRAP = (
     '        f.write(source)\n'
     'sys.path.insert(0, folder)\n'
     'import agent\n'
-    'agent.serve(os.path.join(folder, "models"))\n')
+    'agent.serve(os.path.join(folder, "models"), marker=sys.argv[2].encode())\n')
 
 
 def agent_sources():
@@ -47,21 +51,28 @@ def agent_sources():
 
 
 class AgentConnection:
-    """One process that runs the agent at the far end of `argv` (ssh ... python -c BOOTSTRAP), spoken to
-    by JSON lines. Reader threads keep stdout and stderr drained, so a request can time out cleanly."""
+    """One process that runs the agent at the far end of `argv` (ssh ... python -c BOOTSTRAP folder
+    marker), spoken to by JSON lines after the agent's marker line. Reader threads keep stdout and stderr
+    drained, so a request can time out cleanly."""
 
-    def __init__(self, argv, timeout_s):
-        self.argv, self.timeout_s = argv, timeout_s
+    def __init__(self, argv, timeout_s, marker):
+        self.argv, self.timeout_s, self.marker = argv, timeout_s, marker.encode()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)
-        self.lines, self.stderr = queue.Queue(), collections.deque(maxlen=20)
+        self.lines, self.stderr, self.noise = queue.Queue(), collections.deque(maxlen=20), collections.deque(maxlen=5)
         threading.Thread(target=self._read_answers, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
         self._send(agent_sources())
 
     def _read_answers(self):
+        started = False
         for line in self.proc.stdout:
-            self.lines.put(line)
+            if started:
+                self.lines.put(line)
+            elif line.rstrip(b'\r\n').endswith(self.marker):  # noise without a newline ends on its line
+                started = True
+            else:
+                self.noise.append(line.decode(errors='replace').strip())  # kept to explain a failure, never parsed
         self.lines.put(None)  # the far end is gone
 
     def _read_stderr(self):
@@ -75,7 +86,8 @@ class AgentConnection:
 
     def _why(self):
         time.sleep(0.2)  # let the reader catch ssh's own last words
-        return self.stderr[-1] if self.stderr else f'exit status {self.proc.poll()}'
+        said = self.stderr or [n for n in self.noise if n]
+        return said[-1] if said else f'exit status {self.proc.poll()}'
 
     def _send(self, message, payload=b''):
         try:
@@ -92,7 +104,10 @@ class AgentConnection:
             raise TransportError(f'no answer within {timeout_s or self.timeout_s:.0f} s') from None
         if line is None:
             raise TransportError(self._why())
-        answer = json.loads(line)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            raise TransportError(f'the agent answered with a line that is not JSON: {line[:120]!r}') from None
         if not answer.pop('ok', False):
             raise TargetError(f'the device refused {message.get("op")!r}: {answer.get("error")}')
         return answer
@@ -103,15 +118,30 @@ class AgentConnection:
         self.proc.wait()
 
 
-def parse_device(device):
-    """'user@host[:port]' (or an ssh config alias) -> (destination, port or None)."""
-    match = re.fullmatch(r'((?:[^@\s:]+@)?[^@\s:/]+)(?::(\d{1,5}))?', device or '')
+_NAME = r'[A-Za-z0-9_][A-Za-z0-9._-]*'  # a user, a host name or address, an ssh config Host
+DEVICE = re.compile(rf'(?:({_NAME})@)?({_NAME}|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?', re.ASCII)
+
+
+def parse_device(device, what='--device'):
+    """'user@host[:port]', host an ssh config alias, a name, an IPv4 or a [bracketed IPv6] address ->
+    (destination, port or None). Anything else, a leading '-' (an ssh option) or whitespace among it,
+    is refused in one line."""
+    match = DEVICE.fullmatch(device) if isinstance(device, str) else None
     if not match:
-        raise TargetError(f'--device {device!r} is not user@host[:port]')
-    port = match.group(2)
+        raise TargetError(f'{what} {device!r} is not user@host[:port] (letters, digits, ".", "_", "-"; '
+                          'not starting with "-")')
+    user, host, port = match.groups()
     if port is not None and not 0 < int(port) < 65536:
-        raise TargetError(f'--device {device!r}: port {port} is out of range')
-    return match.group(1), port and int(port)
+        raise TargetError(f'{what} {device!r}: port {port} is out of range')
+    host = host.strip('[]')
+    return (f'{user}@{host}' if user else host), port and int(port)
+
+
+def remote_word(path):
+    """A path as one word of a remote shell command: quoted, a leading '~/' left to the shell to expand."""
+    if path.startswith('~/'):
+        return '~/' + shlex.quote(path[2:])
+    return shlex.quote(path)
 
 
 class SshTarget(FileTarget):
@@ -128,7 +158,10 @@ class SshTarget(FileTarget):
         Option('folder', 'device_folder', '~/.cache/ladnas_tf_agent', 'ssh: where the agent and model files live.'),
         Option('connect_timeout_s', 'connect_timeout_s', 10, 'ssh: seconds to wait for the connection.', 'integer',
                lower_bound=1),
-        FORMAT_OPTION, *RETRY_OPTIONS)
+        CACHE_OPTION, FORMAT_OPTION, *RETRY_OPTIONS)
+    # What a named device of this kind carries: where and how to connect (never taken from a file).
+    CONNECTION = ('device', 'key_file', 'ssh_config', 'ssh_options', 'python', 'folder', 'connect_timeout_s',
+                  'cache_mb')
 
     def __init__(self, device=None, threads=1, xnnpack=True, request_timeout_s=600, tflite_source='writer',
                  **options):
@@ -138,19 +171,35 @@ class SshTarget(FileTarget):
         self.device, self.threads, self.xnnpack, self.tflite_source = device, threads, xnnpack, tflite_source
         self.numeric_format = checked(o['numeric_format'], NUMERIC_FORMATS, 'numeric format')
         self.destination, self.port = parse_device(device)
-        self.key_file, self.ssh_config, self.ssh_options = o['key_file'], o['ssh_config'], tuple(o['ssh_options'])
-        self.python, self.folder = o['python'], o['folder']
+        self.key_file, self.ssh_config = o['key_file'], o['ssh_config']
+        self.ssh_options = tuple(plain_text(x, '--ssh_options entry') for x in o['ssh_options'])
+        self.python = plain_text(o['python'], '--device_python')
+        self.folder = plain_text(o['folder'], '--device_folder')
+        self.cache_bytes = int(o['cache_mb'] * 1e6)
         self.connect_timeout_s, self.request_timeout_s = o['connect_timeout_s'], request_timeout_s
         self.retry = Retrying(f'ssh {device}', o['retries'], o['backoff_s'], self._drop)
-        self._connection, self._present, self._description = None, set(), None
+        self._connection, self._present, self._description, self._cache = None, set(), None, None
 
     @classmethod
-    def from_description(cls, description):
-        """Reached again at the recorded host with its recorded Python and folder, the user's ssh defaults."""
-        recorded = {'python': description.get('device_python'), 'folder': description.get('device_folder'),
-                    'numeric_format': numeric_format(description)}
-        return cls(description.get('host'), description.get('threads', 1),
-                   **{k: v for k, v in recorded.items() if v is not None})
+    def device_of(cls, description):
+        """The recorded host, refused in one line if it is not one (a file may hold anything)."""
+        host = description.get('host')
+        parse_device(host, 'the recorded ssh host')
+        return host
+
+    @staticmethod
+    def same_device(a, b):
+        """The same destination and port (user@host:port and its spellings)."""
+        return parse_device(a) == parse_device(b)
+
+    @classmethod
+    def from_description(cls, description, options=None):
+        """The user's named device (`options`: its connection, python and folder) with the recorded
+        threads and file format."""
+        if not options:
+            raise TargetError(f'the ssh host {description.get("host")!r} is not one you named on this machine')
+        return cls(threads=recorded_threads(description), numeric_format=numeric_format(description),
+                   **{k: v for k, v in options.items() if v is not None})
 
     def __getstate__(self):  # conversion workers get the target without its connection
         return {**self.__dict__, '_connection': None, '_present': set(), 'retry': None}
@@ -164,7 +213,7 @@ class SshTarget(FileTarget):
         except (OSError, ValueError):
             return False
 
-    def ssh_argv(self):
+    def ssh_argv(self, marker):
         argv = ['ssh', '-T', '-o', 'BatchMode=yes', '-o', f'ConnectTimeout={self.connect_timeout_s}',
                 '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=3']
         argv += ['-F', self.ssh_config] if self.ssh_config else []
@@ -172,8 +221,13 @@ class SshTarget(FileTarget):
         argv += ['-p', str(self.port)] if self.port else []
         for option in self.ssh_options:
             argv += ['-o', option]
-        remote = ' '.join(shlex.quote(a) for a in (self.python, '-u', '-c', BOOTSTRAP, self.folder))
-        return argv + [self.destination, remote]
+        remote = ' '.join([remote_word(self.python)] + [shlex.quote(a) for a in ('-u', '-c', BOOTSTRAP, self.folder,
+                                                                                  marker)])
+        return argv + ['--', self.destination, remote]  # '--': the destination is never read as an option
+
+    def _connect(self):
+        marker = f'ladnas-agent-{secrets.token_hex(8)}'  # unguessable: no shell noise can look like it
+        return AgentConnection(self.ssh_argv(marker), self.connect_timeout_s + 60, marker)
 
     def _drop(self):
         if self._connection is not None:
@@ -183,14 +237,14 @@ class SshTarget(FileTarget):
     def _call(self, message, timeout_s=None, payload=b''):
         def once():
             if self._connection is None:
-                self._connection = AgentConnection(self.ssh_argv(), self.connect_timeout_s + 60)
+                self._connection = self._connect()
             return self._connection.request(message, timeout_s, payload)
         return self.retry(once)
 
     def check_available(self):
         """Connects and asks the device what it is: an unreachable device fails here, in seconds."""
         try:
-            self._connection = AgentConnection(self.ssh_argv(), self.connect_timeout_s + 60)
+            self._connection = self._connect()
             self._description = self._connection.request({'op': 'describe'})
         except TransportError as e:
             self._drop()
@@ -220,11 +274,27 @@ class SshTarget(FileTarget):
         def once():
             model, ref = self._ensure(artifact, reference)
             return self._call({'op': 'time', 'model': model, 'reference': ref, 'threads': self.threads,
-                               'xnnpack': self.xnnpack, 'protocol': protocol}, self.request_timeout_s)
+                               'xnnpack': self.xnnpack, 'protocol': protocol, 'cache_bytes': self.cache_bytes},
+                              self.request_timeout_s)
         answer = self.retry(once)
+        self._kept(answer['cache'])
         return measure.Stats(**answer['stats']), measure.Stats(**answer['reference']), answer['attempts']
+
+    def _kept(self, cache):
+        """The device's cache after a trim: files it removed are sent again when next needed."""
+        self._present.difference_update(cache.pop('removed', ()))
+        self._cache = (cache['files'], cache['bytes'])
+
+    def device_files(self):
+        """(files, bytes) in the device's model folder, asked of the device while connected (a lost
+        connection is not reopened for it: the last answer then)."""
+        if self._connection is None:
+            return self._cache
+        try:
+            answer = self._connection.request({'op': 'cache'})
+        except (TargetError, TransportError):
+            return self._cache
+        return answer['files'], answer['bytes']
 
     def close(self):
         self._drop()
-
-

@@ -1,5 +1,7 @@
-"""The adb target with a stand-in `adb` and `benchmark_model` (tests/standins: no phone here), and the
-parser of benchmark_model's output on its documented formats."""
+"""The adb target with a stand-in `adb` and `benchmark_model` (tests/standins: no phone here): profiling,
+partial delegation refused unless allowed, quoted paths, the bounded cache; and the parsers of
+benchmark_model's output (timings, delegation) on its documented formats."""
+import hashlib
 import json
 import os
 import re
@@ -9,6 +11,9 @@ import sys
 import pytest
 from hypothesis import given, strategies as st
 
+from ladnas_tf import genotypes
+from ladnas_tf.graph import tflite_writer
+from ladnas_tf.graph.setting import Setting
 from ladnas_tf.profiling import table
 from ladnas_tf.profiling.targets import adb as remote
 
@@ -90,9 +95,140 @@ def test_a_missing_device_or_binary_is_one_line(phone, tmp_path, run_tool):
 @pytest.mark.slow
 def test_a_failing_gpu_delegate_stops_with_benchmark_models_own_reason(phone, tmp_path, run_tool):
     env, _ = phone
-    done = _cli(run_tool, env, f'--table={tmp_path / "gpu.csv"}', '--count=1', '--delegate=gpu')
+    done = _cli(run_tool, {**env, 'FAKE_DELEGATION': 'fail'}, f'--table={tmp_path / "gpu.csv"}', '--count=1',
+                '--delegate=gpu')
     assert done.returncode != 0
-    assert 'not supported by GPU delegate' in _one_error(done.stderr)
+    assert 'Failed to apply GPU delegate' in _one_error(done.stderr)
+
+
+def _rows_of(path):
+    return len(table.read(str(path))) if os.path.exists(path) else 0
+
+
+@pytest.mark.slow
+def test_a_partially_delegated_file_is_refused_unless_allowed_and_then_recorded(phone, tmp_path, run_tool):
+    """The stand-in's GPU delegate leaves the CONCATENATION operations to the CPU, as a real one that cannot
+    take them does, and benchmark_model carries on: the file would be timed as a GPU row."""
+    env, _ = phone
+    path = tmp_path / 'gpu.csv'
+    refused = _cli(run_tool, env, f'--table={path}', '--count=1', '--delegate=gpu')
+    assert refused.returncode != 0
+    error = _one_error(refused.stderr)
+    # the DARTS_V2 file at this setting: 29 operations, 3 of them CONCATENATION (counted by the stand-in)
+    assert 'gpu delegate takes only 26 of 29 operations, 4 partitions' in error
+    assert '--allow_partial_delegation' in error and _rows_of(path) == 0
+    allowed = _cli(run_tool, env, f'--table={path}', '--count=1', '--delegate=gpu', '--allow_partial_delegation')
+    assert allowed.returncode == 0, allowed.stderr
+    assert _rows_of(path) == 1
+    meta = json.loads((tmp_path / 'gpu.meta.json').read_text())
+    assert meta['delegate'] == 'gpu' and meta['partial_delegation'] is True
+
+
+@pytest.mark.slow
+def test_a_fully_delegated_gpu_file_is_timed(phone, tmp_path, run_tool):
+    env, _ = phone
+    path = tmp_path / 'gpu.csv'
+    done = _cli(run_tool, {**env, 'FAKE_DELEGATION': 'full'}, f'--table={path}', '--count=1', '--delegate=gpu')
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / 'gpu.meta.json').read_text())['partial_delegation'] is False
+
+
+@pytest.mark.slow
+def test_a_folder_with_a_space_and_a_bounded_cache(phone, tmp_path, run_tool):
+    """Every path in a device shell command is quoted; the folder keeps at most the cache (the file just
+    timed and the reference network's always stay)."""
+    env, device = phone
+    folder = '/data/local/tmp/my models'
+    done = _cli(run_tool, env, f'--table={tmp_path / "spaced.csv"}', '--count=4', f'--adb_folder={folder}',
+                '--device_cache_mb=0.02')
+    assert done.returncode == 0, done.stderr
+    files = {p.name: p.stat().st_size for p in (device / 'data' / 'local' / 'tmp' / 'my models').iterdir()}
+    reference = tflite_writer.timing_tflite(genotypes.DARTS_V2, **Setting('cifar', 4, 2, 8, 1, 10).network_kwargs())[0]
+    assert hashlib.sha256(reference).hexdigest() + '.tflite' in files
+    assert len(files) == 2 and all(n.endswith('.tflite') for n in files)  # ~13 kB each: 2 fill 0.02 MB
+    assert not (device / 'data' / 'local' / 'tmp' / 'my').exists()  # not split at the space
+    said = re.search(r'left on the device: (\d+) model files', done.stdout)
+    assert said and int(said.group(1)) == 2
+
+
+@pytest.mark.parametrize('serial', ['-s', 'a b', 'R58M;reboot', 'R58M\n', '$(id)', '', 'R\u00e9'])
+def test_a_hostile_serial_is_refused_in_one_line(serial):
+    with pytest.raises(remote.TargetError) as refused:
+        remote.AdbTarget(serial)
+    assert '\n' not in str(refused.value)
+
+
+@pytest.mark.parametrize('option,value', [('benchmark_binary', '-x'), ('folder', 'a\nb'), ('folder', '-rf /')])
+def test_a_binary_or_folder_a_shell_would_misread_is_refused_in_one_line(option, value):
+    with pytest.raises(remote.TargetError) as refused:
+        remote.AdbTarget(**{option: value})
+    assert '\n' not in str(refused.value)
+
+
+# ---- what the delegate took, in TFLite's own log formats (counts made up) ----
+
+GPU_PARTIAL = """\
+INFO: Loaded model /data/local/tmp/m.tflite
+INFO: GPU delegate created.
+INFO: Going to apply 1 delegates one after another.
+ERROR: Following operations are not supported by GPU delegate:
+CONCATENATION: Operation is not supported.
+45 operations will run on the GPU, and the remaining 15 operations will run on the CPU.
+INFO: Initialized OpenCL-based API.
+INFO: Replacing 45 out of 60 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 3 partitions for the \
+whole graph.
+INFO: Created 3 GPU delegate kernels.
+INFO: Explicitly applied GPU delegate, and the model graph will be partially executed by the delegate w/ 3 \
+delegate kernels.
+"""
+
+XNNPACK_FULL = """\
+INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
+INFO: Replacing 60 out of 60 node(s) with delegate (TfLiteXNNPackDelegate) node, yielding 1 partitions for the \
+whole graph.
+INFO: Explicitly applied XNNPACK delegate, and the model graph will be completely executed by the delegate.
+"""
+
+OLDER_GPU = """\
+INFO: Created TensorFlow Lite delegate for GPU.
+ERROR: Next operations are not supported by GPU delegate:
+MEAN: Operation is not supported.
+First 58 operations will run on the GPU, and the remaining 2 on the CPU.
+INFO: Replacing 58 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 2 partitions.
+"""
+
+NOT_TAKEN = ('INFO: Though GPU delegate is explicitly applied, the model graph will not be executed by the '
+             'delegate.\n')
+
+
+def test_a_partial_gpu_delegation_is_parsed_with_its_counts():
+    assert remote.parse_delegation(GPU_PARTIAL) == {
+        'delegate': 'TfLiteGpuDelegateV2', 'nodes': 45, 'total_nodes': 60, 'partitions': 3, 'kernels': 3,
+        'full': False}
+    assert remote.delegation_text(remote.parse_delegation(GPU_PARTIAL)) == '45 of 60 operations, 3 partitions'
+
+
+def test_a_complete_delegation_is_full():
+    assert remote.parse_delegation(XNNPACK_FULL) == {
+        'delegate': 'TfLiteXNNPackDelegate', 'nodes': 60, 'total_nodes': 60, 'partitions': 1, 'full': True}
+
+
+def test_older_releases_lines_still_say_it_is_partial():
+    assert remote.parse_delegation(OLDER_GPU) == {
+        'delegate': 'TfLiteGpuDelegateV2', 'nodes': 58, 'total_nodes': 60, 'partitions': 2, 'full': False}
+
+
+def test_a_delegate_that_takes_nothing_is_not_full_and_silence_says_nothing():
+    assert remote.parse_delegation(NOT_TAKEN) == {'full': False, 'kernels': 0}
+    assert remote.parse_delegation(RECENT) == {}  # no delegate lines: unknown, not "full"
+
+
+@given(st.text(max_size=400))
+def test_any_text_gives_a_delegation_whose_counts_it_states(text):
+    info = remote.parse_delegation(text)
+    for key in ('nodes', 'partitions', 'kernels'):
+        if key in info:
+            assert str(info[key]) in text
 
 
 # ---- benchmark_model's output, in its releases' formats (numbers made up) ----

@@ -1,9 +1,14 @@
 """The ssh target end to end against a real OpenSSH server on 127.0.0.1 (Debian's openssh-server,
-installed by .ci/run): profiling, a server killed mid-run, resume, a dead port; and the agent itself."""
+installed by .ci/run): profiling, a server killed mid-run, resume, a dead port, a shell that prints before
+the agent starts, the device's bounded cache; device strings and paths no shell or ssh can misread; and
+the agent itself."""
 import hashlib
 import io
 import json
 import os
+import re
+import shlex
+import subprocess
 import sys
 import time
 
@@ -13,7 +18,8 @@ from hypothesis import given, strategies as st
 import needs
 import sshd
 from ladnas_tf import genotypes, search_space
-from ladnas_tf.graph import constant
+from ladnas_tf.graph import constant, tflite_writer
+from ladnas_tf.graph.setting import Setting
 from ladnas_tf.profiling import agent, table
 from ladnas_tf.profiling.targets import base, registry, ssh as remote
 
@@ -178,3 +184,151 @@ def test_agent_describes_the_machine_it_runs_on():
     d = agent.describe()
     assert d['cores'] == os.cpu_count() and d['machine'] == os.uname().machine
     assert d['versions']['ai-edge-litert'] != 'unknown'
+
+
+# ---- device strings and device paths: refused unless no shell or option parser can misread them ----
+
+HOSTILE = ['-oProxyCommand=touch /tmp/pwned', '-p22', 'board\n-oProxyCommand=x', 'user@board;reboot', 'a b',
+           'board\t', '\u00fc@board', 'board\x00', '\u202eboard', 'user@-board', '-', '', 'user@', '@board',
+           'board:', 'board:99999', 'board:0', 'user@board:22:33', '$(reboot)', '`id`@board', 'board|x', 'us er@b',
+           'board\r', 'b\u2028oard', 'user@@board', 'user@board/x', None, 22]
+
+
+@pytest.mark.parametrize('device', HOSTILE)
+def test_a_hostile_device_string_is_refused_in_one_line(device):
+    with pytest.raises(base.TargetError) as refused:
+        remote.SshTarget(device)
+    assert '\n' not in str(refused.value)
+
+
+SAFE = re.compile(r'[A-Za-z0-9._@:-]+')  # what may reach ssh as the destination, whatever the input
+
+
+def _given_to_ssh(target):
+    argv = target.ssh_argv('marker')
+    end = argv.index('--')
+    return argv[end + 1:]
+
+
+@given(st.text(st.sampled_from(list('ab1.-_@:;[] \n\t\x00$`|\'"\\/\u00e9\u202e')) | st.characters(), max_size=30))
+def test_any_device_string_is_refused_or_reaches_ssh_after_a_double_dash(device):
+    try:
+        target = remote.SshTarget(device)
+    except base.TargetError as refused:
+        assert '\n' not in str(refused)
+        return
+    destination, command = _given_to_ssh(target)  # '--', then exactly the destination and the command
+    assert SAFE.fullmatch(destination) and not destination.startswith('-')
+    assert not any(c.isspace() or ord(c) < 32 or ord(c) > 126 for c in device) and not device.startswith('-')
+
+
+@given(st.text(max_size=20))
+def test_a_device_string_starting_with_a_dash_is_always_refused(rest):
+    with pytest.raises(base.TargetError, match='not user@host'):
+        remote.parse_device('-' + rest)
+
+
+@pytest.mark.parametrize('option,value', [('python', '-c'), ('python', 'python3\nrm -rf ~'), ('folder', '-rf'),
+                                          ('folder', 'a\nb'), ('folder', ''), ('python', 'py\x1b[2J'),
+                                          ('folder', 'x\u202e'), ('ssh_options', ['ProxyCommand=x\nid'])])
+def test_a_device_python_or_folder_a_shell_would_misread_is_refused_in_one_line(option, value):
+    with pytest.raises(base.TargetError) as refused:
+        remote.SshTarget('user@board', **{option: value})
+    assert '\n' not in str(refused.value)
+
+
+def test_the_device_python_and_folder_are_single_shell_words():
+    folder, python = "my models; rm -rf ~ 'x'", '~/venv with space/bin/python'
+    target = remote.SshTarget('user@board:2222', python=python, folder=folder)
+    destination, command = _given_to_ssh(target)
+    assert destination == 'user@board'
+    words = shlex.split(command)  # as the remote shell splits it (the '~/' is left for it to expand)
+    assert words == [python, '-u', '-c', remote.BOOTSTRAP, folder, 'marker']
+    assert command.startswith('~/')
+
+
+# ---- the agent's framing: what the shell prints before the agent is skipped ----
+
+NOISE = 'echo "Welcome to the board"; echo \'{"ok": true, "fake": 1}\'; printf "no newline here"'
+
+
+def test_shell_noise_before_the_agent_is_skipped(tmp_path):
+    marker = 'ladnas-agent-test'
+    argv = ['sh', '-c', f'{NOISE}; exec "$0" "$@"', sys.executable, '-u', '-c', remote.BOOTSTRAP,
+            str(tmp_path / 'agent'), marker]
+    connection = remote.AgentConnection(argv, 60, marker)
+    try:
+        described = connection.request({'op': 'describe'})
+        assert described['cores'] == os.cpu_count() and 'fake' not in described
+        assert connection.request({'op': 'missing', 'names': ['0' * 64]}) == {'missing': ['0' * 64]}
+    finally:
+        connection.close()
+
+
+def test_what_a_library_prints_in_the_agent_goes_to_stderr_not_among_the_answers(repo_root):
+    code = ('import sys; from ladnas_tf.profiling import agent\n'
+            'out = agent._own_stdout()\nprint("library chatter", flush=True)\nout.write(b"answer\\n"); out.flush()')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, timeout=120, cwd=repo_root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b'answer\n' and b'library chatter' in done.stderr
+
+
+@pytest.fixture(scope='module')
+def noisy_server(tmp_path_factory):
+    needs.check(sshd.available(), 'an OpenSSH server (sshd, ssh, ssh-keygen)',
+                'apt-get install openssh-server openssh-client; .ci/run does')
+    srv = sshd.Server(tmp_path_factory.mktemp('noisy_sshd'),
+                      force_command=f'{NOISE}; eval "$SSH_ORIGINAL_COMMAND"').start()
+    yield srv
+    srv.kill()
+
+
+@pytest.mark.slow
+def test_profiles_through_a_shell_that_prints_before_the_agent(noisy_server, tmp_path, run_tool):
+    path = str(tmp_path / 'noisy.csv')
+    proc = _cli(run_tool, f'--table={path}', '--count=2', f'--device_python={sys.executable}',
+                f'--device_folder={tmp_path / "device"}', *noisy_server.flags())
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert 'Traceback' not in err and len(table.read(path)) == 2
+
+
+# ---- the device's cache: bounded, least recently used files removed, the reference's kept ----
+
+def _touch(folder, name, size, age_s):
+    path = folder / f'{name}.tflite'
+    path.write_bytes(b'x' * size)
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
+
+
+def test_the_agent_removes_the_least_recently_used_files_beyond_its_limit_never_a_kept_one(tmp_path):
+    names = [c * 64 for c in 'abcde']
+    for age, name in zip((50, 40, 30, 20, 10), names):  # a oldest ... e newest
+        _touch(tmp_path, name, 100, age)
+    (tmp_path / 'notes.txt').write_text('not a model: never counted or removed')
+    left = agent.Agent(str(tmp_path)).cache(limit=250, keep={names[0]})
+    # 500 bytes, 250 allowed: a is kept, b, c and d (oldest first) go: 200 bytes left
+    assert left == {'files': 2, 'bytes': 200, 'removed': names[1:4]}
+    assert sorted(os.listdir(tmp_path)) == sorted([f'{names[0]}.tflite', f'{names[4]}.tflite', 'notes.txt'])
+    assert agent.Agent(str(tmp_path)).cache() == {'files': 2, 'bytes': 200, 'removed': []}
+
+
+@pytest.mark.slow
+def test_a_100_row_run_leaves_at_most_the_configured_cache_on_the_device(server, tmp_path, run_tool):
+    path, device, limit_mb = str(tmp_path / 'cached.csv'), tmp_path / 'device', 0.1
+    proc = _cli(run_tool, f'--table={path}', '--count=100', '--runs=2', '--warmup=0', '--reference_runs=1',
+                '--max_attempts=1', '--batch=10', f'--device_cache_mb={limit_mb}', f'--device_python={sys.executable}',
+                f'--device_folder={device}', *server.flags())
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert len(table.read(path)) == 100
+    files = {p.name: p.stat().st_size for p in (device / 'models').iterdir()}
+    reference = tflite_writer.timing_tflite(genotypes.DARTS_V2, **Setting('cifar', 4, 2, 8, 1, 10).network_kwargs())[0]
+    assert hashlib.sha256(reference).hexdigest() + '.tflite' in files  # the reference network's stays
+    assert all(name.endswith('.tflite') for name in files)  # no half-sent file left
+    # ~13 kB a file: 100 would be ~1.3 MB; the two files just timed always stay, and fit in 0.1 MB here
+    assert 2 <= len(files) and sum(files.values()) <= limit_mb * 1e6
+    said = re.search(r'left on the device: (\d+) model files, ([\d.]+) MB', out)
+    assert said and int(said.group(1)) == len(files)
+    assert float(said.group(2)) == pytest.approx(sum(files.values()) / 1e6, abs=0.06)
