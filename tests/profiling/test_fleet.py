@@ -29,7 +29,7 @@ class FakeDevice(base.Target):
     """A device that times nothing: it records what it was given, calls `first()` before its first timing
     (to meet another device), and fails from its `fail_at`-th timing on as a lost board, calling
     `failing()`."""
-    name = 'fake'
+    name = 'ssh'  # a known kind: tables refuse targets of no known kind
 
     def __init__(self, host, model='Board X', fail_at=None, first=None, failing=None):
         self.host, self.model, self.fail_at, self.first, self.failing = host, model, fail_at, first, failing
@@ -146,7 +146,7 @@ def test_a_table_from_before_the_device_column_still_loads_and_resumes(tmp_path)
 
 @pytest.mark.parametrize('other, message', [
     (FakeDevice('u@b', model='Board Y'), "u@b has device='Board Y', u@a has device='Board X'"),
-    (type('Other', (FakeDevice,), {'name': 'other'})('u@b'), "u@b has target='other', u@a has target='fake'")])
+    (type('Other', (FakeDevice,), {'name': 'adb'})('u@b'), "u@b has target='adb', u@a has target='ssh'")])
 def test_devices_of_another_model_or_kind_are_refused_in_one_line_before_any_file(tmp_path, other, message):
     with pytest.raises(base.TargetError, match=f'fleet devices differ: {message}; a fleet is one device model'):
         profile.Profiler(fleet.Fleet([FakeDevice('u@a'), other]), SETTING, str(tmp_path / 'x.csv'), **FAST)
