@@ -154,6 +154,11 @@ def main():
     plot(df, args.out + '.png')
     print(summary(df))
     print(f'{time.time() - tic:.0f} s')
+    if not args.plot_only:  # what made the csv: command, commit, date, machine, and the summary table
+        from benchmarks import write_json
+        write_json(args.out + '.json', {'csv': args.out + '.csv', 'figure': args.out + '.png',
+                                        'base': args.base, 'seconds': round(time.time() - tic),
+                                        'summary_markdown': summary(df)})
 
 
 if __name__ == '__main__':
