@@ -3,6 +3,10 @@
 Methods, from the fewest parameters to the most:
   scale          one factor: log y = a + log base(x), a by least squares in log space
   affine_log     log y = a + b log base(x) (b kept in [0.2, 5])
+  op_costs       log y = a + log base(x) + sum over cells and operations of count x cost: the base corrected
+                 by one cost per operation and cell type, fitted by least squares with an L2 penalty
+                 (OP_COST_L2) toward no correction; the base's ranking reordered where this device's
+                 kernels differ (int8 on another CPU: docs/fewshot_lpm_int8.md)
   finetune_last  a copy of the base, after `scale`, whose output layer is trained on the rows
                  (anchored to its start by an L2 penalty: the rows are few)
   finetune_all   the same for every layer, at a smaller learning rate
@@ -48,8 +52,9 @@ from ladnas_tf.lpm import dataset, metrics, model as lpm, registry, training
 from ladnas_tf.lpm.dataset import genotype_encoding
 from ladnas_tf.profiling.table import portable
 
-METHODS = ('scale', 'affine_log', 'finetune_last', 'finetune_all', 'scratch')
-MIN_ROWS = {'scale': 1, 'affine_log': 3, 'finetune_last': 5, 'finetune_all': 5, 'scratch': 5}
+METHODS = ('scale', 'affine_log', 'op_costs', 'finetune_last', 'finetune_all', 'scratch')
+MIN_ROWS = {'scale': 1, 'affine_log': 3, 'op_costs': 5, 'finetune_last': 5, 'finetune_all': 5, 'scratch': 5}
+OP_COST_L2 = 10.0  # in squared log-latency units; measured best of 5-40 from 10 to 50 rows (fewshot_lpm_int8)
 MIN_ADAPT_ROWS = 5  # leave-one-out then trains scale and affine_log on 4 rows and scores 5 predictions
 ERROR_TIE_PCT = 0.01  # log-MRE points this close are equal (auto rule, step 3): repeated timings differ by ~1%
 SLOPE_RANGE = (0.2, 5.0)
@@ -137,6 +142,30 @@ def _log_affine(base, a, b, label):
 
 def fit_scale(base, x, y, label):
     return _log_affine(base, float(np.mean(np.log(y) - np.log(base.predict_ms(x)))), 1.0, label)
+
+
+def fit_op_costs(base, x, y, label):
+    """The base plus a cost per operation and cell type (module docstring), as one Keras model: the base's
+    regressor and a linear unit on fixed operation counts, added in the base's scaled log units."""
+    if base.scaling['kind'] != 'log':
+        raise AdaptError(f'op_costs needs a base trained with target_scaling log (this one: '
+                         f'{base.scaling["kind"]}); use scale or finetune_last')
+    matrix = lpm.op_count_matrix(base.cells)
+    counts = x @ matrix
+    residual = np.log(y) - np.log(base.predict_ms(x))
+    mean = counts.mean(0)
+    centred = counts - mean
+    w = np.linalg.solve(centred.T @ centred + OP_COST_L2 * np.eye(len(mean)), centred.T @ (residual - residual.mean()))
+    bias = residual.mean() - mean @ w
+    inputs = keras.Input((base.input_size,), name='encoding')
+    fixed = keras.layers.Dense(matrix.shape[1], use_bias=False, trainable=False, name='op_counts')
+    correction = keras.layers.Dense(1, name='op_costs_out')
+    total = keras.ops.add(_copy(base)(inputs), correction(fixed(inputs)))
+    regressor = keras.Model(inputs, total, name='lpm')
+    fixed.set_weights([matrix])
+    std = base.scaling['std']
+    correction.set_weights([(w / std)[:, None].astype(np.float32), np.array([bias / std], np.float32)])
+    return _derived(base, dict(base.scaling), regressor, label)
 
 
 def fit_affine_log(base, x, y, label):
@@ -242,14 +271,14 @@ def fit_scratch(base, x, y, label, settings=FIT, seed=0):
     return model
 
 
-FITS = {'scale': fit_scale, 'affine_log': fit_affine_log, 'finetune_last': fit_finetune_last,
+FITS = {'scale': fit_scale, 'affine_log': fit_affine_log, 'op_costs': fit_op_costs, 'finetune_last': fit_finetune_last,
         'finetune_all': fit_finetune_all, 'scratch': fit_scratch}
 
 
 def fit(method, base, x, y, label, settings=FIT, seed=0):
     """One method on encodings x [n, input_size] and labels y (ms) [n]: an LPM (not saved)."""
     _need(method, len(y))
-    if method in ('scale', 'affine_log'):
+    if method in ('scale', 'affine_log', 'op_costs'):
         return FITS[method](base, x, y, label)
     return FITS[method](base, x, y, label, settings, seed)
 

@@ -49,7 +49,7 @@ LABELS = ('latency', 'normalised')
 ARCHITECTURES = ('mlp', 'linear', 'positional', 'gnn')
 # Where an edge's input comes from: c_{k-2}, c_{k-1}, or an intermediate node (positional counts).
 SOURCES = ('input0', 'input1', 'intermediate')
-FIXED_LAYERS = ('positions',)  # layers no training changes (the positional counts)
+FIXED_LAYERS = ('positions', 'op_counts')  # layers no training changes (fixed 0/1 count matrices)
 # Every regressor's output layer ends in '_out' (few-shot fine-tuning trains it alone).
 
 
@@ -151,6 +151,12 @@ def positional_matrix(cells):
     per_cell = per_cell.reshape(search_space.ENCODING_SIZE, -1)
     n = len(CELLS[cells])
     return np.kron(np.eye(n, dtype=np.float32), per_cell)
+
+
+def op_count_matrix(cells):
+    """[112 * cells, 8 * cells] 0/1: bit (edge, op) of a cell -> how often the op occurs in that cell."""
+    per_cell = np.tile(np.eye(search_space.NUM_OPS, dtype=np.float32), (search_space.NUM_EDGES, 1))
+    return np.kron(np.eye(len(CELLS[cells]), dtype=np.float32), per_cell)
 
 
 def build_linear(input_size, cells, positional):
