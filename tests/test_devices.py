@@ -166,11 +166,12 @@ def test_the_search_summary_connects_to_a_host_named_by_the_tools_flag(home, fak
 
 def test_the_pipeline_reaches_the_predictors_host_only_when_named(home, fake_ssh, tmp_path, predictors):
     from ladnas_tf import pipeline
-    lpm_dir = predictors.save(tmp_path / 'shared_lpm', target='ssh', target_description=RECORDED)
-    target, why = pipeline._latency_target(lpm_dir)
+    from ladnas_tf.lpm import registry as lpm_registry
+    shared = lpm_registry.load(predictors.save(tmp_path / 'shared_lpm', target='ssh', target_description=RECORDED))
+    target, why = pipeline._latency_target(None, shared)
     assert target is None and 'which you have not named on this machine' in why and fake_ssh() == []
     registry.add_device(registry.device('ssh', device=BOARD, connect_timeout_s=1))
-    target, why = pipeline._latency_target(lpm_dir)
+    target, why = pipeline._latency_target(None, shared)
     assert target is None and why.startswith(f'cannot reach {BOARD}') and len(fake_ssh()) == 1
 
 
