@@ -249,7 +249,10 @@ def _added(parts):
             'max_relative_output': max(p['max_relative_output'] for p in results),
             'cpu_minutes': sum(p['cpu_minutes'] for p in results),
             'differing': list({(d['name'], d['genotype']): d for p in results for d in p['differing']}.values())[:20],
-            'runs': {name: run for seed, p in parts for name, run in p.get('runs', {f'seed{seed}': p}).items()}}
+            'runs': {name: run for seed, p in parts for name, run in p.get('runs', {f'seed{seed}': p}).items()},
+            # the write times of the first run that measured them (a run cut short has none)
+            **{k: next(p[k] for p in results if k in p) for k in ('write_ms', 'timing_write_ms', 'convert_ms')
+               if any(k in p for p in results)}}
 
 
 def compare_all(args, save=lambda results: None, started_by=None):
@@ -356,8 +359,9 @@ def int8_report(results):
     lines = ['# The int8 TFLite writer against the converter', '',
              f"`{p.get('command', 'python -m benchmarks.tflite_writer_equivalence --format=int8')}` "
              f"(commit {p.get('commit')}, {p.get('date')}, {p.get('machine', {}).get('device')}): "
-             f'the {len(genotypes.NAMED)} published genotypes and {results["random_per_setting"]} random ones '
-             f"(seed {results['random_seeds'][0]}) per setting, each converted by the TF converter with "
+             f'the {len(genotypes.NAMED)} published genotypes and random ones '
+             f"(seeds {', '.join(map(str, results['random_seeds']))}; counts per setting below), each converted "
+             'by the TF converter with '
              'full-integer post-training quantization (graph.constant.genotype_to_tflite_int8: int8 weights '
              'and activations, float32 input and output, calibrated on 4 seeded random images) and written by '
              'graph.tflite_int8_writer.timing_tflite_int8 (the profiler\'s int8 file).', '',
@@ -365,7 +369,7 @@ def int8_report(results):
              'write (CPU ms) | convert (CPU ms) | comparison CPU min |', '|---|---|---|---|---|---|---|']
     for key, r in results['settings'].items():
         runs = 'all' if r['max_relative_output'] == 0 else 'NOT all'
-        lines.append(f"| {key} | {r['architectures']} of {len(genotypes.NAMED) + results['random_per_setting']} | "
+        lines.append(f"| {key} | {r['architectures']} ({r['architectures'] - len(genotypes.NAMED)} random) | "
                      f"{r['identical']} | {runs} | "
                      f"{r.get('write_ms', float('nan')):.1f} | {r.get('convert_ms', float('nan')):.0f} | "
                      f"{r['cpu_minutes']:.1f} |")
