@@ -24,7 +24,6 @@ replicas compute exactly what one replica computes on the same global batch.
 """
 import contextlib
 import math
-import os
 
 import keras
 import numpy as np
@@ -55,17 +54,21 @@ def _replicas():
     return ctx.num_replicas_in_sync if ctx is not None else 1
 
 
+_SOURCES = range(search_space.NUM_INPUTS + search_space.NUM_NODES - 1)
+_SOURCE_ORDER = [e for source in _SOURCES for e in _targets(source)[1]]  # EDGES indices, source-major
+_SOURCE_SIZES = [len(_targets(source)[1]) for source in _SOURCES]
+
 _RECOMPUTING = [False]  # set while a cell's forward pass is re-run for its gradient (trace time)
 _DISCARDING = [False]  # set inside discarded_statistics() (trace time)
 
 
 @contextlib.contextmanager
 def discarded_statistics():
-    """For forward passes whose BN moving-statistic updates are thrown away anyway (those inside a
-    keras.StatelessScope that nobody reads, as the architecture step's): in a traced graph the mixed
-    ops then neither read nor update their moving statistics, which saves ~17 variable reads and
-    writes per mixed op. What the passes compute (outputs, gradients) is unchanged: in training BN
-    normalises with the batch statistics."""
+    """For forward passes whose BN moving-statistic updates would be thrown away anyway (those inside
+    a keras.StatelessScope that nobody reads, as the architecture step's): no moving statistic is
+    updated, and in a traced graph the mixed ops do not even read theirs, which saves ~17 variable
+    reads and writes per mixed op. What the passes compute (outputs, gradients) is unchanged: in
+    training BN normalises with the batch statistics."""
     before, _DISCARDING[0] = _DISCARDING[0], True
     try:
         yield
@@ -93,7 +96,7 @@ def normalize_batch(x, moving_mean, moving_var, training, scale=None, offset=Non
         y, mean, var = tf.compat.v1.nn.fused_batch_norm(
             x, scale, offset, moving_mean.value, moving_var.value, epsilon=BN_EPSILON, is_training=True,
             exponential_avg_factor=1. - BN_MOMENTUM)
-        if not _RECOMPUTING[0]:
+        if not (_RECOMPUTING[0] or _DISCARDING[0]):
             moving_mean.assign(mean)
             moving_var.assign(var)
         return y
@@ -105,7 +108,7 @@ def normalize_batch(x, moving_mean, moving_var, training, scale=None, offset=Non
     mean = total / count
     biased = tf.maximum(total_sq / count - tf.square(mean), 0.)
     unbiased = biased * count / tf.maximum(count - 1., 1.)
-    if not _RECOMPUTING[0]:
+    if not (_RECOMPUTING[0] or _DISCARDING[0]):
         moving_mean.assign(BN_MOMENTUM * moving_mean.value + (1. - BN_MOMENTUM) * tf.stop_gradient(mean))
         moving_var.assign(BN_MOMENTUM * moving_var.value + (1. - BN_MOMENTUM) * tf.stop_gradient(unbiased))
     return tf.nn.batch_normalization(x, mean, biased, offset, scale, BN_EPSILON)
@@ -324,18 +327,18 @@ class MixedOp(_MixedMath, _Weights, layers.Layer):
         if tf.executing_eagerly() or _replicas() > 1:
             return self._forward(x, weights, self._values(), self.stats, training)
         # In a graph, every MixedOp of one shape calls one traced function (and its one traced
-        # gradient): the weights and statistics go in as tensors, the statistics' updates come out.
+        # gradient): the weights and statistics go in as tensors, the statistics' updates come out,
+        # all statistics as one vector (one input, one output: fewer graph nodes around each call).
         stat_vars = self._stat_variables()
         discard = training and _DISCARDING[0]
-        if discard:  # stand-ins: in training the statistics only feed the updates, which are dropped
-            stand_in = {n: tf.zeros([n], stat_vars[0].dtype) for n in {v.shape[0] for v in stat_vars}}
-            stats = [stand_in[v.shape[0]] for v in stat_vars]
+        if discard:  # a stand-in: in training the statistics only feed the updates, which are dropped
+            stats = tf.zeros([sum(v.shape[0] for v in stat_vars)], stat_vars[0].dtype)
         else:
-            stats = [tf.convert_to_tensor(v.value) for v in stat_vars]
-        args = [x, weights, *self._values(), *stats]
-        out, *updated = _shared_mixed_op(self, args, bool(training))(*args)
+            stats = tf.concat([v.value for v in stat_vars], 0)
+        args = [x, weights, *self._values(), stats]
+        out, updated = _shared_mixed_op(self, args, bool(training))(*args)
         if training and not _RECOMPUTING[0] and not discard:
-            for v, new in zip(stat_vars, updated):
+            for v, new in zip(stat_vars, tf.split(updated, [v.shape[0] for v in stat_vars])):
                 v.assign(new)
         return out
 
@@ -362,31 +365,32 @@ _SHARED_MIXED_OPS = {}
 def _shared_mixed_op(op, args, training):
     """One traced function per mixed-op shape, called by every MixedOp of that shape, in every step
     function: it computes op._forward from tensors only, so it captures nothing of one layer.
-    fn(x, weights, *kernels, *statistics) -> (out, *updated statistics); `args` are such arguments."""
+    fn(x, weights, *kernels, statistics) -> (out, updated statistics), the statistics (op.stats' means
+    and variances, in order) as one vector; `args` are such arguments."""
     _, h, w, _ = args[0].shape
     key = (op.channels, op.num_edges, op.strides, args[0].dtype.name, h, w, training)
     fn = _SHARED_MIXED_OPS.get(key)
     if fn is not None:
         return fn
     names = list(op.stats)
+    sizes = [v.shape[0] for name in names for v in op.stats[name]]
     math = _MixedMath.of(op.channels, op.num_edges, op.strides)
 
     def forward(x, weights, *tensors):
-        values, stat_values = tensors[:-2 * len(names)], tensors[-2 * len(names):]
-        stats = {name: (_Statistic(stat_values[2 * i]), _Statistic(stat_values[2 * i + 1]))
-                 for i, name in enumerate(names)}
-        recomputing, _RECOMPUTING[0] = _RECOMPUTING[0], False  # the trace always returns the updates
+        values, parts = tensors[:-1], tf.split(tensors[-1], sizes)
+        stats = {name: (_Statistic(parts[2 * i]), _Statistic(parts[2 * i + 1])) for i, name in enumerate(names)}
+        flags = _RECOMPUTING[0], _DISCARDING[0]
+        _RECOMPUTING[0] = _DISCARDING[0] = False  # the trace always returns the updates
         try:
             out = math._forward(x, weights, values, stats, training)
         finally:
-            _RECOMPUTING[0] = recomputing
-        return [out] + [s.new for name in names for s in stats[name]]
+            _RECOMPUTING[0], _DISCARDING[0] = flags
+        return out, tf.stop_gradient(tf.concat([s.new for name in names for s in stats[name]], 0))
 
     # Any batch size: the last, smaller batch of an epoch calls the same function.
     signature = [tf.TensorSpec([None] + args[0].shape[1:], args[0].dtype)]
     signature += [tf.TensorSpec(t.shape, t.dtype) for t in args[1:]]
-    attrs = {'_noinline': True} if os.environ.get('NOINLINE') else None
-    fn = tf.function(forward, autograph=False, experimental_attributes=attrs).get_concrete_function(*signature)
+    fn = tf.function(forward, autograph=False).get_concrete_function(*signature)
     _SHARED_MIXED_OPS[key] = fn
     return fn
 
@@ -443,12 +447,14 @@ class SearchCell(_Weights, layers.Layer):
         op_channels = self.channels // k
         mixed_sums = {j: [] for j in range(search_space.NUM_INPUTS, search_space.NUM_INPUTS + search_space.NUM_NODES)}
         bypass_sums = {j: [] for j in mixed_sums}
+        if edge_weights is not None:  # beta scales the whole edge, so it folds into the op weights
+            op_weights = op_weights * edge_weights[:, None]
+        # The rows of each source's edges, in source order: one gather and one split for the cell.
+        per_source = tf.split(tf.gather(op_weights, _SOURCE_ORDER), _SOURCE_SIZES)
         for source, op in enumerate(self.mixed):
             x = states[source]
             targets, edges = _targets(source)
-            weights = tf.gather(op_weights, edges)
-            if edge_weights is not None:  # beta scales the whole edge, so it folds into the op weights
-                weights = weights * tf.gather(edge_weights, edges)[:, None]
+            weights = per_source[source]
             if k > 1:
                 x, bypass = tf.split(x, [op_channels, x.shape[-1] - op_channels], axis=-1)
             if self.recompute and training:
