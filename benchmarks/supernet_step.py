@@ -7,7 +7,8 @@ in its own subprocess so that its peak RSS is its own.
 
     taskset -c 0 python -m benchmarks.supernet_step
     (options: --channels 8 --layers 5 --batch 32 --size 32 --steps 5 --threads 1 --method darts|pcdarts
-     --order first|second --repeats 1 --frameworks tensorflow,torch --note 'what else ran'
+     --order first|second --repeats 1 --frameworks tensorflow,tf-onednn,tf-recompute,torch
+     --settings 8/5/32,16/8/64 --note 'what else ran'
      --json=docs/benchmarks/supernet_step.json)
 
 Wall-clock and CPU (process) time are both reported: on a shared machine the CPU time is the steadier
@@ -30,8 +31,11 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# tf-recompute: our supernet with recompute=True (each mixed op's forward pass re-run for its gradient)
-FRAMEWORKS = ('tensorflow', 'tf-recompute', 'torch')
+# tf-recompute: our supernet with recompute=True (each mixed op's forward pass re-run for its gradient);
+# tf-onednn: the same as tensorflow with TF_ENABLE_ONEDNN_OPTS=1 (TensorFlow turns oneDNN on by default only
+# on CPUs with AVX-512/AMX-class features; on others, such as AVX2-only ones, it runs its Eigen kernels)
+FRAMEWORKS = ('tensorflow', 'tf-onednn', 'tf-recompute', 'torch')
+DEFAULT_FRAMEWORKS = ('tensorflow', 'tf-recompute', 'torch')
 
 
 def _clock():
@@ -255,7 +259,9 @@ def main(argv=None):
     parser.add_argument('--method', choices=('darts', 'pcdarts'), default='darts')
     parser.add_argument('--order', choices=('first', 'second'), default='first')
     parser.add_argument('--repeats', type=int, default=1, help='Runs per framework, taking turns (medians).')
-    parser.add_argument('--frameworks', default=','.join(FRAMEWORKS),
+    parser.add_argument('--settings', help='Several settings in one run: C/layers/batch,... (e.g. 8/5/32,16/8/64); '
+                        'overrides --channels, --layers, --batch.')
+    parser.add_argument('--frameworks', default=','.join(DEFAULT_FRAMEWORKS),
                         help=f'Comma-separated subset of {",".join(FRAMEWORKS)} (torch is the reference).')
     parser.add_argument('--note', default='', help='What else ran on the machine meanwhile (kept in the JSON).')
     parser.add_argument('--json', help='Also write the figures to this JSON file.')
@@ -264,41 +270,52 @@ def main(argv=None):
     if args.framework:
         return _child(args)
     frameworks = [f for f in FRAMEWORKS if f in args.frameworks.split(',')]
-    child_argv = [f'--{k}={getattr(args, k)}' for k in ('channels', 'layers', 'batch', 'size', 'steps', 'threads',
-                                                        'method', 'order')]
+    settings = [tuple(int(v) for v in setting.split('/')) for setting in args.settings.split(',')] \
+        if args.settings else [(args.channels, args.layers, args.batch)]
+    records = [_measure(args, frameworks, *setting) for setting in settings]
+    if args.json:
+        from benchmarks import save_json
+        config = {k: v for k, v in vars(args).items() if k not in ('json', 'framework', 'note')}
+        figures = records[0] if len(records) == 1 else {'settings': records}
+        save_json(args.json, {**figures, 'also_running': args.note}, config)
+
+
+KEYS = ('build_wall', 'build_cpu', 'first_wall', 'first_cpu', 'step_wall', 'step_cpu', 'peak_rss_gb',
+        'above_import_gb', 'params')
+
+
+def _measure(args, frameworks, channels, layers, batch):
+    """Runs every framework args.repeats times at one setting, taking turns; prints and returns the medians."""
+    child_argv = [f'--{k}={getattr(args, k)}' for k in ('size', 'steps', 'threads', 'method', 'order')]
+    child_argv += [f'--channels={channels}', f'--layers={layers}', f'--batch={batch}']
     runs = {f: [] for f in frameworks}
     loads = []
     for _ in range(args.repeats):
         for framework in frameworks:
             cmd = [sys.executable, '-m', 'benchmarks.supernet_step', '--framework', framework] + child_argv
+            env = {**os.environ, 'TF_ENABLE_ONEDNN_OPTS': '1'} if framework == 'tf-onednn' else None
             before = os.getloadavg()
-            out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
             loads.append({'framework': framework, 'before': before, 'after': os.getloadavg()})
             if out.returncode:
                 print(f'{framework} failed:\n{out.stderr[-2000:]}')
                 continue
             runs[framework].append(json.loads(out.stdout.strip().splitlines()[-1]))
     results = {f: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for f, rs in runs.items() if rs}
-    print(f'config: C={args.channels} layers={args.layers} batch={args.batch} {args.size}x{args.size} '
+    print(f'config: C={channels} layers={layers} batch={batch} {args.size}x{args.size} '
           f'{args.method} {args.order} order, {args.threads} thread(s), {args.steps} timed steps, '
           f'{args.repeats} run(s) each (medians)')
-    print('load average (1, 5, 15 min) before/after each run: ' + '; '.join(
+    print('load average (1 min) before/after each run: ' + '; '.join(
         f'{entry["framework"]} {entry["before"][0]:.2f}/{entry["after"][0]:.2f}' for entry in loads))
-    keys = ('build_wall', 'build_cpu', 'first_wall', 'first_cpu', 'step_wall', 'step_cpu', 'peak_rss_gb',
-            'above_import_gb', 'params')
-    print(f'{"":12s}' + ''.join(f'{k:>16s}' for k in keys))
+    print(f'{"":12s}' + ''.join(f'{k:>16s}' for k in KEYS))
     for framework, r in results.items():
-        print(f'{framework:12s}' + ''.join(f'{r[k]:16.3f}' if k != 'params' else f'{int(r[k]):16d}' for k in keys))
-    ratios = {f: {k: results[f][k] / results['torch'][k] for k in keys}
+        print(f'{framework:12s}' + ''.join(f'{r[k]:16.3f}' if k != 'params' else f'{int(r[k]):16d}' for k in KEYS))
+    ratios = {f: {k: results[f][k] / results['torch'][k] for k in KEYS}
               for f in frameworks if f != 'torch' and f in results and 'torch' in results}
     for framework, r in ratios.items():
-        print(f'{framework + "/pt":12s}' + ''.join(f'{r[k]:16.2f}' for k in keys))
-    if args.json:
-        from benchmarks import save_json
-        config = {k: v for k, v in vars(args).items() if k not in ('json', 'framework', 'note')}
-        record = {'frameworks': results, 'over_torch': ratios, 'runs': runs, 'load_average': loads,
-                  'also_running': args.note}
-        save_json(args.json, record, config)
+        print(f'{framework + "/pt":12s}' + ''.join(f'{r[k]:16.2f}' for k in KEYS))
+    return {'setting': {'channels': channels, 'layers': layers, 'batch': batch}, 'frameworks': results,
+            'over_torch': ratios, 'runs': runs, 'load_average': loads}
 
 
 if __name__ == '__main__':
