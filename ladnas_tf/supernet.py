@@ -138,19 +138,35 @@ def subsample(x):
     return tf.reshape(even, [-1, h // 2, w // 2, c])
 
 
+def _depthwise_native(x, kernel, strides=1, padding='SAME', explicit_paddings=()):
+    # The op itself: tf.nn.depthwise_conv2d adds a dozen shape constants around it for dilations, and
+    # each constant is a node to trace, to differentiate and to instantiate.
+    return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, strides, strides, 1], padding=padding,
+                                            explicit_paddings=list(explicit_paddings))
+
+
 def depthwise(x, kernel, strides=1, dilation=1):
     """Depthwise conv with PyTorch's symmetric padding dilation*(k-1)/2 at stride 1 or 2."""
+    p = dilation * (kernel.shape[0] - 1) // 2
     if strides == 1:
-        return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
+        if dilation == 1:
+            return _depthwise_native(x, kernel)
+        h, w = x.shape[1], x.shape[2]
+        if h is None or w is None or h % dilation or w % dilation:
+            return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
+        # What tf.nn.depthwise_conv2d does for a dilation (the CPU kernel has none), written out: the
+        # dilated conv is a plain conv over each of the dilation^2 phases, padded by p (divisible).
+        y = tf.space_to_batch_nd(x, [dilation, dilation], [[p, p], [p, p]])
+        y = _depthwise_native(y, kernel, padding='VALID')
+        return tf.batch_to_space(y, [dilation, dilation], [[0, 0], [0, 0]])
     if strides != 2:
         raise BadInput(f'stride {strides} is not supported')
     if dilation == 1:
-        p = (kernel.shape[0] - 1) // 2
-        return tf.nn.depthwise_conv2d(x, kernel, [1, 2, 2, 1], [[0, 0], [p, p], [p, p], [0, 0]])
+        return _depthwise_native(x, kernel, 2, 'EXPLICIT', [0, 0, p, p, p, p, 0, 0])
     if dilation != 2:
         raise BadInput(f'stride 2 with dilation {dilation} is not supported')
     # Taps at 2i + 2t - (k-1) all fall on even pixels: a plain conv over the even pixels.
-    return tf.nn.depthwise_conv2d(subsample(x), kernel, [1, 1, 1, 1], 'SAME')
+    return _depthwise_native(subsample(x), kernel)
 
 
 def channel_shuffle(x, groups):

@@ -234,3 +234,31 @@ def test_traced_shared_mixed_ops_give_the_eager_gradients_and_statistics(pc):
     assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, traced.non_trainable_weights))
     np.testing.assert_allclose(traced(x, training=False), tf.function(lambda: traced(x, training=False))(),
                                rtol=1e-5, atol=1e-6)  # inference reads the moving statistics alike
+
+
+@pytest.mark.parametrize('size,k,strides,dilation', [(8, 3, 1, 2), (8, 5, 1, 2), (6, 3, 1, 1), (8, 5, 2, 1),
+                                                     (8, 3, 2, 2)])
+def test_depthwise_is_tfs_depthwise_conv_bit_for_bit(size, k, strides, dilation):
+    """supernet.depthwise calls the native op (and writes out the space-to-batch of a dilation) instead of
+    tf.nn.depthwise_conv2d: the same values and gradients, exactly."""
+    rng = np.random.default_rng(k)
+    x = tf.constant(rng.normal(size=(2, size, size, 6)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(k, k, 6, 1)), tf.float32)
+
+    def reference(x, kernel):
+        if strides == 1:
+            return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
+        if dilation == 1:
+            p = (k - 1) // 2
+            return tf.nn.depthwise_conv2d(x, kernel, [1, 2, 2, 1], [[0, 0], [p, p], [p, p], [0, 0]])
+        return tf.nn.depthwise_conv2d(x[:, ::2, ::2], kernel, [1, 1, 1, 1], 'SAME')
+
+    results = []
+    for fn in (lambda x, w: supernet.depthwise(x, w, strides, dilation), reference):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = fn(x, kernel)
+            loss = tf.reduce_sum(y * y)
+        results.append([y] + tape.gradient(loss, [x, kernel]))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
