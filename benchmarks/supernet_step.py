@@ -7,24 +7,35 @@ in its own subprocess so that its peak RSS is its own.
 
     taskset -c 0 python -m benchmarks.supernet_step
     (options: --channels 8 --layers 5 --batch 32 --size 32 --steps 5 --threads 1 --method darts|pcdarts
-     --order first|second --json=docs/benchmarks/supernet_step.json)
+     --order first|second --repeats 1 --frameworks tensorflow,tf-onednn,tf-recompute,torch
+     --settings 8/5/32,16/8/64 --note 'what else ran'
+     --json=docs/benchmarks/supernet_step.json)
 
 Wall-clock and CPU (process) time are both reported: on a shared machine the CPU time is the steadier
-figure. Peak RSS is reported whole and above the process's RSS right after importing the framework
-(TensorFlow + Keras take ~0.67 GB before any model, PyTorch ~0.22 GB). torch is a benchmark-only
+figure. With --repeats N the frameworks take turns N times (tf, torch, tf, torch, ...) and each figure
+is the median of its N runs, so that a change in the machine's load falls on both sides; the load
+average (os.getloadavg) before and after each run is recorded. The first step is split into building
+the model (`build_*`: for TensorFlow the supernet and the Architect, for PyTorch the network and its
+optimizers) and the rest (`first_*` includes both). Peak RSS is reported whole and above the process's
+RSS right after importing the framework (TensorFlow + Keras take ~0.67 GB before any model, PyTorch
+~0.22 GB). torch is a benchmark-only
 dependency: `pip install torch==2.13.0`.
 """
 import argparse
 import json
 import os
+import statistics
 import resource
 import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# tf-recompute: our supernet with recompute=True (each mixed op's forward pass re-run for its gradient)
-FRAMEWORKS = ('tensorflow', 'tf-recompute', 'torch')
+# tf-recompute: our supernet with recompute=True (each mixed op's forward pass re-run for its gradient);
+# tf-onednn: the same as tensorflow with TF_ENABLE_ONEDNN_OPTS=1 (TensorFlow turns oneDNN on by default only
+# on CPUs with AVX-512/AMX-class features; on others, such as AVX2-only ones, it runs its Eigen kernels)
+FRAMEWORKS = ('tensorflow', 'tf-onednn', 'tf-recompute', 'torch')
+DEFAULT_FRAMEWORKS = ('tensorflow', 'tf-recompute', 'torch')
 
 
 def _clock():
@@ -63,6 +74,7 @@ def run_tensorflow(args):
                                    epochs=50)
     x = tf.random.stateless_normal([args.batch, args.size, args.size, 3], [1, 2])
     y = tf.random.stateless_uniform([args.batch], [3, 4], 0, 10, tf.int32)
+    args.build = _since(start)
     searcher.step((x, y), (x, y))
     first = _since(start)
     start = _clock()
@@ -204,6 +216,7 @@ def run_torch(args):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
+    args.build = _since(start)
 
     def step():
         a_opt.zero_grad()
@@ -229,7 +242,8 @@ def _child(args):
     fn = run_torch if args.framework == 'torch' else run_tensorflow
     first, total, params = fn(args)
     peak = _peak_rss_gb()
-    print(json.dumps({'first_wall': first[0], 'first_cpu': first[1], 'step_wall': total[0] / args.steps,
+    print(json.dumps({'build_wall': args.build[0], 'build_cpu': args.build[1],
+                      'first_wall': first[0], 'first_cpu': first[1], 'step_wall': total[0] / args.steps,
                       'step_cpu': total[1] / args.steps, 'peak_rss_gb': peak,
                       'above_import_gb': peak - args.import_rss, 'params': params}))
 
@@ -244,36 +258,64 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--method', choices=('darts', 'pcdarts'), default='darts')
     parser.add_argument('--order', choices=('first', 'second'), default='first')
+    parser.add_argument('--repeats', type=int, default=1, help='Runs per framework, taking turns (medians).')
+    parser.add_argument('--settings', help='Several settings in one run: C/layers/batch,... (e.g. 8/5/32,16/8/64); '
+                        'overrides --channels, --layers, --batch.')
+    parser.add_argument('--frameworks', default=','.join(DEFAULT_FRAMEWORKS),
+                        help=f'Comma-separated subset of {",".join(FRAMEWORKS)} (torch is the reference).')
+    parser.add_argument('--note', default='', help='What else ran on the machine meanwhile (kept in the JSON).')
     parser.add_argument('--json', help='Also write the figures to this JSON file.')
     parser.add_argument('--framework', choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.framework:
         return _child(args)
-    results = {}
-    argv = sys.argv[1:] if argv is None else argv
-    for framework in FRAMEWORKS:
-        cmd = [sys.executable, '-m', 'benchmarks.supernet_step', '--framework', framework] + argv
-        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        if out.returncode:
-            print(f'{framework} failed:\n{out.stderr[-2000:]}')
-            continue
-        results[framework] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f'config: C={args.channels} layers={args.layers} batch={args.batch} {args.size}x{args.size} '
-          f'{args.method} {args.order} order, {args.threads} thread(s), {args.steps} timed steps')
-    keys = ('first_wall', 'first_cpu', 'step_wall', 'step_cpu', 'peak_rss_gb', 'above_import_gb', 'params')
-    print(f'{"":12s}' + ''.join(f'{k:>13s}' for k in keys))
-    for framework, r in results.items():
-        print(f'{framework:12s}' + ''.join(f'{r[k]:13.3f}' if k != 'params' else f'{r[k]:13d}' for k in keys))
-    for framework in FRAMEWORKS[:-1]:
-        if framework in results and 'torch' in results:
-            ours, pt = results[framework], results['torch']
-            print(f'{framework + "/pt":12s}' + ''.join(f'{ours[k] / pt[k]:13.2f}' for k in keys))
+    frameworks = [f for f in FRAMEWORKS if f in args.frameworks.split(',')]
+    settings = [tuple(int(v) for v in setting.split('/')) for setting in args.settings.split(',')] \
+        if args.settings else [(args.channels, args.layers, args.batch)]
+    records = [_measure(args, frameworks, *setting) for setting in settings]
     if args.json:
         from benchmarks import save_json
-        ratios = {f: {k: results[f][k] / results['torch'][k] for k in keys}
-                  for f in FRAMEWORKS[:-1] if f in results and 'torch' in results}
-        config = {k: v for k, v in vars(args).items() if k not in ('json', 'framework')}
-        save_json(args.json, {'frameworks': results, 'over_torch': ratios}, config)
+        config = {k: v for k, v in vars(args).items() if k not in ('json', 'framework', 'note')}
+        figures = records[0] if len(records) == 1 else {'settings': records}
+        save_json(args.json, {**figures, 'also_running': args.note}, config)
+
+
+KEYS = ('build_wall', 'build_cpu', 'first_wall', 'first_cpu', 'step_wall', 'step_cpu', 'peak_rss_gb',
+        'above_import_gb', 'params')
+
+
+def _measure(args, frameworks, channels, layers, batch):
+    """Runs every framework args.repeats times at one setting, taking turns; prints and returns the medians."""
+    child_argv = [f'--{k}={getattr(args, k)}' for k in ('size', 'steps', 'threads', 'method', 'order')]
+    child_argv += [f'--channels={channels}', f'--layers={layers}', f'--batch={batch}']
+    runs = {f: [] for f in frameworks}
+    loads = []
+    for _ in range(args.repeats):
+        for framework in frameworks:
+            cmd = [sys.executable, '-m', 'benchmarks.supernet_step', '--framework', framework] + child_argv
+            env = {**os.environ, 'TF_ENABLE_ONEDNN_OPTS': '1'} if framework == 'tf-onednn' else None
+            before = os.getloadavg()
+            out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+            loads.append({'framework': framework, 'before': before, 'after': os.getloadavg()})
+            if out.returncode:
+                print(f'{framework} failed:\n{out.stderr[-2000:]}')
+                continue
+            runs[framework].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = {f: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for f, rs in runs.items() if rs}
+    print(f'config: C={channels} layers={layers} batch={batch} {args.size}x{args.size} '
+          f'{args.method} {args.order} order, {args.threads} thread(s), {args.steps} timed steps, '
+          f'{args.repeats} run(s) each (medians)')
+    print('load average (1 min) before/after each run: ' + '; '.join(
+        f'{entry["framework"]} {entry["before"][0]:.2f}/{entry["after"][0]:.2f}' for entry in loads))
+    print(f'{"":12s}' + ''.join(f'{k:>16s}' for k in KEYS))
+    for framework, r in results.items():
+        print(f'{framework:12s}' + ''.join(f'{r[k]:16.3f}' if k != 'params' else f'{int(r[k]):16d}' for k in KEYS))
+    ratios = {f: {k: results[f][k] / results['torch'][k] for k in KEYS}
+              for f in frameworks if f != 'torch' and f in results and 'torch' in results}
+    for framework, r in ratios.items():
+        print(f'{framework + "/pt":12s}' + ''.join(f'{r[k]:16.2f}' for k in KEYS))
+    return {'setting': {'channels': channels, 'layers': layers, 'batch': batch}, 'frameworks': results,
+            'over_torch': ratios, 'runs': runs, 'load_average': loads}
 
 
 if __name__ == '__main__':

@@ -27,6 +27,7 @@ import math
 import keras
 import tensorflow as tf
 
+from ladnas_tf import supernet
 from ladnas_tf.bad_input import BadInput
 from ladnas_tf.optim import MomentumSGD  # noqa: F401  (the weight optimizer, shared with train.py)
 from ladnas_tf.settings import option
@@ -171,9 +172,10 @@ class Architect:
                                                         config.arch_beta_2, epsilon=1e-8, name='arch_adam')
             self.weight_optimizer.build(self.weight_vars)  # momentum buffers exist before the first unroll
             self.arch_optimizer.build(self.arch_vars)
-        self._arch_step = tf.function(self._arch_step_fn, reduce_retracing=True)
-        self._weight_step = tf.function(self._weight_step_fn, reduce_retracing=True)
-        self._evaluate = tf.function(self._evaluate_fn, reduce_retracing=True)
+        # One traced function for the whole step (architecture and weight step): one trace, one graph
+        # to instantiate. No autograph: the steps have no tensor-dependent Python control flow.
+        self._step = tf.function(self._step_fn, reduce_retracing=True, autograph=False)
+        self._evaluate = tf.function(self._evaluate_fn, reduce_retracing=True, autograph=False)
 
     @property
     def learning_rate(self):
@@ -185,7 +187,8 @@ class Architect:
         """All-reduced gradient of the weight-batch loss w.r.t. `wrt`, with weights replaced by
         `substitutes` (w -> tensor); BN statistics untouched."""
         wrt = self.weight_vars if wrt is None else wrt
-        with keras.StatelessScope(state_mapping=substitutes), tf.GradientTape() as tape:
+        with keras.StatelessScope(state_mapping=substitutes), supernet.discarded_statistics(), \
+                tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             loss = cross_entropy_sum(logits, y) / tf.cast(_global_batch(x), logits.dtype)
         return _all_reduce(_gradients(tape, loss, wrt))
@@ -193,7 +196,7 @@ class Architect:
     def arch_gradients(self, x_train, y_train, x_arch, y_arch):
         """The architecture gradient (without weight decay), all-reduced; and the arch loss logs."""
         if self.config.order == 'first':
-            with keras.StatelessScope(), tf.GradientTape() as tape:
+            with keras.StatelessScope(), supernet.discarded_statistics(), tf.GradientTape() as tape:
                 _, logs = self.arch_loss(self.model, x_arch, y_arch)
             return _all_reduce(_gradients(tape, logs['loss'], self.arch_vars)), logs
         return self._unrolled_gradients(x_train, y_train, x_arch, y_arch)
@@ -205,7 +208,7 @@ class Architect:
         unrolled = [w - xi * (opt.momentum * opt.momentum_of(w) + g + wd * w)
                     for w, g in zip(self.weight_vars, grads)]
         with keras.StatelessScope(state_mapping=list(zip(self.weight_vars, unrolled))), \
-                tf.GradientTape() as tape:
+                supernet.discarded_statistics(), tf.GradientTape() as tape:
             tape.watch(unrolled)
             _, logs = self.arch_loss(self.model, x_arch, y_arch)
         grads = _all_reduce(_gradients(tape, logs['loss'], unrolled + self.arch_vars))
@@ -239,6 +242,10 @@ class Architect:
             logs = self.strategy.run(replica, args=(weight_batch, arch_batch))
             return self._reduce({f'arch_{k}': v for k, v in logs.items()})
 
+    def _step_fn(self, weight_batch, arch_batch, update_arch):
+        logs = self._arch_step_fn(weight_batch, arch_batch) if update_arch else {}
+        return {**logs, **self._weight_step_fn(weight_batch)}
+
     def _weight_step_fn(self, batch):
         def replica(x, y):
             with tf.GradientTape() as tape:
@@ -264,13 +271,10 @@ class Architect:
 
     def step(self, weight_batch, arch_batch=None, update_arch=True):
         """One search step; returns {name: float} (loss, correct, count, arch_* when alpha moved)."""
-        logs = {}
+        if update_arch and arch_batch is None:
+            raise BadInput('the architecture step needs an architecture batch')
         with without_grappler():
-            if update_arch:
-                if arch_batch is None:
-                    raise BadInput('the architecture step needs an architecture batch')
-                logs.update(self._arch_step(weight_batch, arch_batch))
-            logs.update(self._weight_step(weight_batch))
+            logs = self._step(weight_batch, arch_batch if update_arch else None, bool(update_arch))
         return {k: float(v) for k, v in logs.items()}
 
     def evaluate(self, batch):

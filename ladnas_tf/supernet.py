@@ -11,6 +11,10 @@ layers, and the edges leaving one node are computed *together*:
     exactly E separate BNs);
   * 'none' contributes nothing to the sum and is not computed (its alpha still gets a gradient
     through the softmax).
+In a traced step (tf.function) the mixed ops of one shape (channels, edges, stride, resolution) all call
+one traced function, weights and BN statistics passed in as tensors and the statistics' updates passed
+out: a 5-cell supernet traces 14 mixed ops and their gradients once, not 25 per pass, and every pass of a
+step (architecture, weight, the unrolled ones) reuses them. Eagerly each mixed op computes inline.
 The result equals DARTS's search network op for op (PyTorch's padding and stride-2 semantics, see
 ops.py); a stride-2 dilated conv is the stride-1 conv of the even pixels, which is the same thing.
 
@@ -22,6 +26,7 @@ entering a node. Both are linear, so a node's sum is computed once per node, not
 Under tf.distribute with several replicas, batch statistics are synchronised (all-reduced) so that N
 replicas compute exactly what one replica computes on the same global batch.
 """
+import contextlib
 import math
 
 import keras
@@ -53,7 +58,26 @@ def _replicas():
     return ctx.num_replicas_in_sync if ctx is not None else 1
 
 
+_SOURCES = range(search_space.NUM_INPUTS + search_space.NUM_NODES - 1)
+_SOURCE_ORDER = [e for source in _SOURCES for e in _targets(source)[1]]  # EDGES indices, source-major
+_SOURCE_SIZES = [len(_targets(source)[1]) for source in _SOURCES]
+
 _RECOMPUTING = [False]  # set while a cell's forward pass is re-run for its gradient (trace time)
+_DISCARDING = [False]  # set inside discarded_statistics() (trace time)
+
+
+@contextlib.contextmanager
+def discarded_statistics():
+    """For forward passes whose BN moving-statistic updates would be thrown away anyway (those inside
+    a keras.StatelessScope that nobody reads, as the architecture step's): no moving statistic is
+    updated, and in a traced graph the mixed ops do not even read theirs, which saves ~17 variable
+    reads and writes per mixed op. What the passes compute (outputs, gradients) is unchanged: in
+    training BN normalises with the batch statistics."""
+    before, _DISCARDING[0] = _DISCARDING[0], True
+    try:
+        yield
+    finally:
+        _DISCARDING[0] = before
 
 
 def normalize_batch(x, moving_mean, moving_var, training, scale=None, offset=None):
@@ -76,7 +100,7 @@ def normalize_batch(x, moving_mean, moving_var, training, scale=None, offset=Non
         y, mean, var = tf.compat.v1.nn.fused_batch_norm(
             x, scale, offset, moving_mean.value, moving_var.value, epsilon=BN_EPSILON, is_training=True,
             exponential_avg_factor=1. - BN_MOMENTUM)
-        if not _RECOMPUTING[0]:
+        if not (_RECOMPUTING[0] or _DISCARDING[0]):
             moving_mean.assign(mean)
             moving_var.assign(var)
         return y
@@ -88,7 +112,7 @@ def normalize_batch(x, moving_mean, moving_var, training, scale=None, offset=Non
     mean = total / count
     biased = tf.maximum(total_sq / count - tf.square(mean), 0.)
     unbiased = biased * count / tf.maximum(count - 1., 1.)
-    if not _RECOMPUTING[0]:
+    if not (_RECOMPUTING[0] or _DISCARDING[0]):
         moving_mean.assign(BN_MOMENTUM * moving_mean.value + (1. - BN_MOMENTUM) * tf.stop_gradient(mean))
         moving_var.assign(BN_MOMENTUM * moving_var.value + (1. - BN_MOMENTUM) * tf.stop_gradient(unbiased))
     return tf.nn.batch_normalization(x, mean, biased, offset, scale, BN_EPSILON)
@@ -118,19 +142,35 @@ def subsample(x):
     return tf.reshape(even, [-1, h // 2, w // 2, c])
 
 
+def _depthwise_native(x, kernel, strides=1, padding='SAME', explicit_paddings=()):
+    # The op itself: tf.nn.depthwise_conv2d adds a dozen shape constants around it for dilations, and
+    # each constant is a node to trace, to differentiate and to instantiate.
+    return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, strides, strides, 1], padding=padding,
+                                            explicit_paddings=list(explicit_paddings))
+
+
 def depthwise(x, kernel, strides=1, dilation=1):
     """Depthwise conv with PyTorch's symmetric padding dilation*(k-1)/2 at stride 1 or 2."""
+    p = dilation * (kernel.shape[0] - 1) // 2
     if strides == 1:
-        return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
+        if dilation == 1:
+            return _depthwise_native(x, kernel)
+        h, w = x.shape[1], x.shape[2]
+        if h is None or w is None or h % dilation or w % dilation:
+            return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
+        # What tf.nn.depthwise_conv2d does for a dilation (the CPU kernel has none), written out: the
+        # dilated conv is a plain conv over each of the dilation^2 phases, padded by p (divisible).
+        y = tf.space_to_batch_nd(x, [dilation, dilation], [[p, p], [p, p]])
+        y = _depthwise_native(y, kernel, padding='VALID')
+        return tf.batch_to_space(y, [dilation, dilation], [[0, 0], [0, 0]])
     if strides != 2:
         raise BadInput(f'stride {strides} is not supported')
     if dilation == 1:
-        p = (kernel.shape[0] - 1) // 2
-        return tf.nn.depthwise_conv2d(x, kernel, [1, 2, 2, 1], [[0, 0], [p, p], [p, p], [0, 0]])
+        return _depthwise_native(x, kernel, 2, 'EXPLICIT', [0, 0, p, p, p, p, 0, 0])
     if dilation != 2:
         raise BadInput(f'stride 2 with dilation {dilation} is not supported')
     # Taps at 2i + 2t - (k-1) all fall on even pixels: a plain conv over the even pixels.
-    return tf.nn.depthwise_conv2d(subsample(x), kernel, [1, 1, 1, 1], 'SAME')
+    return _depthwise_native(subsample(x), kernel)
 
 
 def channel_shuffle(x, groups):
@@ -166,16 +206,9 @@ class _Weights:
                 self.add_weight(name=f'{name}_moving_var', initializer='ones', **kw))
 
 
-@keras.saving.register_keras_serializable(_PACKAGE)
-class MixedOp(_Weights, layers.Layer):
-    """The mixed ops of the `num_edges` edges that leave one node: for edge e, the sum over the 8 ops
-    of weights[e, op] * op_e(x), each op_e with its own weights (DARTS's MixedOp, E at a time).
-    call(x, weights (E, 8)) -> (N, H', W', E, C); pooling is followed by a non-affine BN as in DARTS."""
-
-    def __init__(self, channels, num_edges, strides=1, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.channels, self.num_edges, self.strides = channels, num_edges, strides
-        self._init_seeds(seed)
+class _MixedMath:
+    """The math of a MixedOp, from its configuration (channels, num_edges, strides) and explicit tensors:
+    what a shared mixed-op function traces without holding on to any layer."""
 
     # Kernels are stacked per shape, so the optimiser and the graph see 4 variables, not 14.
     _DW = {3: ('sep_conv_3x3_0', 'sep_conv_3x3_1', 'dil_conv_3x3_0'),
@@ -183,29 +216,19 @@ class MixedOp(_Weights, layers.Layer):
     _PW = ('sep_conv_3x3_0', 'sep_conv_3x3_1', 'sep_conv_5x5_0', 'sep_conv_5x5_1', 'dil_conv_3x3_0',
            'dil_conv_5x5_0')
 
-    def build(self, input_shape):
-        e, c = self.num_edges, self.channels
-        if input_shape[-1] != c:
-            raise BadInput(f'MixedOp expects {c} input channels, got {input_shape[-1]}')
-        if self.strides == 2 and c % 2:
-            raise BadInput(f'a stride-2 skip connection needs an even channel count, got {c}')
-        self.depthwise_kernels = {k: self._param(f'depthwise_{k}x{k}', (len(names), k, k, e * c, 1), k * k)
-                                  for k, names in self._DW.items()}
-        self.pointwise_kernels = self._param('pointwise', (len(self._PW), e, c, c), c)
-        self.stats = {name: self._bn_stats(name, e * c) for name in self._PW}
-        for op in ('max_pool_3x3', 'avg_pool_3x3'):
-            self.stats[op] = self._bn_stats(op, c)
-        if self.strides == 2:  # skip_connect is FactorizedReduce: two 1x1 convs to C/2 each, per edge
-            self.reduce_kernels = self._param('factorized_reduce', (2, c, e * c // 2), c)
-            self.stats['skip_connect'] = self._bn_stats('skip_connect', e * c)
+    @classmethod
+    def of(cls, channels, num_edges, strides):
+        math = cls.__new__(cls)
+        math.channels, math.num_edges, math.strides = channels, num_edges, strides
+        return math
 
-    def _kernels(self):
-        """name -> (depthwise kernel, block-diagonal pointwise kernel), from the stacked variables."""
+    def _kernels(self, depthwise_kernels, pointwise_kernels):
+        """name -> (depthwise kernel, block-diagonal pointwise kernel), from the stacked kernels."""
         e, c = self.num_edges, self.channels
         dw = {}
         for k, names in self._DW.items():
-            dw.update(zip(names, tf.unstack(self.depthwise_kernels[k].value)))
-        pw = self.pointwise_kernels.value
+            dw.update(zip(names, tf.unstack(depthwise_kernels[k])))
+        pw = pointwise_kernels
         if e > 1:  # E 1x1 convs over E channel groups = one matmul with the block-diagonal kernel
             pw = tf.expand_dims(pw, 3) * tf.constant(np.eye(e)[None, :, None, :, None], pw.dtype)
         pw = tf.unstack(tf.reshape(pw, [len(self._PW), e * c, e * c]))
@@ -223,10 +246,10 @@ class MixedOp(_Weights, layers.Layer):
             y = norm(pointwise(depthwise(tf.nn.relu(y), dw, 1), pw), f'{op}_1', scale)
         return y
 
-    def _reduce(self, relu_x, norm, scale):
+    def _reduce(self, relu_x, reduce_kernels, norm, scale):
         """FactorizedReduce per edge: conv_a on the even pixels, conv_b on the odd ones, concatenated."""
         e, half = self.num_edges, self.channels // 2
-        kernel_a, kernel_b = tf.unstack(self.reduce_kernels.value)
+        kernel_a, kernel_b = tf.unstack(reduce_kernels)
         even, odd = phases(relu_x)
         _, h, w, _ = even.shape
         shape = [-1, h, w, e, half]
@@ -245,17 +268,19 @@ class MixedOp(_Weights, layers.Layer):
                 y = subsample(y)
         return norm(y, f'{kind}_pool_3x3', None)
 
-    def call(self, x, weights, training=None):
-        """-> the E edges' outputs, (N, H', W', E, C)."""
+    def _forward(self, x, weights, values, stats, training):
+        """The math of call() on explicit kernels (values, as _values()) and statistics (name -> (mean,
+        var), each with .value and .assign). Reads nothing from self but its configuration."""
         e, c = self.num_edges, self.channels
-        weights = tf.cast(weights, x.dtype)
+        depthwise_kernels = dict(zip(self._DW, values[:len(self._DW)]))
+        pointwise_kernels = values[len(self._DW)]
         # Graph constants are slow to create: one set of BN scales/offsets per call, not per BN.
         ones = {n: tf.ones([n], x.dtype) for n in (c, e * c)}
         zeros = {n: tf.zeros([n], x.dtype) for n in (c, e * c)}
 
         def norm(y, name, scale):
             n = y.shape[-1]
-            return normalize_batch(y, *self.stats[name], training, ones[n] if scale is None else scale, zeros[n])
+            return normalize_batch(y, *stats[name], training, ones[n] if scale is None else scale, zeros[n])
 
         # Each op's per-edge weight is folded into its last BN as a per-channel scale.
         scales = tf.unstack(tf.reshape(tf.broadcast_to(tf.transpose(weights)[:, :, None],
@@ -265,7 +290,7 @@ class MixedOp(_Weights, layers.Layer):
         columns = dict(zip(search_space.PRIMITIVES, tf.unstack(tf.transpose(weights)[:, :, None])))
         relu_x = tf.nn.relu(x)
         tiled = tf.tile(relu_x, [1, 1, 1, e]) if e > 1 else relu_x
-        kernels = self._kernels()
+        kernels = self._kernels(depthwise_kernels, pointwise_kernels)
         per_edge = [self._conv_op(op, tiled, kernels, norm, scale[op]) for op in _CONV_OPS]
         # expand_dims, not [..., None, :]: a strided slice's gradient scatters into a full tensor.
         shared = [tf.expand_dims(self._pool(x, 'max', norm), -2) * columns['max_pool_3x3'],
@@ -273,14 +298,121 @@ class MixedOp(_Weights, layers.Layer):
         if self.strides == 1:
             shared.append(tf.expand_dims(x, -2) * columns['skip_connect'])
         else:
-            per_edge.append(self._reduce(relu_x, norm, scale['skip_connect']))
+            per_edge.append(self._reduce(relu_x, values[len(self._DW) + 1], norm, scale['skip_connect']))
         _, h, w, _ = per_edge[0].shape
         shape = tf.constant([-1, h, w, e, c])
         return tf.add_n([tf.reshape(y, shape) for y in per_edge] + shared)
 
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class MixedOp(_MixedMath, _Weights, layers.Layer):
+    """The mixed ops of the `num_edges` edges that leave one node: for edge e, the sum over the 8 ops
+    of weights[e, op] * op_e(x), each op_e with its own weights (DARTS's MixedOp, E at a time).
+    call(x, weights (E, 8)) -> (N, H', W', E, C); pooling is followed by a non-affine BN as in DARTS."""
+
+    def __init__(self, channels, num_edges, strides=1, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.channels, self.num_edges, self.strides = channels, num_edges, strides
+        self._init_seeds(seed)
+
+    def build(self, input_shape):
+        e, c = self.num_edges, self.channels
+        if input_shape[-1] != c:
+            raise BadInput(f'MixedOp expects {c} input channels, got {input_shape[-1]}')
+        if self.strides == 2 and c % 2:
+            raise BadInput(f'a stride-2 skip connection needs an even channel count, got {c}')
+        self.depthwise_kernels = {k: self._param(f'depthwise_{k}x{k}', (len(names), k, k, e * c, 1), k * k)
+                                  for k, names in self._DW.items()}
+        self.pointwise_kernels = self._param('pointwise', (len(self._PW), e, c, c), c)
+        self.stats = {name: self._bn_stats(name, e * c) for name in self._PW}
+        for op in ('max_pool_3x3', 'avg_pool_3x3'):
+            self.stats[op] = self._bn_stats(op, c)
+        if self.strides == 2:  # skip_connect is FactorizedReduce: two 1x1 convs to C/2 each, per edge
+            self.reduce_kernels = self._param('factorized_reduce', (2, c, e * c // 2), c)
+            self.stats['skip_connect'] = self._bn_stats('skip_connect', e * c)
+
+    def _values(self):
+        """The kernels as tensors (substituted ones inside a keras.StatelessScope), in _forward's order."""
+        kernels = [self.depthwise_kernels[k] for k in self._DW] + [self.pointwise_kernels]
+        if self.strides == 2:
+            kernels.append(self.reduce_kernels)
+        return [tf.convert_to_tensor(v.value) for v in kernels]
+
+    def _stat_variables(self):
+        return [v for name in self.stats for v in self.stats[name]]
+
+    def call(self, x, weights, training=None):
+        """-> the E edges' outputs, (N, H', W', E, C)."""
+        weights = tf.cast(weights, x.dtype)
+        if tf.executing_eagerly() or _replicas() > 1:
+            return self._forward(x, weights, self._values(), self.stats, training)
+        # In a graph, every MixedOp of one shape calls one traced function (and its one traced
+        # gradient): the weights and statistics go in as tensors, the statistics' updates come out,
+        # all statistics as one vector (one input, one output: fewer graph nodes around each call).
+        stat_vars = self._stat_variables()
+        discard = training and _DISCARDING[0]
+        if discard:  # a stand-in: in training the statistics only feed the updates, which are dropped
+            stats = tf.zeros([sum(v.shape[0] for v in stat_vars)], stat_vars[0].dtype)
+        else:
+            stats = tf.concat([v.value for v in stat_vars], 0)
+        args = [x, weights, *self._values(), stats]
+        out, updated = _shared_mixed_op(self, args, bool(training))(*args)
+        if training and not _RECOMPUTING[0] and not discard:
+            for v, new in zip(stat_vars, tf.split(updated, [v.shape[0] for v in stat_vars])):
+                v.assign(new)
+        return out
+
     def get_config(self):
         return {**super().get_config(), 'channels': self.channels, 'num_edges': self.num_edges,
                 'strides': self.strides, 'seed': self.seed}
+
+
+class _Statistic:
+    """A BN moving statistic inside a shared mixed-op function: its value comes in as a tensor, its
+    update is kept (as .new) to come out."""
+
+    def __init__(self, value):
+        self.value, self.new = value, value
+
+    def assign(self, value):
+        self.new = value
+
+
+# (channels, edges, strides, dtype, height, width, training) -> the traced mixed-op function
+_SHARED_MIXED_OPS = {}
+
+
+def _shared_mixed_op(op, args, training):
+    """One traced function per mixed-op shape, called by every MixedOp of that shape, in every step
+    function: it computes op._forward from tensors only, so it captures nothing of one layer.
+    fn(x, weights, *kernels, statistics) -> (out, updated statistics), the statistics (op.stats' means
+    and variances, in order) as one vector; `args` are such arguments."""
+    _, h, w, _ = args[0].shape
+    key = (op.channels, op.num_edges, op.strides, args[0].dtype.name, h, w, training)
+    fn = _SHARED_MIXED_OPS.get(key)
+    if fn is not None:
+        return fn
+    names = list(op.stats)
+    sizes = [v.shape[0] for name in names for v in op.stats[name]]
+    math = _MixedMath.of(op.channels, op.num_edges, op.strides)
+
+    def forward(x, weights, *tensors):
+        values, parts = tensors[:-1], tf.split(tensors[-1], sizes)
+        stats = {name: (_Statistic(parts[2 * i]), _Statistic(parts[2 * i + 1])) for i, name in enumerate(names)}
+        flags = _RECOMPUTING[0], _DISCARDING[0]
+        _RECOMPUTING[0] = _DISCARDING[0] = False  # the trace always returns the updates
+        try:
+            out = math._forward(x, weights, values, stats, training)
+        finally:
+            _RECOMPUTING[0], _DISCARDING[0] = flags
+        return out, tf.stop_gradient(tf.concat([s.new for name in names for s in stats[name]], 0))
+
+    # Any batch size: the last, smaller batch of an epoch calls the same function.
+    signature = [tf.TensorSpec([None] + args[0].shape[1:], args[0].dtype)]
+    signature += [tf.TensorSpec(t.shape, t.dtype) for t in args[1:]]
+    fn = tf.function(forward, autograph=False).get_concrete_function(*signature)
+    _SHARED_MIXED_OPS[key] = fn
+    return fn
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -335,12 +467,14 @@ class SearchCell(_Weights, layers.Layer):
         op_channels = self.channels // k
         mixed_sums = {j: [] for j in range(search_space.NUM_INPUTS, search_space.NUM_INPUTS + search_space.NUM_NODES)}
         bypass_sums = {j: [] for j in mixed_sums}
+        if edge_weights is not None:  # beta scales the whole edge, so it folds into the op weights
+            op_weights = op_weights * edge_weights[:, None]
+        # The rows of each source's edges, in source order: one gather and one split for the cell.
+        per_source = tf.split(tf.gather(op_weights, _SOURCE_ORDER), _SOURCE_SIZES)
         for source, op in enumerate(self.mixed):
             x = states[source]
             targets, edges = _targets(source)
-            weights = tf.gather(op_weights, edges)
-            if edge_weights is not None:  # beta scales the whole edge, so it folds into the op weights
-                weights = weights * tf.gather(edge_weights, edges)[:, None]
+            weights = per_source[source]
             if k > 1:
                 x, bypass = tf.split(x, [op_channels, x.shape[-1] - op_channels], axis=-1)
             if self.recompute and training:

@@ -190,3 +190,75 @@ def test_cells_follow_the_genotype_walk(model):
     assert [(c.channels, c.reduction, c.reduction_prev) for c in model.cells_] == [
         (p.c, p.reduction, p.reduction_prev) for p in plans]
     assert model.reductions == (1, 2) and model.out_channels == plans[-1].c * search_space.NUM_NODES
+
+
+@pytest.mark.parametrize('pc', [False, True])
+def test_traced_shared_mixed_ops_give_the_eager_gradients_and_statistics(pc):
+    """In a tf.function every MixedOp of one shape calls one shared traced function (weights and
+    statistics passed in, updates passed out); eagerly each computes its math inline, as before the
+    sharing. Same loss, same gradient for every weight and alpha/beta, same BN moving statistics, and
+    one traced function per shape, not per layer. In discarded_statistics() the statistics stay."""
+    kw = dict(partial_channels=2, edge_normalization=True) if pc else {}
+    eager, traced = (supernet.build_supernet(4, 3, 3, 8, seed=0, **kw) for _ in range(2))
+    x = tf.random.stateless_normal([3, 8, 8, 3], [0, 1])
+    y = tf.constant([0, 2, 1])
+
+    def grads(model):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, model(x, training=True),
+                                                                                   from_logits=True))
+        return loss, tape.gradient(loss, model.trainable_weights)
+
+    supernet._SHARED_MIXED_OPS.clear()
+    loss_a, grads_a = grads(eager)
+    assert not supernet._SHARED_MIXED_OPS  # eagerly nothing is traced
+    loss_b, grads_b = tf.function(grads)(traced)
+    shapes = {(op.channels, op.num_edges, op.strides) for cell in traced.cells_ for op in cell.mixed}
+    assert len(supernet._SHARED_MIXED_OPS) < sum(len(cell.mixed) for cell in traced.cells_)
+    assert len(shapes) <= len(supernet._SHARED_MIXED_OPS)
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+    for v, a, b in zip(eager.trainable_weights, grads_a, grads_b):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=v.path)
+    for v, w in zip(eager.non_trainable_weights, traced.non_trainable_weights):
+        np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-5, atol=1e-7, err_msg=v.path)
+
+    before = [v.numpy().copy() for v in traced.non_trainable_weights]
+
+    @tf.function
+    def discarded():
+        with supernet.discarded_statistics():
+            return grads(traced)
+
+    loss_c, grads_c = discarded()
+    np.testing.assert_allclose(loss_b, loss_c, rtol=1e-6)  # the moving statistics do not enter in training
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, traced.non_trainable_weights))
+    np.testing.assert_allclose(traced(x, training=False), tf.function(lambda: traced(x, training=False))(),
+                               rtol=1e-5, atol=1e-6)  # inference reads the moving statistics alike
+
+
+@pytest.mark.parametrize('size,k,strides,dilation', [(8, 3, 1, 2), (8, 5, 1, 2), (6, 3, 1, 1), (8, 5, 2, 1),
+                                                     (8, 3, 2, 2)])
+def test_depthwise_is_tfs_depthwise_conv_bit_for_bit(size, k, strides, dilation):
+    """supernet.depthwise calls the native op (and writes out the space-to-batch of a dilation) instead of
+    tf.nn.depthwise_conv2d: the same values and gradients, exactly."""
+    rng = np.random.default_rng(k)
+    x = tf.constant(rng.normal(size=(2, size, size, 6)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(k, k, 6, 1)), tf.float32)
+
+    def reference(x, kernel):
+        if strides == 1:
+            return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
+        if dilation == 1:
+            p = (k - 1) // 2
+            return tf.nn.depthwise_conv2d(x, kernel, [1, 2, 2, 1], [[0, 0], [p, p], [p, p], [0, 0]])
+        return tf.nn.depthwise_conv2d(x[:, ::2, ::2], kernel, [1, 1, 1, 1], 'SAME')
+
+    results = []
+    for fn in (lambda x, w: supernet.depthwise(x, w, strides, dilation), reference):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = fn(x, kernel)
+            loss = tf.reduce_sum(y * y)
+        results.append([y] + tape.gradient(loss, [x, kernel]))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
