@@ -12,7 +12,7 @@ import queue
 import threading
 
 from ladnas_tf.profiling.targets import registry
-from ladnas_tf.profiling.targets.base import TargetError
+from ladnas_tf.profiling.targets.base import TargetError, TransportError
 
 # What must agree across a fleet's devices: its rows are one device model's, timed one way.
 SAME = ('target', 'device', 'threads', 'xnnpack', 'delegate', 'numeric_format', 'tflite_source')
@@ -72,6 +72,18 @@ class Fleet:
                     raise TargetError(f'fleet devices differ: {address(other)} has {k}={other.get(k)!r}, '
                                       f'{address(first)} has {k}={first.get(k)!r}; a fleet is one device model')
         return first if len(described) == 1 else {**first, 'fleet': [address(d) for d in described]}
+
+    def device_files(self):
+        """(files, bytes) the devices keep, summed over those that still answer (one that left the fleet
+        cannot say), or None when no device keeps any."""
+        kept = []
+        for target in self.targets:
+            try:
+                kept.append(target.device_files())
+            except (TargetError, TransportError):
+                continue
+        kept = [k for k in kept if k is not None]
+        return (sum(k[0] for k in kept), sum(k[1] for k in kept)) if kept else None
 
     def close(self):
         for target in self.targets:

@@ -119,7 +119,6 @@ def _header_line(columns):
     return text.getvalue().encode()
 
 
-HEADER = _header_line(COLUMNS)  # what append_row writes first to a new table
 
 
 def append_row(path, columns, row):
@@ -262,7 +261,7 @@ class LatencyTable:
             data = f.read()
         if b'\n' in data:
             return True
-        if not HEADER.startswith(data):
+        if not _header_line(COLUMNS + (DEVICE,)).startswith(data):  # what a new table's first write is
             raise TableError(f'{self.path}: not a latency table (no complete line, and not the start of its header)')
         print(f'{self.path}: a header cut by a killed first write; starting the table anew')
         os.remove(self.path)
