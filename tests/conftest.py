@@ -44,6 +44,18 @@ def run_tool_fixture():
     return run_tool
 
 
+def folder_bytes(folder):
+    """{relative path: bytes} of every file under folder: an oracle of 'nothing changed' not taken from
+    the code under test."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, 'rb') as f:
+                out[os.path.relpath(path, folder)] = f.read()
+    return out
+
+
 # ---- latency tables ----
 
 def table_row(genotype, latency_ms, target, setting, **columns):

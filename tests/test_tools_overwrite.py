@@ -11,6 +11,8 @@ import pytest
 from ladnas_tf import search_space
 from ladnas_tf.graph.setting import Setting
 
+from conftest import folder_bytes
+
 pytestmark = pytest.mark.slow  # each test runs a tool end to end
 
 FOREIGN = {  # path under the output folder's parent -> content
@@ -23,16 +25,6 @@ FOREIGN = {  # path under the output folder's parent -> content
 }
 
 
-def _files(folder):
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as f:
-                out[os.path.relpath(path, folder)] = f.read()
-    return out
-
-
 def _plant(parent, files):
     for rel, content in files.items():
         os.makedirs(os.path.dirname(os.path.join(parent, rel)), exist_ok=True)
@@ -42,7 +34,7 @@ def _plant(parent, files):
 
 def _kept(parent, files):
     """The planted files that are gone or changed (none, if the tool kept them)."""
-    now = _files(parent)
+    now = folder_bytes(parent)
     return sorted(rel for rel, content in files.items() if now.get(rel) != content)
 
 
@@ -72,7 +64,7 @@ def test_train_lpm_overwrite_keeps_what_it_did_not_write(run_tool, table, parent
     _ok(run_tool('train_lpm', f'--tables={table}', f'--model_dir={parent / "runs"}', '--overwrite', '--epochs=1',
                  '--batch_size=16', '--noprogress', timeout=900))
     assert _kept(parent, FOREIGN) == []
-    written = _files(parent / 'runs')
+    written = folder_bytes(parent / 'runs')
     assert {'lpm.keras', 'metadata.json', 'metrics.json', 'scatter.png'} <= set(written)
     assert written['scatter.png'] != b'stale plot of the earlier predictor'
     assert not [p for p in os.listdir(parent) if p.endswith('.partial') and p != 'runs.partial']
@@ -101,7 +93,7 @@ def test_adapt_lpm_overwrite_keeps_what_it_did_not_write_in_both_places(run_tool
                  '--name=board', '--method=scale', '--overwrite', env={'LADNAS_LPM_HOME': str(home)}, timeout=900))
     assert _kept(parent, FOREIGN) == [] and _kept(home, home_foreign) == []
     for folder in (parent / 'runs', home / 'board'):
-        written = _files(folder)
+        written = folder_bytes(folder)
         assert {'lpm.keras', 'metadata.json', 'metrics.json'} <= set(written)
         assert b'"adapted_from"' in written['metadata.json']
     assert not (parent / 'runs' / 'scatter.png').exists()  # the earlier predictor's plot is not this one's

@@ -2,7 +2,6 @@
 the file untouched), only targets this code knows, and never a predictor of one numeric format replaced by
 one of the other unless forced."""
 import json
-import os
 
 import pytest
 
@@ -10,6 +9,8 @@ from ladnas_tf import search_space
 from ladnas_tf.graph.setting import Setting
 from ladnas_tf.lpm import dataset, model as lpm
 from ladnas_tf.profiling import table
+
+from conftest import folder_bytes
 
 SETTING = Setting().key
 
@@ -38,27 +39,15 @@ def _cut_last_row(path):
     return [line.split(b',')[0].decode() for line in lines[1:-1]], lines[-1].split(b',')[0].decode()
 
 
-def _files(folder):
-    """{relative path: bytes} of every file under folder: an oracle of 'nothing changed' not taken from
-    the code under test."""
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as f:
-                out[os.path.relpath(path, folder)] = f.read()
-    return out
-
-
 # ---- the one reader ----
 
 def test_load_tables_leaves_out_a_partial_last_row_and_the_file_untouched(latency_table, tmp_path):
     path = _table(latency_table, tmp_path / 't.csv')
     whole, partial = _cut_last_row(path)
-    before = _files(tmp_path)
+    before = folder_bytes(tmp_path)
     df = dataset.load_tables([path])
     assert list(df['arch_id']) == whole and partial not in set(df['arch_id'])
-    assert _files(tmp_path) == before
+    assert folder_bytes(tmp_path) == before
 
 
 @pytest.mark.parametrize('meta', [True, False])
@@ -78,7 +67,7 @@ def _train(run_tool, *args):
 def test_train_lpm_trains_on_whole_rows_only(latency_table, tmp_path, run_tool):
     path = _table(latency_table, tmp_path / 't.csv')
     whole, _ = _cut_last_row(path)
-    before = _files(tmp_path)
+    before = folder_bytes(tmp_path)
     model_dir = tmp_path / 'lpm'
     done = _train(run_tool, f'--tables={path}', f'--model_dir={model_dir}')
     assert done.returncode == 0, done.stderr[-2000:]
@@ -86,7 +75,7 @@ def test_train_lpm_trains_on_whole_rows_only(latency_table, tmp_path, run_tool):
     with open(model_dir / 'metrics.json') as f:
         metrics = json.load(f)
     assert metrics['train_size'] + metrics['val_size'] + metrics['test_size'] == len(whole)
-    assert {k: v for k, v in _files(tmp_path).items() if not k.startswith('lpm')} == before
+    assert {k: v for k, v in folder_bytes(tmp_path).items() if not k.startswith('lpm')} == before
 
 
 # ---- numeric formats: an int8 table never silently meets a float32 predictor ----
@@ -102,11 +91,11 @@ def test_train_lpm_refuses_to_replace_a_predictor_of_another_format(latency_tabl
     path = _table(latency_table, tmp_path / 't.csv', target=table_target, **description)
     model_dir = tmp_path / 'lpm'
     predictors.save(model_dir, target=predictor_target)
-    before = _files(tmp_path)
+    before = folder_bytes(tmp_path)
     done = _train(run_tool, f'--tables={path}', f'--model_dir={model_dir}', '--overwrite')
     assert done.returncode == 1 and done.stderr.strip().count('\n') == 0, done.stderr[-2000:]
     assert 'predictor and the table is' in done.stderr and '--force_format' in done.stderr
-    assert _files(tmp_path) == before
+    assert folder_bytes(tmp_path) == before
     if table_target == 'cpu_tflite_int8':  # forced, it is replaced
         forced = _train(run_tool, f'--tables={path}', f'--model_dir={model_dir}', '--overwrite', '--force_format')
         assert forced.returncode == 0, forced.stderr[-2000:]
