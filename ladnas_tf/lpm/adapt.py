@@ -151,12 +151,7 @@ def fit_op_costs(base, x, y, label):
         raise AdaptError(f'op_costs needs a base trained with target_scaling log (this one: '
                          f'{base.scaling["kind"]}); use scale or finetune_last')
     matrix = lpm.op_count_matrix(base.cells)
-    counts = x @ matrix
-    residual = np.log(y) - np.log(base.predict_ms(x))
-    mean = counts.mean(0)
-    centred = counts - mean
-    w = np.linalg.solve(centred.T @ centred + OP_COST_L2 * np.eye(len(mean)), centred.T @ (residual - residual.mean()))
-    bias = residual.mean() - mean @ w
+    w, bias = lpm.ridge(x @ matrix, np.log(y) - np.log(base.predict_ms(x)), OP_COST_L2)
     inputs = keras.Input((base.input_size,), name='encoding')
     fixed = keras.layers.Dense(matrix.shape[1], use_bias=False, trainable=False, name='op_counts')
     correction = keras.layers.Dense(1, name='op_costs_out')

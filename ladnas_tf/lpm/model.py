@@ -159,6 +159,15 @@ def op_count_matrix(cells):
     return np.kron(np.eye(len(CELLS[cells]), dtype=np.float32), per_cell)
 
 
+def ridge(features, y, l2):
+    """(weights, bias) of least squares with an L2 penalty `l2` on the weights, none on the bias."""
+    mean_f, mean_y = features.mean(0), y.mean()
+    centred = features - mean_f
+    gram = centred.T @ centred + l2 * np.eye(features.shape[1])
+    w = np.linalg.lstsq(gram, centred.T @ (y - mean_y), rcond=None)[0]
+    return w, mean_y - mean_f @ w
+
+
 def build_linear(input_size, cells, positional):
     """Bits (-> fixed positional counts) -> one linear unit; its weights are set by LPM._fit_exactly."""
     x = keras.Input((input_size,), name='encoding')
@@ -341,12 +350,8 @@ class LPM:
         head = keras.Model(self.regressor.input, features)
         f = np.asarray(head.predict(encodings(train_df, self.cells), verbose=0), np.float64)
         y = self.scaled(self.label_ms(train_df)).astype(np.float64)
-        mean_f, mean_y = f.mean(0), y.mean()
-        centred = f - mean_f
-        gram = centred.T @ centred + self.recipe.weight_decay * len(f) * np.eye(f.shape[1])
-        w = np.linalg.lstsq(gram, centred.T @ (y - mean_y), rcond=None)[0]
-        self.regressor.layers[-1].set_weights([w[:, None].astype(np.float32),
-                                               np.array([mean_y - mean_f @ w], np.float32)])
+        w, bias = ridge(f, y, self.recipe.weight_decay * len(f))
+        self.regressor.layers[-1].set_weights([w[:, None].astype(np.float32), np.array([bias], np.float32)])
         self.metadata = self._describe(train_df, None, 0)
         return None
 
