@@ -7,7 +7,7 @@ in its own subprocess so that its peak RSS is its own.
 
     taskset -c 0 python -m benchmarks.supernet_step
     (options: --channels 8 --layers 5 --batch 32 --size 32 --steps 5 --threads 1 --method darts|pcdarts
-     --order first|second --repeats 1 --frameworks tensorflow,tf-onednn,tf-recompute,torch
+     --order first|second --repeats 1 --frameworks tensorflow,tf-eigen,tf-recompute,torch
      --settings 8/5/32,16/8/64 --note 'what else ran'
      --json=docs/benchmarks/supernet_step.json)
 
@@ -32,10 +32,10 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tf-recompute: our supernet with recompute=True (each mixed op's forward pass re-run for its gradient);
-# tf-onednn: the same as tensorflow with TF_ENABLE_ONEDNN_OPTS=1 (TensorFlow turns oneDNN on by default only
-# on CPUs with AVX-512/AMX-class features; on others, such as AVX2-only ones, it runs its Eigen kernels)
-FRAMEWORKS = ('tensorflow', 'tf-onednn', 'tf-recompute', 'torch')
-DEFAULT_FRAMEWORKS = ('tensorflow', 'tf-recompute', 'torch')
+# tensorflow runs as the tools do (importing `tools` first: oneDNN's kernels, see tools/__init__.py);
+# tf-eigen: the same with TF_ENABLE_ONEDNN_OPTS=0, TensorFlow's Eigen kernels (its own default on AVX2-only CPUs)
+FRAMEWORKS = ('tensorflow', 'tf-eigen', 'tf-recompute', 'torch')
+DEFAULT_FRAMEWORKS = ('tensorflow', 'tf-eigen', 'torch')
 
 
 def _clock():
@@ -58,10 +58,11 @@ def _rss_gb():
 
 def run_tensorflow(args):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    sys.path.insert(0, REPO)
+    import tools  # noqa: F401  (the tools' runtime settings, before TensorFlow loads)
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    sys.path.insert(0, REPO)
     from ladnas_tf import architect, supernet
     args.import_rss = _rss_gb()  # the framework's own footprint, before any model
 
@@ -293,7 +294,7 @@ def _measure(args, frameworks, channels, layers, batch):
     for _ in range(args.repeats):
         for framework in frameworks:
             cmd = [sys.executable, '-m', 'benchmarks.supernet_step', '--framework', framework] + child_argv
-            env = {**os.environ, 'TF_ENABLE_ONEDNN_OPTS': '1'} if framework == 'tf-onednn' else None
+            env = {**os.environ, 'TF_ENABLE_ONEDNN_OPTS': '0'} if framework == 'tf-eigen' else None
             before = os.getloadavg()
             out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
             loads.append({'framework': framework, 'before': before, 'after': os.getloadavg()})

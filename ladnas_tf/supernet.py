@@ -199,6 +199,13 @@ class _Weights:
         return self.add_weight(shape=shape, name=name, initializer=keras.initializers.RandomUniform(
             -bound, bound, seed=self._next_seed()))
 
+    def _bn_vector(self, name, sizes):
+        """The moving means and variances of several BNs in one variable (zeros then ones per BN): a
+        traced step reads and updates it as one tensor, not as two per BN."""
+        initial = np.concatenate([np.concatenate([np.zeros(n), np.ones(n)]) for n in sizes]).astype(np.float32)
+        return self.add_weight(shape=initial.shape, name=name, trainable=False, aggregation='only_first_replica',
+                               autocast=False, initializer=lambda shape, dtype=None: tf.constant(initial, dtype))
+
     def _bn_stats(self, name, channels):
         # Identical on every replica (synchronised BN), so the first replica's value is the value.
         kw = dict(shape=(channels,), trainable=False, aggregation='only_first_replica', autocast=False)
@@ -324,12 +331,12 @@ class MixedOp(_MixedMath, _Weights, layers.Layer):
         self.depthwise_kernels = {k: self._param(f'depthwise_{k}x{k}', (len(names), k, k, e * c, 1), k * k)
                                   for k, names in self._DW.items()}
         self.pointwise_kernels = self._param('pointwise', (len(self._PW), e, c, c), c)
-        self.stats = {name: self._bn_stats(name, e * c) for name in self._PW}
-        for op in ('max_pool_3x3', 'avg_pool_3x3'):
-            self.stats[op] = self._bn_stats(op, c)
+        self.bn_sizes = {name: e * c for name in self._PW}
+        self.bn_sizes.update({'max_pool_3x3': c, 'avg_pool_3x3': c})
         if self.strides == 2:  # skip_connect is FactorizedReduce: two 1x1 convs to C/2 each, per edge
             self.reduce_kernels = self._param('factorized_reduce', (2, c, e * c // 2), c)
-            self.stats['skip_connect'] = self._bn_stats('skip_connect', e * c)
+            self.bn_sizes['skip_connect'] = e * c
+        self.statistics = self._bn_vector('bn_statistics', self.bn_sizes.values())
 
     def _values(self):
         """The kernels as tensors (substituted ones inside a keras.StatelessScope), in _forward's order."""
@@ -338,28 +345,23 @@ class MixedOp(_MixedMath, _Weights, layers.Layer):
             kernels.append(self.reduce_kernels)
         return [tf.convert_to_tensor(v.value) for v in kernels]
 
-    def _stat_variables(self):
-        return [v for name in self.stats for v in self.stats[name]]
-
     def call(self, x, weights, training=None):
         """-> the E edges' outputs, (N, H', W', E, C)."""
         weights = tf.cast(weights, x.dtype)
-        if tf.executing_eagerly() or _replicas() > 1:
-            return self._forward(x, weights, self._values(), self.stats, training)
-        # In a graph, every MixedOp of one shape calls one traced function (and its one traced
-        # gradient): the weights and statistics go in as tensors, the statistics' updates come out,
-        # all statistics as one vector (one input, one output: fewer graph nodes around each call).
-        stat_vars = self._stat_variables()
         discard = training and _DISCARDING[0]
         if discard:  # a stand-in: in training the statistics only feed the updates, which are dropped
-            stats = tf.zeros([sum(v.shape[0] for v in stat_vars)], stat_vars[0].dtype)
+            stats = tf.zeros(self.statistics.shape, self.statistics.dtype)
         else:
-            stats = tf.concat([v.value for v in stat_vars], 0)
+            stats = self.statistics.value
         args = [x, weights, *self._values(), stats]
-        out, updated = _shared_mixed_op(self, args, bool(training))(*args)
+        if tf.executing_eagerly() or _replicas() > 1:
+            out, updated = _statistics_io(self._forward, self.bn_sizes, training)(*args)
+        else:
+            # In a graph, every MixedOp of one shape calls one traced function (and its one traced
+            # gradient): the weights and statistics go in as tensors, the statistics' updates come out.
+            out, updated = _shared_mixed_op(self, args, bool(training))(*args)
         if training and not _RECOMPUTING[0] and not discard:
-            for v, new in zip(stat_vars, tf.split(updated, [v.shape[0] for v in stat_vars])):
-                v.assign(new)
+            self.statistics.assign(updated)
         return out
 
     def get_config(self):
@@ -378,6 +380,26 @@ class _Statistic:
         self.new = value
 
 
+def _statistics_io(forward, sizes, training):
+    """fn(x, weights, *kernels, statistics) -> (out, updated statistics) around
+    forward(x, weights, kernels, stats, training): the BN statistics of a mixed op as one vector, per BN
+    its moving mean then variance (`sizes`: BN name -> channels, in order), always returned updated."""
+    names = list(sizes)
+
+    def fn(x, weights, *tensors):
+        values = tensors[:-1]
+        parts = tf.split(tensors[-1], [n for name in names for n in (sizes[name],) * 2])
+        stats = {name: (_Statistic(parts[2 * i]), _Statistic(parts[2 * i + 1])) for i, name in enumerate(names)}
+        flags = _RECOMPUTING[0], _DISCARDING[0]
+        _RECOMPUTING[0] = _DISCARDING[0] = False  # the updates are always computed; the caller keeps them or not
+        try:
+            out = forward(x, weights, values, stats, training)
+        finally:
+            _RECOMPUTING[0], _DISCARDING[0] = flags
+        return out, tf.stop_gradient(tf.concat([s.new for name in names for s in stats[name]], 0))
+    return fn
+
+
 # (channels, edges, strides, dtype, height, width, training) -> the traced mixed-op function
 _SHARED_MIXED_OPS = {}
 
@@ -385,27 +407,14 @@ _SHARED_MIXED_OPS = {}
 def _shared_mixed_op(op, args, training):
     """One traced function per mixed-op shape, called by every MixedOp of that shape, in every step
     function: it computes op._forward from tensors only, so it captures nothing of one layer.
-    fn(x, weights, *kernels, statistics) -> (out, updated statistics), the statistics (op.stats' means
-    and variances, in order) as one vector; `args` are such arguments."""
+    fn(x, weights, *kernels, statistics) -> (out, updated statistics), the statistics as op.statistics
+    holds them (_statistics_io); `args` are such arguments."""
     _, h, w, _ = args[0].shape
     key = (op.channels, op.num_edges, op.strides, args[0].dtype.name, h, w, training)
     fn = _SHARED_MIXED_OPS.get(key)
     if fn is not None:
         return fn
-    names = list(op.stats)
-    sizes = [v.shape[0] for name in names for v in op.stats[name]]
-    math = _MixedMath.of(op.channels, op.num_edges, op.strides)
-
-    def forward(x, weights, *tensors):
-        values, parts = tensors[:-1], tf.split(tensors[-1], sizes)
-        stats = {name: (_Statistic(parts[2 * i]), _Statistic(parts[2 * i + 1])) for i, name in enumerate(names)}
-        flags = _RECOMPUTING[0], _DISCARDING[0]
-        _RECOMPUTING[0] = _DISCARDING[0] = False  # the trace always returns the updates
-        try:
-            out = math._forward(x, weights, values, stats, training)
-        finally:
-            _RECOMPUTING[0], _DISCARDING[0] = flags
-        return out, tf.stop_gradient(tf.concat([s.new for name in names for s in stats[name]], 0))
+    forward = _statistics_io(_MixedMath.of(op.channels, op.num_edges, op.strides)._forward, op.bn_sizes, training)
 
     # Any batch size: the last, smaller batch of an epoch calls the same function.
     signature = [tf.TensorSpec([None] + args[0].shape[1:], args[0].dtype)]

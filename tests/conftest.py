@@ -12,6 +12,7 @@ import pytest
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
+import tools  # noqa: E402,F401  (in-process tests run TensorFlow as the tools do: oneDNN's kernels)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

