@@ -9,8 +9,8 @@ Methods, from the fewest parameters to the most:
                  cross-validation on the rows; the base's ranking reordered where this device's kernels
                  differ (int8 on another CPU: docs/fewshot_lpm_int8.md)
   affine_op_costs  the same with log y = a + b log base(x) + ..., b fitted with the costs (kept in
-                 SLOPE_RANGE): a device whose latencies spread more or less than the base's, on top of
-                 kernels that cost differently, weighs the base against the corrections differently
+                 SLOPE_RANGE); why: a device whose latencies spread more than the base's (b > 1) needs the
+                 base weighed against the costs, which a slope of 1 cannot (the family-26 int8 CPU)
   finetune_last  a copy of the base, after `scale`, whose output layer is trained on the rows
                  (anchored to its start by an L2 penalty: the rows are few)
   finetune_all   the same for every layer, at a smaller learning rate
@@ -194,8 +194,8 @@ def _fit_op_costs(base, x, y, label, free_slope):
     """The base corrected by a cost per operation and cell type (module docstring), as one Keras model: the
     base's regressor plus a linear unit on fixed operation counts, in new log scaling that holds the slope."""
     if base.scaling['kind'] != 'log':
-        raise AdaptError(f'op_costs needs a base trained with target_scaling log (this one: '
-                         f'{base.scaling["kind"]}); use scale or finetune_last')
+        raise AdaptError(f'{"affine_op_costs" if free_slope else "op_costs"} needs a base trained with '
+                         f'target_scaling log (this one: {base.scaling["kind"]}); use scale or finetune_last')
     matrix = lpm.op_count_matrix(base.cells)
     log_base, counts, log_y = np.log(base.predict_ms(x)), x @ matrix, np.log(y)
     l2 = cv_op_cost_l2(log_base, counts, log_y, free_slope)
