@@ -92,7 +92,8 @@ def run(args):
     return pd.DataFrame(results)
 
 
-ORDER = ('base', 'scale', 'affine_log', 'op_costs', 'finetune_last', 'finetune_all', 'auto', 'scratch')
+ORDER = ('base', 'scale', 'affine_log', 'op_costs', 'affine_op_costs', 'finetune_last', 'finetune_all', 'auto',
+         'scratch')
 
 
 def plot(df, path):

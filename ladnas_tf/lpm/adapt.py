@@ -4,9 +4,13 @@ Methods, from the fewest parameters to the most:
   scale          one factor: log y = a + log base(x), a by least squares in log space
   affine_log     log y = a + b log base(x) (b kept in [0.2, 5])
   op_costs       log y = a + log base(x) + sum over cells and operations of count x cost: the base corrected
-                 by one cost per operation and cell type, fitted by least squares with an L2 penalty
-                 (OP_COST_L2) toward no correction; the base's ranking reordered where this device's
-                 kernels differ (int8 on another CPU: docs/fewshot_lpm_int8.md)
+                 by one cost per operation and cell type, fitted on Huber's loss (a row timed under load
+                 cannot drag it) with an L2 penalty toward no correction, chosen among OP_COST_L2 by
+                 cross-validation on the rows; the base's ranking reordered where this device's kernels
+                 differ (int8 on another CPU: docs/fewshot_lpm_int8.md)
+  affine_op_costs  the same with log y = a + b log base(x) + ..., b fitted with the costs (kept in
+                 SLOPE_RANGE); why: a device whose latencies spread more than the base's (b > 1) needs the
+                 base weighed against the costs, which a slope of 1 cannot (the family-26 int8 CPU)
   finetune_last  a copy of the base, after `scale`, whose output layer is trained on the rows
                  (anchored to its start by an L2 penalty: the rows are few)
   finetune_all   the same for every layer, at a smaller learning rate
@@ -52,9 +56,13 @@ from ladnas_tf.lpm import dataset, metrics, model as lpm, registry, training
 from ladnas_tf.lpm.dataset import genotype_encoding
 from ladnas_tf.profiling.table import portable
 
-METHODS = ('scale', 'affine_log', 'op_costs', 'finetune_last', 'finetune_all', 'scratch')
-MIN_ROWS = {'scale': 1, 'affine_log': 3, 'op_costs': 5, 'finetune_last': 5, 'finetune_all': 5, 'scratch': 5}
-OP_COST_L2 = 10.0  # in squared log-latency units; measured best of 5-40 from 10 to 50 rows (fewshot_lpm_int8)
+METHODS = ('scale', 'affine_log', 'op_costs', 'affine_op_costs', 'finetune_last', 'finetune_all', 'scratch')
+LINEAR = ('scale', 'affine_log', 'op_costs', 'affine_op_costs')  # fitted in closed form: no seed, no settings
+MIN_ROWS = {'scale': 1, 'affine_log': 3, 'op_costs': 5, 'affine_op_costs': 5, 'finetune_last': 5,
+            'finetune_all': 5, 'scratch': 5}
+OP_COST_L2 = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)  # squared log units; half decades, CV picks on the rows
+HUBER_K = 1.345  # Huber's threshold in robust std (95% efficient on normal errors): the textbook value
+HUBER_STEPS = 30  # reweightings: the weights settle in far fewer at tens of rows
 MIN_ADAPT_ROWS = 5  # leave-one-out then trains scale and affine_log on 4 rows and scores 5 predictions
 ERROR_TIE_PCT = 0.01  # log-MRE points this close are equal (auto rule, step 3): repeated timings differ by ~1%
 SLOPE_RANGE = (0.2, 5.0)
@@ -144,23 +152,71 @@ def fit_scale(base, x, y, label):
     return _log_affine(base, float(np.mean(np.log(y) - np.log(base.predict_ms(x)))), 1.0, label)
 
 
-def fit_op_costs(base, x, y, label):
-    """The base plus a cost per operation and cell type (module docstring), as one Keras model: the base's
-    regressor and a linear unit on fixed operation counts, added in the base's scaled log units."""
+def huber_ridge(features, y, l2):
+    """lpm.ridge on Huber's loss, by iteratively reweighted least squares: a residual beyond HUBER_K
+    robust standard deviations (from the median absolute residual) counts linearly, not squared."""
+    weights = np.ones(len(y))
+    for _ in range(HUBER_STEPS):
+        w, bias = lpm.ridge(features, y, l2, weights)
+        residual = y - features @ w - bias
+        scale = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+        if scale <= 0:  # the rows fitted exactly: nothing to down-weight
+            break
+        weights = np.minimum(1.0, HUBER_K * scale / np.maximum(np.abs(residual), 1e-12))
+    return w, bias
+
+
+def _op_cost_fit(log_base, counts, log_y, free_slope, l2):
+    """(slope, costs, bias) of log y = bias + slope log base + counts . costs: slope 1 (op_costs), or fitted
+    unpenalised with the costs and kept in SLOPE_RANGE, the costs then refitted at the slope kept."""
+    slope = 1.0
+    if free_slope:
+        w, _ = huber_ridge(np.column_stack([log_base, counts]), log_y - log_base,
+                           np.r_[0.0, np.full(counts.shape[1], l2)])
+        slope = float(np.clip(1.0 + w[0], *SLOPE_RANGE))
+    costs, bias = huber_ridge(counts, log_y - slope * log_base, l2)
+    return slope, costs, bias
+
+
+def cv_op_cost_l2(log_base, counts, log_y, free_slope):
+    """The OP_COST_L2 of the lowest cross-validated mean |log error| on these rows (auto's folds)."""
+    def error(l2):
+        total = 0.0
+        for held in folds(len(log_y), 0):
+            train = np.setdiff1d(np.arange(len(log_y)), held)
+            slope, costs, bias = _op_cost_fit(log_base[train], counts[train], log_y[train], free_slope, l2)
+            total += np.abs(log_y[held] - slope * log_base[held] - counts[held] @ costs - bias).sum()
+        return total
+    return min(OP_COST_L2, key=error)
+
+
+def _fit_op_costs(base, x, y, label, free_slope):
+    """The base corrected by a cost per operation and cell type (module docstring), as one Keras model: the
+    base's regressor plus a linear unit on fixed operation counts, in new log scaling that holds the slope."""
     if base.scaling['kind'] != 'log':
-        raise AdaptError(f'op_costs needs a base trained with target_scaling log (this one: '
-                         f'{base.scaling["kind"]}); use scale or finetune_last')
+        raise AdaptError(f'{"affine_op_costs" if free_slope else "op_costs"} needs a base trained with '
+                         f'target_scaling log (this one: {base.scaling["kind"]}); use scale or finetune_last')
     matrix = lpm.op_count_matrix(base.cells)
-    w, bias = lpm.ridge(x @ matrix, np.log(y) - np.log(base.predict_ms(x)), OP_COST_L2)
+    log_base, counts, log_y = np.log(base.predict_ms(x)), x @ matrix, np.log(y)
+    l2 = cv_op_cost_l2(log_base, counts, log_y, free_slope)
+    slope, costs, bias = _op_cost_fit(log_base, counts, log_y, free_slope, l2)
     inputs = keras.Input((base.input_size,), name='encoding')
     fixed = keras.layers.Dense(matrix.shape[1], use_bias=False, trainable=False, name='op_counts')
-    correction = keras.layers.Dense(1, name='op_costs_out')
-    total = keras.ops.add(_copy(base)(inputs), correction(fixed(inputs)))
-    regressor = keras.Model(inputs, total, name='lpm')
+    correction = keras.layers.Dense(1, use_bias=False, name='op_costs_out')
+    regressor = keras.Model(inputs, keras.ops.add(_copy(base)(inputs), correction(fixed(inputs))), name='lpm')
     fixed.set_weights([matrix])
-    std = base.scaling['std']
-    correction.set_weights([(w / std)[:, None].astype(np.float32), np.array([bias / std], np.float32)])
-    return _derived(base, dict(base.scaling), regressor, label)
+    # log y = bias + slope (mean + std output) + counts . costs = mean' + std' (output + counts . costs / std')
+    mean, std = bias + slope * base.scaling['mean'], slope * base.scaling['std']
+    correction.set_weights([(costs / std)[:, None].astype(np.float32)])
+    return _derived(base, {'kind': 'log', 'mean': mean, 'std': std}, regressor, label)
+
+
+def fit_op_costs(base, x, y, label):
+    return _fit_op_costs(base, x, y, label, free_slope=False)
+
+
+def fit_affine_op_costs(base, x, y, label):
+    return _fit_op_costs(base, x, y, label, free_slope=True)
 
 
 def fit_affine_log(base, x, y, label):
@@ -266,14 +322,15 @@ def fit_scratch(base, x, y, label, settings=FIT, seed=0):
     return model
 
 
-FITS = {'scale': fit_scale, 'affine_log': fit_affine_log, 'op_costs': fit_op_costs, 'finetune_last': fit_finetune_last,
+FITS = {'scale': fit_scale, 'affine_log': fit_affine_log, 'op_costs': fit_op_costs,
+        'affine_op_costs': fit_affine_op_costs, 'finetune_last': fit_finetune_last,
         'finetune_all': fit_finetune_all, 'scratch': fit_scratch}
 
 
 def fit(method, base, x, y, label, settings=FIT, seed=0):
     """One method on encodings x [n, input_size] and labels y (ms) [n]: an LPM (not saved)."""
     _need(method, len(y))
-    if method in ('scale', 'affine_log', 'op_costs'):
+    if method in LINEAR:
         return FITS[method](base, x, y, label)
     return FITS[method](base, x, y, label, settings, seed)
 

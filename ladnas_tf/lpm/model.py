@@ -159,12 +159,14 @@ def op_count_matrix(cells):
     return np.kron(np.eye(len(CELLS[cells]), dtype=np.float32), per_cell)
 
 
-def ridge(features, y, l2):
-    """(weights, bias) of least squares with an L2 penalty `l2` on the weights, none on the bias."""
-    mean_f, mean_y = features.mean(0), y.mean()
+def ridge(features, y, l2, row_weights=None):
+    """(weights, bias) of least squares with an L2 penalty `l2` (one, or one per feature) on the weights,
+    none on the bias; each row's squared error weighted by row_weights (default 1)."""
+    s = np.ones(len(y)) if row_weights is None else row_weights
+    mean_f, mean_y = s @ features / s.sum(), s @ y / s.sum()
     centred = features - mean_f
-    gram = centred.T @ centred + l2 * np.eye(features.shape[1])
-    w = np.linalg.lstsq(gram, centred.T @ (y - mean_y), rcond=None)[0]
+    gram = centred.T @ (s[:, None] * centred) + np.diag(np.broadcast_to(l2, features.shape[1:]))
+    w = np.linalg.lstsq(gram, centred.T @ (s * (y - mean_y)), rcond=None)[0]
     return w, mean_y - mean_f @ w
 
 
