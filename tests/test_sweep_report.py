@@ -50,3 +50,17 @@ def test_main_writes_csv_figure_and_a_json_that_says_how(table, tmp_path):
     assert '| lambda_0.2-seed0 | 0 | 300 | 15.00 | 0.750 |' in record['summary_markdown']
     assert (tmp_path / 'report.png').stat().st_size > 0
     assert len(pd.read_csv(tmp_path / 'report.csv')) == 6
+
+
+def test_the_accuracy_bar_is_a_loss_of_at_most_one_point(table, tmp_path):
+    table.loc[table['run'] == 'lambda_0.2-seed1', 'macs'] = 300e6  # now inside seed 1's range
+    table.loc[table['run'] == 'lambda_0.2-seed0', 'supernet_valid_accuracy'] = 39.5  # 2.5 points better: fine
+    (tmp_path / 'sweep').mkdir()
+    table.to_csv(tmp_path / 'sweep' / 'sweep.csv', index=False)
+    sweep_report.main([f'--sweep_dir={tmp_path / "sweep"}', f'--out={tmp_path / "r"}'])
+    record = json.loads((tmp_path / 'r.json').read_text())
+    assert record['accuracy_no_worse_than_1_point'] is True
+    table.loc[table['run'] == 'lambda_0.2-seed0', 'supernet_valid_accuracy'] = 35.9  # 1.1 points worse
+    table.to_csv(tmp_path / 'sweep' / 'sweep.csv', index=False)
+    sweep_report.main([f'--sweep_dir={tmp_path / "sweep"}', f'--out={tmp_path / "r"}'])
+    assert json.loads((tmp_path / 'r.json').read_text())['accuracy_no_worse_than_1_point'] is False
