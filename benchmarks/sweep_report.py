@@ -5,9 +5,10 @@
 
 For each seed, the FLOPs-aware runs of that seed (eta > 0, and the plain search as eta = 0 when the sweep
 has one) are interpolated linearly in MACs; every latency-aware run is set against that line at its own
-MACs: its measured latency (re-timed in alternation when the sweep re-timed, see sweep.retime) and its
-supernet accuracy (the bar: no latency-aware run more than 1 point below its baseline). A run whose MACs lie outside its seed's FLOPs-aware range has no equal-MACs baseline
-(NaN), rather than an extrapolated one. Writes <out>.csv (one row per run), <out>.png and <out>.json
+MACs: its measured latency (re-timed in alternation when the sweep re-timed, see sweep.retime) and
+its supernet accuracy (the bar: no latency-aware run more than 1 point below its baseline). A run
+whose MACs lie outside its seed's FLOPs-aware range has no equal-MACs baseline (NaN), rather than an
+extrapolated one. Writes <out>.csv (one row per run), <out>.png and <out>.json
 (the figures, a markdown table, the sweep's command, and this run's provenance).
 """
 import argparse
@@ -65,7 +66,8 @@ def markdown(table):
     fmt = lambda v, spec: '-' if pd.isna(v) else format(v, spec.rstrip('%')) + '%' * spec.endswith('%')
     for _, r in table.iterrows():
         lines.append(f"| {r['run']} | {r['seed']} | {r['macs_m']:.0f} | {r['latency_ms']:.2f} | "
-                     f"{r['x_darts_v2']:.3f} | {fmt(r['predicted_x_darts_v2'], '.3f')} | {r['supernet_accuracy']:.2f} | "
+                     f"{r['x_darts_v2']:.3f} | {fmt(r['predicted_x_darts_v2'], '.3f')} | "
+                     f"{r['supernet_accuracy']:.2f} | "
                      f"{fmt(r.get('flops_aware_ms'), '.2f')} | {fmt(r.get('vs_flops_aware', np.nan) * 100, '+.1f%')} | "
                      f"{fmt(r.get('accuracy_vs_flops_aware'), '+.2f')} |")
     return '\n'.join(lines)

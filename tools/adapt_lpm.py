@@ -25,7 +25,8 @@ flags.DEFINE_list('tables', None, "The new device's latency table(s) (CSV) of th
 flags.DEFINE_string('model_dir', None, 'Output LPM directory.')
 flags.DEFINE_string('name', None, 'Register the result under this name (user folder, see tools.lpms).')
 flags.DEFINE_enum('method', 'auto',
-                  ['auto', 'scale', 'affine_log', 'op_costs', 'affine_op_costs', 'finetune_last', 'finetune_all', 'scratch'],
+                  ['auto', 'scale', 'affine_log', 'op_costs', 'affine_op_costs', 'finetune_last', 'finetune_all',
+                   'scratch'],
                   'Adaptation method; auto: the best cross-validated ranking of the rows, error breaking ties.')
 flags.DEFINE_integer('seed', 0, 'Seed of the CV folds and of the trained methods.')
 flags.DEFINE_bool('overwrite', False, 'Replace the LPM outputs in an existing output directory (or name); '
