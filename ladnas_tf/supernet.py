@@ -380,10 +380,13 @@ class _Statistic:
         self.new = value
 
 
-def _statistics_io(forward, sizes, training):
+def _statistics_io(forward, sizes, training, traced=False):
     """fn(x, weights, *kernels, statistics) -> (out, updated statistics) around
     forward(x, weights, kernels, stats, training): the BN statistics of a mixed op as one vector, per BN
-    its moving mean then variance (`sizes`: BN name -> channels, in order), always returned updated."""
+    its moving mean then variance (`sizes`: BN name -> channels, in order). `traced`: for the shared
+    function, whose one trace serves every context, so it always computes the updates (the caller keeps
+    them or not); it clears the module's flags while tracing, which only one thread does (replicas == 1).
+    Called directly, the flags stand: replica threads read them concurrently."""
     names = list(sizes)
 
     def fn(x, weights, *tensors):
@@ -391,7 +394,8 @@ def _statistics_io(forward, sizes, training):
         parts = tf.split(tensors[-1], [n for name in names for n in (sizes[name],) * 2])
         stats = {name: (_Statistic(parts[2 * i]), _Statistic(parts[2 * i + 1])) for i, name in enumerate(names)}
         flags = _RECOMPUTING[0], _DISCARDING[0]
-        _RECOMPUTING[0] = _DISCARDING[0] = False  # the updates are always computed; the caller keeps them or not
+        if traced:
+            _RECOMPUTING[0] = _DISCARDING[0] = False
         try:
             out = forward(x, weights, values, stats, training)
         finally:
@@ -414,7 +418,8 @@ def _shared_mixed_op(op, args, training):
     fn = _SHARED_MIXED_OPS.get(key)
     if fn is not None:
         return fn
-    forward = _statistics_io(_MixedMath.of(op.channels, op.num_edges, op.strides)._forward, op.bn_sizes, training)
+    forward = _statistics_io(_MixedMath.of(op.channels, op.num_edges, op.strides)._forward, op.bn_sizes, training,
+                             traced=True)
 
     # Any batch size: the last, smaller batch of an epoch calls the same function.
     signature = [tf.TensorSpec([None] + args[0].shape[1:], args[0].dtype)]

@@ -206,7 +206,7 @@ def test_killed_and_resumed_ends_as_an_uninterrupted_run(run_tool, tmp_path):
     np.testing.assert_allclose(result['softmax_alpha_normal'], expected['softmax_alpha_normal'], atol=1e-4)
     np.testing.assert_allclose(result['softmax_alpha_reduce'], expected['softmax_alpha_reduce'], atol=1e-4)
     straight_weights, resumed_weights = (_checkpoint_arrays(str(tmp_path / d)) for d in ('straight', 'killed'))
-    assert straight_weights.keys() == resumed_weights.keys() and len(straight_weights) > 100
+    assert straight_weights.keys() == resumed_weights.keys() and len(straight_weights) > 80
     for name, value in straight_weights.items():  # the cells' weights and BN statistics too
         np.testing.assert_allclose(resumed_weights[name], value, atol=1e-4, err_msg=name)
 
@@ -217,7 +217,7 @@ def test_the_checkpoint_holds_every_weight(tmp_path):
     path = run.checkpoint.save(str(tmp_path / 'ckpt'))
     saved = [n for n in tf.train.load_checkpoint(path).get_variable_to_shape_map()
              if n.startswith(('model/', 'model_weights/'))]
-    assert len(saved) == len(run.model.weights) > 100
+    assert len(saved) == len(run.model.weights) > 80  # 91: kernels, BN statistics (one vector per mixed op), alpha
 
 
 REPLICAS = textwrap.dedent('''
