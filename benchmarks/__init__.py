@@ -39,6 +39,33 @@ def _commit():
     return head + ('+dirty' if dirty else '')
 
 
+def _portable_path(path):
+    """A path as a committed file may name it: relative inside this clone, scratch/<name> outside it."""
+    if not os.path.isabs(path):
+        return path
+    inside = os.path.relpath(path, ROOT)
+    return inside if not inside.startswith('..') else 'scratch/' + os.path.basename(path.rstrip('/'))
+
+
+def portable(command):
+    """`command` with its absolute paths (whole arguments, --flag=values, comma lists) made portable:
+    a figure file names no folder of the machine that made it."""
+    def arg(word):
+        flag, eq, value = word.rpartition('=') if word.startswith('--') else ('', '', word)
+        return flag + eq + ','.join(_portable_path(v) for v in value.split(','))
+    return ' '.join(arg(word) for word in command.split(' '))
+
+
+def _portable_commands(record):
+    """record with every 'command' inside it portable (merged reports carry their parts' commands)."""
+    if isinstance(record, dict):
+        return {k: portable(v) if k == 'command' and isinstance(v, str) else _portable_commands(v)
+                for k, v in record.items()}
+    if isinstance(record, list):
+        return [_portable_commands(v) for v in record]
+    return record
+
+
 def _command(argv=None):
     """The command line that ran the benchmark, as a user would type it again."""
     argv = sys.argv if argv is None else argv
@@ -48,7 +75,7 @@ def _command(argv=None):
     program = f'python -m {module}' if module else f'python {argv[0]}'
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else []
     cores = f'taskset -c {",".join(map(str, affinity))} ' if affinity and len(affinity) < os.cpu_count() else ''
-    return cores + ' '.join([program, *argv[1:]])
+    return cores + portable(' '.join([program, *argv[1:]]))
 
 
 def machine():
@@ -66,7 +93,7 @@ def provenance(argv=None):
 def write_json(path, record, indent=2):
     """`record` with provenance() added (its own 'machine' entries kept, e.g. the load during the run)."""
     made = provenance()
-    record = {**record, **{k: v for k, v in made.items() if k != 'machine'},
+    record = {**_portable_commands(record), **{k: v for k, v in made.items() if k != 'machine'},
               'machine': {**made['machine'], **record.get('machine', {})}}
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     with open(path, 'w') as f:

@@ -10,6 +10,7 @@ ref_ms of the N rows (normalised: the machine's load taken out). Writes <out>.cs
 N, draw and method) and <out>.png, and prints the summary table in markdown.
 """
 import argparse
+import json
 import math
 import os
 import time
@@ -161,7 +162,6 @@ def main():
                                         'base': args.base, 'seconds': round(time.time() - tic),
                                         'summary_markdown': summary(df)})
     elif os.path.exists(args.out + '.json'):  # the table redrawn from the same csv: its provenance stands
-        import json
         with open(args.out + '.json') as f:
             record = json.load(f)
         with open(args.out + '.json', 'w') as f:

@@ -29,14 +29,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _at_macs(family, macs, column):
-    """`column` of the FLOPs-aware `family` interpolated at `macs`; NaN outside its MACs range."""
-    points = family.groupby('macs')[column].mean().sort_index()
-    if len(points) < 2 or not points.index.min() <= macs <= points.index.max():
-        return np.nan
-    return float(np.interp(macs, points.index.to_numpy(float), points.to_numpy(float)))
-
-
 def compare(df):
     """One row per run: latency (ms and x DARTS_V2 timed beside it), MACs, accuracy; for latency-aware
     runs also the seed's FLOPs-aware latency and accuracy at the same MACs and the ratio / difference."""
@@ -44,15 +36,15 @@ def compare(df):
     reference = 'retimed_ref_ms' if column == 'retimed_ms' else 'reference_ms'
     rows = []
     for seed, runs in df.groupby('seed'):
-        family = runs[(runs['eta'] > 0) | (runs['lambda_'] == 0)]
+        at_macs = lambda macs, col: float(sweep.flops_aware_ms(runs, np.array([macs], float), col)[0])
         for _, r in runs.iterrows():
             row = {'run': r['run'], 'seed': int(seed), 'lambda_': r['lambda_'], 'eta': r['eta'],
                    'macs_m': r['macs'] / 1e6, 'latency_ms': r[column], 'x_darts_v2': r[column] / r[reference],
                    'predicted_x_darts_v2': r.get('predicted_vs_reference', np.nan),
                    'supernet_accuracy': r['supernet_valid_accuracy'], 'genotype': r['genotype']}
             if r['eta'] == 0 and r['lambda_'] > 0:
-                flops_ms = _at_macs(family, r['macs'], column)
-                flops_acc = _at_macs(family, r['macs'], 'supernet_valid_accuracy')
+                flops_ms = at_macs(r['macs'], column)
+                flops_acc = at_macs(r['macs'], 'supernet_valid_accuracy')
                 row.update(flops_aware_ms=flops_ms, vs_flops_aware=r[column] / flops_ms - 1,
                            accuracy_vs_flops_aware=r['supernet_valid_accuracy'] - flops_acc)
             rows.append(row)

@@ -27,7 +27,7 @@ import numpy as np
 from ladnas_tf import genotypes, search_space
 from ladnas_tf.graph.setting import Setting
 from ladnas_tf.profiling.targets import local
-from benchmarks import provenance, write_json
+from benchmarks import portable, provenance, write_json
 
 
 def parse(argv):
@@ -303,7 +303,7 @@ def main(argv=None):
             with open(path, encoding='utf-8') as f:
                 reports.append(json.load(f))
         results = merge(reports)
-        results['provenance'] = {**provenance(), 'merged': args.merge.split(',')}
+        results['provenance'] = {**provenance(), 'merged': portable(args.merge).split(',')}
     elif args.compare:
         results = compare_all(args, save, provenance())
         results['provenance'] = provenance()

@@ -41,7 +41,7 @@ def test_write_json_records_them_itself(tmp_path):
                    env={**os.environ, 'PYTHONPATH': ROOT})
     record = json.loads(out.read_text())
     assert record['speed'] == 2.5 and record['config'] == {'steps': 3}
-    assert record['command'].endswith(f'python -c {str(out)} --flag=1')
+    assert record['command'].endswith('python -c scratch/figures.json --flag=1')  # no folder of this machine
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     if head:  # a clone (CI's is one): the figures name the commit they were made at
         assert record['commit'].split('+')[0] == head
@@ -81,3 +81,17 @@ def test_the_writer_equivalence_merges_runs_of_two_seeds_itself():
     assert merged['settings']['cifar']['differing'] == one_random_differs
     with pytest.raises(SystemExit, match='share a seed'):
         equivalence.merge([_report(0), _report(0)])
+
+
+def test_recorded_commands_name_no_folder_of_the_machine(tmp_path):
+    """Paths outside the clone become scratch/<name>, inside it relative; in nested records too."""
+    import benchmarks
+    command = (f'python -m benchmarks.x --output={tmp_path}/out --merge={tmp_path}/a.json,docs/b.json '
+               f'{ROOT}/docs/c.json -c 0')
+    assert benchmarks.portable(command) == ('python -m benchmarks.x --output=scratch/out '
+                                            '--merge=scratch/a.json,docs/b.json docs/c.json -c 0')
+    path = tmp_path / 'r.json'
+    benchmarks.write_json(str(path), {'settings': {'a': {'provenance': {'command': f'python x {tmp_path}/in'}}}})
+    record = json.loads(path.read_text())
+    assert record['settings']['a']['provenance']['command'] == 'python x scratch/in'
+    assert str(tmp_path) not in path.read_text()
