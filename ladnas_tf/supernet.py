@@ -80,6 +80,17 @@ def discarded_statistics():
         _DISCARDING[0] = before
 
 
+@contextlib.contextmanager
+def _updates_computed():
+    """The module's flags cleared (normalize_batch computes the statistics' updates), then restored."""
+    flags = _RECOMPUTING[0], _DISCARDING[0]
+    _RECOMPUTING[0] = _DISCARDING[0] = False
+    try:
+        yield
+    finally:
+        _RECOMPUTING[0], _DISCARDING[0] = flags
+
+
 def normalize_batch(x, moving_mean, moving_var, training, scale=None, offset=None):
     """BN over NHWC channels, then `scale` and `offset` (per channel; none for DARTS's non-affine BN).
     In training the batch statistics (synchronised across replicas) normalise, and update the moving
@@ -393,13 +404,8 @@ def _statistics_io(forward, sizes, training, traced=False):
         values = tensors[:-1]
         parts = tf.split(tensors[-1], [n for name in names for n in (sizes[name],) * 2])
         stats = {name: (_Statistic(parts[2 * i]), _Statistic(parts[2 * i + 1])) for i, name in enumerate(names)}
-        flags = _RECOMPUTING[0], _DISCARDING[0]
-        if traced:
-            _RECOMPUTING[0] = _DISCARDING[0] = False
-        try:
+        with _updates_computed() if traced else contextlib.nullcontext():
             out = forward(x, weights, values, stats, training)
-        finally:
-            _RECOMPUTING[0], _DISCARDING[0] = flags
         return out, tf.stop_gradient(tf.concat([s.new for name in names for s in stats[name]], 0))
     return fn
 
