@@ -221,7 +221,9 @@ def test_traced_shared_mixed_ops_give_the_eager_gradients_and_statistics(pc):
     assert len(shapes) <= len(supernet._SHARED_MIXED_OPS)
     np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
     for v, a, b in zip(eager.trainable_weights, grads_a, grads_b):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=v.path)
+        # oneDNN's fused graph kernels sum in another order than eager ops: float32 noise scales
+        # with the tensor's largest entry, so tiny entries are held to that scale, not their own.
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max() + 1e-7, err_msg=v.path)
     for v, w in zip(eager.non_trainable_weights, traced.non_trainable_weights):
         np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-5, atol=1e-7, err_msg=v.path)
 
