@@ -11,10 +11,11 @@ layers, and the edges leaving one node are computed *together*:
     exactly E separate BNs);
   * 'none' contributes nothing to the sum and is not computed (its alpha still gets a gradient
     through the softmax).
-In a traced step (tf.function) the mixed ops of one shape (channels, edges, stride, resolution) all call
-one traced function, weights and BN statistics passed in as tensors and the statistics' updates passed
-out: a 5-cell supernet traces 14 mixed ops and their gradients once, not 25 per pass, and every pass of a
-step (architecture, weight, the unrolled ones) reuses them. Eagerly each mixed op computes inline.
+In a traced step (tf.function) the mixed ops with the same edge count and stride all call one traced
+function, for any channel count and resolution, weights and BN statistics passed in as tensors and the
+statistics' updates passed out: a 5-cell supernet traces 5 mixed ops and their gradients once, not 25
+per pass, and every pass of a step (architecture, weight, the unrolled ones) reuses them. Eagerly each
+mixed op computes inline.
 The result equals DARTS's search network op for op (PyTorch's padding and stride-2 semantics, see
 ops.py); a stride-2 dilated conv is the stride-1 conv of the even pixels, which is the same thing.
 
@@ -135,9 +136,31 @@ def pointwise(x, kernel):
     return tf.einsum('nhwc,cd->nhwd', x, kernel)
 
 
+def _channels(x):
+    """x's last dimension: an int where the static shape knows it, else a tensor (a shared mixed-op
+    function is traced for any resolution and channel count)."""
+    return x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
+
+
+def _shape(x, tail):
+    """The shape that reshapes x's dimensions after (N, H, W) to `tail` (one entry may be -1): a
+    constant when the static shape is known, else computed from x in three ops."""
+    h, w, rest = x.shape[1], x.shape[2], x.shape[3:]
+    if h is None or w is None or not rest.is_fully_defined():
+        return tf.concat([tf.shape(x)[:3], tail], 0)
+    known = math.prod(t for t in tail if t != -1)
+    return [-1, h, w, *(rest.num_elements() // known if t == -1 else t for t in tail)]
+
+
+def _static_even(x):
+    _, h, w, c = x.shape
+    return None not in (h, w, c) and h % 2 == 0 and w % 2 == 0
+
+
 def phases(x):
-    """(even, odd) pixels, x[:, ::2, ::2] and x[:, 1::2, 1::2] (even sizes), as slices of a reshape:
-    a strided slice's gradient scatters element by element and is ~6x slower on CPU."""
+    """(even, odd) pixels, x[:, ::2, ::2] and x[:, 1::2, 1::2] (see subsample)."""
+    if not _static_even(x):
+        return subsample(x), subsample(tf.slice(x, [0, 1, 1, 0], [-1, -1, -1, -1]))
     _, h, w, c = x.shape
     pairs = tf.reshape(x, [-1, h // 2, 2, w // 2, 2 * c])
     size = [-1, h // 2, 1, w // 2, c]
@@ -147,7 +170,11 @@ def phases(x):
 
 
 def subsample(x):
-    """x[:, ::2, ::2] for even sizes (see phases)."""
+    """x[:, ::2, ::2], not as a strided slice, whose gradient scatters element by element (~6x slower on
+    CPU): for a known even size a slice of a reshape, else a 1x1 average pool at stride 2 (one op for
+    any shape, ~15% slower)."""
+    if not _static_even(x):
+        return tf.nn.avg_pool2d(x, 1, 2, 'VALID')
     _, h, w, c = x.shape
     even = tf.slice(tf.reshape(x, [-1, h // 2, 2, w // 2, 2 * c]), [0, 0, 0, 0, 0], [-1, h // 2, 1, w // 2, c])
     return tf.reshape(even, [-1, h // 2, w // 2, c])
@@ -160,15 +187,27 @@ def _depthwise_native(x, kernel, strides=1, padding='SAME', explicit_paddings=()
                                             explicit_paddings=list(explicit_paddings))
 
 
-def depthwise(x, kernel, strides=1, dilation=1):
-    """Depthwise conv with PyTorch's symmetric padding dilation*(k-1)/2 at stride 1 or 2."""
+def _dilated_kernel(kernel, dilation):
+    """(k, k, C, 1) -> the (d(k-1)+1)^2 kernel with d-1 zeros between taps, for any C."""
+    k = kernel.shape[0]
+    spread = tf.pad(kernel[:, None, :, None], [[0, 0], [0, dilation - 1], [0, 0], [0, dilation - 1], [0, 0], [0, 0]])
+    spread = tf.reshape(spread, [k * dilation, k * dilation, -1, 1])
+    size = dilation * (k - 1) + 1
+    return tf.slice(spread, [0, 0, 0, 0], [size, size, -1, -1])
+
+
+def depthwise(x, kernel, strides=1, dilation=1, divisible=None):
+    """Depthwise conv with PyTorch's symmetric padding dilation*(k-1)/2 at stride 1 or 2. `divisible`:
+    whether height and width are multiples of the dilation (by default, from the static shape)."""
     p = dilation * (kernel.shape[0] - 1) // 2
     if strides == 1:
         if dilation == 1:
             return _depthwise_native(x, kernel)
-        h, w = x.shape[1], x.shape[2]
-        if h is None or w is None or h % dilation or w % dilation:
-            return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
+        if divisible is None:
+            h, w = x.shape[1], x.shape[2]
+            divisible = not (h is None or w is None or h % dilation or w % dilation)
+        if not divisible:  # the plain conv with the kernel's taps spread out (zeros between them)
+            return _depthwise_native(x, _dilated_kernel(kernel, dilation))
         # What tf.nn.depthwise_conv2d does for a dilation (the CPU kernel has none), written out: the
         # dilated conv is a plain conv over each of the dilation^2 phases, padded by p (divisible).
         y = tf.space_to_batch_nd(x, [dilation, dilation], [[p, p], [p, p]])
@@ -182,6 +221,24 @@ def depthwise(x, kernel, strides=1, dilation=1):
         raise BadInput(f'stride 2 with dilation {dilation} is not supported')
     # Taps at 2i + 2t - (k-1) all fall on even pixels: a plain conv over the even pixels.
     return _depthwise_native(subsample(x), kernel)
+
+
+def max_pool_3x3(x, strides):
+    """3x3 max pooling, PyTorch's padding 1 (stride 2: explicit, as padding has no second derivative in TF).
+    Its gradient re-runs the pooling: in a traced step the gradient sits in another function than the
+    forward pass, and oneDNN only takes over a pool's gradient (~3x faster than TF's own on CPU) when
+    the pool it belongs to is in the same graph."""
+    if strides > 1:
+        x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=x.dtype.min)
+    padding = 'VALID' if strides > 1 else 'SAME'
+
+    @tf.custom_gradient
+    def pool(x):
+        def grad(dy):
+            return tf.raw_ops.MaxPoolGrad(orig_input=x, orig_output=tf.nn.max_pool2d(x, 3, strides, padding), grad=dy,
+                                          ksize=[1, 3, 3, 1], strides=[1, strides, strides, 1], padding=padding)
+        return tf.nn.max_pool2d(x, 3, strides, padding), grad
+    return pool(x)
 
 
 def channel_shuffle(x, groups):
@@ -225,8 +282,10 @@ class _Weights:
 
 
 class _MixedMath:
-    """The math of a MixedOp, from its configuration (channels, num_edges, strides) and explicit tensors:
-    what a shared mixed-op function traces without holding on to any layer."""
+    """The math of a MixedOp, from its configuration (num_edges, strides) and explicit tensors: what a
+    shared mixed-op function traces without holding on to any layer. The channel count and resolution
+    come from the tensors, so one trace serves the mixed ops of every cell (`even`: the resolution is
+    even, which a dilated conv's fast path needs)."""
 
     # Kernels are stacked per shape, so the optimiser and the graph see 4 variables, not 14.
     _DW = {3: ('sep_conv_3x3_0', 'sep_conv_3x3_1', 'dil_conv_3x3_0'),
@@ -234,15 +293,17 @@ class _MixedMath:
     _PW = ('sep_conv_3x3_0', 'sep_conv_3x3_1', 'sep_conv_5x5_0', 'sep_conv_5x5_1', 'dil_conv_3x3_0',
            'dil_conv_5x5_0')
 
+    even = None  # a layer reads its input's static shape
+
     @classmethod
-    def of(cls, channels, num_edges, strides):
+    def of(cls, num_edges, strides, even):
         math = cls.__new__(cls)
-        math.channels, math.num_edges, math.strides = channels, num_edges, strides
+        math.num_edges, math.strides, math.even = num_edges, strides, even
         return math
 
     def _kernels(self, depthwise_kernels, pointwise_kernels):
         """name -> (depthwise kernel, block-diagonal pointwise kernel), from the stacked kernels."""
-        e, c = self.num_edges, self.channels
+        e, c = self.num_edges, _channels(pointwise_kernels)
         dw = {}
         for k, names in self._DW.items():
             dw.update(zip(names, tf.unstack(depthwise_kernels[k])))
@@ -258,7 +319,8 @@ class _MixedMath:
         dilation = 2 if op.startswith('dil') else 1
         sep = op.startswith('sep')
         dw, pw = kernels[f'{op}_0']
-        y = norm(pointwise(depthwise(tiled, dw, self.strides, dilation), pw), f'{op}_0', None if sep else scale)
+        y = norm(pointwise(depthwise(tiled, dw, self.strides, dilation, self.even), pw), f'{op}_0',
+                 None if sep else scale)
         if sep:
             dw, pw = kernels[f'{op}_1']
             y = norm(pointwise(depthwise(tf.nn.relu(y), dw, 1), pw), f'{op}_1', scale)
@@ -266,20 +328,16 @@ class _MixedMath:
 
     def _reduce(self, relu_x, reduce_kernels, norm, scale):
         """FactorizedReduce per edge: conv_a on the even pixels, conv_b on the odd ones, concatenated."""
-        e, half = self.num_edges, self.channels // 2
         kernel_a, kernel_b = tf.unstack(reduce_kernels)
         even, odd = phases(relu_x)
-        _, h, w, _ = even.shape
-        shape = [-1, h, w, e, half]
-        both = tf.stack([tf.reshape(pointwise(even, kernel_a), shape),
-                         tf.reshape(pointwise(odd, kernel_b), shape)], axis=-2)
-        return norm(tf.reshape(both, [-1, h, w, e * 2 * half]), 'skip_connect', scale)
+        a, b = pointwise(even, kernel_a), pointwise(odd, kernel_b)
+        shape = _shape(a, [self.num_edges, -1])
+        both = tf.stack([tf.reshape(a, shape), tf.reshape(b, shape)], axis=-2)
+        return norm(tf.reshape(both, _shape(both, [-1])), 'skip_connect', scale)
 
     def _pool(self, x, kind, norm):
         if kind == 'max':
-            if self.strides > 1:  # PyTorch's padding 1; explicit padding has no second derivative in TF
-                x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=x.dtype.min)
-            y = tf.nn.max_pool2d(x, 3, self.strides, 'VALID' if self.strides > 1 else 'SAME')
+            y = max_pool_3x3(x, self.strides)
         else:  # average excluding the padding (count_include_pad=False): 'SAME' at stride 1, subsampled
             y = tf.nn.avg_pool2d(x, 3, 1, 'SAME')
             if self.strides > 1:
@@ -289,21 +347,21 @@ class _MixedMath:
     def _forward(self, x, weights, values, stats, training):
         """The math of call() on explicit kernels (values, as _values()) and statistics (name -> (mean,
         var), each with .value and .assign). Reads nothing from self but its configuration."""
-        e, c = self.num_edges, self.channels
+        e = self.num_edges
         depthwise_kernels = dict(zip(self._DW, values[:len(self._DW)]))
         pointwise_kernels = values[len(self._DW)]
-        # Graph constants are slow to create: one set of BN scales/offsets per call, not per BN.
-        ones = {n: tf.ones([n], x.dtype) for n in (c, e * c)}
-        zeros = {n: tf.zeros([n], x.dtype) for n in (c, e * c)}
+        # One set of BN scales/offsets per call, not per BN, sized like the statistics of a BN over C
+        # channels (a pool's) and over E*C (a conv's) whatever the shape is known to be.
+        sized = {1: stats['max_pool_3x3'][0].value, e: stats['sep_conv_3x3_0'][0].value}
+        ones = {k: tf.ones_like(v, x.dtype) for k, v in sized.items()}
+        zeros = {k: tf.zeros_like(v, x.dtype) for k, v in sized.items()}
 
         def norm(y, name, scale):
-            n = y.shape[-1]
-            return normalize_batch(y, *stats[name], training, ones[n] if scale is None else scale, zeros[n])
+            k = 1 if name.endswith('pool_3x3') else e  # the pools' BNs are over C channels, the rest E*C
+            return normalize_batch(y, *stats[name], training, ones[k] if scale is None else scale, zeros[k])
 
         # Each op's per-edge weight is folded into its last BN as a per-channel scale.
-        scales = tf.unstack(tf.reshape(tf.broadcast_to(tf.transpose(weights)[:, :, None],
-                                                       [search_space.NUM_OPS, e, c]),
-                                       [search_space.NUM_OPS, e * c]))
+        scales = tf.unstack(tf.reshape(tf.transpose(weights)[:, :, None] * ones[1], [search_space.NUM_OPS, -1]))
         scale = dict(zip(search_space.PRIMITIVES, scales))
         columns = dict(zip(search_space.PRIMITIVES, tf.unstack(tf.transpose(weights)[:, :, None])))
         relu_x = tf.nn.relu(x)
@@ -317,8 +375,7 @@ class _MixedMath:
             shared.append(tf.expand_dims(x, -2) * columns['skip_connect'])
         else:
             per_edge.append(self._reduce(relu_x, values[len(self._DW) + 1], norm, scale['skip_connect']))
-        _, h, w, _ = per_edge[0].shape
-        shape = tf.constant([-1, h, w, e, c])
+        shape = _shape(per_edge[0], [e, -1])
         return tf.add_n([tf.reshape(y, shape) for y in per_edge] + shared)
 
 
@@ -342,12 +399,12 @@ class MixedOp(_MixedMath, _Weights, layers.Layer):
         self.depthwise_kernels = {k: self._param(f'depthwise_{k}x{k}', (len(names), k, k, e * c, 1), k * k)
                                   for k, names in self._DW.items()}
         self.pointwise_kernels = self._param('pointwise', (len(self._PW), e, c, c), c)
-        self.bn_sizes = {name: e * c for name in self._PW}
-        self.bn_sizes.update({'max_pool_3x3': c, 'avg_pool_3x3': c})
+        self.bn_widths = {name: e for name in self._PW}  # each BN's channels, in units of C
+        self.bn_widths.update({'max_pool_3x3': 1, 'avg_pool_3x3': 1})
         if self.strides == 2:  # skip_connect is FactorizedReduce: two 1x1 convs to C/2 each, per edge
             self.reduce_kernels = self._param('factorized_reduce', (2, c, e * c // 2), c)
-            self.bn_sizes['skip_connect'] = e * c
-        self.statistics = self._bn_vector('bn_statistics', self.bn_sizes.values())
+            self.bn_widths['skip_connect'] = e
+        self.statistics = self._bn_vector('bn_statistics', [k * c for k in self.bn_widths.values()])
 
     def _values(self):
         """The kernels as tensors (substituted ones inside a keras.StatelessScope), in _forward's order."""
@@ -366,11 +423,14 @@ class MixedOp(_MixedMath, _Weights, layers.Layer):
             stats = self.statistics.value
         args = [x, weights, *self._values(), stats]
         if tf.executing_eagerly() or _replicas() > 1:
-            out, updated = _statistics_io(self._forward, self.bn_sizes, training)(*args)
+            out, updated = _statistics_io(self._forward, self.bn_widths, training)(*args)
         else:
             # In a graph, every MixedOp of one shape calls one traced function (and its one traced
             # gradient): the weights and statistics go in as tensors, the statistics' updates come out.
             out, updated = _shared_mixed_op(self, args, bool(training))(*args)
+            n, h, w, _ = x.shape
+            out.set_shape([n, h and -(-h // self.strides), w and -(-w // self.strides), self.num_edges,
+                           self.channels])
         if training and not _RECOMPUTING[0] and not discard:
             self.statistics.assign(updated)
         return out
@@ -391,18 +451,21 @@ class _Statistic:
         self.new = value
 
 
-def _statistics_io(forward, sizes, training, traced=False):
+def _statistics_io(forward, widths, training, traced=False):
     """fn(x, weights, *kernels, statistics) -> (out, updated statistics) around
     forward(x, weights, kernels, stats, training): the BN statistics of a mixed op as one vector, per BN
-    its moving mean then variance (`sizes`: BN name -> channels, in order). `traced`: for the shared
+    its moving mean then variance (`widths`: BN name -> channels in units of x's, in order). `traced`: for the shared
     function, whose one trace serves every context, so it always computes the updates (the caller keeps
     them or not); it clears the module's flags while tracing, which only one thread does (replicas == 1).
     Called directly, the flags stand: replica threads read them concurrently."""
-    names = list(sizes)
+    names = list(widths)
 
     def fn(x, weights, *tensors):
         values = tensors[:-1]
-        parts = tf.split(tensors[-1], [n for name in names for n in (sizes[name],) * 2])
+        units = [widths[name] for name in names for _ in range(2)]
+        c = _channels(x)
+        sizes = [u * c for u in units] if isinstance(c, int) else tf.constant(units) * c
+        parts = tf.split(tensors[-1], sizes, num=len(units))
         stats = {name: (_Statistic(parts[2 * i]), _Statistic(parts[2 * i + 1])) for i, name in enumerate(names)}
         with _updates_computed() if traced else contextlib.nullcontext():
             out = forward(x, weights, values, stats, training)
@@ -410,7 +473,7 @@ def _statistics_io(forward, sizes, training, traced=False):
     return fn
 
 
-# (channels, edges, strides, dtype, height, width, training) -> the traced mixed-op function
+# (edges, strides, dtype, even resolution, training) -> the traced mixed-op function
 _SHARED_MIXED_OPS = {}
 
 
@@ -420,16 +483,21 @@ def _shared_mixed_op(op, args, training):
     fn(x, weights, *kernels, statistics) -> (out, updated statistics), the statistics as op.statistics
     holds them (_statistics_io); `args` are such arguments."""
     _, h, w, _ = args[0].shape
-    key = (op.channels, op.num_edges, op.strides, args[0].dtype.name, h, w, training)
+    even = h % 2 == 0 and w % 2 == 0
+    key = (op.num_edges, op.strides, args[0].dtype.name, even, training)
     fn = _SHARED_MIXED_OPS.get(key)
     if fn is not None:
         return fn
-    forward = _statistics_io(_MixedMath.of(op.channels, op.num_edges, op.strides)._forward, op.bn_sizes, training,
+    forward = _statistics_io(_MixedMath.of(op.num_edges, op.strides, even)._forward, op.bn_widths, training,
                              traced=True)
-
-    # Any batch size: the last, smaller batch of an epoch calls the same function.
-    signature = [tf.TensorSpec([None] + args[0].shape[1:], args[0].dtype)]
-    signature += [tf.TensorSpec(t.shape, t.dtype) for t in args[1:]]
+    # Any batch, resolution and channel count (tracing is most of a step's start-up): the kernels' and
+    # statistics' sizes that follow the channels are left open too; the edges and kernel sizes are not.
+    x, weights, *kernels, stats = args
+    open_dims = [(3,)] * len(op._DW) + [(2, 3), (1, 2)]  # depthwise, pointwise, factorized reduce
+    signature = [tf.TensorSpec([None] * 4, x.dtype), tf.TensorSpec(weights.shape, weights.dtype)]
+    signature += [tf.TensorSpec([None if i in dims else d for i, d in enumerate(t.shape)], t.dtype)
+                  for t, dims in zip(kernels, open_dims)]
+    signature.append(tf.TensorSpec([None], stats.dtype))
     fn = tf.function(forward, autograph=False).get_concrete_function(*signature)
     _SHARED_MIXED_OPS[key] = fn
     return fn
