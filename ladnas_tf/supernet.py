@@ -425,7 +425,7 @@ class MixedOp(_MixedMath, _Weights, layers.Layer):
         if tf.executing_eagerly() or _replicas() > 1:
             out, updated = _statistics_io(self._forward, self.bn_widths, training)(*args)
         else:
-            # In a graph, every MixedOp of one shape calls one traced function (and its one traced
+            # In a graph, every MixedOp of one kind calls one traced function (and its one traced
             # gradient): the weights and statistics go in as tensors, the statistics' updates come out.
             out, updated = _shared_mixed_op(self, args, bool(training))(*args)
             n, h, w, _ = x.shape
@@ -478,12 +478,13 @@ _SHARED_MIXED_OPS = {}
 
 
 def _shared_mixed_op(op, args, training):
-    """One traced function per mixed-op shape, called by every MixedOp of that shape, in every step
-    function: it computes op._forward from tensors only, so it captures nothing of one layer.
+    """One traced function per mixed-op kind (edges, stride, dtype, even size), called by every MixedOp
+    of that kind, in every step function: it computes op._forward from tensors only, so it captures
+    nothing of one layer.
     fn(x, weights, *kernels, statistics) -> (out, updated statistics), the statistics as op.statistics
     holds them (_statistics_io); `args` are such arguments."""
     _, h, w, _ = args[0].shape
-    even = h % 2 == 0 and w % 2 == 0
+    even = h is not None and w is not None and h % 2 == 0 and w % 2 == 0  # unknown: the general path
     key = (op.num_edges, op.strides, args[0].dtype.name, even, training)
     fn = _SHARED_MIXED_OPS.get(key)
     if fn is not None:

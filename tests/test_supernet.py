@@ -197,7 +197,7 @@ def test_cells_follow_the_genotype_walk(model):
 
 @pytest.mark.parametrize('pc', [False, True])
 def test_traced_shared_mixed_ops_give_the_eager_gradients_and_statistics(pc):
-    """In a tf.function every MixedOp of one shape calls one shared traced function (weights and
+    """In a tf.function every MixedOp of one kind calls one shared traced function (weights and
     statistics passed in, updates passed out); eagerly each computes its math inline, as before the
     sharing. Same loss, same gradient for every weight and alpha/beta, same BN moving statistics, and
     one traced function per edge count and stride, not per layer or channel count. In
