@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 
 import numpy as np
 
@@ -107,10 +108,13 @@ class Agent:
     def put(self, name, content):
         if hashlib.sha256(content).hexdigest() != name:
             raise ValueError(f'model {name[:12]}: content does not match its SHA-256 (damaged in transfer)')
-        tmp = self._path(name) + '.tmp'
-        with open(tmp, 'wb') as f:
+        # A temporary file of its own: two agents sharing a folder (two "devices" on one host) may send
+        # the same model at once. The rename is atomic, so a dropped connection never leaves a half file
+        # under the name.
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=name + '.', suffix='.tmp')
+        with os.fdopen(fd, 'wb') as f:
             f.write(content)
-        os.replace(tmp, self._path(name))  # a dropped connection never leaves a half file under the name
+        os.replace(tmp, self._path(name))
         return {}
 
     def _files(self):

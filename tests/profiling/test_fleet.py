@@ -180,11 +180,12 @@ def _servers(tmp_path):
     return first.start(), sshd.Server(tmp_path / 'sshd_b').start()
 
 
-def _rows(path):
+def _devices(path):
+    """The device of each row written so far."""
     try:
-        return len(pd.read_csv(path, usecols=['device']))
+        return list(pd.read_csv(path, usecols=['device'])['device'])
     except (FileNotFoundError, pd.errors.EmptyDataError, ValueError):
-        return 0
+        return []
 
 
 @pytest.mark.slow
@@ -200,10 +201,14 @@ def test_two_ssh_devices_fill_one_table_and_one_killed_midway_leaves_its_share(t
                     '--retries=1', '--backoff_s=0.2', env={'TF_CPP_MIN_LOG_LEVEL': '3'}, popen=True)
     try:
         deadline = time.time() + 300
-        while _rows(path) < 4 and proc.poll() is None and time.time() < deadline:
+        # b goes once both devices have written rows: the test is of a device that leaves mid-run.
+        while proc.poll() is None and time.time() < deadline:
+            done = _devices(path)
+            if len(done) >= 4 and b.device in done:
+                break
             time.sleep(0.05)
         b.kill()  # mid-run: b's next architecture is being sent or timed
-        killed_at = _rows(path)
+        killed_at = len(_devices(path))
         out, err = proc.communicate(timeout=300)
     finally:
         a.kill()

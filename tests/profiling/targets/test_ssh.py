@@ -332,3 +332,23 @@ def test_a_100_row_run_leaves_at_most_the_configured_cache_on_the_device(server,
     said = re.search(r'left on the device: (\d+) model files, ([\d.]+) MB', out)
     assert said and int(said.group(1)) == len(files)
     assert float(said.group(2)) == pytest.approx(sum(files.values()) / 1e6, abs=0.06)
+
+
+def test_two_agents_on_one_folder_store_the_same_model_at_once(tmp_path, monkeypatch):
+    """Two devices on one host share a folder: while one agent is between writing a model and renaming
+    it into place, the other stores the same model. Both succeed, one whole file, no temporary left."""
+    content = b'model bytes'
+    name = hashlib.sha256(content).hexdigest()
+    first, second = agent.Agent(str(tmp_path)), agent.Agent(str(tmp_path))
+    replace = os.replace
+
+    def interleaved(src, dst):
+        monkeypatch.setattr(agent.os, 'replace', replace)
+        assert second.put(name, content) == {}  # the other agent, in the middle of the first one's put
+        replace(src, dst)
+
+    monkeypatch.setattr(agent.os, 'replace', interleaved)
+    assert first.put(name, content) == {}
+    assert os.listdir(tmp_path) == [f'{name}.tflite']
+    assert (tmp_path / f'{name}.tflite').read_bytes() == content
+    assert first.missing([name]) == {'missing': []}
