@@ -483,8 +483,7 @@ def _shared_mixed_op(op, args, training):
     nothing of one layer.
     fn(x, weights, *kernels, statistics) -> (out, updated statistics), the statistics as op.statistics
     holds them (_statistics_io); `args` are such arguments."""
-    _, h, w, _ = args[0].shape
-    even = h is not None and w is not None and h % 2 == 0 and w % 2 == 0  # unknown: the general path
+    even = _static_even(args[0])  # an unknown size takes the general path
     key = (op.num_edges, op.strides, args[0].dtype.name, even, training)
     fn = _SHARED_MIXED_OPS.get(key)
     if fn is not None:
