@@ -8,8 +8,16 @@ in its own subprocess so that its peak RSS is its own.
     taskset -c 0 python -m benchmarks.supernet_step
     (options: --channels 8 --layers 5 --batch 32 --size 32 --steps 5 --threads 1 --method darts|pcdarts
      --order first|second --repeats 1 --frameworks tensorflow,tf-eigen,tf-recompute,torch
-     --settings 8/5/32,16/8/64 --note 'what else ran'
+     --settings 8/5/32,16/8/64 --profile_steps 2 --note 'what else ran'
      --json=docs/benchmarks/supernet_step.json)
+
+With --profile_steps N, each `tensorflow` run then traces N more steps with TensorFlow's profiler (after
+the timed ones, which it does not disturb) and reports the time per step of each op type, grouped by
+what it computes (OP_GROUPS), and a floor: the time of the kernels any implementation of this step runs
+(depthwise convs, BN, pooling, ReLU, and the pointwise convs at their needed multiply-adds: a mixed op
+runs its E edges' 1x1 convs as one block-diagonal matmul, E times the work of E separate ones). The
+floor counts no elementwise op, no reshuffle and no overhead, so it is a lower bound of what these
+kernels allow, as a multiple of PyTorch's step.
 
 Wall-clock and CPU (process) time are both reported: on a shared machine the CPU time is the steadier
 figure. With --repeats N the frameworks take turns N times (tf, torch, tf, torch, ...) and each figure
@@ -22,12 +30,14 @@ RSS right after importing the framework (TensorFlow + Keras take ~0.67 GB before
 dependency: `pip install torch==2.13.0`.
 """
 import argparse
+import glob
 import json
 import os
 import statistics
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +46,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tf-eigen: the same with TF_ENABLE_ONEDNN_OPTS=0, TensorFlow's Eigen kernels (its own default on AVX2-only CPUs)
 FRAMEWORKS = ('tensorflow', 'tf-eigen', 'tf-recompute', 'torch')
 DEFAULT_FRAMEWORKS = ('tensorflow', 'tf-eigen', 'torch')
+# Op types (oneDNN's _Mkl / _MklNative prefixes dropped) by what they compute; FLOOR_GROUPS are the
+# kernels of the step's math itself, which PyTorch runs too.
+OP_GROUPS = (('depthwise conv', ('DepthwiseConv2dNative',)), ('batch norm', ('FusedBatchNorm',)),
+             ('pointwise conv', ('Einsum',)), ('pooling', ('MaxPool', 'AvgPool')), ('relu', ('Relu',)),
+             ('dilation reshuffle', ('SpaceToBatchND', 'BatchToSpaceND')),
+             ('elementwise and reductions', ('Mul', 'Sum', 'AddN', 'AddV2', 'Sub', 'Tile')))
+FLOOR_GROUPS = ('depthwise conv', 'batch norm', 'pooling', 'relu')
 
 
 def _clock():
@@ -83,7 +100,73 @@ def run_tensorflow(args):
         searcher.step((x, y), (x, y))
     total = _since(start)
     params = sum(int(v.shape.num_elements()) for v in model.weight_parameters())
+    if args.profile_steps:
+        args.ops = _profiled_ops(lambda: searcher.step((x, y), (x, y)), args.profile_steps)
+        args.pointwise_needed = _pointwise_needed(args)
     return first, total, params
+
+
+def _profiled_ops(step, steps):
+    """{op type: ms per step} over `steps` profiled steps (TensorFlow's profiler, compute threads)."""
+    import tensorflow as tf
+    # The only reader of the profiler's trace that ships with TensorFlow (TensorBoard's profile plugin
+    # uses the same one).
+    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(steps):
+            step()
+        tf.profiler.experimental.stop()
+        xspace = sorted(glob.glob(os.path.join(logdir, '**', '*.xplane.pb'), recursive=True))[-1]
+        data, _ = plugin.xspace_to_tools_data([xspace], 'trace_viewer@', {})
+    events = json.loads(data)['traceEvents']
+    threads = {(e['pid'], e['tid']) for e in events
+               if e.get('ph') == 'M' and e.get('name') == 'thread_name' and 'tf_Compute' in e['args']['name']}
+    ops = {}
+    for e in events:
+        if e.get('ph') == 'X' and (e['pid'], e['tid']) in threads and not e['name'].startswith(
+                ('ThreadpoolListener', 'ExecutorState')):
+            name = e['name'].removeprefix('_MklNative').removeprefix('_Mkl')
+            ops[name] = ops.get(name, 0.) + e['dur'] / 1e3 / steps
+    return dict(sorted(ops.items(), key=lambda kv: -kv[1]))
+
+
+def _pointwise_needed(args):
+    """The share of the pointwise convs' multiply-adds that the math needs: per mixed op of E edges,
+    C channels, six block-diagonal (E*C)^2 matmuls where E separate C^2 ones would do; the cells'
+    preprocessing and FactorizedReduce convs are dense (needed whole). Backward passes scale both alike."""
+    from ladnas_tf import search_space
+    from ladnas_tf.graph import walk
+    executed = needed = 0
+    for plan in walk.cell_plans('cifar', args.channels, args.layers, args.size):
+        dense = plan.size ** 2 * (plan.c_prev_prev + plan.c_prev) * plan.c  # pre0 (either form) and pre1
+        c = plan.c // (4 if args.method == 'pcdarts' else 1)
+        for source in range(search_space.NUM_INPUTS + search_space.NUM_NODES - 1):
+            edges = search_space.NUM_INPUTS + search_space.NUM_NODES - max(source + 1, search_space.NUM_INPUTS)
+            stride = walk.input_stride(source, plan.reduction)
+            side = -(-plan.size // stride)
+            pixels = side * side
+            executed += 6 * pixels * (edges * c) ** 2
+            needed += 6 * pixels * edges * c ** 2
+            dense += pixels * edges * c * c if stride == 2 else 0  # FactorizedReduce: 2 convs to C/2 per edge
+        executed, needed = executed + dense, needed + dense
+    return needed / executed
+
+
+def op_groups(ops):
+    """{group: ms per step} of an {op type: ms per step} (OP_GROUPS; the rest is 'other')."""
+    groups = {name: 0. for name, _ in OP_GROUPS}
+    groups['other'] = 0.
+    for op, ms in ops.items():
+        group = next((name for name, prefixes in OP_GROUPS if op.startswith(prefixes)), 'other')
+        groups[group] += ms
+    return groups
+
+
+def kernel_floor(ops, pointwise_needed):
+    """ms per step of the step's own kernels (FLOOR_GROUPS, the pointwise convs at their needed share)."""
+    groups = op_groups(ops)
+    return sum(groups[g] for g in FLOOR_GROUPS) + groups['pointwise conv'] * pointwise_needed
 
 
 def run_torch(args):
@@ -241,12 +324,14 @@ def _child(args):
     if args.order == 'second' and args.framework == 'torch':
         raise SystemExit('the PyTorch side implements the first-order step only')
     fn = run_torch if args.framework == 'torch' else run_tensorflow
+    args.profile_steps = args.profile_steps if args.framework == 'tensorflow' else 0
     first, total, params = fn(args)
     peak = _peak_rss_gb()
+    extra = {'ops_ms': args.ops, 'pointwise_needed': args.pointwise_needed} if args.profile_steps else {}
     print(json.dumps({'build_wall': args.build[0], 'build_cpu': args.build[1],
                       'first_wall': first[0], 'first_cpu': first[1], 'step_wall': total[0] / args.steps,
                       'step_cpu': total[1] / args.steps, 'peak_rss_gb': peak,
-                      'above_import_gb': peak - args.import_rss, 'params': params}))
+                      'above_import_gb': peak - args.import_rss, 'params': params, **extra}))
 
 
 def main(argv=None):
@@ -260,6 +345,8 @@ def main(argv=None):
     parser.add_argument('--method', choices=('darts', 'pcdarts'), default='darts')
     parser.add_argument('--order', choices=('first', 'second'), default='first')
     parser.add_argument('--repeats', type=int, default=1, help='Runs per framework, taking turns (medians).')
+    parser.add_argument('--profile_steps', type=int, default=0,
+                        help='Steps to profile per tensorflow run after the timed ones (op times and the floor).')
     parser.add_argument('--settings', help='Several settings in one run: C/layers/batch,... (e.g. 8/5/32,16/8/64); '
                         'overrides --channels, --layers, --batch.')
     parser.add_argument('--frameworks', default=','.join(DEFAULT_FRAMEWORKS),
@@ -287,7 +374,8 @@ KEYS = ('build_wall', 'build_cpu', 'first_wall', 'first_cpu', 'step_wall', 'step
 
 def _measure(args, frameworks, channels, layers, batch):
     """Runs every framework args.repeats times at one setting, taking turns; prints and returns the medians."""
-    child_argv = [f'--{k}={getattr(args, k)}' for k in ('size', 'steps', 'threads', 'method', 'order')]
+    child_argv = [f'--{k}={getattr(args, k)}' for k in ('size', 'steps', 'threads', 'method', 'order',
+                                                        'profile_steps')]
     child_argv += [f'--channels={channels}', f'--layers={layers}', f'--batch={batch}']
     runs = {f: [] for f in frameworks}
     loads = []
@@ -302,7 +390,7 @@ def _measure(args, frameworks, channels, layers, batch):
                 print(f'{framework} failed:\n{out.stderr[-2000:]}')
                 continue
             runs[framework].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    results = {f: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for f, rs in runs.items() if rs}
+    results = {f: {k: statistics.median(r[k] for r in rs) for k in KEYS} for f, rs in runs.items() if rs}
     print(f'config: C={channels} layers={layers} batch={batch} {args.size}x{args.size} '
           f'{args.method} {args.order} order, {args.threads} thread(s), {args.steps} timed steps, '
           f'{args.repeats} run(s) each (medians)')
@@ -315,8 +403,26 @@ def _measure(args, frameworks, channels, layers, batch):
               for f in frameworks if f != 'torch' and f in results and 'torch' in results}
     for framework, r in ratios.items():
         print(f'{framework + "/pt":12s}' + ''.join(f'{r[k]:16.2f}' for k in KEYS))
-    return {'setting': {'channels': channels, 'layers': layers, 'batch': batch}, 'frameworks': results,
-            'over_torch': ratios, 'runs': runs, 'load_average': loads}
+    record = {'setting': {'channels': channels, 'layers': layers, 'batch': batch}, 'frameworks': results,
+              'over_torch': ratios, 'runs': runs, 'load_average': loads}
+    profiled = [r for r in runs.get('tensorflow', []) if 'ops_ms' in r]
+    if profiled and 'torch' in results:
+        record['profile'] = _profile_report(profiled, results['torch']['step_cpu'] * 1e3)
+    return record
+
+
+def _profile_report(profiled, torch_ms):
+    """Op groups and the kernel floor (medians over the profiled runs), in ms per step and over PyTorch's step."""
+    groups = {g: statistics.median(op_groups(r['ops_ms'])[g] for r in profiled) for g in op_groups({})}
+    floor = statistics.median(kernel_floor(r['ops_ms'], r['pointwise_needed']) for r in profiled)
+    profiled_ms = sum(groups.values())
+    print(f'profiled tensorflow step {profiled_ms:.0f} ms, by op group: ' + ', '.join(
+        f'{g} {ms:.0f} ms ({100 * ms / profiled_ms:.1f}%)' for g, ms in groups.items()))
+    print(f'kernel floor {floor:.0f} ms = {floor / torch_ms:.3f}x PyTorch\'s step '
+          f'(pointwise convs at {100 * profiled[0]["pointwise_needed"]:.1f}% of their executed multiply-adds)')
+    return {'groups_ms': groups, 'profiled_step_ms': profiled_ms, 'pointwise_needed': profiled[0]['pointwise_needed'],
+            'floor_ms': floor, 'floor_over_torch_step': floor / torch_ms,
+            'profiled_step_over_torch_step': profiled_ms / torch_ms}
 
 
 if __name__ == '__main__':
