@@ -142,6 +142,7 @@ def _pointwise_needed(args):
         dense = plan.size ** 2 * (plan.c_prev_prev + plan.c_prev) * plan.c  # pre0 (either form) and pre1
         c = plan.c // (4 if args.method == 'pcdarts' else 1)
         for source in range(search_space.NUM_INPUTS + search_space.NUM_NODES - 1):
+            # a node feeds every intermediate node after it (an input node: all of them)
             edges = search_space.NUM_INPUTS + search_space.NUM_NODES - max(source + 1, search_space.NUM_INPUTS)
             stride = walk.input_stride(source, plan.reduction)
             side = -(-plan.size // stride)
