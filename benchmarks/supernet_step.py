@@ -102,7 +102,7 @@ def run_tensorflow(args):
     params = sum(int(v.shape.num_elements()) for v in model.weight_parameters())
     if args.profile_steps:
         args.ops = _profiled_ops(lambda: searcher.step((x, y), (x, y)), args.profile_steps)
-        args.pointwise_needed = _pointwise_needed(args)
+        args.pointwise_needed = _pointwise_needed(model, args.size)
     return first, total, params
 
 
@@ -131,25 +131,20 @@ def _profiled_ops(step, steps):
     return dict(sorted(ops.items(), key=lambda kv: -kv[1]))
 
 
-def _pointwise_needed(args):
+def _pointwise_needed(model, size):
     """The share of the pointwise convs' multiply-adds that the math needs: per mixed op of E edges,
     C channels, six block-diagonal (E*C)^2 matmuls where E separate C^2 ones would do; the cells'
     preprocessing and FactorizedReduce convs are dense (needed whole). Backward passes scale both alike."""
-    from ladnas_tf import search_space
     from ladnas_tf.graph import walk
     executed = needed = 0
-    for plan in walk.cell_plans('cifar', args.channels, args.layers, args.size):
+    for plan, cell in zip(walk.cell_plans('cifar', model.channels, model.num_layers, size), model.cells_):
         dense = plan.size ** 2 * (plan.c_prev_prev + plan.c_prev) * plan.c  # pre0 (either form) and pre1
-        c = plan.c // (4 if args.method == 'pcdarts' else 1)
-        for source in range(search_space.NUM_INPUTS + search_space.NUM_NODES - 1):
-            # a node feeds every intermediate node after it (an input node: all of them)
-            edges = search_space.NUM_INPUTS + search_space.NUM_NODES - max(source + 1, search_space.NUM_INPUTS)
-            stride = walk.input_stride(source, plan.reduction)
-            side = -(-plan.size // stride)
-            pixels = side * side
-            executed += 6 * pixels * (edges * c) ** 2
-            needed += 6 * pixels * edges * c ** 2
-            dense += pixels * edges * c * c if stride == 2 else 0  # FactorizedReduce: 2 convs to C/2 per edge
+        for op in cell.mixed:
+            side = walk.halve(plan.size) if op.strides == 2 else plan.size
+            pixels, e, c = side * side, op.num_edges, op.channels
+            executed += 6 * pixels * (e * c) ** 2
+            needed += 6 * pixels * e * c ** 2
+            dense += pixels * e * c * c if op.strides == 2 else 0  # FactorizedReduce: 2 convs to C/2 per edge
         executed, needed = executed + dense, needed + dense
     return needed / executed
 

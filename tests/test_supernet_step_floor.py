@@ -1,6 +1,5 @@
 """benchmarks.supernet_step's profile: op times grouped by what they compute, and the kernel floor (the
 step's own kernels, pointwise convs at the multiply-adds the math needs)."""
-import argparse
 import json
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import sys
 import pytest
 
 from benchmarks import supernet_step
-from ladnas_tf import search_space
+from ladnas_tf import search_space, supernet
 from ladnas_tf.graph import walk
 
 
@@ -33,9 +32,9 @@ def _per_edge_macs(channels, layers, size, k):
 @pytest.mark.parametrize('setting', [(8, 5, 'darts'), (16, 8, 'darts'), (16, 8, 'pcdarts')])
 def test_the_pointwise_share_counts_each_edge_once_and_each_block_diagonal_matmul_whole(setting):
     channels, layers, method = setting
-    args = argparse.Namespace(channels=channels, layers=layers, size=32, method=method)
-    share = supernet_step._pointwise_needed(args)
-    assert share == pytest.approx(_per_edge_macs(channels, layers, 32, 4 if method == 'pcdarts' else 1))
+    k = 4 if method == 'pcdarts' else 1
+    share = supernet_step._pointwise_needed(supernet.build_supernet(channels, layers, 10, 32, partial_channels=k), 32)
+    assert share == pytest.approx(_per_edge_macs(channels, layers, 32, k))
     assert 0.25 < share < 1  # 14 edges in blocks of 4, 4, 3, 2, 1: at most 4x, diluted by the dense convs
 
 
